@@ -1,0 +1,17 @@
+//! Sovra's domain model: zones, pools, residency classes, nodes and GPUs, jobs, scheduling policies, and the YAML
+//! configuration format that declares them (validated on load).
+//!
+//! This crate is pure data and validation: no I/O beyond reading a file, no async runtime. Everything else in Sovra
+//! (the placement core, the scheduler service, the simulator, promotion) builds on these types.
+
+pub mod config;
+pub mod job;
+pub mod node;
+pub mod policy;
+pub mod zone;
+
+pub use config::{ClusterConfig, ConfigError, Problem, SchedulingConfig, WorkloadShare, jobs_from_yaml, load_jobs};
+pub use job::{Job, JobKind, NvlinkWish, Resources};
+pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
+pub use policy::{PolicySpec, ScorerKind};
+pub use zone::{EU_MEMBER_STATES, Pool, Purpose, ResidencyClass, Violation, Zone, satisfies};

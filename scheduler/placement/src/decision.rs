@@ -1,0 +1,172 @@
+//! What the core returns: a [`Decision`] (where every replica goes) or an [`Explanation`] (why not). Both are data;
+//! formatting happens only when they are shown.
+
+use crate::snapshot::NodeIdx;
+use serde::Serialize;
+use sovra_domain::ScorerKind;
+use std::fmt;
+
+/// One device given to a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeviceAssignment {
+    /// Index of the device on its node (a GPU, or a MIG instance).
+    pub device: u16,
+    /// Milli-GPU taken on it.
+    pub milli: u16,
+}
+
+/// Where one replica goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaPlacement {
+    /// Replica index within the gang.
+    pub replica: u32,
+    /// Dense node index in the topology.
+    pub node: NodeIdx,
+    /// Node name.
+    pub node_name: String,
+    /// Pool id.
+    pub pool: String,
+    /// Zone id.
+    pub zone: String,
+    /// Devices taken.
+    pub devices: Vec<DeviceAssignment>,
+    /// CPU taken, milli-cores.
+    pub cpu_milli: u64,
+    /// Memory taken, MiB.
+    pub memory_mib: u64,
+    /// Each scorer's score (0..=100) of the chosen node, and the weighted total.
+    pub scores: ScoreBreakdown,
+    /// How many nodes were feasible for this replica.
+    pub feasible_nodes: u32,
+}
+
+/// Per-scorer scores of one node, as data for "why was it placed here".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScoreBreakdown {
+    /// (scorer, weight, score 0..=100).
+    pub parts: Vec<(ScorerKind, u32, u32)>,
+    /// Σ weight × score.
+    pub total: u64,
+}
+
+/// A placement of every replica of a job (a gang is all or nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The job's name.
+    pub job: String,
+    /// One entry per replica, in replica order.
+    pub replicas: Vec<ReplicaPlacement>,
+}
+
+/// A filter of the pipeline, in the order they run (cheapest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterKind {
+    /// The pool's purpose must equal the job's kind. Evaluated once per pool.
+    Purpose,
+    /// The pool's zone must satisfy the job's residency class. Evaluated once per pool.
+    Residency,
+    /// The node must be ready and have enough healthy devices.
+    Health,
+    /// The node must have devices of an allowed model.
+    GpuModel,
+    /// The node must have the CPU and memory free.
+    CpuMemory,
+    /// The node must have the GPU capacity free (whole GPUs, a share, or an NVLink island).
+    GpuCapacity,
+}
+
+impl FilterKind {
+    /// Every filter, in pipeline order.
+    pub const ALL: [FilterKind; 6] = [
+        FilterKind::Purpose,
+        FilterKind::Residency,
+        FilterKind::Health,
+        FilterKind::GpuModel,
+        FilterKind::CpuMemory,
+        FilterKind::GpuCapacity,
+    ];
+
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterKind::Purpose => "purpose",
+            FilterKind::Residency => "residency",
+            FilterKind::Health => "health",
+            FilterKind::GpuModel => "gpu-model",
+            FilterKind::CpuMemory => "cpu-memory",
+            FilterKind::GpuCapacity => "gpu-capacity",
+        }
+    }
+
+    /// Whether a rejection by this filter can go away as jobs end (capacity) or not (policy, hardware).
+    pub fn is_resolvable(self) -> bool {
+        matches!(self, FilterKind::Health | FilterKind::CpuMemory | FilterKind::GpuCapacity)
+    }
+}
+
+impl fmt::Display for FilterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How many nodes one reason rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// A readable reason, e.g. `fewer than 8 fully free GPUs`.
+    pub reason: String,
+    /// Nodes rejected for it.
+    pub nodes: u32,
+}
+
+/// What one filter rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterReport {
+    /// The filter.
+    pub filter: FilterKind,
+    /// Nodes it rejected (each node is counted by the first filter that rejects it).
+    pub rejected_nodes: u32,
+    /// The reasons, most frequent first.
+    pub reasons: Vec<ReasonCount>,
+}
+
+/// Why a job could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The job's name.
+    pub job: String,
+    /// One line: what failed and what would make it fit.
+    pub summary: String,
+    /// The replica that found no node (the gang was rolled back), or `None` when the job was refused before any
+    /// node was looked at (bad request).
+    pub failed_replica: Option<u32>,
+    /// Replicas that had found a node before the failure (rolled back, holding nothing).
+    pub replicas_placed_before_failure: u32,
+    /// Nodes considered.
+    pub total_nodes: u32,
+    /// Per filter, in pipeline order: how many nodes it rejected and why.
+    pub filters: Vec<FilterReport>,
+    /// True when no change in cluster load could make it fit (only policy or hardware filters rejected nodes):
+    /// such a job should be refused, not queued.
+    pub unresolvable: bool,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "job {} cannot be placed: {}", self.job, self.summary)?;
+        for r in &self.filters {
+            if r.rejected_nodes == 0 {
+                continue;
+            }
+            writeln!(f, "  {:<13} rejected {:>6} node(s)", r.filter.name(), r.rejected_nodes)?;
+            for reason in &r.reasons {
+                writeln!(f, "      {:>6} × {}", reason.nodes, reason.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of placing one job.
+pub type Outcome = Result<Decision, Explanation>;

@@ -1,0 +1,23 @@
+//! Sovra's placement core: decides where a job's replicas go.
+//!
+//! **Pure**: input an immutable snapshot ([`ClusterState`]) and a job; output a [`Decision`] (node and devices for
+//! every replica) or an [`Explanation`] (per filter, how many nodes it rejected and why, and a one-line summary).
+//! No async runtime, RPC, Kubernetes or storage crate is in this crate or below it (a test checks this). The live
+//! scheduler, the Kubernetes extender and the simulator all call this same code.
+//!
+//! Pipeline, cheapest first ([`filter`]): purpose and residency once per pool per job; then per node health, GPU
+//! model, CPU and memory, GPU capacity. Feasible nodes are ranked by a weighted sum of integer scorers
+//! ([`score`], [`fgd`]); ties go to a fixed node order seeded by the placer's seed. Gangs are all-or-nothing.
+//! Deterministic: the same snapshot, job order and seed give the same decisions.
+
+pub mod decision;
+pub mod fgd;
+pub mod filter;
+pub mod placer;
+pub mod score;
+pub mod snapshot;
+
+pub use decision::{Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReplicaPlacement};
+pub use fgd::{Shape, Workload};
+pub use placer::{Placer, place};
+pub use snapshot::{ApplyError, BuildError, ClusterState, NodeIdx, NodeSummary, Topology};

@@ -1,0 +1,659 @@
+//! The placement pipeline: pool filters → node filters → scorers → choose → device choice, per replica, with gangs
+//! placed atomically on a tentative copy of the state.
+
+use crate::decision::{
+    Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReasonCount, ReplicaPlacement,
+    ScoreBreakdown,
+};
+use crate::fgd::{FragMemo, Shape, Workload, score_of_delta};
+use crate::filter::{JobNeeds, Reason, check_node, check_pool};
+use crate::score;
+use crate::snapshot::{ClusterState, NodeIdx, Topology};
+use sovra_domain::{GPU_MILLI, Job, NvlinkWish, PolicySpec, ScorerKind, WorkloadShare};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Where FGD's target workload comes from.
+#[derive(Debug, Clone)]
+enum Target {
+    /// Declared in configuration.
+    Declared(Workload),
+    /// Learned from the jobs this placer has seen: counts of replica shapes (weighted by replicas).
+    Learned { counts: BTreeMap<Shape, u64>, seen: u64, version: u64 },
+}
+
+/// Coverage of the learned or declared mix kept by FGD (the simulator's `podPopularityThreshold` of 95%).
+const TYPICAL_COVERAGE: f64 = 0.95;
+
+/// The placement engine: a policy, a seed, and memos that make repeated decisions fast.
+///
+/// `place` is a pure function of (snapshot, job, seed) and, for FGD with a learned mix, of the jobs seen before
+/// (DESIGN.md invariant 5: same snapshot, job order and seed → same decisions). The memos never change a result:
+/// they key on the exact inputs of what they store.
+#[derive(Debug)]
+pub struct Placer {
+    policy: PolicySpec,
+    seed: u64,
+    target: Target,
+    memo: Option<(usize, u64, FragMemo)>,
+    uses_fgd: bool,
+}
+
+/// Per-job facts computed once: permitted pools and what rejected the others.
+struct Plan {
+    needs: JobNeeds,
+    pools: Vec<u32>,
+    pool_rejections: Vec<(FilterKind, String, u32)>,
+    job_hash: u64,
+}
+
+/// A feasible node and its score.
+#[derive(Clone, Copy)]
+struct Candidate {
+    node: NodeIdx,
+    total: u64,
+    rank: u64,
+    parts: [u32; 5],
+    fgd_device: Option<u16>,
+}
+
+impl Placer {
+    /// A placer with `policy` and `seed`. FGD (if in the policy) learns its target mix from the jobs it places
+    /// until [`Placer::with_target_workload`] declares one.
+    pub fn new(policy: PolicySpec, seed: u64) -> Placer {
+        let uses_fgd = policy.weight(ScorerKind::Fgd) > 0;
+        Placer {
+            policy,
+            seed,
+            target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0 },
+            memo: None,
+            uses_fgd,
+        }
+    }
+
+    /// Declares FGD's target workload (e.g. `scheduling.fgd_target_workload`); an empty list keeps learning.
+    pub fn with_target_workload(mut self, shares: &[WorkloadShare]) -> Placer {
+        if !shares.is_empty() {
+            let counts: BTreeMap<Shape, u64> =
+                shares.iter().map(|s| (Shape::of(&s.resources), u64::from(s.weight))).fold(BTreeMap::new(), |mut m, (k, v)| {
+                    *m.entry(k).or_default() += v;
+                    m
+                });
+            self.target = Target::Declared(Workload::from_counts(&counts, 1.0));
+            self.memo = None;
+        }
+        self
+    }
+
+    /// Uses a ready-made FGD workload (the simulator hands FGD the trace's typical mix this way).
+    pub fn with_workload(mut self, workload: Workload) -> Placer {
+        self.target = Target::Declared(workload);
+        self.memo = None;
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &PolicySpec {
+        &self.policy
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// FGD's current target workload, if FGD is used and a mix is known.
+    pub fn workload(&self) -> Option<Workload> {
+        match &self.target {
+            Target::Declared(w) => Some(w.clone()),
+            Target::Learned { counts, .. } if !counts.is_empty() => Some(Workload::from_counts(counts, TYPICAL_COVERAGE)),
+            Target::Learned { .. } => None,
+        }
+    }
+
+    /// Learns from a job's shape (FGD with a learned mix). The mix is re-derived after each of the first 64
+    /// observations and then every 64th, so that the memo of fragmentation values stays useful.
+    fn observe(&mut self, job: &Job) {
+        if let Target::Learned { counts, seen, version } = &mut self.target {
+            *counts.entry(Shape::of(&job.resources)).or_default() += u64::from(job.replicas.max(1));
+            *seen += 1;
+            if *seen <= 64 || *seen % 64 == 0 {
+                *version += 1;
+            }
+        }
+    }
+
+    fn memo_for(&mut self, topo: &Arc<Topology>) -> &mut FragMemo {
+        let key = Arc::as_ptr(topo) as usize;
+        let version = match &self.target {
+            Target::Declared(_) => 0,
+            Target::Learned { version, .. } => *version,
+        };
+        let stale = !matches!(&self.memo, Some((k, v, _)) if *k == key && *v == version);
+        if stale {
+            let workload = self.workload().unwrap_or_default();
+            self.memo = Some((key, version, FragMemo::new(&workload, topo)));
+        }
+        &mut self.memo.as_mut().expect("memo was just set").2
+    }
+
+    /// Places every replica of `job` on `state`, or explains why not. Nothing is changed: apply the decision with
+    /// [`ClusterState::apply`].
+    pub fn place(&mut self, state: &ClusterState, job: &Job) -> Outcome {
+        if self.uses_fgd {
+            self.observe(job);
+        }
+        let topo = state.topology().clone();
+        let Some(class) = topo.class(&job.residency) else {
+            return Err(refusal(job, &topo, format!("unknown residency class {:?}", job.residency)));
+        };
+        let plan = self.plan(&topo, job, class);
+        let mut counts = [0u32; Reason::ALL.len()];
+        if job.replicas <= 1 {
+            return match self.place_replica(state, job, &plan, 0, &mut counts) {
+                Some(r) => Ok(Decision { job: job.name.clone(), replicas: vec![r] }),
+                None => Err(self.explain(state, job, &plan, &counts, 0)),
+            };
+        }
+        // A gang: place replicas one at a time on a tentative copy; on the first failure drop the copy, so no
+        // partial gang ever holds resources (DESIGN.md invariant 4).
+        let mut tentative = state.clone();
+        let mut replicas = Vec::with_capacity(job.replicas as usize);
+        for r in 0..job.replicas {
+            counts = [0; Reason::ALL.len()];
+            let Some(p) = self.place_replica(&tentative, job, &plan, r, &mut counts) else {
+                return Err(self.explain(state, job, &plan, &counts, r));
+            };
+            let one = Decision { job: job.name.clone(), replicas: vec![p.clone()] };
+            tentative.apply(&one).expect("the filters admitted this replica, so it fits the tentative state");
+            replicas.push(p);
+        }
+        Ok(Decision { job: job.name.clone(), replicas })
+    }
+
+    fn plan(&self, topo: &Topology, job: &Job, class: &sovra_domain::ResidencyClass) -> Plan {
+        let mut pools = Vec::new();
+        let mut pool_rejections = Vec::new();
+        for (i, pool) in topo.pools.iter().enumerate() {
+            match check_pool(pool, topo, job, class) {
+                None => pools.push(i as u32),
+                Some((filter, why)) => pool_rejections.push((filter, why, topo.pool_nodes[i].len() as u32)),
+            }
+        }
+        let mut h = rustc_hash::FxHasher::default();
+        job.name.hash(&mut h);
+        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash: h.finish() }
+    }
+
+    fn place_replica(
+        &mut self,
+        state: &ClusterState,
+        job: &Job,
+        plan: &Plan,
+        replica: u32,
+        counts: &mut [u32; Reason::ALL.len()],
+    ) -> Option<ReplicaPlacement> {
+        let topo = state.topology().clone();
+        let weights: [u32; 5] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let mut best: Option<Candidate> = None;
+        let mut feasible = 0u32;
+        for &pool in &plan.pools {
+            for &node in &topo.pool_nodes[pool as usize] {
+                if let Err(reason) = check_node(state, node, &plan.needs) {
+                    counts[reason as usize] += 1;
+                    continue;
+                }
+                feasible += 1;
+                let c = self.score_node(state, &topo, node, plan, replica, &weights);
+                if best.is_none_or(|b| (c.total, std::cmp::Reverse(c.rank)) > (b.total, std::cmp::Reverse(b.rank))) {
+                    best = Some(c);
+                }
+            }
+        }
+        let best = best?;
+        let devices = self.choose_devices(state, &topo, best.node, &plan.needs, best.fgd_device, plan.job_hash, replica);
+        let info = &topo.nodes[best.node as usize];
+        let pool = &topo.pools[info.pool as usize];
+        Some(ReplicaPlacement {
+            replica,
+            node: best.node,
+            node_name: info.name.clone(),
+            pool: pool.id.clone(),
+            zone: topo.zones[pool.zone].id.clone(),
+            devices,
+            cpu_milli: job.resources.cpu_milli,
+            memory_mib: job.resources.memory_mib,
+            scores: ScoreBreakdown {
+                parts: ScorerKind::ALL
+                    .iter()
+                    .zip(weights)
+                    .zip(best.parts)
+                    .filter(|((_, w), _)| *w > 0)
+                    .map(|((k, w), s)| (*k, w, s))
+                    .collect(),
+                total: best.total,
+            },
+            feasible_nodes: feasible,
+        })
+    }
+
+    fn score_node(
+        &mut self,
+        state: &ClusterState,
+        topo: &Arc<Topology>,
+        node: NodeIdx,
+        plan: &Plan,
+        replica: u32,
+        weights: &[u32; 5],
+    ) -> Candidate {
+        let s = state.summary(node);
+        let needs = &plan.needs;
+        let mut parts = [0u32; 5];
+        let mut fgd_device = None;
+        if weights[0] > 0 {
+            parts[0] = score::best_fit(s, needs, topo);
+        }
+        if weights[1] > 0 {
+            let (v, d) = self.fgd(state, topo, node, needs, plan.job_hash, replica);
+            parts[1] = v;
+            fgd_device = d;
+        }
+        if weights[2] > 0 {
+            parts[2] = score::random(self.seed, plan.job_hash, replica, node);
+        }
+        if weights[3] > 0 {
+            parts[3] = score::spread(s, needs, topo, node);
+        }
+        if weights[4] > 0 {
+            parts[4] = score::topology(s, needs);
+        }
+        let total = parts.iter().zip(weights).map(|(&p, &w)| u64::from(p) * u64::from(w)).sum();
+        Candidate { node, total, rank: score::node_rank(self.seed, node), parts, fgd_device }
+    }
+
+    /// FGD's score of `node` (§4 of the protocol) and, for a sharing replica, the device it picks.
+    fn fgd(
+        &mut self,
+        state: &ClusterState,
+        topo: &Arc<Topology>,
+        node: NodeIdx,
+        needs: &JobNeeds,
+        job_hash: u64,
+        replica: u32,
+    ) -> (u32, Option<u16>) {
+        let range = topo.device_range(node);
+        let mut free: Vec<u16> = range.clone().map(|d| state.device_free(d)).collect();
+        let cpu_before = state.summary(node).cpu_free;
+        let cpu_after = cpu_before - needs.cpu;
+        let memo = self.memo_for(topo);
+        if memo.is_empty() {
+            return (50, None);
+        }
+        let before = memo.frag(topo, node, &free, cpu_before);
+        if needs.is_sharing() {
+            // Each device that can take the share, in index order; the first reaching the best score wins.
+            let mut best: Option<(u32, u16)> = None;
+            let mut seen: Vec<(u16, u32)> = Vec::new();
+            for (i, d) in range.enumerate() {
+                let f = free[i];
+                if f < needs.milli || !needs.model_ok(topo.devices[d].model) {
+                    continue;
+                }
+                let s = match seen.iter().find(|(v, _)| *v == f) {
+                    Some(&(_, s)) if topo.nodes[node as usize].uniform_model.is_some() => s,
+                    _ => {
+                        free[i] = f - needs.milli;
+                        let after = memo.frag(topo, node, &free, cpu_after);
+                        free[i] = f;
+                        let s = score_of_delta(before, after);
+                        seen.push((f, s));
+                        s
+                    }
+                };
+                if best.is_none_or(|(b, _)| s > b) {
+                    best = Some((s, i as u16));
+                }
+            }
+            return best.map_or((0, None), |(s, i)| (s, Some(i)));
+        }
+        if needs.gpus > 0 {
+            for a in self.choose_devices(state, topo, node, needs, None, job_hash, replica) {
+                free[a.device as usize] -= a.milli;
+            }
+        }
+        let memo = self.memo_for(topo);
+        let after = memo.frag(topo, node, &free, cpu_after);
+        (score_of_delta(before, after), None)
+    }
+
+    /// The devices a replica takes on its node.
+    ///
+    /// - Whole GPUs: with an NVLink wish and 2+ GPUs, the fullest NVLink island that can hold them all (best fit
+    ///   on islands, ties to the lower device index), its lowest-index free devices; otherwise the lowest-index
+    ///   fully free devices (FGD protocol §4).
+    /// - A share of one GPU: FGD's pick when FGD scores; a seeded random pick when `random` is the heaviest scorer;
+    ///   otherwise the device with the least free milli that fits (ties to the lowest index).
+    #[allow(clippy::too_many_arguments)]
+    fn choose_devices(
+        &self,
+        state: &ClusterState,
+        topo: &Topology,
+        node: NodeIdx,
+        needs: &JobNeeds,
+        fgd_device: Option<u16>,
+        job_hash: u64,
+        replica: u32,
+    ) -> Vec<DeviceAssignment> {
+        let range = topo.device_range(node);
+        let start = range.start;
+        let fits = |d: usize| state.device_free(d) >= needs.milli && needs.model_ok(topo.devices[d].model);
+        if needs.gpus == 0 {
+            return Vec::new();
+        }
+        if needs.is_sharing() {
+            let pick = fgd_device.map(|i| start + i as usize).or_else(|| {
+                let random_leads = self.policy.weight(ScorerKind::Random) > 0
+                    && self.policy.scorers.iter().all(|(k, w)| *k == ScorerKind::Random || *w < self.policy.weight(ScorerKind::Random));
+                let candidates = range.clone().filter(|&d| fits(d));
+                if random_leads {
+                    candidates.min_by_key(|&d| score::mix(self.seed ^ job_hash ^ (u64::from(replica) << 32) ^ d as u64))
+                } else {
+                    candidates.min_by_key(|&d| (state.device_free(d), d))
+                }
+            });
+            return pick
+                .map(|d| vec![DeviceAssignment { device: (d - start) as u16, milli: needs.milli }])
+                .unwrap_or_default();
+        }
+        let free: Vec<usize> = range.filter(|&d| u32::from(state.device_free(d)) == GPU_MILLI && fits(d)).collect();
+        let k = needs.gpus as usize;
+        let mut chosen: Vec<usize> = Vec::new();
+        if k >= 2 && needs.nvlink != NvlinkWish::None {
+            let mut islands: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+            for &d in &free {
+                islands.entry(topo.devices[d].island).or_default().push(d);
+            }
+            if let Some(best) = islands.values().filter(|v| v.len() >= k).min_by_key(|v| (v.len(), v[0])) {
+                chosen = best[..k].to_vec();
+            }
+        }
+        if chosen.is_empty() {
+            chosen = free.into_iter().take(k).collect();
+        }
+        chosen.into_iter().map(|d| DeviceAssignment { device: (d - start) as u16, milli: GPU_MILLI as u16 }).collect()
+    }
+
+    fn explain(
+        &self,
+        state: &ClusterState,
+        job: &Job,
+        plan: &Plan,
+        counts: &[u32; Reason::ALL.len()],
+        failed_replica: u32,
+    ) -> Explanation {
+        let topo = state.topology();
+        let mut filters = Vec::new();
+        for f in FilterKind::ALL {
+            let mut reasons: Vec<ReasonCount> = Vec::new();
+            for (kind, why, nodes) in &plan.pool_rejections {
+                if *kind == f {
+                    reasons.push(ReasonCount { reason: why.clone(), nodes: *nodes });
+                }
+            }
+            for r in Reason::ALL {
+                if r.filter() == f && counts[r as usize] > 0 {
+                    reasons.push(ReasonCount { reason: r.describe(job), nodes: counts[r as usize] });
+                }
+            }
+            reasons.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.reason.cmp(&b.reason)));
+            filters.push(FilterReport { filter: f, rejected_nodes: reasons.iter().map(|r| r.nodes).sum(), reasons });
+        }
+        let capacity = self.capacity_when_empty(topo, plan);
+        let unresolvable = capacity < u64::from(job.replicas);
+        let summary = if plan.pools.is_empty() {
+            let purpose = plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Purpose).count();
+            let residency = plan.pool_rejections.len() - purpose;
+            format!(
+                "no permitted pool: {purpose} pool(s) are not for {} and {residency} pool(s) are in zones that fail \
+                 residency class {}; use another class or add a {} pool in a zone that satisfies it",
+                job.kind, job.residency, job.kind
+            )
+        } else if unresolvable {
+            format!(
+                "the permitted pools could hold at most {capacity} replica(s) even when empty, the job needs {}; \
+                 ask for less per replica or fewer replicas, or add nodes",
+                job.replicas
+            )
+        } else {
+            let top = filters
+                .iter()
+                .flat_map(|f| f.reasons.iter().map(move |r| (f.filter, r)))
+                .filter(|(f, _)| f.is_resolvable())
+                .max_by_key(|(_, r)| r.nodes);
+            let because = top.map(|(_, r)| format!("; most nodes rejected: {} ({})", r.reason, r.nodes)).unwrap_or_default();
+            format!(
+                "no room now for replica {failed_replica} of {}{because}; it fits when capacity frees up \
+                 (the permitted pools could hold {capacity} replica(s) when empty)",
+                job.replicas
+            )
+        };
+        Explanation {
+            job: job.name.clone(),
+            summary,
+            failed_replica: Some(failed_replica),
+            replicas_placed_before_failure: failed_replica,
+            total_nodes: topo.nodes.len() as u32,
+            filters,
+            unresolvable,
+        }
+    }
+
+    /// How many replicas the permitted pools could hold if every node were empty and healthy (capped at the job's
+    /// replica count + 1): below the job's replica count, waiting can never help.
+    fn capacity_when_empty(&self, topo: &Topology, plan: &Plan) -> u64 {
+        let n = &plan.needs;
+        let mut total = 0u64;
+        for &pool in &plan.pools {
+            for &node in &topo.pool_nodes[pool as usize] {
+                let info = &topo.nodes[node as usize];
+                let mut fit = (info.cpu_milli / n.cpu.max(1)).min(info.memory_mib / n.mem.max(1));
+                if n.gpus > 0 {
+                    let devices = &topo.devices[topo.device_range(node)];
+                    let allowed = devices.iter().filter(|d| n.model_ok(d.model)).count() as u64;
+                    let per_device = u64::from(GPU_MILLI) / u64::from(n.milli.max(1));
+                    let mut gpu_fit = allowed * per_device / u64::from(n.gpus);
+                    if n.nvlink == NvlinkWish::Require {
+                        let mut islands: BTreeMap<u16, u64> = BTreeMap::new();
+                        for d in devices.iter().filter(|d| n.model_ok(d.model)) {
+                            *islands.entry(d.island).or_default() += 1;
+                        }
+                        gpu_fit = islands.values().map(|c| c / u64::from(n.gpus)).sum();
+                    }
+                    fit = fit.min(gpu_fit);
+                }
+                total += fit;
+                if total > 1 << 40 {
+                    return total;
+                }
+            }
+        }
+        total
+    }
+}
+
+fn refusal(job: &Job, topo: &Topology, summary: String) -> Explanation {
+    Explanation {
+        job: job.name.clone(),
+        summary,
+        failed_replica: None,
+        replicas_placed_before_failure: 0,
+        total_nodes: topo.nodes.len() as u32,
+        filters: Vec::new(),
+        unresolvable: true,
+    }
+}
+
+/// Places one job with a fresh [`Placer`]: the pure function `(snapshot, job, policy, seed) → outcome`.
+pub fn place(state: &ClusterState, job: &Job, policy: &PolicySpec, seed: u64) -> Outcome {
+    Placer::new(policy.clone(), seed).place(state, job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sovra_domain::{ClusterConfig, Purpose, Resources};
+
+    fn cluster(nodes: &str, workload: &str) -> ClusterState {
+        let yaml = format!(
+            r#"
+zones: [{{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR, certifications: []}}]
+pools: [{{id: p, zone: z, purpose: training}}]
+residency_classes: [{{name: any}}]
+nodes:
+{nodes}
+scheduling:
+  fgd_target_workload:
+{workload}
+"#
+        );
+        let cfg = ClusterConfig::from_yaml("t", &yaml).unwrap();
+        ClusterState::from_config(&cfg).unwrap()
+    }
+
+    fn job(name: &str, replicas: u32, gpus: u32, milli: u32, cpu: u64) -> Job {
+        Job {
+            name: name.into(),
+            kind: Purpose::Training,
+            queue: "q".into(),
+            priority: 0,
+            residency: "any".into(),
+            replicas,
+            resources: Resources { gpus, gpu_milli: milli, gpu_models: vec![], cpu_milli: cpu, memory_mib: 1 },
+            nvlink: NvlinkWish::None,
+        }
+    }
+
+    fn fgd_placer(state: &ClusterState, workload: &[(u32, u32, u64)]) -> Placer {
+        let shares: Vec<WorkloadShare> = workload
+            .iter()
+            .map(|&(g, m, c)| WorkloadShare {
+                resources: Resources { gpus: g, gpu_milli: m, gpu_models: vec![], cpu_milli: c, memory_mib: 1 },
+                weight: 1,
+            })
+            .collect();
+        let _ = state;
+        Placer::new(PolicySpec::single(ScorerKind::Fgd), 1).with_target_workload(&shares)
+    }
+
+    #[test]
+    fn fgd_picks_the_gpu_that_grows_fragmentation_least() {
+        // One node, 2 GPUs: GPU0 has 700 free, GPU1 is free. Workload: only 500m sharing replicas.
+        let mut s = cluster(
+            "  - {name: n, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}",
+            "    - {gpus: 1, gpu_milli: 500, cpu_milli: 1000, memory_mib: 1, weight: 1}",
+        );
+        let mut p = fgd_placer(&s, &[(1, 500, 1000)]);
+        let pre = p.place(&s, &job("pre", 1, 1, 300, 1000)).unwrap();
+        s.apply(&pre).unwrap();
+        assert_eq!(pre.replicas[0].devices[0].device, 0, "first share lands on GPU0 (lowest index of equal scores)");
+        // Now a 200m replica. F(n) before: usable GPUs (free ≥ 500) are GPU0 (700) and GPU1 (1000): frag = 0.
+        // On GPU0: 500 free left, still usable → F(n') = 0, Δ = 0 → score 50.
+        // On GPU1: 800 free, GPU0 700: both usable → F(n') = 0 → score 50. Tie → first index: GPU0.
+        let d = p.place(&s, &job("a", 1, 1, 200, 1000)).unwrap();
+        assert_eq!(d.replicas[0].devices[0].device, 0);
+        assert_eq!(d.replicas[0].scores.parts, vec![(ScorerKind::Fgd, 1, 50)]);
+        // A 300m replica instead: on GPU0 → 400 free, not usable → F(n') = 400 → Δ = −400 → trunc(100·σ(−0.4)) = 40.
+        // On GPU1 → 700 free, usable → F(n') = 0 → 50. FGD picks GPU1.
+        let d = p.place(&s, &job("b", 1, 1, 300, 1000)).unwrap();
+        assert_eq!(d.replicas[0].devices[0].device, 1);
+        assert_eq!(d.replicas[0].scores.total, 50);
+    }
+
+    #[test]
+    fn fgd_prefers_the_node_it_fragments_least() {
+        // Two nodes of 1 GPU. Node a has 500 free, node b is free. Workload: whole-GPU replicas only.
+        // A 500m replica on a: free 0 → F: before 500 (a GPU with 500 free cannot take a whole GPU), after 0 →
+        // Δ = +500 → trunc(100·σ(0.5)) = 62. On b: before 0, after 500 → Δ = −500 → 37. FGD picks a.
+        let mut s = cluster(
+            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 1, memory_mib: 1}}\n  - {name: b, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 1, memory_mib: 1}}",
+            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
+        );
+        let half = Decision {
+            job: "x".into(),
+            replicas: vec![ReplicaPlacement {
+                replica: 0,
+                node: 0,
+                node_name: "a".into(),
+                pool: "p".into(),
+                zone: "z".into(),
+                devices: vec![DeviceAssignment { device: 0, milli: 500 }],
+                cpu_milli: 0,
+                memory_mib: 0,
+                scores: ScoreBreakdown::default(),
+                feasible_nodes: 1,
+            }],
+        };
+        s.apply(&half).unwrap();
+        let mut p = fgd_placer(&s, &[(1, 1000, 1000)]);
+        let d = p.place(&s, &job("j", 1, 1, 500, 1000)).unwrap();
+        assert_eq!(d.replicas[0].node_name, "a");
+        assert_eq!(d.replicas[0].scores.total, 62);
+    }
+
+    #[test]
+    fn gang_rolls_back_and_explains() {
+        // Two nodes × 2 GPUs; a gang of 3 replicas × 2 GPUs cannot fit; 2 replicas can.
+        let s = cluster(
+            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}\n  - {name: b, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}",
+            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
+        );
+        let mut p = Placer::new(PolicySpec::default(), 7);
+        let ok = p.place(&s, &job("two", 2, 2, 1000, 1000)).unwrap();
+        let nodes: Vec<&str> = ok.replicas.iter().map(|r| r.node_name.as_str()).collect();
+        assert_eq!(nodes.len(), 2);
+        assert_ne!(nodes[0], nodes[1]);
+        let err = p.place(&s, &job("three", 3, 2, 1000, 1000)).unwrap_err();
+        assert_eq!(err.failed_replica, Some(2));
+        assert!(err.unresolvable, "2 nodes × 2 GPUs can never hold 3 × 2 GPUs");
+        assert_eq!(s.used_gpu_milli(), 0);
+        let cap = err.filters.iter().find(|f| f.filter == FilterKind::GpuCapacity).unwrap();
+        assert_eq!(cap.rejected_nodes, 2);
+        assert_eq!(cap.reasons[0].reason, "fewer than 2 fully free GPUs");
+    }
+
+    #[test]
+    fn unknown_class_is_refused_not_panicked() {
+        let s = cluster(
+            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024}",
+            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
+        );
+        let mut j = job("j", 1, 0, 0, 1);
+        j.residency = "nope".into();
+        let e = place(&s, &j, &PolicySpec::default(), 0).unwrap_err();
+        assert!(e.unresolvable && e.summary.contains("unknown residency class"));
+    }
+
+    #[test]
+    fn nvlink_prefer_takes_the_fullest_island_that_fits() {
+        // Islands {0,1,2,3} and {4,5,6,7}; GPU 0 is taken, so island A has 3 free and island B 4.
+        // A 2-GPU replica goes to island A (best fit on islands): GPUs 1 and 2.
+        let mut s = cluster(
+            "  - {name: n, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 8, memory_mib: 1, nvlink_islands: [[0,1,2,3],[4,5,6,7]]}}",
+            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
+        );
+        let mut p = Placer::new(PolicySpec::default(), 3);
+        let first = p.place(&s, &job("one", 1, 1, 1000, 1)).unwrap();
+        s.apply(&first).unwrap();
+        let mut j = job("two", 1, 2, 1000, 1);
+        j.nvlink = NvlinkWish::Prefer;
+        let d = p.place(&s, &j).unwrap();
+        let devs: Vec<u16> = d.replicas[0].devices.iter().map(|a| a.device).collect();
+        assert_eq!(devs, vec![1, 2]);
+        // 4 GPUs with prefer: island A has only 3, island B fits → GPUs 4..8.
+        j.resources.gpus = 4;
+        let d = p.place(&s, &j).unwrap();
+        let devs: Vec<u16> = d.replicas[0].devices.iter().map(|a| a.device).collect();
+        assert_eq!(devs, vec![4, 5, 6, 7]);
+    }
+}

@@ -1,0 +1,147 @@
+//! Scorers: small pure functions from a feasible node (and the replica's device choice) to an integer in 0..=100.
+//! FGD lives in [`crate::fgd`] because it carries a memo; the placer combines scores by weight.
+
+use crate::filter::JobNeeds;
+use crate::snapshot::{NodeIdx, NodeSummary, Topology};
+use sovra_domain::{GPU_MILLI, NvlinkWish};
+
+/// Best fit (FGD protocol §4 "BestFit"): the node left with the least free CPU and GPU scores highest.
+///
+/// score = trunc(100 · (1 − [0.5 · (cpu_free − cpu) / max_cpu + 0.5 · (gpu_free − gpu) / max_gpu])), where
+/// max_cpu and max_gpu are the largest node's CPU and GPU capacity in the cluster, so nodes of different sizes
+/// are compared on one scale. Memory is not scored (as in the protocol); the filter guarantees it fits.
+#[inline]
+pub fn best_fit(s: &NodeSummary, needs: &JobNeeds, topo: &Topology) -> u32 {
+    let cpu_left = (s.cpu_free - needs.cpu) as f64 / topo.max_node_cpu as f64;
+    let gpu_left = (f64::from(s.free_total) - f64::from(needs.gpus) * f64::from(needs.milli)).max(0.0)
+        / topo.max_node_gpu_milli as f64;
+    let v = 100.0 * (1.0 - (0.5 * cpu_left + 0.5 * gpu_left));
+    v.clamp(0.0, 100.0) as u32
+}
+
+/// Spread (least allocated): the node left with the largest free share of its own CPU and GPU scores highest.
+///
+/// score = trunc(100 · (0.5 · (cpu_free − cpu) / node_cpu + 0.5 · (gpu_free − gpu) / node_gpu)); a node without
+/// GPUs is scored on CPU alone.
+#[inline]
+pub fn spread(s: &NodeSummary, needs: &JobNeeds, topo: &Topology, node: NodeIdx) -> u32 {
+    let info = &topo.nodes[node as usize];
+    let cpu = (s.cpu_free - needs.cpu) as f64 / info.cpu_milli.max(1) as f64;
+    let v = if info.dev_count == 0 {
+        cpu
+    } else {
+        let gpu_cap = f64::from(info.dev_count) * f64::from(GPU_MILLI);
+        let gpu = (f64::from(s.free_total) - f64::from(needs.gpus) * f64::from(needs.milli)).max(0.0) / gpu_cap;
+        0.5 * cpu + 0.5 * gpu
+    };
+    (100.0 * v).clamp(0.0, 100.0) as u32
+}
+
+/// Topology: a multi-GPU replica with an NVLink wish scores 100 on nodes where one island holds all its GPUs, 0
+/// elsewhere. Every other replica scores 0 everywhere (the scorer then does not change the ranking).
+#[inline]
+pub fn topology(s: &NodeSummary, needs: &JobNeeds) -> u32 {
+    if needs.gpus >= 2 && needs.nvlink != NvlinkWish::None && s.free_whole_island >= needs.gpus { 100 } else { 0 }
+}
+
+/// SplitMix64: a fast, well-distributed 64-bit mixer (Steele, Lea, Flood 2014). Used for seeded node order and
+/// the random scorer, so that results depend only on (seed, job, node) and never on iteration or hash order.
+#[inline]
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Random baseline: a pseudo-random score in 0..=100 per (seed, job, replica, node).
+#[inline]
+pub fn random(seed: u64, job_hash: u64, replica: u32, node: NodeIdx) -> u32 {
+    (mix(seed ^ mix(job_hash ^ mix(u64::from(replica) << 32 | u64::from(node)))) % 101) as u32
+}
+
+/// The seeded tie-break rank of a node: among equal scores the lowest rank wins. A fixed random order per seed,
+/// as the FGD simulator's random node-name prefixes give.
+#[inline]
+pub fn node_rank(seed: u64, node: NodeIdx) -> u64 {
+    mix(seed ^ mix(u64::from(node)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::ClusterState;
+    use sovra_domain::ClusterConfig;
+
+    fn topo_8gpu_128cpu() -> std::sync::Arc<Topology> {
+        let yaml = r#"
+zones: [{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR, certifications: []}]
+pools: [{id: p, zone: z, purpose: training}]
+residency_classes: [{name: any}]
+nodes:
+  - {name: big, pool: p, cpu_milli: 128000, memory_mib: 1024, gpus: {count: 8, model: G, memory_mib: 1}}
+  - {name: small, pool: p, cpu_milli: 32000, memory_mib: 1024, gpus: {count: 2, model: G, memory_mib: 1}}
+"#;
+        let cfg = ClusterConfig::from_yaml("t", yaml).unwrap();
+        ClusterState::from_config(&cfg).unwrap().topology().clone()
+    }
+
+    fn needs(gpus: u16, milli: u16, cpu: u64, nvlink: NvlinkWish) -> JobNeeds {
+        JobNeeds { gpus, milli, cpu, mem: 1, model_mask: None, nvlink }
+    }
+
+    fn summary(cpu_free: u64, free_total: u32, free_whole_island: u16) -> NodeSummary {
+        NodeSummary { cpu_free, free_total, free_whole_island, ..Default::default() }
+    }
+
+    #[test]
+    fn best_fit_table() {
+        let t = topo_8gpu_128cpu(); // max_cpu = 128000, max_gpu = 8000
+        // (cpu_free, gpu_free, replica gpus×milli, cpu) → expected
+        let cases = [
+            // empty big node, 1 GPU + 8 CPU: left 120000/128000 = .9375, 7000/8000 = .875 → 1 − .90625 → 9
+            (128000, 8000, (1, 1000), 8000, 9),
+            // nearly full node: left 0 CPU, 0 GPU → 100
+            (8000, 1000, (1, 1000), 8000, 100),
+            // sharing 500m on a 2-GPU node: left 24000/128000 = .1875, 1500/8000 = .1875 → 100·(1 − .1875) = 81
+            (32000, 2000, (1, 500), 8000, 81),
+        ];
+        for (cpu_free, gpu_free, (g, m), cpu, want) in cases {
+            let got = best_fit(&summary(cpu_free, gpu_free, 0), &needs(g, m, cpu, NvlinkWish::None), &t);
+            assert_eq!(got, want, "cpu_free {cpu_free} gpu_free {gpu_free}");
+        }
+    }
+
+    #[test]
+    fn spread_table() {
+        let t = topo_8gpu_128cpu();
+        // big node empty, 1 GPU + 8 CPU: .5·120/128 + .5·7/8 = .46875 + .4375 = .90625 → 90
+        assert_eq!(spread(&summary(128000, 8000, 0), &needs(1, 1000, 8000, NvlinkWish::None), &t, 0), 90);
+        // small node, left 0 of everything → 0
+        assert_eq!(spread(&summary(8000, 1000, 0), &needs(1, 1000, 8000, NvlinkWish::None), &t, 1), 0);
+    }
+
+    #[test]
+    fn topology_table() {
+        // (gpus, wish, largest free island) → score
+        for (g, wish, island, want) in [
+            (4, NvlinkWish::Prefer, 4, 100),
+            (4, NvlinkWish::Prefer, 3, 0),
+            (4, NvlinkWish::None, 8, 0),
+            (1, NvlinkWish::Prefer, 8, 0),
+            (8, NvlinkWish::Require, 8, 100),
+        ] {
+            assert_eq!(topology(&summary(0, 0, island), &needs(g, 1000, 0, wish)), want);
+        }
+    }
+
+    #[test]
+    fn random_is_seeded_and_spread_over_the_range() {
+        assert_eq!(random(42, 7, 0, 3), random(42, 7, 0, 3));
+        let scores: Vec<u32> = (0..1000).map(|n| random(42, 7, 0, n)).collect();
+        assert!(scores.iter().all(|&s| s <= 100));
+        let mean = scores.iter().sum::<u32>() as f64 / 1000.0;
+        assert!((45.0..55.0).contains(&mean), "mean {mean}");
+        assert_ne!(random(42, 7, 0, 3), random(43, 7, 0, 3), "seed changes the score");
+    }
+}

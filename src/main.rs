@@ -1,0 +1,243 @@
+//! `sovra`: the command-line tool for users and CI.
+//!
+//! Exit codes (documented in the README; CI depends on them):
+//! - 0: success (every job placed, or the files are valid);
+//! - 1: a job could not be placed (the explanation is printed);
+//! - 2: bad input (a file, field or flag is wrong; the message names it) — nothing was done.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sovra_domain::{ClusterConfig, ConfigError, Job, PolicySpec, jobs_from_yaml};
+use sovra_placement::{ClusterState, Decision, Explanation, Placer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
+const EXAMPLE_CLUSTER: &str = include_str!("../examples/cluster.yaml");
+const EXAMPLE_JOBS: &str = include_str!("../examples/jobs.yaml");
+
+#[derive(Parser)]
+#[command(name = "sovra", version, about = "Run AI workloads on GPUs only where the law allows.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Readable text.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Place jobs on a cluster (dry run): print where each replica goes, or why it cannot go anywhere.
+    ///
+    /// Jobs are placed in file order, each keeping its GPUs for the next. Without --config and --job, the
+    /// built-in example (examples/cluster.yaml and examples/jobs.yaml) is used.
+    Place {
+        /// Cluster file (zones, pools, residency classes, nodes). Default: the built-in example.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Job file: one job, or `jobs: [...]`. Default: the built-in example jobs.
+        #[arg(long, short = 'j')]
+        job: Option<PathBuf>,
+        /// Scorers and weights, e.g. `fgd` or `best-fit=2,topology`. Default: the cluster's scheduling.policy,
+        /// else `best-fit,topology`.
+        #[arg(long, short = 'p')]
+        policy: Option<String>,
+        /// Seed of the node order that breaks ties (and of the random scorer).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Validate a cluster file and, optionally, job files against it.
+    Validate {
+        /// Cluster file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Job files.
+        #[arg(long, short = 'j')]
+        job: Vec<PathBuf>,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure { code: 2, message: e.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
+        Command::Validate { config, job } => validate(config, job),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_cluster(path: Option<&PathBuf>) -> Result<ClusterConfig, Failure> {
+    Ok(match path {
+        Some(p) => ClusterConfig::load(p)?,
+        None => ClusterConfig::from_yaml("<built-in examples/cluster.yaml>", EXAMPLE_CLUSTER)?,
+    })
+}
+
+fn load_jobs(path: Option<&PathBuf>, cluster: &ClusterConfig) -> Result<Vec<Job>, Failure> {
+    let (file, jobs) = match path {
+        Some(p) => (p.display().to_string(), sovra_domain::load_jobs(p)?),
+        None => {
+            let file = "<built-in examples/jobs.yaml>".to_string();
+            let jobs = jobs_from_yaml(&file, EXAMPLE_JOBS)?;
+            (file, jobs)
+        }
+    };
+    let listed = jobs.len() > 1 || path.is_none_or(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("jobs:")));
+    let problems: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, j)| cluster.check_job(j, &if listed { format!("jobs[{i}].") } else { String::new() }))
+        .collect();
+    if !problems.is_empty() {
+        return Err(ConfigError { file, problems }.into());
+    }
+    Ok(jobs)
+}
+
+fn validate(config: PathBuf, jobs: Vec<PathBuf>) -> Result<u8, Failure> {
+    let cluster = load_cluster(Some(&config))?;
+    ClusterState::from_config(&cluster).map_err(|e| Failure { code: 2, message: format!("{}: {e}", config.display()) })?;
+    println!(
+        "{}: ok ({} zones, {} pools, {} residency classes, {} nodes)",
+        config.display(),
+        cluster.zones.len(),
+        cluster.pools.len(),
+        cluster.residency_classes.len(),
+        cluster.nodes.len()
+    );
+    for j in &jobs {
+        let n = load_jobs(Some(j), &cluster)?.len();
+        println!("{}: ok ({n} job(s))", j.display());
+    }
+    Ok(0)
+}
+
+fn place(
+    config: Option<PathBuf>,
+    job: Option<PathBuf>,
+    policy: Option<String>,
+    seed: u64,
+    output: Output,
+) -> Result<u8, Failure> {
+    let cluster = load_cluster(config.as_ref())?;
+    let jobs = load_jobs(job.as_ref(), &cluster)?;
+    let policy = match policy {
+        Some(p) => p.parse::<PolicySpec>().map_err(|e| Failure { code: 2, message: format!("--policy: {e}") })?,
+        None => cluster.scheduling.policy.clone().unwrap_or_default(),
+    };
+    let mut state = ClusterState::from_config(&cluster).map_err(|e| Failure { code: 2, message: e.to_string() })?;
+    let mut placer = Placer::new(policy.clone(), seed).with_target_workload(&cluster.scheduling.fgd_target_workload);
+    let mut results = Vec::new();
+    for j in &jobs {
+        let outcome = placer.place(&state, j);
+        if let Ok(d) = &outcome {
+            state.apply(d).map_err(|e| Failure { code: 2, message: format!("internal error: {e}") })?;
+        }
+        results.push((j, outcome));
+    }
+    let refused = results.iter().filter(|(_, o)| o.is_err()).count();
+    match output {
+        Output::Json => {
+            let docs: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(j, o)| match o {
+                    Ok(d) => serde_json::json!({"job": j.name, "placed": true, "decision": d}),
+                    Err(e) => serde_json::json!({"job": j.name, "placed": false, "explanation": e}),
+                })
+                .collect();
+            let doc = serde_json::json!({"policy": policy.to_string(), "seed": seed, "results": docs});
+            println!("{}", serde_json::to_string_pretty(&doc).expect("JSON values always serialise"));
+        }
+        Output::Text => {
+            println!("policy {policy}, seed {seed}");
+            for (j, o) in &results {
+                print_job(&state, j, o);
+            }
+            println!("{} of {} job(s) placed", results.len() - refused, results.len());
+        }
+    }
+    Ok(if refused > 0 { 1 } else { 0 })
+}
+
+fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explanation>) {
+    let r = &job.resources;
+    let gpu = match (r.gpus, r.gpu_milli) {
+        (0, _) => "no GPU".to_string(),
+        (1, m) if m < 1000 => format!("{m}m of 1 GPU"),
+        (g, _) => format!("{g} GPU"),
+    };
+    let models = if r.gpu_models.is_empty() { String::new() } else { format!(" {}", r.gpu_models.join("|")) };
+    println!(
+        "\n{} ({}, class {}): {} × [{gpu}{models}, {}m CPU, {} MiB]",
+        job.name, job.kind, job.residency, job.replicas, r.cpu_milli, r.memory_mib
+    );
+    match outcome {
+        Ok(d) => {
+            for p in &d.replicas {
+                let topo = state.topology();
+                let start = topo.nodes[p.node as usize].dev_start as usize;
+                let devices: Vec<String> = p
+                    .devices
+                    .iter()
+                    .map(|a| {
+                        let dev = &topo.devices[start + a.device as usize];
+                        let name = match &dev.mig_profile {
+                            Some(profile) => format!("GPU{} MIG {profile}", dev.gpu),
+                            None => format!("GPU{}", dev.gpu),
+                        };
+                        if u32::from(a.milli) < 1000 { format!("{name} ({}m)", a.milli) } else { name }
+                    })
+                    .collect();
+                let parts: Vec<String> = p.scores.parts.iter().map(|(k, w, s)| {
+                    if *w == 1 { format!("{k} {s}") } else { format!("{k} {s}×{w}") }
+                }).collect();
+                println!(
+                    "  replica {} → {} (pool {}, zone {}) [{}]  score {} ({}), {} feasible node(s)",
+                    p.replica,
+                    p.node_name,
+                    p.pool,
+                    p.zone,
+                    devices.join(", "),
+                    p.scores.total,
+                    parts.join(", "),
+                    p.feasible_nodes
+                );
+            }
+        }
+        Err(e) => {
+            println!("  NOT PLACED{}: {}", if e.unresolvable { " (can never fit as configured)" } else { "" }, e.summary);
+            for f in e.filters.iter().filter(|f| f.rejected_nodes > 0) {
+                println!("    {:<13} rejected {:>5} node(s)", f.filter.name(), f.rejected_nodes);
+                for reason in &f.reasons {
+                    println!("        {:>5} × {}", reason.nodes, reason.reason);
+                }
+            }
+        }
+    }
+}
