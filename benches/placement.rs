@@ -1,1 +1,121 @@
-fn main(){}
+//! Placement throughput of the pure core, one thread.
+//!
+//! Each benchmark streams jobs through one [`Placer`] onto one cluster state, applying every decision (as the live
+//! scheduler does), and resets the state to empty when it is 85% allocated or after 100 consecutive refusals.
+//! One iteration = one decision (place + apply). Clusters:
+//! - `synthetic-5000`: 5,000 nodes / 40,000 GPUs over 24 zones and 48 pools ([`sovra_placement::synth`]), jobs over
+//!   five residency classes;
+//! - `alibaba-1213`: the 1,213 GPU nodes of the Alibaba trace, tasks of `openb_pod_list_default.csv` shuffled.
+//!
+//! `fgd-cold` decides with a fresh placer (empty memo) each time: the cost of one isolated pure call.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sovra_domain::{Job, PolicySpec, Purpose, ScorerKind, WorkloadShare};
+use sovra_placement::fgd::{Shape, Workload};
+use sovra_placement::{ClusterState, Placer, score::mix, synth};
+use sovra_simulator::trace;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+struct Stream {
+    pristine: ClusterState,
+    state: ClusterState,
+    placer: Placer,
+    jobs: Vec<Job>,
+    next: usize,
+    fails: u32,
+    used: u64,
+    cap: u64,
+}
+
+impl Stream {
+    fn new(cfg: &sovra_domain::ClusterConfig, jobs: Vec<Job>, placer: Placer) -> Stream {
+        let pristine = ClusterState::from_config(cfg).unwrap();
+        let cap = pristine.topology().total_gpu_milli();
+        Stream { state: pristine.clone(), pristine, placer, jobs, next: 0, fails: 0, used: 0, cap }
+    }
+
+    fn step(&mut self) -> bool {
+        let job = &self.jobs[self.next % self.jobs.len()];
+        self.next += 1;
+        let placed = match self.placer.place(&self.state, job) {
+            Ok(d) => {
+                self.state.apply(&d).unwrap();
+                self.used += job.resources.total_gpu_milli();
+                self.fails = 0;
+                true
+            }
+            Err(_) => {
+                self.fails += 1;
+                false
+            }
+        };
+        if self.fails > 100 || self.used * 100 > self.cap * 85 {
+            self.state = self.pristine.clone();
+            self.used = 0;
+            self.fails = 0;
+        }
+        placed
+    }
+}
+
+fn config(c: &mut Criterion) -> &mut Criterion {
+    c
+}
+
+fn synthetic(c: &mut Criterion) {
+    let cfg = synth::cluster(5000, 1);
+    let jobs = synth::jobs(20_000, 2);
+    let workload = synth::workload();
+    let mut g = config(c).benchmark_group("synthetic-5000");
+    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    for policy in ["best-fit", "best-fit,topology", "fgd", "fgd,topology"] {
+        let p: PolicySpec = policy.parse().unwrap();
+        let mut s = Stream::new(&cfg, jobs.clone(), Placer::new(p, 42).with_target_workload(&workload));
+        g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
+    }
+    // One isolated pure call with an empty memo: what a cold FGD decision costs.
+    let state = ClusterState::from_config(&cfg).unwrap();
+    let mut i = 0;
+    g.bench_function("fgd-cold", |b| {
+        b.iter(|| {
+            i += 1;
+            let mut p = Placer::new(PolicySpec::single(ScorerKind::Fgd), 42).with_target_workload(&workload);
+            black_box(p.place(&state, &jobs[i % jobs.len()]).is_ok())
+        })
+    });
+    g.finish();
+}
+
+fn alibaba(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/alibaba-gpu-v2023");
+    let nodes = trace::load_nodes(&dir.join("openb_node_list_gpu_node.csv")).unwrap();
+    let tasks = trace::load_tasks(&dir.join("openb_pod_list_default.csv")).unwrap();
+    let cfg = trace::cluster_of(&nodes);
+    // FGD's target: the trace's typical shapes (95% of tasks), as the FGD paper hands it.
+    let mut counts: BTreeMap<Shape, u64> = BTreeMap::new();
+    for t in &tasks {
+        let j = t.to_job(Purpose::Training, trace::TRACE_CLASS);
+        *counts.entry(Shape::of(&j.resources)).or_default() += 1;
+    }
+    let workload = Workload::from_counts(&counts, 0.95);
+    let mut jobs: Vec<Job> = tasks.iter().map(|t| t.to_job(Purpose::Training, trace::TRACE_CLASS)).collect();
+    for i in (1..jobs.len()).rev() {
+        jobs.swap(i, (mix(42 ^ i as u64) % (i as u64 + 1)) as usize);
+    }
+    let mut g = c.benchmark_group("alibaba-1213");
+    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    for policy in ["best-fit", "fgd"] {
+        let p: PolicySpec = policy.parse().unwrap();
+        let placer = Placer::new(p, 42).with_workload(workload.clone());
+        let mut s = Stream::new(&cfg, jobs.clone(), placer);
+        g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
+    }
+    let _unused: Option<WorkloadShare> = None;
+    g.finish();
+}
+
+criterion_group!(benches, synthetic, alibaba);
+criterion_main!(benches);

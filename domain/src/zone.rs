@@ -143,9 +143,14 @@ impl ResidencyClass {
         out
     }
 
-    /// Whether `zone` satisfies this class.
+    /// Whether `zone` satisfies this class. Allocation-free (it runs once per pool per placement); it agrees
+    /// with [`ResidencyClass::violations`] being empty (tested).
     pub fn is_satisfied_by(&self, zone: &Zone) -> bool {
-        self.violations(zone).is_empty()
+        self.zones.as_ref().is_none_or(|z| z.contains(&zone.id))
+            && self.countries.as_ref().is_none_or(|c| in_list(&zone.country, c))
+            && self.jurisdictions.as_ref().is_none_or(|j| j.contains(&zone.jurisdiction))
+            && self.operator_hq_in.as_ref().is_none_or(|h| in_list(&zone.operator_hq, h))
+            && self.certifications.iter().all(|c| zone.certifications.contains(c))
     }
 }
 
@@ -205,6 +210,7 @@ mod tests {
             let got: Vec<String> = c.violations(&z).into_iter().map(|v| v.constraint).collect();
             assert_eq!(got, want, "zone {z:?}");
             assert_eq!(satisfies(&z, c), want.is_empty());
+            assert_eq!(c.is_satisfied_by(&z), c.violations(&z).is_empty());
         }
     }
 

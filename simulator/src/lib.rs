@@ -1,5 +1,7 @@
-//! Sovra capacity-planning simulator (skeleton: issue "Capacity-planning simulator on the real Alibaba GPU trace").
+//! Sovra capacity-planning simulator.
 //!
-//! Will replay the Alibaba GPU trace (and Sovra scenarios) through the same placement core as the live scheduler
-//! (`sovra-placement`): the FGD paper's fill protocol, an event-driven replay mode, and `sovra plan` capacity
-//! search. Nothing is implemented here yet.
+//! So far: readers for the Alibaba GPU trace v2023 ([`trace`]), turned into clusters and jobs for the same
+//! placement core the live scheduler uses (`sovra-placement`). Still to come (issue "Capacity-planning simulator on
+//! the real Alibaba GPU trace"): the FGD paper's fill protocol, an event-driven replay mode, and `sovra plan`.
+
+pub mod trace;

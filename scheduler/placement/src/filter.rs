@@ -111,21 +111,29 @@ impl JobNeeds {
 }
 
 /// Pool-level filters: the job's kind must equal the pool's purpose, and the pool's zone must satisfy the class.
-/// Returns the failing filter and its reason, or `None` when the pool is permitted.
-pub fn check_pool(pool: &PoolInfo, topo: &Topology, job: &Job, class: &ResidencyClass) -> Option<(FilterKind, String)> {
+/// Returns the failing filter, or `None` when the pool is permitted. Allocation-free; [`pool_reason`] words it.
+#[inline]
+pub fn check_pool(pool: &PoolInfo, topo: &Topology, job: &Job, class: &ResidencyClass) -> Option<FilterKind> {
     if pool.purpose != job.kind {
-        return Some((FilterKind::Purpose, format!("pool {} is for {}, the job is {}", pool.id, pool.purpose, job.kind)));
+        return Some(FilterKind::Purpose);
     }
-    let zone = &topo.zones[pool.zone];
-    let violations = class.violations(zone);
-    if !violations.is_empty() {
-        let why: Vec<String> = violations.into_iter().map(|v| v.message).collect();
-        return Some((
-            FilterKind::Residency,
-            format!("zone {} fails residency class {}: {}", zone.id, class.name, why.join("; ")),
-        ));
+    if !class.is_satisfied_by(&topo.zones[pool.zone]) {
+        return Some(FilterKind::Residency);
     }
     None
+}
+
+/// Why [`check_pool`] rejected a pool, in words.
+pub fn pool_reason(pool: &PoolInfo, topo: &Topology, job: &Job, class: &ResidencyClass) -> Option<(FilterKind, String)> {
+    let filter = check_pool(pool, topo, job, class)?;
+    let zone = &topo.zones[pool.zone];
+    Some(match filter {
+        FilterKind::Purpose => (filter, format!("pool {} is for {}, the job is {}", pool.id, pool.purpose, job.kind)),
+        _ => {
+            let why: Vec<String> = class.violations(zone).into_iter().map(|v| v.message).collect();
+            (filter, format!("zone {} fails residency class {}: {}", zone.id, class.name, why.join("; ")))
+        }
+    })
 }
 
 /// Node-level filters, in pipeline order. `Err` carries the first failing reason.
@@ -139,19 +147,19 @@ pub fn check_node(state: &ClusterState, node: NodeIdx, needs: &JobNeeds) -> Resu
     if s.healthy < needs.gpus {
         return Err(Reason::TooFewHealthyGpus);
     }
-    let topo = state.topology();
-    let info = &topo.nodes[node as usize];
-    // GPU model: the common case of one model per node is O(1).
+    // GPU model: the common case of one model per node is O(1); the node's static record is only read when the
+    // job names models.
     let mixed = needs.gpus > 0
-        && match (&needs.model_mask, info.uniform_model) {
-            (None, _) => false,
-            (Some(_), Some(m)) => {
+        && needs.model_mask.is_some()
+        && match state.topology().nodes[node as usize].uniform_model {
+            Some(m) => {
                 if !needs.model_ok(m) {
                     return Err(Reason::NoAllowedModel);
                 }
                 false
             }
-            (Some(_), None) => {
+            None => {
+                let topo = state.topology();
                 if !topo.devices[topo.device_range(node)].iter().any(|d| needs.model_ok(d.model)) {
                     return Err(Reason::NoAllowedModel);
                 }
@@ -378,11 +386,12 @@ nodes:
         ];
         for (pool, kind, class, want) in cases {
             j.kind = kind;
-            let got = check_pool(&t.pools[pool], t, &j, class).map(|(f, _)| f);
+            let got = check_pool(&t.pools[pool], t, &j, class);
+            assert_eq!(got, pool_reason(&t.pools[pool], t, &j, class).map(|(f, _)| f));
             assert_eq!(got, want, "pool {pool} {kind} {}", class.name);
         }
         j.kind = Purpose::Training;
-        let (_, why) = check_pool(&t.pools[2], t, &j, restricted).unwrap();
+        let (_, why) = pool_reason(&t.pools[2], t, &j, restricted).unwrap();
         assert!(why.contains("headquartered in US"), "{why}");
     }
 }

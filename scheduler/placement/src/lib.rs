@@ -16,6 +16,7 @@ pub mod filter;
 pub mod placer;
 pub mod score;
 pub mod snapshot;
+pub mod synth;
 
 pub use decision::{Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReplicaPlacement};
 pub use fgd::{Shape, Workload};

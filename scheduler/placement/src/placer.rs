@@ -6,7 +6,7 @@ use crate::decision::{
     ScoreBreakdown,
 };
 use crate::fgd::{FragMemo, Shape, Workload, score_of_delta};
-use crate::filter::{JobNeeds, Reason, check_node, check_pool};
+use crate::filter::{JobNeeds, Reason, check_node, check_pool, pool_reason};
 use crate::score;
 use crate::snapshot::{ClusterState, NodeIdx, Topology};
 use sovra_domain::{GPU_MILLI, Job, NvlinkWish, PolicySpec, ScorerKind, WorkloadShare};
@@ -44,7 +44,8 @@ pub struct Placer {
 struct Plan {
     needs: JobNeeds,
     pools: Vec<u32>,
-    pool_rejections: Vec<(FilterKind, String, u32)>,
+    /// (filter, pool index) of each rejected pool; worded only when explaining.
+    pool_rejections: Vec<(FilterKind, u32)>,
     job_hash: u64,
 }
 
@@ -178,7 +179,7 @@ impl Placer {
         for (i, pool) in topo.pools.iter().enumerate() {
             match check_pool(pool, topo, job, class) {
                 None => pools.push(i as u32),
-                Some((filter, why)) => pool_rejections.push((filter, why, topo.pool_nodes[i].len() as u32)),
+                Some(filter) => pool_rejections.push((filter, i as u32)),
             }
         }
         let mut h = rustc_hash::FxHasher::default();
@@ -196,6 +197,9 @@ impl Placer {
     ) -> Option<ReplicaPlacement> {
         let topo = state.topology().clone();
         let weights: [u32; 5] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        if weights[1] > 0 {
+            self.memo_for(&topo);
+        }
         let mut best: Option<Candidate> = None;
         let mut feasible = 0u32;
         for &pool in &plan.pools {
@@ -272,7 +276,8 @@ impl Placer {
         Candidate { node, total, rank: score::node_rank(self.seed, node), parts, fgd_device }
     }
 
-    /// FGD's score of `node` (§4 of the protocol) and, for a sharing replica, the device it picks.
+    /// FGD's score of `node` (§4 of the protocol) and, for a sharing replica, the device it picks. The memo must
+    /// have been prepared for this topology (`memo_for`).
     fn fgd(
         &mut self,
         state: &ClusterState,
@@ -283,47 +288,81 @@ impl Placer {
         replica: u32,
     ) -> (u32, Option<u16>) {
         let range = topo.device_range(node);
-        let mut free: Vec<u16> = range.clone().map(|d| state.device_free(d)).collect();
+        let mut stack = [0u16; 16];
+        let mut heap = Vec::new();
+        let free: &mut [u16] = if range.len() <= stack.len() {
+            &mut stack[..range.len()]
+        } else {
+            heap.resize(range.len(), 0);
+            &mut heap
+        };
+        for (slot, d) in free.iter_mut().zip(range.clone()) {
+            *slot = state.device_free(d);
+        }
         let cpu_before = state.summary(node).cpu_free;
         let cpu_after = cpu_before - needs.cpu;
-        let memo = self.memo_for(topo);
+        let uniform = topo.nodes[node as usize].uniform_model.is_some();
+        let whole_devices = if needs.gpus > 0 && !needs.is_sharing() && !(uniform && needs.nvlink == NvlinkWish::None) {
+            // Mixed models or an island choice: take exactly the devices the replica would get.
+            Some(self.choose_devices(state, topo, node, needs, None, job_hash, replica))
+        } else {
+            None
+        };
+        let memo = &mut self.memo.as_mut().expect("memo_for ran before scoring").2;
         if memo.is_empty() {
             return (50, None);
         }
-        let before = memo.frag(topo, node, &free, cpu_before);
+        let before = memo.frag(topo, node, free, cpu_before);
         if needs.is_sharing() {
-            // Each device that can take the share, in index order; the first reaching the best score wins.
+            // Each device that can take the share, in index order; the first reaching the best score wins. On a
+            // node of one model, devices with equal free milli give equal scores: compute each value once.
             let mut best: Option<(u32, u16)> = None;
-            let mut seen: Vec<(u16, u32)> = Vec::new();
+            let mut seen: [(u16, u32); 16] = [(u16::MAX, 0); 16];
+            let mut nseen = 0;
             for (i, d) in range.enumerate() {
                 let f = free[i];
                 if f < needs.milli || !needs.model_ok(topo.devices[d].model) {
                     continue;
                 }
-                let s = match seen.iter().find(|(v, _)| *v == f) {
-                    Some(&(_, s)) if topo.nodes[node as usize].uniform_model.is_some() => s,
-                    _ => {
-                        free[i] = f - needs.milli;
-                        let after = memo.frag(topo, node, &free, cpu_after);
-                        free[i] = f;
-                        let s = score_of_delta(before, after);
-                        seen.push((f, s));
-                        s
+                let cached = if uniform { seen[..nseen].iter().find(|(v, _)| *v == f).map(|&(_, s)| s) } else { None };
+                let s = cached.unwrap_or_else(|| {
+                    free[i] = f - needs.milli;
+                    let after = memo.frag(topo, node, free, cpu_after);
+                    free[i] = f;
+                    let s = score_of_delta(before, after);
+                    if nseen < seen.len() {
+                        seen[nseen] = (f, s);
+                        nseen += 1;
                     }
-                };
+                    s
+                });
                 if best.is_none_or(|(b, _)| s > b) {
                     best = Some((s, i as u16));
                 }
             }
             return best.map_or((0, None), |(s, i)| (s, Some(i)));
         }
-        if needs.gpus > 0 {
-            for a in self.choose_devices(state, topo, node, needs, None, job_hash, replica) {
-                free[a.device as usize] -= a.milli;
+        match whole_devices {
+            Some(chosen) => {
+                for a in chosen {
+                    free[a.device as usize] -= a.milli;
+                }
+            }
+            None => {
+                // One model, no island wish: the lowest-index fully free devices (FGD protocol §4).
+                let mut k = needs.gpus;
+                for f in free.iter_mut() {
+                    if k == 0 {
+                        break;
+                    }
+                    if u32::from(*f) == GPU_MILLI {
+                        *f = 0;
+                        k -= 1;
+                    }
+                }
             }
         }
-        let memo = self.memo_for(topo);
-        let after = memo.frag(topo, node, &free, cpu_after);
+        let after = memo.frag(topo, node, free, cpu_after);
         (score_of_delta(before, after), None)
     }
 
@@ -393,12 +432,15 @@ impl Placer {
         failed_replica: u32,
     ) -> Explanation {
         let topo = state.topology();
+        let class = topo.class(&job.residency).expect("explain runs only for known classes");
         let mut filters = Vec::new();
         for f in FilterKind::ALL {
             let mut reasons: Vec<ReasonCount> = Vec::new();
-            for (kind, why, nodes) in &plan.pool_rejections {
-                if *kind == f {
-                    reasons.push(ReasonCount { reason: why.clone(), nodes: *nodes });
+            for &(kind, pool) in &plan.pool_rejections {
+                if kind == f
+                    && let Some((_, why)) = pool_reason(&topo.pools[pool as usize], topo, job, class)
+                {
+                    reasons.push(ReasonCount { reason: why, nodes: topo.pool_nodes[pool as usize].len() as u32 });
                 }
             }
             for r in Reason::ALL {
