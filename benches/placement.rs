@@ -70,7 +70,10 @@ fn synthetic(c: &mut Criterion) {
     let jobs = synth::jobs(20_000, 2);
     let workload = synth::workload();
     let mut g = config(c).benchmark_group("synthetic-5000");
-    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     for policy in ["best-fit", "best-fit,topology", "fgd", "fgd,topology"] {
         let p: PolicySpec = policy.parse().unwrap();
         let mut s = Stream::new(&cfg, jobs.clone(), Placer::new(p, 42).with_target_workload(&workload));
@@ -106,7 +109,10 @@ fn alibaba(c: &mut Criterion) {
         jobs.swap(i, (mix(42 ^ i as u64) % (i as u64 + 1)) as usize);
     }
     let mut g = c.benchmark_group("alibaba-1213");
-    g.throughput(Throughput::Elements(1)).sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(1))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     for policy in ["best-fit", "fgd"] {
         let p: PolicySpec = policy.parse().unwrap();
         let placer = Placer::new(p, 42).with_workload(workload.clone());

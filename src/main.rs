@@ -122,7 +122,8 @@ fn load_jobs(path: Option<&PathBuf>, cluster: &ClusterConfig) -> Result<Vec<Job>
 
 fn validate(config: PathBuf, jobs: Vec<PathBuf>) -> Result<u8, Failure> {
     let cluster = load_cluster(Some(&config))?;
-    ClusterState::from_config(&cluster).map_err(|e| Failure { code: 2, message: format!("{}: {e}", config.display()) })?;
+    ClusterState::from_config(&cluster)
+        .map_err(|e| Failure { code: 2, message: format!("{}: {e}", config.display()) })?;
     println!(
         "{}: ok ({} zones, {} pools, {} residency classes, {} nodes)",
         config.display(),
@@ -214,9 +215,12 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
                         if u32::from(a.milli) < 1000 { format!("{name} ({}m)", a.milli) } else { name }
                     })
                     .collect();
-                let parts: Vec<String> = p.scores.parts.iter().map(|(k, w, s)| {
-                    if *w == 1 { format!("{k} {s}") } else { format!("{k} {s}×{w}") }
-                }).collect();
+                let parts: Vec<String> = p
+                    .scores
+                    .parts
+                    .iter()
+                    .map(|(k, w, s)| if *w == 1 { format!("{k} {s}") } else { format!("{k} {s}×{w}") })
+                    .collect();
                 println!(
                     "  replica {} → {} (pool {}, zone {}) [{}]  score {} ({}), {} feasible node(s)",
                     p.replica,
@@ -231,7 +235,11 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
             }
         }
         Err(e) => {
-            println!("  NOT PLACED{}: {}", if e.unresolvable { " (can never fit as configured)" } else { "" }, e.summary);
+            println!(
+                "  NOT PLACED{}: {}",
+                if e.unresolvable { " (can never fit as configured)" } else { "" },
+                e.summary
+            );
             for f in e.filters.iter().filter(|f| f.rejected_nodes > 0) {
                 println!("    {:<13} rejected {:>5} node(s)", f.filter.name(), f.rejected_nodes);
                 for reason in &f.reasons {

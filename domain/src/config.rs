@@ -148,8 +148,8 @@ impl ClusterConfig {
 /// Loads a job file: either one job, or a document with a `jobs:` list (placed in that order).
 pub fn load_jobs(path: &Path) -> Result<Vec<Job>, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::one(&file, "", format!("cannot read the file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::one(&file, "", format!("cannot read the file: {e}")))?;
     jobs_from_yaml(&file, &text)
 }
 
@@ -185,7 +185,8 @@ fn parse_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigEr
         if let Some(cut) = message.find(" at line ") {
             message.truncate(cut);
         }
-        let field = if field == "." { String::new() } else { field };
+        // Segments serde could not name ("?", inside a malformed flow) are dropped: "zones[0].?" → "zones[0]".
+        let field: String = field.split('.').filter(|seg| *seg != "?" && !seg.is_empty()).collect::<Vec<_>>().join(".");
         ConfigError { file: file.to_string(), problems: vec![Problem { field, message, location }] }
     })
 }
@@ -438,7 +439,8 @@ impl RawJob {
             1
         });
         let resources = self.resources.validate(v, &format!("{p}resources."));
-        let nvlink = self.topology.nvlink.unwrap_or(if resources.gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None });
+        let nvlink =
+            self.topology.nvlink.unwrap_or(if resources.gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None });
         if nvlink != NvlinkWish::None && resources.gpus < 2 {
             v.problem(
                 &format!("{p}topology.nvlink"),
@@ -474,7 +476,10 @@ fn expand_mig(v: &mut Validator, p: &str, raw: Option<Vec<RawMig>>) -> Vec<MigIn
             None => mig_profile_memory(&m.profile).unwrap_or_else(|| {
                 v.problem(
                     &format!("{f}.profile"),
-                    format!("cannot read the memory of profile {:?}; write it like 3g.40gb or set memory_mib", m.profile),
+                    format!(
+                        "cannot read the memory of profile {:?}; write it like 3g.40gb or set memory_mib",
+                        m.profile
+                    ),
                 );
                 1
             }),
@@ -625,7 +630,8 @@ impl RawGpus {
 
 impl RawCluster {
     fn validate(self, v: &mut Validator) -> ClusterConfig {
-        let zone_ids = unique(v, "zone id", self.zones.iter().enumerate().map(|(i, z)| (format!("zones[{i}].id"), z.id.as_str())));
+        let zone_ids =
+            unique(v, "zone id", self.zones.iter().enumerate().map(|(i, z)| (format!("zones[{i}].id"), z.id.as_str())));
         for (i, z) in self.zones.iter().enumerate() {
             for (field, value) in [("country", &z.country), ("operator_hq", &z.operator_hq)] {
                 if value.len() != 2 || !value.chars().all(|c| c.is_ascii_uppercase()) {
@@ -638,7 +644,8 @@ impl RawCluster {
             v.nonempty(&format!("zones[{i}].jurisdiction"), &z.jurisdiction);
             v.nonempty(&format!("zones[{i}].operator"), &z.operator);
         }
-        let pool_ids = unique(v, "pool id", self.pools.iter().enumerate().map(|(i, p)| (format!("pools[{i}].id"), p.id.as_str())));
+        let pool_ids =
+            unique(v, "pool id", self.pools.iter().enumerate().map(|(i, p)| (format!("pools[{i}].id"), p.id.as_str())));
         for (i, p) in self.pools.iter().enumerate() {
             if !zone_ids.contains(&p.zone) {
                 v.problem(
@@ -650,7 +657,10 @@ impl RawCluster {
         unique(
             v,
             "residency class",
-            self.residency_classes.iter().enumerate().map(|(i, c)| (format!("residency_classes[{i}].name"), c.name.as_str())),
+            self.residency_classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("residency_classes[{i}].name"), c.name.as_str())),
         );
         let residency_classes: Vec<ResidencyClass> = self
             .residency_classes
@@ -713,7 +723,10 @@ impl RawCluster {
                 let name = if n.count.is_none() { n.name.clone() } else { format!("{}-{k:0width$}", n.name) };
                 let gpus = gpus_template
                     .iter()
-                    .map(|g| Gpu { uuid: g.uuid.replacen(&format!("GPU-{}-", n.name), &format!("GPU-{name}-"), 1), ..g.clone() })
+                    .map(|g| Gpu {
+                        uuid: g.uuid.replacen(&format!("GPU-{}-", n.name), &format!("GPU-{name}-"), 1),
+                        ..g.clone()
+                    })
                     .collect();
                 nodes.push(Node { name, pool: n.pool.clone(), cpu_milli: cpu, memory_mib: mem, gpus });
             }
@@ -728,9 +741,10 @@ impl RawCluster {
             }
         }
 
-        let policy = self.scheduling.policy.and_then(|s| {
-            s.parse::<PolicySpec>().map_err(|e| v.problem("scheduling.policy", e)).ok()
-        });
+        let policy = self
+            .scheduling
+            .policy
+            .and_then(|s| s.parse::<PolicySpec>().map_err(|e| v.problem("scheduling.policy", e)).ok());
         let fgd_target_workload = self
             .scheduling
             .fgd_target_workload

@@ -81,9 +81,10 @@ impl FromStr for PolicySpec {
         for part in s.split(',').map(str::trim) {
             let (name, weight) = match part.split_once('=') {
                 Some((n, w)) => {
-                    let w: u32 = w.trim().parse().map_err(|_| {
-                        format!("weight {w:?} of scorer {n:?} is not a whole number from 1 to 1000")
-                    })?;
+                    let w: u32 = w
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("weight {w:?} of scorer {n:?} is not a whole number from 1 to 1000"))?;
                     (n.trim(), w)
                 }
                 None => (part, 1),

@@ -7,8 +7,8 @@ use std::fmt;
 /// The ISO 3166 codes of the 27 EU member states. The word `EU` in a country list of a residency class
 /// (`countries`, `operator_hq_in`) stands for all of them.
 pub const EU_MEMBER_STATES: [&str; 27] = [
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU",
-    "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV",
+    "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
 ];
 
 /// A place where data may live and be processed (DESIGN.md §1).
@@ -101,9 +101,8 @@ impl ResidencyClass {
     /// Every constraint of this class that `zone` fails, in a fixed order; empty when the zone satisfies it.
     pub fn violations(&self, zone: &Zone) -> Vec<Violation> {
         let mut out = Vec::new();
-        let mut fail = |constraint: &str, message: String| {
-            out.push(Violation { constraint: constraint.to_string(), message })
-        };
+        let mut fail =
+            |constraint: &str, message: String| out.push(Violation { constraint: constraint.to_string(), message });
         if let Some(zones) = &self.zones
             && !zones.contains(&zone.id)
         {
@@ -188,10 +187,8 @@ mod tests {
 
     #[test]
     fn table_of_zones_and_classes() {
-        let eu_restricted = ResidencyClass {
-            jurisdictions: Some(vec!["EU".into()]),
-            ..class(None, Some(&["EU"]), &[])
-        };
+        let eu_restricted =
+            ResidencyClass { jurisdictions: Some(vec!["EU".into()]), ..class(None, Some(&["EU"]), &[]) };
         let fr_health = class(Some(&["FR"]), None, &["HDS", "SecNumCloud"]);
         let de_c5 = class(Some(&["DE"]), None, &["C5"]);
         let any = class(None, None, &[]);

@@ -157,8 +157,7 @@ impl Row {
         if t.starts_with('-') {
             return Err(self.err(c, format!("{name} is {t}, a negative number; it must be 0 or more")));
         }
-        t.parse::<u64>()
-            .map_err(|_| self.err(c, format!("{name} is {t:?}, not a whole number")))
+        t.parse::<u64>().map_err(|_| self.err(c, format!("{name} is {t:?}, not a whole number")))
     }
 }
 
@@ -191,8 +190,7 @@ pub fn load_nodes(path: &Path) -> Result<Vec<TraceNode>, TraceError> {
 /// FGD simulator does (`data/pod_csv_to_yaml.py`): `num_gpu` 0 means CPU-only whatever the other columns say;
 /// `gpu_milli` above 1000 counts as 1000.
 pub fn load_tasks(path: &Path) -> Result<Vec<TraceTask>, TraceError> {
-    let mut table =
-        Table::open(path, &["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"], &["gpu_spec"])?;
+    let mut table = Table::open(path, &["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"], &["gpu_spec"])?;
     let mut out = Vec::new();
     for row in table.rows() {
         let row = row?;
@@ -308,7 +306,10 @@ mod tests {
     fn bad_rows_name_file_line_and_column() {
         let cases = [
             ("name,cpu_milli,memory_mib,num_gpu\n", "missing column \"gpu_milli\""),
-            ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1,x,0,0\n", ":2:3: memory_mib is \"x\", not a whole number"),
+            (
+                "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1,x,0,0\n",
+                ":2:3: memory_mib is \"x\", not a whole number",
+            ),
             ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,-5,1,0,0\n", ":2:2: cpu_milli is -5, a negative number"),
             ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1,1,1,\n", ":2:5: gpu_milli is empty"),
             ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1,1,2,0\n", ":2:0: num_gpu > 0 but gpu_milli is 0"),

@@ -58,14 +58,16 @@ impl Workload {
             return Workload::default();
         }
         let mut sorted: Vec<(&Shape, u64)> = counts.iter().map(|(s, &c)| (s, c)).collect();
-        sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| {
-            (b.0.cpu_milli, b.0.gpu_milli, b.0.gpus, &b.0.gpu_models).cmp(&(
-                a.0.cpu_milli,
-                a.0.gpu_milli,
-                a.0.gpus,
-                &a.0.gpu_models,
-            ))
-        }));
+        sorted.sort_by(|a, b| {
+            b.1.cmp(&a.1).then_with(|| {
+                (b.0.cpu_milli, b.0.gpu_milli, b.0.gpus, &b.0.gpu_models).cmp(&(
+                    a.0.cpu_milli,
+                    a.0.gpu_milli,
+                    a.0.gpus,
+                    &a.0.gpu_models,
+                ))
+            })
+        });
         let mut kept = Vec::new();
         let mut cum = 0u64;
         for (s, c) in sorted {
@@ -124,9 +126,8 @@ impl FragMemo {
                 cpu: s.cpu_milli,
                 milli: s.gpu_milli.min(GPU_MILLI) as u16,
                 gpus: s.gpus.min(u32::from(u16::MAX)) as u16,
-                mask: (!s.gpu_models.is_empty()).then(|| {
-                    topo.models.iter().map(|m| s.gpu_models.iter().any(|a| a == m)).collect()
-                }),
+                mask: (!s.gpu_models.is_empty())
+                    .then(|| topo.models.iter().map(|m| s.gpu_models.iter().any(|a| a == m)).collect()),
                 p: *p,
             })
             .collect();
@@ -266,7 +267,8 @@ mod tests {
     #[test]
     fn typical_workload_keeps_95_percent_and_renormalises() {
         let shape = |m: u32| Shape { cpu_milli: 1000, gpu_milli: m, gpus: 1, gpu_models: vec![] };
-        let counts: BTreeMap<Shape, u64> = [(shape(1000), 90), (shape(500), 6), (shape(250), 3), (shape(100), 1)].into();
+        let counts: BTreeMap<Shape, u64> =
+            [(shape(1000), 90), (shape(500), 6), (shape(250), 3), (shape(100), 1)].into();
         let w = Workload::from_counts(&counts, 0.95);
         // 90 < 95, 90+6 = 96 ≥ 95: keep two shapes, shares 90/96 and 6/96.
         assert_eq!(w.shares.len(), 2);

@@ -124,7 +124,12 @@ pub fn check_pool(pool: &PoolInfo, topo: &Topology, job: &Job, class: &Residency
 }
 
 /// Why [`check_pool`] rejected a pool, in words.
-pub fn pool_reason(pool: &PoolInfo, topo: &Topology, job: &Job, class: &ResidencyClass) -> Option<(FilterKind, String)> {
+pub fn pool_reason(
+    pool: &PoolInfo,
+    topo: &Topology,
+    job: &Job,
+    class: &ResidencyClass,
+) -> Option<(FilterKind, String)> {
     let filter = check_pool(pool, topo, job, class)?;
     let zone = &topo.zones[pool.zone];
     Some(match filter {
@@ -305,13 +310,31 @@ nodes:
             ("too much memory", vec![], 0, job(1, 1000, &[], 1000, 65537, None), Err(Reason::InsufficientMemory)),
             ("more GPUs than healthy", vec![], 0, job(9, 1000, &[], 1000, 1, None), Err(Reason::TooFewHealthyGpus)),
             // 3 GPUs partly used: 5 fully free < 6.
-            ("too few whole GPUs", vec![(0, 100), (4, 100), (7, 1000)], 0, job(6, 1000, &[], 1000, 1, None), Err(Reason::TooFewFreeGpus)),
+            (
+                "too few whole GPUs",
+                vec![(0, 100), (4, 100), (7, 1000)],
+                0,
+                job(6, 1000, &[], 1000, 1, None),
+                Err(Reason::TooFewFreeGpus),
+            ),
             // Islands have 3 and 2 free: 4 whole GPUs exist, but no island holds 4.
-            ("require: no island", vec![(0, 1), (4, 1), (5, 1)], 0, job(4, 1000, &[], 1000, 1, Require), Err(Reason::NoNvlinkIsland)),
+            (
+                "require: no island",
+                vec![(0, 1), (4, 1), (5, 1)],
+                0,
+                job(4, 1000, &[], 1000, 1, Require),
+                Err(Reason::NoNvlinkIsland),
+            ),
             ("prefer: spanning is fine", vec![(0, 1), (4, 1), (5, 1)], 0, job(4, 1000, &[], 1000, 1, Prefer), Ok(())),
             ("require: one island free", vec![(0, 1)], 0, job(4, 1000, &[], 1000, 1, Require), Ok(())),
             // Every GPU has at most 400 free.
-            ("share: no GPU with 500 free", (0..8).map(|d| (d, 600)).collect(), 0, job(1, 500, &[], 1000, 1, None), Err(Reason::NoGpuWithMilliFree)),
+            (
+                "share: no GPU with 500 free",
+                (0..8).map(|d| (d, 600)).collect(),
+                0,
+                job(1, 500, &[], 1000, 1, None),
+                Err(Reason::NoGpuWithMilliFree),
+            ),
             ("share: exactly fits", (0..8).map(|d| (d, 500)).collect(), 0, job(1, 500, &[], 1000, 1, None), Ok(())),
             ("CPU-only ignores GPUs", (0..8).map(|d| (d, 1000)).collect(), 0, job(0, 0, &[], 1000, 1, None), Ok(())),
         ];

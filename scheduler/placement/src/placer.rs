@@ -38,6 +38,8 @@ pub struct Placer {
     target: Target,
     memo: Option<(usize, u64, FragMemo)>,
     uses_fgd: bool,
+    /// Residency rejection words per (class, zone) of one topology (keyed by its address).
+    zone_reasons: (usize, BTreeMap<(String, usize), String>),
 }
 
 /// Per-job facts computed once: permitted pools and what rejected the others.
@@ -70,14 +72,17 @@ impl Placer {
             target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0 },
             memo: None,
             uses_fgd,
+            zone_reasons: (0, BTreeMap::new()),
         }
     }
 
     /// Declares FGD's target workload (e.g. `scheduling.fgd_target_workload`); an empty list keeps learning.
     pub fn with_target_workload(mut self, shares: &[WorkloadShare]) -> Placer {
         if !shares.is_empty() {
-            let counts: BTreeMap<Shape, u64> =
-                shares.iter().map(|s| (Shape::of(&s.resources), u64::from(s.weight))).fold(BTreeMap::new(), |mut m, (k, v)| {
+            let counts: BTreeMap<Shape, u64> = shares
+                .iter()
+                .map(|s| (Shape::of(&s.resources), u64::from(s.weight)))
+                .fold(BTreeMap::new(), |mut m, (k, v)| {
                     *m.entry(k).or_default() += v;
                     m
                 });
@@ -108,7 +113,9 @@ impl Placer {
     pub fn workload(&self) -> Option<Workload> {
         match &self.target {
             Target::Declared(w) => Some(w.clone()),
-            Target::Learned { counts, .. } if !counts.is_empty() => Some(Workload::from_counts(counts, TYPICAL_COVERAGE)),
+            Target::Learned { counts, .. } if !counts.is_empty() => {
+                Some(Workload::from_counts(counts, TYPICAL_COVERAGE))
+            }
             Target::Learned { .. } => None,
         }
     }
@@ -216,7 +223,8 @@ impl Placer {
             }
         }
         let best = best?;
-        let devices = self.choose_devices(state, &topo, best.node, &plan.needs, best.fgd_device, plan.job_hash, replica);
+        let devices =
+            self.choose_devices(state, &topo, best.node, &plan.needs, best.fgd_device, plan.job_hash, replica);
         let info = &topo.nodes[best.node as usize];
         let pool = &topo.pools[info.pool as usize];
         Some(ReplicaPlacement {
@@ -393,7 +401,11 @@ impl Placer {
         if needs.is_sharing() {
             let pick = fgd_device.map(|i| start + i as usize).or_else(|| {
                 let random_leads = self.policy.weight(ScorerKind::Random) > 0
-                    && self.policy.scorers.iter().all(|(k, w)| *k == ScorerKind::Random || *w < self.policy.weight(ScorerKind::Random));
+                    && self
+                        .policy
+                        .scorers
+                        .iter()
+                        .all(|(k, w)| *k == ScorerKind::Random || *w < self.policy.weight(ScorerKind::Random));
                 let candidates = range.clone().filter(|&d| fits(d));
                 if random_leads {
                     candidates.min_by_key(|&d| score::mix(self.seed ^ job_hash ^ (u64::from(replica) << 32) ^ d as u64))
@@ -424,23 +436,56 @@ impl Placer {
     }
 
     fn explain(
-        &self,
+        &mut self,
         state: &ClusterState,
         job: &Job,
         plan: &Plan,
         counts: &[u32; Reason::ALL.len()],
         failed_replica: u32,
     ) -> Explanation {
-        let topo = state.topology();
+        let topo = state.topology().clone();
         let class = topo.class(&job.residency).expect("explain runs only for known classes");
+        // Pool rejections, aggregated: one row for the purpose filter, one row per zone for residency (its words
+        // are cached per class and zone: they only depend on configuration).
+        let mut purpose_nodes = 0u32;
+        let mut purpose_pools = 0u32;
+        let mut by_zone: BTreeMap<usize, u32> = BTreeMap::new();
+        for &(kind, pool) in &plan.pool_rejections {
+            let nodes = topo.pool_nodes[pool as usize].len() as u32;
+            match kind {
+                FilterKind::Purpose => {
+                    purpose_pools += 1;
+                    purpose_nodes += nodes;
+                }
+                _ => *by_zone.entry(topo.pools[pool as usize].zone).or_default() += nodes,
+            }
+        }
+        let topo_key = Arc::as_ptr(&topo) as usize;
+        if self.zone_reasons.0 != topo_key {
+            self.zone_reasons = (topo_key, BTreeMap::new());
+        }
         let mut filters = Vec::new();
         for f in FilterKind::ALL {
             let mut reasons: Vec<ReasonCount> = Vec::new();
-            for &(kind, pool) in &plan.pool_rejections {
-                if kind == f
-                    && let Some((_, why)) = pool_reason(&topo.pools[pool as usize], topo, job, class)
-                {
-                    reasons.push(ReasonCount { reason: why, nodes: topo.pool_nodes[pool as usize].len() as u32 });
+            if f == FilterKind::Purpose && purpose_pools > 0 {
+                let other = if job.kind == sovra_domain::Purpose::Training { "inference" } else { "training" };
+                reasons.push(ReasonCount {
+                    reason: format!("{purpose_pools} pool(s) are for {other}, the job is {}", job.kind),
+                    nodes: purpose_nodes,
+                });
+            }
+            if f == FilterKind::Residency {
+                for (&zone, &nodes) in &by_zone {
+                    let why = self
+                        .zone_reasons
+                        .1
+                        .entry((class.name.clone(), zone))
+                        .or_insert_with(|| {
+                            let pool = topo.pools.iter().find(|p| p.zone == zone && p.purpose == job.kind);
+                            pool.and_then(|p| pool_reason(p, &topo, job, class)).map(|(_, w)| w).unwrap_or_default()
+                        })
+                        .clone();
+                    reasons.push(ReasonCount { reason: why, nodes });
                 }
             }
             for r in Reason::ALL {
@@ -451,7 +496,7 @@ impl Placer {
             reasons.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.reason.cmp(&b.reason)));
             filters.push(FilterReport { filter: f, rejected_nodes: reasons.iter().map(|r| r.nodes).sum(), reasons });
         }
-        let capacity = self.capacity_when_empty(topo, plan);
+        let capacity = self.capacity_when_empty(&topo, plan);
         let unresolvable = capacity < u64::from(job.replicas);
         let summary = if plan.pools.is_empty() {
             let purpose = plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Purpose).count();
@@ -473,7 +518,8 @@ impl Placer {
                 .flat_map(|f| f.reasons.iter().map(move |r| (f.filter, r)))
                 .filter(|(f, _)| f.is_resolvable())
                 .max_by_key(|(_, r)| r.nodes);
-            let because = top.map(|(_, r)| format!("; most nodes rejected: {} ({})", r.reason, r.nodes)).unwrap_or_default();
+            let because =
+                top.map(|(_, r)| format!("; most nodes rejected: {} ({})", r.reason, r.nodes)).unwrap_or_default();
             format!(
                 "no room now for replica {failed_replica} of {}{because}; it fits when capacity frees up \
                  (the permitted pools could hold {capacity} replica(s) when empty)",
@@ -502,7 +548,10 @@ impl Placer {
                 let mut fit = (info.cpu_milli / n.cpu.max(1)).min(info.memory_mib / n.mem.max(1));
                 if n.gpus > 0 {
                     let devices = &topo.devices[topo.device_range(node)];
-                    let allowed = devices.iter().filter(|d| n.model_ok(d.model)).count() as u64;
+                    let allowed = match info.uniform_model {
+                        Some(m) => u64::from(info.dev_count) * u64::from(n.model_ok(m)),
+                        None => devices.iter().filter(|d| n.model_ok(d.model)).count() as u64,
+                    };
                     let per_device = u64::from(GPU_MILLI) / u64::from(n.milli.max(1));
                     let mut gpu_fit = allowed * per_device / u64::from(n.gpus);
                     if n.nvlink == NvlinkWish::Require {

@@ -166,7 +166,13 @@ impl Topology {
                 } else {
                     // MIG instances are isolated devices: no NVLink island spans them.
                     for m in &g.mig {
-                        push(&mut t, format!("{}-MIG-{}", g.model, m.profile), m.memory_mib, Some(m.profile.clone()), next_mig_island);
+                        push(
+                            &mut t,
+                            format!("{}-MIG-{}", g.model, m.profile),
+                            m.memory_mib,
+                            Some(m.profile.clone()),
+                            next_mig_island,
+                        );
                         next_mig_island += 1;
                     }
                 }
@@ -456,7 +462,10 @@ impl ClusterState {
         for (node, (cpu, mem)) in node_extra {
             let s = &self.summary[node as usize];
             if cpu > s.cpu_free || mem > s.mem_free {
-                return Err(conflict(format!("node {} would exceed its CPU or memory", self.topo.nodes[node as usize].name)));
+                return Err(conflict(format!(
+                    "node {} would exceed its CPU or memory",
+                    self.topo.nodes[node as usize].name
+                )));
             }
         }
         Ok(())

@@ -43,15 +43,34 @@ pub fn cluster(nodes: usize, seed: u64) -> ClusterConfig {
     let pools: Vec<Pool> = zones
         .iter()
         .flat_map(|z| {
-            [Purpose::Training, Purpose::Inference].map(|p| Pool { id: format!("{}-{p}", z.id), zone: z.id.clone(), purpose: p })
+            [Purpose::Training, Purpose::Inference].map(|p| Pool {
+                id: format!("{}-{p}", z.id),
+                zone: z.id.clone(),
+                purpose: p,
+            })
         })
         .collect();
     let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let residency_classes = vec![
         ResidencyClass { name: "eu-any".into(), jurisdictions: list(&["EU"]), ..Default::default() },
-        ResidencyClass { name: "eu-restricted".into(), jurisdictions: list(&["EU"]), operator_hq_in: list(&["EU"]), ..Default::default() },
-        ResidencyClass { name: "fr-health".into(), countries: list(&["FR"]), certifications: vec!["HDS".into(), "SecNumCloud".into()], ..Default::default() },
-        ResidencyClass { name: "de-c5".into(), countries: list(&["DE"]), certifications: vec!["C5".into()], ..Default::default() },
+        ResidencyClass {
+            name: "eu-restricted".into(),
+            jurisdictions: list(&["EU"]),
+            operator_hq_in: list(&["EU"]),
+            ..Default::default()
+        },
+        ResidencyClass {
+            name: "fr-health".into(),
+            countries: list(&["FR"]),
+            certifications: vec!["HDS".into(), "SecNumCloud".into()],
+            ..Default::default()
+        },
+        ResidencyClass {
+            name: "de-c5".into(),
+            countries: list(&["DE"]),
+            certifications: vec!["C5".into()],
+            ..Default::default()
+        },
         ResidencyClass { name: "eucs-high".into(), certifications: vec!["EUCS-high".into()], ..Default::default() },
     ];
     let nodes = (0..nodes)
@@ -118,9 +137,19 @@ pub fn jobs(n: usize, seed: u64) -> Vec<Job> {
         .map(|i| {
             let h = mix(seed ^ mix(i as u64));
             let mut pick = (h % u64::from(total)) as u32;
-            let shape = SHAPES.iter().find(|s| if pick < s.4 { true } else { pick -= s.4; false }).unwrap_or(&SHAPES[0]);
+            let shape = SHAPES
+                .iter()
+                .find(|s| {
+                    if pick < s.4 {
+                        true
+                    } else {
+                        pick -= s.4;
+                        false
+                    }
+                })
+                .unwrap_or(&SHAPES[0]);
             let (gpus, milli, cpu, mem, _) = *shape;
-            let training = gpus >= 2 || (h >> 20) % 2 == 0;
+            let training = gpus >= 2 || (h >> 20).is_multiple_of(2);
             let gpu_models = match (gpus, (h >> 24) % 4) {
                 (0, _) => vec![],
                 (_, 0) => vec![if training { "H100-80GB" } else { "L4" }.to_string()],

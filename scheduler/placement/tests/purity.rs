@@ -5,8 +5,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 const FORBIDDEN: &[&str] = &[
-    "tokio", "async-std", "smol", "futures", "tonic", "prost", "hyper", "axum", "reqwest", "kube", "kube-client",
-    "k8s-openapi", "sled", "redb", "fjall", "rocksdb", "nvml-wrapper", "tower", "mio",
+    "tokio",
+    "async-std",
+    "smol",
+    "futures",
+    "tonic",
+    "prost",
+    "hyper",
+    "axum",
+    "reqwest",
+    "kube",
+    "kube-client",
+    "k8s-openapi",
+    "sled",
+    "redb",
+    "fjall",
+    "rocksdb",
+    "nvml-wrapper",
+    "tower",
+    "mio",
 ];
 
 #[test]
