@@ -50,29 +50,7 @@ pub fn cluster(nodes: usize, seed: u64) -> ClusterConfig {
             })
         })
         .collect();
-    let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let residency_classes = vec![
-        ResidencyClass { name: "eu-any".into(), jurisdictions: list(&["EU"]), ..Default::default() },
-        ResidencyClass {
-            name: "eu-restricted".into(),
-            jurisdictions: list(&["EU"]),
-            operator_hq_in: list(&["EU"]),
-            ..Default::default()
-        },
-        ResidencyClass {
-            name: "fr-health".into(),
-            countries: list(&["FR"]),
-            certifications: vec!["HDS".into(), "SecNumCloud".into()],
-            ..Default::default()
-        },
-        ResidencyClass {
-            name: "de-c5".into(),
-            countries: list(&["DE"]),
-            certifications: vec!["C5".into()],
-            ..Default::default()
-        },
-        ResidencyClass { name: "eucs-high".into(), certifications: vec!["EUCS-high".into()], ..Default::default() },
-    ];
+    let residency_classes = classes();
     let nodes = (0..nodes)
         .map(|i| {
             let pool = &pools[(mix(seed ^ i as u64) % pools.len() as u64) as usize];
@@ -104,6 +82,34 @@ pub fn cluster(nodes: usize, seed: u64) -> ClusterConfig {
         })
         .collect();
     ClusterConfig { zones, pools, residency_classes, nodes, scheduling: Default::default() }
+}
+
+/// The residency classes of synthetic clusters: `eu-any`, `eu-restricted` (EU jurisdiction, EU-owned operator),
+/// `fr-health` (FR with HDS and SecNumCloud), `de-c5` (DE with C5), `eucs-high`.
+pub fn classes() -> Vec<ResidencyClass> {
+    let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    vec![
+        ResidencyClass { name: "eu-any".into(), jurisdictions: list(&["EU"]), ..Default::default() },
+        ResidencyClass {
+            name: "eu-restricted".into(),
+            jurisdictions: list(&["EU"]),
+            operator_hq_in: list(&["EU"]),
+            ..Default::default()
+        },
+        ResidencyClass {
+            name: "fr-health".into(),
+            countries: list(&["FR"]),
+            certifications: vec!["HDS".into(), "SecNumCloud".into()],
+            ..Default::default()
+        },
+        ResidencyClass {
+            name: "de-c5".into(),
+            countries: list(&["DE"]),
+            certifications: vec!["C5".into()],
+            ..Default::default()
+        },
+        ResidencyClass { name: "eucs-high".into(), certifications: vec!["EUCS-high".into()], ..Default::default() },
+    ]
 }
 
 /// The replica shapes of [`jobs`] with their weights: the target workload to hand FGD.

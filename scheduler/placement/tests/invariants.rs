@@ -81,28 +81,8 @@ fn build_cluster(
             purpose: if training { Purpose::Training } else { Purpose::Inference },
         })
         .collect();
-    let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let residency_classes = vec![
-        ResidencyClass { name: "any".into(), ..Default::default() },
-        ResidencyClass {
-            name: "eu-restricted".into(),
-            jurisdictions: list(&["EU"]),
-            operator_hq_in: list(&["EU"]),
-            ..Default::default()
-        },
-        ResidencyClass {
-            name: "fr-health".into(),
-            countries: list(&["FR"]),
-            certifications: vec!["HDS".into(), "SecNumCloud".into()],
-            ..Default::default()
-        },
-        ResidencyClass {
-            name: "de-c5".into(),
-            countries: list(&["DE"]),
-            certifications: vec!["C5".into()],
-            ..Default::default()
-        },
-    ];
+    let mut residency_classes = sovra_placement::synth::classes();
+    residency_classes.push(ResidencyClass { name: "any".into(), ..Default::default() });
     let nodes = nodes
         .into_iter()
         .enumerate()
