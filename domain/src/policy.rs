@@ -18,12 +18,26 @@ pub enum ScorerKind {
     Spread,
     /// NVLink topology: multi-GPU replicas score highest where their GPUs share one island.
     Topology,
+    /// Dot product of the node's free (CPU, GPU) and the replica's request, smallest first (FGD paper baseline).
+    DotProduct,
+    /// GPU packing (FGD paper baseline): partly used GPUs first, then partly used nodes, then empty nodes.
+    GpuPacking,
+    /// GPU clustering (FGD paper baseline): nodes already running replicas of the same GPU shape first.
+    GpuClustering,
 }
 
 impl ScorerKind {
     /// Every scorer, in a fixed order.
-    pub const ALL: [ScorerKind; 5] =
-        [ScorerKind::BestFit, ScorerKind::Fgd, ScorerKind::Random, ScorerKind::Spread, ScorerKind::Topology];
+    pub const ALL: [ScorerKind; 8] = [
+        ScorerKind::BestFit,
+        ScorerKind::Fgd,
+        ScorerKind::Random,
+        ScorerKind::Spread,
+        ScorerKind::Topology,
+        ScorerKind::DotProduct,
+        ScorerKind::GpuPacking,
+        ScorerKind::GpuClustering,
+    ];
 
     /// The name used in configuration and on the command line.
     pub fn name(self) -> &'static str {
@@ -33,6 +47,9 @@ impl ScorerKind {
             ScorerKind::Random => "random",
             ScorerKind::Spread => "spread",
             ScorerKind::Topology => "topology",
+            ScorerKind::DotProduct => "dot-product",
+            ScorerKind::GpuPacking => "gpu-packing",
+            ScorerKind::GpuClustering => "gpu-clustering",
         }
     }
 }

@@ -40,6 +40,48 @@ pub struct Placer {
     uses_fgd: bool,
     /// Residency rejection words per (class, zone) of one topology (keyed by its address).
     zone_reasons: (usize, BTreeMap<(String, usize), String>),
+    /// FGD scores per (replica shape, node), valid while the node's epoch is unchanged. Cleared with the memo.
+    fgd_cache: FgdCache,
+}
+
+/// Replica shapes as FGD scores them: (cpu, milli, gpus, models, NVLink wish).
+type ShapeKey = (u64, u32, u32, Vec<String>, NvlinkWish);
+
+/// FGD's score of a node depends only on the node's state (its epoch) and the replica's shape, so it is cached
+/// per (shape, node) and reused until the node changes — in a fill run only one node changes per decision.
+#[derive(Debug, Default)]
+struct FgdCache {
+    shapes: rustc_hash::FxHashMap<ShapeKey, u32>,
+    entries: Vec<Vec<CacheEntry>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CacheEntry {
+    /// Node epoch the entry is valid for; 0 = empty (epochs start at 1).
+    epoch: u64,
+    score: u32,
+    /// Chosen device, `u16::MAX` for none.
+    device: u16,
+}
+
+/// At most this many cache entries (shapes × nodes): 32 MiB.
+const FGD_CACHE_MAX_ENTRIES: usize = 2 << 20;
+
+impl FgdCache {
+    fn shape(&mut self, job: &Job, nodes: usize) -> Option<usize> {
+        let r = &job.resources;
+        let key: ShapeKey = (r.cpu_milli, r.gpu_milli, r.gpus, r.gpu_models.clone(), job.nvlink);
+        if let Some(&id) = self.shapes.get(&key) {
+            return Some(id as usize);
+        }
+        if (self.entries.len() + 1) * nodes > FGD_CACHE_MAX_ENTRIES {
+            return None;
+        }
+        let id = self.entries.len();
+        self.shapes.insert(key, id as u32);
+        self.entries.push(vec![CacheEntry::default(); nodes]);
+        Some(id)
+    }
 }
 
 /// Per-job facts computed once: permitted pools and what rejected the others.
@@ -57,9 +99,12 @@ struct Candidate {
     node: NodeIdx,
     total: u64,
     rank: u64,
-    parts: [u32; 5],
+    parts: [u32; SCORERS],
     fgd_device: Option<u16>,
 }
+
+/// Number of scorers.
+const SCORERS: usize = ScorerKind::ALL.len();
 
 impl Placer {
     /// A placer with `policy` and `seed`. FGD (if in the policy) learns its target mix from the jobs it places
@@ -73,6 +118,7 @@ impl Placer {
             memo: None,
             uses_fgd,
             zone_reasons: (0, BTreeMap::new()),
+            fgd_cache: FgdCache::default(),
         }
     }
 
@@ -142,6 +188,7 @@ impl Placer {
         if stale {
             let workload = self.workload().unwrap_or_default();
             self.memo = Some((key, version, FragMemo::new(&workload, topo)));
+            self.fgd_cache = FgdCache::default();
         }
         &mut self.memo.as_mut().expect("memo was just set").2
     }
@@ -203,10 +250,13 @@ impl Placer {
         counts: &mut [u32; Reason::ALL.len()],
     ) -> Option<ReplicaPlacement> {
         let topo = state.topology().clone();
-        let weights: [u32; 5] = ScorerKind::ALL.map(|k| self.policy.weight(k));
-        if weights[1] > 0 {
+        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let shape = if weights[1] > 0 {
             self.memo_for(&topo);
-        }
+            self.fgd_cache.shape(job, topo.nodes.len())
+        } else {
+            None
+        };
         let mut best: Option<Candidate> = None;
         let mut feasible = 0u32;
         for &pool in &plan.pools {
@@ -216,7 +266,7 @@ impl Placer {
                     continue;
                 }
                 feasible += 1;
-                let c = self.score_node(state, &topo, node, plan, replica, &weights);
+                let c = self.score_node(state, &topo, node, plan, replica, &weights, shape);
                 if best.is_none_or(|b| (c.total, std::cmp::Reverse(c.rank)) > (b.total, std::cmp::Reverse(b.rank))) {
                     best = Some(c);
                 }
@@ -250,6 +300,7 @@ impl Placer {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn score_node(
         &mut self,
         state: &ClusterState,
@@ -257,31 +308,60 @@ impl Placer {
         node: NodeIdx,
         plan: &Plan,
         replica: u32,
-        weights: &[u32; 5],
+        weights: &[u32; SCORERS],
+        shape: Option<usize>,
     ) -> Candidate {
         let s = state.summary(node);
         let needs = &plan.needs;
-        let mut parts = [0u32; 5];
+        let mut parts = [0u32; SCORERS];
         let mut fgd_device = None;
-        if weights[0] > 0 {
-            parts[0] = score::best_fit(s, needs, topo);
-        }
-        if weights[1] > 0 {
-            let (v, d) = self.fgd(state, topo, node, needs, plan.job_hash, replica);
-            parts[1] = v;
-            fgd_device = d;
-        }
-        if weights[2] > 0 {
-            parts[2] = score::random(self.seed, plan.job_hash, replica, node);
-        }
-        if weights[3] > 0 {
-            parts[3] = score::spread(s, needs, topo, node);
-        }
-        if weights[4] > 0 {
-            parts[4] = score::topology(s, needs);
+        for (i, kind) in ScorerKind::ALL.iter().enumerate() {
+            if weights[i] == 0 {
+                continue;
+            }
+            parts[i] = match kind {
+                ScorerKind::BestFit => score::best_fit(s, needs, topo),
+                ScorerKind::Fgd => {
+                    let (v, d) = self.fgd_cached(state, topo, node, needs, plan.job_hash, replica, shape);
+                    fgd_device = d;
+                    v
+                }
+                ScorerKind::Random => score::random(self.seed, plan.job_hash, replica, node),
+                ScorerKind::Spread => score::spread(s, needs, topo, node),
+                ScorerKind::Topology => score::topology(s, needs),
+                ScorerKind::DotProduct => score::dot_product(s, needs, topo),
+                ScorerKind::GpuPacking => score::gpu_packing(state, node, needs, topo),
+                ScorerKind::GpuClustering => score::gpu_clustering(state, node, needs, topo),
+            };
         }
         let total = parts.iter().zip(weights).map(|(&p, &w)| u64::from(p) * u64::from(w)).sum();
         Candidate { node, total, rank: score::node_rank(self.seed, node), parts, fgd_device }
+    }
+
+    /// [`Placer::fgd`] through the per-(shape, node) cache.
+    #[allow(clippy::too_many_arguments)]
+    fn fgd_cached(
+        &mut self,
+        state: &ClusterState,
+        topo: &Arc<Topology>,
+        node: NodeIdx,
+        needs: &JobNeeds,
+        job_hash: u64,
+        replica: u32,
+        shape: Option<usize>,
+    ) -> (u32, Option<u16>) {
+        let epoch = state.epoch(node);
+        if let Some(sh) = shape {
+            let e = self.fgd_cache.entries[sh][node as usize];
+            if e.epoch == epoch {
+                return (e.score, (e.device != u16::MAX).then_some(e.device));
+            }
+        }
+        let (score, device) = self.fgd(state, topo, node, needs, job_hash, replica);
+        if let Some(sh) = shape {
+            self.fgd_cache.entries[sh][node as usize] = CacheEntry { epoch, score, device: device.unwrap_or(u16::MAX) };
+        }
+        (score, device)
     }
 
     /// FGD's score of `node` (§4 of the protocol) and, for a sharing replica, the device it picks. The memo must

@@ -2,7 +2,7 @@
 //! FGD lives in [`crate::fgd`] because it carries a memo; the placer combines scores by weight.
 
 use crate::filter::JobNeeds;
-use crate::snapshot::{NodeIdx, NodeSummary, Topology};
+use crate::snapshot::{ClusterState, NodeIdx, NodeSummary, Topology, replica_tag};
 use sovra_domain::{GPU_MILLI, NvlinkWish};
 
 /// Best fit (FGD protocol §4 "BestFit"): the node left with the least free CPU and GPU scores highest.
@@ -42,6 +42,66 @@ pub fn spread(s: &NodeSummary, needs: &JobNeeds, topo: &Topology, node: NodeIdx)
 #[inline]
 pub fn topology(s: &NodeSummary, needs: &JobNeeds) -> u32 {
     if needs.gpus >= 2 && needs.nvlink != NvlinkWish::None && s.free_whole_island >= needs.gpus { 100 } else { 0 }
+}
+
+/// Dot product (FGD protocol §4 "DotProd"): with n = (cpu_free / max_cpu, gpu_free / max_gpu) the node's free
+/// share before placement and p = (cpu / max_cpu, gpu / max_gpu) the request, score = trunc(100 · (1 − n·p / 2)):
+/// the smallest dot product (the node with the least free where the replica asks most) scores highest.
+#[inline]
+pub fn dot_product(s: &NodeSummary, needs: &JobNeeds, topo: &Topology) -> u32 {
+    let (cpu_scale, gpu_scale) = (topo.max_node_cpu as f64, topo.max_node_gpu_milli as f64);
+    let n = (s.cpu_free as f64 / cpu_scale, f64::from(s.free_total) / gpu_scale);
+    let p = (needs.cpu as f64 / cpu_scale, f64::from(needs.gpus) * f64::from(needs.milli) / gpu_scale);
+    (100.0 * (1.0 - (n.0 * p.0 + n.1 * p.1) / 2.0)).clamp(0.0, 100.0) as u32
+}
+
+/// GPU clustering (FGD protocol §4 "GpuClustering"): with L the node's free milli and base =
+/// 25 · (max_gpu − L) / max_gpu (integers, multiplied first), a node running only replicas of this replica's tag
+/// ([`replica_tag`]) scores base + 75; this tag and others base + 50; no GPU replicas base + 25; only other tags
+/// base. CPU-only replicas score 0.
+pub fn gpu_clustering(state: &ClusterState, node: NodeIdx, needs: &JobNeeds, topo: &Topology) -> u32 {
+    let Some(own) = replica_tag(usize::from(needs.gpus), u32::from(needs.milli)) else { return 0 };
+    let max = topo.max_node_gpu_milli;
+    let free = u64::from(state.summary(node).free_total).min(max);
+    let base = (25 * (max - free) / max) as u32;
+    let tags = state.node_tags(node);
+    let has_own = tags[own] > 0;
+    let has_other = tags.iter().enumerate().any(|(t, &c)| t != own && c > 0);
+    base + match (has_own, has_other) {
+        (true, false) => 75,
+        (true, true) => 50,
+        (false, false) => 25,
+        (false, true) => 0,
+    }
+}
+
+/// GPU packing (FGD protocol §4 "GpuPacking", with the clarification of §7): with f fully free and G healthy
+/// devices, a fully free node scores max(33 − f, f) (small nodes first); otherwise take, in ascending order of free
+/// milli, the first `gpus` devices that fit: if any of them is fully free the score is max(50 − k, 33) for k fully
+/// free devices taken, else max(100 − (Σ ⌊free · 100 / 1000⌋) / 10, 50) over the devices taken. CPU-only: 0.
+pub fn gpu_packing(state: &ClusterState, node: NodeIdx, needs: &JobNeeds, topo: &Topology) -> u32 {
+    if needs.gpus == 0 {
+        return 0;
+    }
+    let s = state.summary(node);
+    let (f, g) = (u32::from(s.free_whole), u32::from(s.healthy));
+    if f == g {
+        return (33u32.saturating_sub(f)).max(f);
+    }
+    let mut free: Vec<(u16, usize)> = topo
+        .device_range(node)
+        .filter(|&d| state.device_healthy(d) && needs.model_ok(topo.devices[d].model))
+        .map(|d| (state.device_free(d), d))
+        .collect();
+    free.sort_by_key(|&(f, _)| f); // stable: equal free keeps index order
+    let taken: Vec<u16> =
+        free.iter().filter(|(f, _)| *f >= needs.milli).take(usize::from(needs.gpus)).map(|&(f, _)| f).collect();
+    let whole = taken.iter().filter(|&&f| u32::from(f) == GPU_MILLI).count() as u32;
+    if whole > 0 {
+        return 50u32.saturating_sub(whole).max(33);
+    }
+    let sum: u32 = taken.iter().map(|&f| u32::from(f) * 100 / GPU_MILLI).sum();
+    100u32.saturating_sub(sum / 10).max(50)
 }
 
 /// SplitMix64: a fast, well-distributed 64-bit mixer (Steele, Lea, Flood 2014). Used for seeded node order and
@@ -133,6 +193,79 @@ nodes:
         ] {
             assert_eq!(topology(&summary(0, 0, island), &needs(g, 1000, 0, wish)), want);
         }
+    }
+
+    #[test]
+    fn dot_product_table() {
+        let t = topo_8gpu_128cpu(); // scales 128000 CPU, 8000 GPU milli
+        // Empty big node, 1 GPU + 8 CPU: n = (1, 1), p = (1/16, 1/8): n·p = .1875 → 100·(1 − .09375) = 90.
+        assert_eq!(dot_product(&summary(128000, 8000, 0), &needs(1, 1000, 8000, NvlinkWish::None), &t), 90);
+        // Node with a quarter free: n = (.25, .25) → n·p = .046875 → 100·(1 − .0234375) = 97.
+        assert_eq!(dot_product(&summary(32000, 2000, 0), &needs(1, 1000, 8000, NvlinkWish::None), &t), 97);
+    }
+
+    fn state_with(gpus: u32, taken: &[(u16, u16)]) -> ClusterState {
+        let yaml = format!(
+            r#"
+zones: [{{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR, certifications: []}}]
+pools: [{{id: p, zone: z, purpose: training}}]
+residency_classes: [{{name: any}}]
+nodes:
+  - {{name: n, pool: p, cpu_milli: 128000, memory_mib: 1024, gpus: {{count: {gpus}, model: G, memory_mib: 1}}}}
+  - {{name: big, pool: p, cpu_milli: 128000, memory_mib: 1024, gpus: {{count: 8, model: G, memory_mib: 1}}}}
+"#
+        );
+        let mut st = ClusterState::from_config(&ClusterConfig::from_yaml("t", &yaml).unwrap()).unwrap();
+        for &(device, milli) in taken {
+            let d = crate::Decision {
+                job: "x".into(),
+                replicas: vec![crate::ReplicaPlacement {
+                    replica: 0,
+                    node: 0,
+                    node_name: "n".into(),
+                    pool: "p".into(),
+                    zone: "z".into(),
+                    devices: vec![crate::DeviceAssignment { device, milli }],
+                    cpu_milli: 0,
+                    memory_mib: 0,
+                    scores: Default::default(),
+                    feasible_nodes: 0,
+                }],
+            };
+            st.apply(&d).unwrap();
+        }
+        st
+    }
+
+    #[test]
+    fn gpu_packing_table() {
+        // (node GPUs, taken (device, milli), request gpus×milli) → score
+        let cases: [(u32, &[(u16, u16)], (u16, u16), u32); 6] = [
+            (8, &[], (1, 1000), 25),                  // fully free 8-GPU node: max(33 − 8, 8) = 25
+            (2, &[], (1, 500), 31),                   // fully free 2-GPU node: max(31, 2) = 31
+            (4, &[(0, 300)], (2, 1000), 48),          // takes 2 fully free GPUs: max(50 − 2, 33) = 48
+            (4, &[(0, 300)], (1, 500), 100 - 7),      // takes GPU0 (700 free): 100 − 70/10 = 93
+            (4, &[(0, 600), (1, 100)], (1, 300), 96), // ascending free: GPU0 (400) first → 100 − 40/10 = 96
+            (4, &[(0, 100), (1, 100), (2, 100), (3, 100)], (1, 900), 91), // 900 free → 100 − 90/10 = 91
+        ];
+        for (gpus, taken, (g, m), want) in cases {
+            let st = state_with(gpus, taken);
+            let t = st.topology().clone();
+            assert_eq!(gpu_packing(&st, 0, &needs(g, m, 1, NvlinkWish::None), &t), want, "{gpus} {taken:?} {g}×{m}");
+        }
+    }
+
+    #[test]
+    fn gpu_clustering_table() {
+        // Node 0 has 4 GPUs (max_gpu = 8000 from the 8-GPU node). One 300m share runs on it: L = 3700,
+        // base = 25 · (8000 − 3700) / 8000 = 13.
+        let st = state_with(4, &[(0, 300)]);
+        let t = st.topology().clone();
+        assert_eq!(gpu_clustering(&st, 0, &needs(1, 500, 1, NvlinkWish::None), &t), 13 + 75, "only its own tag");
+        assert_eq!(gpu_clustering(&st, 0, &needs(1, 1000, 1, NvlinkWish::None), &t), 13, "only other tags");
+        // Node 1 is empty: base 0 + 25.
+        assert_eq!(gpu_clustering(&st, 1, &needs(2, 1000, 1, NvlinkWish::None), &t), 25);
+        assert_eq!(gpu_clustering(&st, 1, &needs(0, 0, 1, NvlinkWish::None), &t), 0, "CPU-only");
     }
 
     #[test]

@@ -293,6 +293,20 @@ pub struct ClusterState {
     mem_used: Vec<u64>,
     summary: Vec<NodeSummary>,
     epoch: Vec<u64>,
+    tags: Vec<[u32; TAGS]>,
+}
+
+/// Number of replica tags counted per node (see [`replica_tag`]).
+pub const TAGS: usize = 10;
+
+/// The *tag* of a replica, as the FGD simulator's GPU-clustering policy groups pods: 0 for a share of one GPU,
+/// k for k whole GPUs (1 to 8), 9 for more than 8 whole GPUs; `None` for CPU-only replicas (not counted).
+pub fn replica_tag(gpus: usize, milli: u32) -> Option<usize> {
+    match gpus {
+        0 => None,
+        1 if milli < GPU_MILLI => Some(0),
+        k => Some(k.min(TAGS - 1)),
+    }
 }
 
 impl ClusterState {
@@ -321,6 +335,7 @@ impl ClusterState {
             mem_used: vec![0; n],
             summary: vec![NodeSummary::default(); n],
             epoch: vec![0; n],
+            tags: vec![[0; TAGS]; n],
             topo,
         };
         for i in 0..n as NodeIdx {
@@ -382,6 +397,12 @@ impl ClusterState {
     /// Memory in use on a node.
     pub fn mem_used(&self, node: NodeIdx) -> u64 {
         self.mem_used[node as usize]
+    }
+
+    /// How many replicas of each tag ([`replica_tag`]) run on a node.
+    #[inline]
+    pub fn node_tags(&self, node: NodeIdx) -> &[u32; TAGS] {
+        &self.tags[node as usize]
     }
 
     /// Sum of milli in use over all devices.
@@ -482,6 +503,9 @@ impl ClusterState {
             for g in &r.devices {
                 self.dev_used[start + g.device as usize] += g.milli;
             }
+            if let Some(t) = replica_tag(r.devices.len(), r.devices.first().map_or(0, |g| u32::from(g.milli))) {
+                self.tags[node][t] += 1;
+            }
             self.refresh(r.node);
         }
         Ok(())
@@ -497,6 +521,9 @@ impl ClusterState {
             for g in &r.devices {
                 let d = start + g.device as usize;
                 self.dev_used[d] = self.dev_used[d].saturating_sub(g.milli);
+            }
+            if let Some(t) = replica_tag(r.devices.len(), r.devices.first().map_or(0, |g| u32::from(g.milli))) {
+                self.tags[node][t] = self.tags[node][t].saturating_sub(1);
             }
             self.refresh(r.node);
         }
