@@ -11,6 +11,8 @@ use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod simulate;
+
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
 const EXAMPLE_CLUSTER: &str = include_str!("../examples/cluster.yaml");
 const EXAMPLE_JOBS: &str = include_str!("../examples/jobs.yaml");
@@ -54,6 +56,38 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run the FGD paper's fill protocol on an Alibaba GPU trace: shuffle, inflate to 1.3 × capacity, place tasks
+    /// one at a time with each policy and seed, and report allocation at 90/100/130% of capacity arrived beside the
+    /// published figures.
+    Simulate {
+        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (files in --data), or a task CSV path.
+        #[arg(long, short = 't', default_value = "default")]
+        trace: String,
+        /// Folder of the Alibaba trace files.
+        #[arg(long, default_value = "data/alibaba-gpu-v2023")]
+        data: PathBuf,
+        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data.
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+        /// Policy to run (repeat for several). Default: the paper's six.
+        #[arg(long, short = 'p')]
+        policy: Vec<String>,
+        /// Seeds: `42`, `42,43` or an inclusive range `42..51`.
+        #[arg(long, default_value = "42..51")]
+        seeds: String,
+        /// Inflate the task list to this multiple of the cluster's GPU capacity.
+        #[arg(long, default_value_t = 1.3)]
+        inflate: f64,
+        /// Worker threads (runs are independent). Default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write per-step CSVs and summary.json into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -82,6 +116,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
         Command::Validate { config, job } => validate(config, job),
+        Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
+            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads, out, output)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -4,4 +4,6 @@
 //! placement core the live scheduler uses (`sovra-placement`). Still to come (issue "Capacity-planning simulator on
 //! the real Alibaba GPU trace"): the FGD paper's fill protocol, an event-driven replay mode, and `sovra plan`.
 
+pub mod fill;
+pub mod report;
 pub mod trace;

@@ -145,6 +145,12 @@ impl Placer {
         self
     }
 
+    /// Whether `random` has the largest weight of the policy (then ties and shares are decided at random).
+    fn random_leads(&self) -> bool {
+        let w = self.policy.weight(ScorerKind::Random);
+        w > 0 && self.policy.scorers.iter().all(|(k, x)| *k == ScorerKind::Random || *x < w)
+    }
+
     /// The policy.
     pub fn policy(&self) -> &PolicySpec {
         &self.policy
@@ -335,7 +341,15 @@ impl Placer {
             };
         }
         let total = parts.iter().zip(weights).map(|(&p, &w)| u64::from(p) * u64::from(w)).sum();
-        Candidate { node, total, rank: score::node_rank(self.seed, node), parts, fgd_device }
+        // Ties go to the fixed seeded node order — except when `random` leads the policy: then to a per-job random
+        // order, so that the choice is uniform over the feasible nodes (a fixed order would favour low-rank nodes,
+        // a hidden first-fit).
+        let rank = if self.random_leads() {
+            score::random_rank(self.seed, plan.job_hash, replica, node)
+        } else {
+            score::node_rank(self.seed, node)
+        };
+        Candidate { node, total, rank, parts, fgd_device }
     }
 
     /// [`Placer::fgd`] through the per-(shape, node) cache.
@@ -480,14 +494,8 @@ impl Placer {
         }
         if needs.is_sharing() {
             let pick = fgd_device.map(|i| start + i as usize).or_else(|| {
-                let random_leads = self.policy.weight(ScorerKind::Random) > 0
-                    && self
-                        .policy
-                        .scorers
-                        .iter()
-                        .all(|(k, w)| *k == ScorerKind::Random || *w < self.policy.weight(ScorerKind::Random));
                 let candidates = range.clone().filter(|&d| fits(d));
-                if random_leads {
+                if self.random_leads() {
                     candidates.min_by_key(|&d| score::mix(self.seed ^ job_hash ^ (u64::from(replica) << 32) ^ d as u64))
                 } else {
                     candidates.min_by_key(|&d| (state.device_free(d), d))

@@ -120,6 +120,12 @@ pub fn random(seed: u64, job_hash: u64, replica: u32, node: NodeIdx) -> u32 {
     (mix(seed ^ mix(job_hash ^ mix(u64::from(replica) << 32 | u64::from(node)))) % 101) as u32
 }
 
+/// A per-(job, replica) random tie-break rank: with it, the argmax of random scores is uniform over the nodes.
+#[inline]
+pub fn random_rank(seed: u64, job_hash: u64, replica: u32, node: NodeIdx) -> u64 {
+    mix(!seed ^ mix(job_hash.rotate_left(17) ^ mix(u64::from(replica) << 32 | u64::from(node))))
+}
+
 /// The seeded tie-break rank of a node: among equal scores the lowest rank wins. A fixed random order per seed,
 /// as the FGD simulator's random node-name prefixes give.
 #[inline]
