@@ -69,7 +69,8 @@ enum Command {
         /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data.
         #[arg(long)]
         nodes: Option<PathBuf>,
-        /// Policy to run (repeat for several). Default: the paper's six.
+        /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
+        /// learn FGD's mix online, or `sovra` (= `learned:fgd,first-fit`). Default: the paper's six and `sovra`.
         #[arg(long, short = 'p')]
         policy: Vec<String>,
         /// Seeds: `42`, `42,43` or an inclusive range `42..51`.

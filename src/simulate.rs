@@ -10,8 +10,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// The policies of the FGD paper, in its order.
-pub const PAPER_POLICIES: [&str; 6] = ["random", "dot-product", "gpu-clustering", "gpu-packing", "best-fit", "fgd"];
+/// The policies of the FGD paper, in its order, then Sovra's own.
+pub const DEFAULT_POLICIES: [&str; 7] =
+    ["random", "dot-product", "gpu-clustering", "gpu-packing", "best-fit", "fgd", "sovra"];
+
+/// Sovra's own packing policy: FGD and first-fit at equal weight, FGD's target mix learned online from the tasks
+/// seen so far (it is not handed the trace's mix). See docs/simulator.md for how it was found.
+pub const SOVRA_POLICY: &str = "learned:fgd,first-fit";
 
 /// Parses `42..51` (inclusive), `42,43` or `42`.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
@@ -38,9 +43,15 @@ fn trace_path(data: &Path, trace: &str) -> PathBuf {
 
 /// How one policy is run: its placement policy and where FGD's target mix comes from.
 fn resolve_policy(name: &str) -> Result<(PolicySpec, Target), Failure> {
-    let spec: PolicySpec = name.parse().map_err(|e| Failure { code: 2, message: format!("--policy: {e}") })?;
-    // FGD as the paper runs it is handed the whole trace's typical mix.
-    Ok((spec, Target::Trace))
+    // `learned:<policy>` learns FGD's target mix online from the tasks seen so far; plain FGD, as the paper runs
+    // it, is handed the whole trace's typical mix.
+    let name = if name == "sovra" { SOVRA_POLICY } else { name };
+    let (spec, target) = match name.strip_prefix("learned:") {
+        Some(rest) => (rest, Target::Learned),
+        None => (name, Target::Trace),
+    };
+    let spec: PolicySpec = spec.parse().map_err(|e| Failure { code: 2, message: format!("--policy: {e}") })?;
+    Ok((spec, target))
 }
 
 /// Runs `sovra simulate`.
@@ -69,7 +80,7 @@ pub fn simulate(
         return Err(Failure { code: 2, message: format!("{}: no node has a GPU", nodes_file.display()) });
     }
     let policies: Vec<String> =
-        if policies.is_empty() { PAPER_POLICIES.iter().map(|s| s.to_string()).collect() } else { policies };
+        if policies.is_empty() { DEFAULT_POLICIES.iter().map(|s| s.to_string()).collect() } else { policies };
     let resolved: Vec<(String, PolicySpec, Target)> =
         policies.iter().map(|p| resolve_policy(p).map(|(s, t)| (p.clone(), s, t))).collect::<Result<_, _>>()?;
 

@@ -183,7 +183,7 @@ fn bad_input_exits_2_with_file_and_field() {
     assert!(
         text(&o)
             .1
-            .contains("--policy: unknown scorer \"fastest\"; choose from best-fit, fgd, random, spread, topology, dot-product, gpu-packing, gpu-clustering")
+            .contains("--policy: unknown scorer \"fastest\"; choose from best-fit, fgd, random, spread, topology, dot-product, gpu-packing, gpu-clustering, first-fit")
     );
     let o = sovra(&["place", "--config", "/does/not/exist.yaml"]);
     assert_eq!(o.status.code(), Some(2));

@@ -24,11 +24,14 @@ pub enum ScorerKind {
     GpuPacking,
     /// GPU clustering (FGD paper baseline): nodes already running replicas of the same GPU shape first.
     GpuClustering,
+    /// First fit: nodes early in a fixed, seeded order first (classic first-fit bin packing). Combined with FGD it
+    /// is Sovra's own packing policy (`fgd,first-fit`).
+    FirstFit,
 }
 
 impl ScorerKind {
     /// Every scorer, in a fixed order.
-    pub const ALL: [ScorerKind; 8] = [
+    pub const ALL: [ScorerKind; 9] = [
         ScorerKind::BestFit,
         ScorerKind::Fgd,
         ScorerKind::Random,
@@ -37,6 +40,7 @@ impl ScorerKind {
         ScorerKind::DotProduct,
         ScorerKind::GpuPacking,
         ScorerKind::GpuClustering,
+        ScorerKind::FirstFit,
     ];
 
     /// The name used in configuration and on the command line.
@@ -50,6 +54,7 @@ impl ScorerKind {
             ScorerKind::DotProduct => "dot-product",
             ScorerKind::GpuPacking => "gpu-packing",
             ScorerKind::GpuClustering => "gpu-clustering",
+            ScorerKind::FirstFit => "first-fit",
         }
     }
 }

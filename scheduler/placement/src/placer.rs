@@ -172,13 +172,14 @@ impl Placer {
         }
     }
 
-    /// Learns from a job's shape (FGD with a learned mix). The mix is re-derived after each of the first 64
-    /// observations and then every 64th, so that the memo of fragmentation values stays useful.
+    /// Learns from a job's shape (FGD with a learned mix). The mix is re-derived after the 1st, 2nd, 4th, 8th, …
+    /// observation and then every 1024th: early on the mix changes fast, later it has converged, and each
+    /// re-derivation empties the fragmentation memo and score cache.
     fn observe(&mut self, job: &Job) {
         if let Target::Learned { counts, seen, version } = &mut self.target {
             *counts.entry(Shape::of(&job.resources)).or_default() += u64::from(job.replicas.max(1));
             *seen += 1;
-            if *seen <= 64 || *seen % 64 == 0 {
+            if seen.is_power_of_two() || seen.is_multiple_of(1024) {
                 *version += 1;
             }
         }
@@ -338,6 +339,7 @@ impl Placer {
                 ScorerKind::DotProduct => score::dot_product(s, needs, topo),
                 ScorerKind::GpuPacking => score::gpu_packing(state, node, needs, topo),
                 ScorerKind::GpuClustering => score::gpu_clustering(state, node, needs, topo),
+                ScorerKind::FirstFit => score::first_fit(self.seed, node),
             };
         }
         let total = parts.iter().zip(weights).map(|(&p, &w)| u64::from(p) * u64::from(w)).sum();

@@ -104,6 +104,16 @@ pub fn gpu_packing(state: &ClusterState, node: NodeIdx, needs: &JobNeeds, topo: 
     100u32.saturating_sub(sum / 10).max(50)
 }
 
+/// First fit: 100 for the first node of the fixed seeded node order ([`node_rank`]), falling linearly to 0 for the
+/// last. With ties broken by the same order, a policy of `first-fit` alone is first-fit bin packing; combined with
+/// FGD at equal weight, a node may win by being early in the order or by fragmenting less, one score point of
+/// either being worth the same.
+#[inline]
+pub fn first_fit(seed: u64, node: NodeIdx) -> u32 {
+    // The rank's top 32 bits are uniform: map them onto 100..=0.
+    100 - ((node_rank(seed, node) >> 32) * 101 >> 32) as u32
+}
+
 /// SplitMix64: a fast, well-distributed 64-bit mixer (Steele, Lea, Flood 2014). Used for seeded node order and
 /// the random scorer, so that results depend only on (seed, job, node) and never on iteration or hash order.
 #[inline]
@@ -272,6 +282,15 @@ nodes:
         // Node 1 is empty: base 0 + 25.
         assert_eq!(gpu_clustering(&st, 1, &needs(2, 1000, 1, NvlinkWish::None), &t), 25);
         assert_eq!(gpu_clustering(&st, 1, &needs(0, 0, 1, NvlinkWish::None), &t), 0, "CPU-only");
+    }
+
+    #[test]
+    fn first_fit_follows_the_seeded_order() {
+        let mut nodes: Vec<NodeIdx> = (0..1000).collect();
+        nodes.sort_by_key(|&n| node_rank(5, n));
+        let scores: Vec<u32> = nodes.iter().map(|&n| first_fit(5, n)).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "non-increasing along the order");
+        assert!(scores[0] >= 99 && *scores.last().unwrap() <= 1, "{} … {}", scores[0], scores.last().unwrap());
     }
 
     #[test]
