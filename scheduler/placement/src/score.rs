@@ -111,7 +111,7 @@ pub fn gpu_packing(state: &ClusterState, node: NodeIdx, needs: &JobNeeds, topo: 
 #[inline]
 pub fn first_fit(seed: u64, node: NodeIdx) -> u32 {
     // The rank's top 32 bits are uniform: map them onto 100..=0.
-    100 - ((node_rank(seed, node) >> 32) * 101 >> 32) as u32
+    100 - (((node_rank(seed, node) >> 32) * 101) >> 32) as u32
 }
 
 /// SplitMix64: a fast, well-distributed 64-bit mixer (Steele, Lea, Flood 2014). Used for seeded node order and
