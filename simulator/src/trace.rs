@@ -8,6 +8,7 @@ use serde::Serialize;
 use sovra_domain::{
     ClusterConfig, GPU_MILLI, Gpu, Health, Job, Node, NvlinkWish, Pool, Purpose, ResidencyClass, Resources, Zone,
 };
+use std::io::Read;
 use std::path::Path;
 
 /// An error reading a trace file.
@@ -83,19 +84,27 @@ impl TraceTask {
     }
 }
 
+/// Opens `path` for one of the `read_*` functions; a failure is a [`TraceError`] at line 0.
+fn open_file(path: &Path) -> Result<(String, std::fs::File), TraceError> {
+    let file = path.display().to_string();
+    match std::fs::File::open(path) {
+        Ok(f) => Ok((file, f)),
+        Err(e) => Err(TraceError { file, line: 0, column: 0, message: format!("cannot open the file: {e}") }),
+    }
+}
+
 /// Rows of a CSV with named columns.
-struct Table {
+struct Table<R> {
     file: String,
-    reader: csv::Reader<std::fs::File>,
+    reader: csv::Reader<R>,
     columns: Vec<(&'static str, usize)>,
 }
 
-impl Table {
-    fn open(path: &Path, required: &[&'static str], optional: &[&'static str]) -> Result<Table, TraceError> {
-        let file = path.display().to_string();
+impl<R: Read> Table<R> {
+    fn new(file: &str, input: R, required: &[&'static str], optional: &[&'static str]) -> Result<Self, TraceError> {
+        let file = file.to_string();
         let err = |line, message| TraceError { file: file.clone(), line, column: 0, message };
-        let f = std::fs::File::open(path).map_err(|e| err(0, format!("cannot open the file: {e}")))?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(f);
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let headers = reader.headers().map_err(|e| err(1, format!("cannot read the header line: {e}")))?.clone();
         let mut columns = Vec::new();
         for &name in required.iter().chain(optional) {
@@ -161,9 +170,16 @@ impl Row {
     }
 }
 
-/// Reads a node list (`sn,cpu_milli,memory_mib,gpu,model`).
+/// Reads a node list (`sn,cpu_milli,memory_mib,gpu,model`) from a file; see [`read_nodes`].
 pub fn load_nodes(path: &Path) -> Result<Vec<TraceNode>, TraceError> {
-    let mut table = Table::open(path, &["sn", "cpu_milli", "memory_mib", "gpu"], &["model"])?;
+    let (file, f) = open_file(path)?;
+    read_nodes(&file, f)
+}
+
+/// Reads a node list (`sn,cpu_milli,memory_mib,gpu,model`) from `reader`; `file` names the source in errors
+/// (`file:line:column`). Nodes have at most 64 GPUs, and a node with GPUs must name their model.
+pub fn read_nodes<R: Read>(file: &str, reader: R) -> Result<Vec<TraceNode>, TraceError> {
+    let mut table = Table::new(file, reader, &["sn", "cpu_milli", "memory_mib", "gpu"], &["model"])?;
     let mut out = Vec::new();
     for row in table.rows() {
         let row = row?;
@@ -188,9 +204,18 @@ pub fn load_nodes(path: &Path) -> Result<Vec<TraceNode>, TraceError> {
 
 /// Reads a task list (`name,cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec,...]`), normalising GPU fields as the
 /// FGD simulator does (`data/pod_csv_to_yaml.py`): `num_gpu` 0 means CPU-only whatever the other columns say;
-/// `gpu_milli` above 1000 counts as 1000.
+/// `gpu_milli` above 1000 counts as 1000. See [`read_tasks`].
 pub fn load_tasks(path: &Path) -> Result<Vec<TraceTask>, TraceError> {
-    let mut table = Table::open(path, &["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"], &["gpu_spec"])?;
+    let (file, f) = open_file(path)?;
+    read_tasks(&file, f)
+}
+
+/// Reads a task list (`name,cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec,...]`) from `reader`; `file` names the
+/// source in errors (`file:line:column`). GPU fields are normalised as in [`load_tasks`]: every task read has
+/// `gpu_milli` of at most 1000, and 0 exactly when `num_gpu` is 0.
+pub fn read_tasks<R: Read>(file: &str, reader: R) -> Result<Vec<TraceTask>, TraceError> {
+    let mut table =
+        Table::new(file, reader, &["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"], &["gpu_spec"])?;
     let mut out = Vec::new();
     for row in table.rows() {
         let row = row?;
@@ -300,6 +325,18 @@ mod tests {
         assert_eq!(tasks.len(), 8152);
         // multigpu20 has no gpu_spec column: still readable.
         assert!(load_tasks(&dir.join("openb_pod_list_multigpu20.csv")).unwrap().len() > 8000);
+    }
+
+    #[test]
+    fn readers_take_in_memory_bytes_and_name_the_given_file() {
+        let text = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np,1,2,1,460,V100M16|V100M32\n";
+        let tasks = read_tasks("mem.csv", text.as_bytes()).unwrap();
+        assert_eq!(tasks, load_tasks(&file(text).0).unwrap());
+        assert_eq!(tasks[0].gpu_models, ["V100M16", "V100M32"]);
+        let nodes = read_nodes("mem.csv", &b"sn,cpu_milli,memory_mib,gpu,model\nn,1,2,8,G2\n"[..]).unwrap();
+        assert_eq!(nodes[0].gpus, 8);
+        let e = read_tasks("mem.csv", &b"name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1,x,0,0\n"[..]).unwrap_err();
+        assert_eq!(e.to_string(), "mem.csv:2:3: memory_mib is \"x\", not a whole number");
     }
 
     #[test]
