@@ -2,7 +2,7 @@
 
 use crate::{Failure, Output};
 use sovra_domain::PolicySpec;
-use sovra_simulator::fill::{FillRun, Target, alloc_pct, frag_ratio_pct, run_fill};
+use sovra_simulator::fill::{FillRun, Target, alloc_pct, ceiling_by_bin, frag_ratio_pct, run_fill};
 use sovra_simulator::report::{PolicySummary, Spread, published_alloc_at_100, summarise};
 use sovra_simulator::trace::{load_nodes, load_tasks};
 use std::path::{Path, PathBuf};
@@ -107,6 +107,18 @@ pub fn simulate(
             });
         }
     });
+    // The ceiling depends on the seed only: once per seed, in parallel too.
+    let devices = node_list.iter().map(|n| u64::from(n.gpus)).sum::<u64>();
+    let ceilings: Vec<(u64, Vec<Option<f64>>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let tasks = &tasks;
+                scope.spawn(move || (seed, ceiling_by_bin(devices, tasks, seed, inflate, 130, &[90, 100, 130])))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("ceiling threads do not panic")).collect()
+    });
     let wall = started.elapsed().as_secs_f64();
     let mut results = results.into_inner().expect("all threads finished");
     results.sort_by_key(|(p, r, _)| (*p, r.seed));
@@ -118,7 +130,12 @@ pub fn simulate(
         let runs: Vec<FillRun> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, r, _)| r.clone()).collect();
         let times: Vec<f64> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, _, t)| *t).collect();
         let published = published_alloc_at_100(&published_csv, &stem, name);
-        summaries.push((summarise(name, &runs, published), Spread::of(&times).expect("at least one seed")));
+        let run_ceilings: Vec<Vec<Option<f64>>> = runs
+            .iter()
+            .map(|r| ceilings.iter().find(|(s, _)| *s == r.seed).map(|(_, c)| c.clone()).unwrap_or_default())
+            .collect();
+        let times = Spread::of(&times).expect("at least one seed");
+        summaries.push((summarise(name, &runs, &run_ceilings, published), times));
     }
     if let Some(dir) = &out {
         write_outputs(dir, &results, &resolved, &summaries)
@@ -153,29 +170,45 @@ fn print_table(trace: &Path, seeds: &[u64], summaries: &[(PolicySummary, Spread)
         seeds.last().unwrap_or(&0),
         seeds.len()
     );
+    if let Some(c) = summaries.first().and_then(|s| s.0.ceiling_at_100) {
+        println!(
+            "ceiling on allocation at 100% arrived (no policy can exceed it; docs/simulator.md): {}",
+            fmt_spread(&Some(c))
+        );
+    }
     println!(
-        "{:<16} {:<28} {:>9} {:>7} {:<28} {:>8} {:>8} {:>8}",
+        "{:<22} {:<28} {:>9} {:>7} {:>8} {:>8} {:<28} {:>9} {:>7} {:>7}",
         "policy",
-        "alloc% @100 arrived med [min–max]",
+        "alloc% @100 arrived med[min–max]",
         "published",
         "Δ",
+        "to ceil.",
+        "FGD gap",
         "alloc% @130 med [min–max]",
         "frag%@100",
         "failed",
         "s/run"
     );
+    let fgd_gap = summaries.iter().find(|(s, _)| s.policy == "fgd").and_then(|(s, _)| s.gap_to_ceiling_at_100);
     for (s, t) in summaries {
         let med = s.alloc_at_100.map(|a| a.median);
         let (pubd, delta) = match (s.published_alloc_at_100, med) {
             (Some(p), Some(m)) => (format!("{p:.2}"), format!("{:+.2}", m - p)),
             _ => ("-".into(), "-".into()),
         };
+        // Share of FGD's gap to the ceiling that this policy closes (negative: it widens it).
+        let closed = match (fgd_gap, s.gap_to_ceiling_at_100) {
+            (Some(f), Some(g)) if f > 0.0 => format!("{:+.0}%", 100.0 * (f - g) / f),
+            _ => "-".into(),
+        };
         println!(
-            "{:<16} {:<28} {:>9} {:>7} {:<28} {:>8} {:>8.0} {:>8.3}",
+            "{:<22} {:<28} {:>9} {:>7} {:>8} {:>8} {:<28} {:>9} {:>7.0} {:>7.3}",
             s.policy,
             fmt_spread(&s.alloc_at_100),
             pubd,
             delta,
+            s.gap_to_ceiling_at_100.map_or("-".into(), |g| format!("{g:.2}")),
+            closed,
             fmt_spread(&s.alloc_at_130),
             s.frag_ratio_at_100.map_or("-".into(), |f| format!("{:.2}", f.median)),
             s.failed.median,

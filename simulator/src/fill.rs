@@ -13,6 +13,7 @@
 //! order. Go's `math/rand` stream is not reproduced (the protocol notes per-seed results cannot be reproduced bit
 //! for bit anyway); the statistics over seeds are what is compared.
 
+use crate::bound::Ceiling;
 use crate::trace::{TRACE_CLASS, TraceNode, TraceTask, cluster_of};
 use serde::Serialize;
 use sovra_domain::{PolicySpec, Purpose};
@@ -131,6 +132,46 @@ pub struct FillRun {
     pub steps: Vec<Step>,
     /// Placements outside the permitted zones (always 0; asserted).
     pub residency_violations: usize,
+}
+
+/// Per arrived-% bin X = 0..=`max` (rounded as [`bin`] does), the ceiling on allocation % ([`Ceiling`]) at the
+/// bin's last step — no policy can allocate more at any step of the bin, since the bound only grows with arrivals.
+/// It depends on the seed (the arrival order), not on the policy. The threshold bound is used at every bin, and
+/// tightened by the configuration LP at the bins in `lp_bins`.
+pub fn ceiling_by_bin(
+    devices: u64,
+    tasks: &[TraceTask],
+    seed: u64,
+    inflate: f64,
+    max: usize,
+    lp_bins: &[usize],
+) -> Vec<Option<f64>> {
+    let capacity = devices * u64::from(sovra_domain::GPU_MILLI);
+    let workload = build_workload(tasks, capacity, inflate, &mut SplitMix::new(seed));
+    let pct = |milli: u64| milli as f64 * 100.0 / capacity as f64;
+    let mut out = vec![None; max + 1];
+    let mut ceiling = Ceiling::new(devices);
+    let mut arrived = 0u64;
+    let mut record = |x: usize, c: &Ceiling| {
+        if x <= max {
+            out[x] = Some(pct(if lp_bins.contains(&x) { c.tight_bound() } else { c.bound() }));
+        }
+    };
+    for (i, task) in workload.iter().enumerate() {
+        let (before, after) = (bin_of(arrived, capacity), bin_of(arrived + task.total_gpu_milli(), capacity));
+        if after != before && i > 0 {
+            record(before, &ceiling);
+        }
+        ceiling.add(task.num_gpu, task.gpu_milli);
+        arrived += task.total_gpu_milli();
+    }
+    record(bin_of(arrived, capacity), &ceiling);
+    out
+}
+
+/// The bin of an arrived amount: its percentage of `capacity`, rounded half to even.
+fn bin_of(arrived: u64, capacity: u64) -> usize {
+    (arrived as f64 * 100.0 / capacity as f64).round_ties_even() as usize
 }
 
 /// How FGD (or a policy of ours) gets its target workload.

@@ -4,6 +4,7 @@
 //! placement core the live scheduler uses (`sovra-placement`). Still to come (issue "Capacity-planning simulator on
 //! the real Alibaba GPU trace"): the FGD paper's fill protocol, an event-driven replay mode, and `sovra plan`.
 
+pub mod bound;
 pub mod fill;
 pub mod report;
 pub mod trace;

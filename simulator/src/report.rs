@@ -50,16 +50,31 @@ pub struct PolicySummary {
     pub tasks: usize,
     /// Published median allocation at 100% arrived for this trace and policy, if known.
     pub published_alloc_at_100: Option<f64>,
+    /// The ceiling on allocation % at 100% arrived ([`crate::bound::Ceiling`]), over the same seeds.
+    pub ceiling_at_100: Option<Spread>,
+    /// Median over seeds of (ceiling − allocation) at 100% arrived, in points.
+    pub gap_to_ceiling_at_100: Option<f64>,
 }
 
-/// Summarises runs of one policy.
-pub fn summarise(policy: &str, runs: &[FillRun], published: Option<f64>) -> PolicySummary {
+/// Summarises runs of one policy; `ceilings[i]` is the ceiling by bin for `runs[i]`'s seed.
+pub fn summarise(
+    policy: &str,
+    runs: &[FillRun],
+    ceilings: &[Vec<Option<f64>>],
+    published: Option<f64>,
+) -> PolicySummary {
     let at = |x: usize| {
         let v: Vec<f64> = runs.iter().filter_map(|r| bin(r, 130, alloc_pct(r))[x]).collect();
         Spread::of(&v)
     };
     let frag: Vec<f64> = runs.iter().filter_map(|r| bin(r, 130, frag_ratio_pct)[100]).collect();
     let failed: Vec<f64> = runs.iter().map(|r| r.failed as f64).collect();
+    let ceiling: Vec<f64> = ceilings.iter().filter_map(|c| c.get(100).copied().flatten()).collect();
+    let gaps: Vec<f64> = runs
+        .iter()
+        .zip(ceilings)
+        .filter_map(|(r, c)| Some(c.get(100).copied().flatten()? - bin(r, 130, alloc_pct(r))[100]?))
+        .collect();
     PolicySummary {
         policy: policy.to_string(),
         seeds: runs.iter().map(|r| r.seed).collect(),
@@ -70,6 +85,8 @@ pub fn summarise(policy: &str, runs: &[FillRun], published: Option<f64>) -> Poli
         failed: Spread::of(&failed).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
         tasks: runs.first().map_or(0, |r| r.tasks),
         published_alloc_at_100: published,
+        ceiling_at_100: Spread::of(&ceiling),
+        gap_to_ceiling_at_100: Spread::of(&gaps).map(|s| s.median),
     }
 }
 
