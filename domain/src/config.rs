@@ -187,6 +187,10 @@ fn parse_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigEr
         }
         // Segments serde could not name ("?", inside a malformed flow) are dropped: "zones[0].?" → "zones[0]".
         let field: String = field.split('.').filter(|seg| *seg != "?" && !seg.is_empty()).collect::<Vec<_>>().join(".");
+        // The parser sometimes starts its message with the path too; say it once.
+        if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+            message = rest.to_string();
+        }
         ConfigError { file: file.to_string(), problems: vec![Problem { field, message, location }] }
     })
 }

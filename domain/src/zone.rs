@@ -27,7 +27,8 @@ pub struct Zone {
     /// ISO 3166 code of the country of the operator's ultimate parent company. A `US` value means the zone is
     /// reachable by the US CLOUD Act / FISA 702, whatever country the datacenter is in.
     pub operator_hq: String,
-    /// Certifications the zone holds, e.g. `SecNumCloud`, `HDS`, `C5`, `ISO27001`.
+    /// Certifications the zone holds, e.g. `SecNumCloud`, `HDS`, `C5`, `ISO27001` (none when omitted).
+    #[serde(default)]
     pub certifications: BTreeSet<String>,
 }
 

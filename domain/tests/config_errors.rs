@@ -77,6 +77,13 @@ fn cluster_errors_table() {
 }
 
 #[test]
+fn a_missing_field_is_named_once() {
+    let e = cluster_err(&GOOD.replace("operator: o, ", ""));
+    assert!(e.contains("cluster.yaml:3:5: zones[0]: missing field `operator`"), "{e}");
+    assert_eq!(e.matches("zones[0]").count(), 1, "{e}");
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let yaml = GOOD.replace("pool: fr-train, cpu_milli: 64000", "pool: x, cpu_milli: -1");
     let e = ClusterConfig::from_yaml("c.yaml", &yaml).unwrap_err();

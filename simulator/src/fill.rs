@@ -132,6 +132,9 @@ pub struct FillRun {
     pub steps: Vec<Step>,
     /// Placements outside the permitted zones (always 0; asserted).
     pub residency_violations: usize,
+    /// The node (index in the node list) each task went to; `None` for failed tasks.
+    #[serde(skip)]
+    pub placements: Vec<Option<u32>>,
 }
 
 /// Per arrived-% bin X = 0..=`max` (rounded as [`bin`] does), the ceiling on allocation % ([`Ceiling`]) at the
@@ -192,13 +195,27 @@ pub fn run_fill(
     seed: u64,
     inflate: f64,
 ) -> FillRun {
+    let capacity: u64 = nodes.iter().map(|n| u64::from(n.gpus)).sum::<u64>() * u64::from(sovra_domain::GPU_MILLI);
+    let typical = typical_workload(tasks);
+    let workload = build_workload(tasks, capacity, inflate, &mut SplitMix::new(seed));
+    run_sequence(nodes, &workload, &typical, policy, target, seed)
+}
+
+/// Places `workload` in order on the trace cluster (steps 3–4 of the protocol). FGD measures fragmentation
+/// against `typical`, which a [`Target::Trace`] policy is also handed.
+pub fn run_sequence(
+    nodes: &[TraceNode],
+    workload: &[TraceTask],
+    typical: &Workload,
+    policy: &PolicySpec,
+    target: &Target,
+    seed: u64,
+) -> FillRun {
     let cfg = cluster_of(nodes);
     let mut state = ClusterState::from_config(&cfg).expect("a trace cluster is always valid");
     let topo = state.topology().clone();
     let capacity = topo.total_gpu_milli();
-    let typical = typical_workload(tasks);
-    let mut rng = SplitMix::new(seed);
-    let workload = build_workload(tasks, capacity, inflate, &mut rng);
+    let typical = typical.clone();
     let mut placer = Placer::new(policy.clone(), seed);
     if matches!(target, Target::Trace) {
         placer = placer.with_workload(typical.clone());
@@ -210,9 +227,10 @@ pub fn run_fill(
     let mut free_total = capacity;
     let (mut arrived, mut used) = (0u64, 0u64);
     let mut steps = Vec::with_capacity(workload.len());
+    let mut placements = Vec::with_capacity(workload.len());
     let mut failed = 0;
     let mut violations = 0;
-    for task in &workload {
+    for task in workload {
         let job = task.to_job(Purpose::Training, TRACE_CLASS);
         arrived += task.total_gpu_milli();
         let outcome = placer.place(&state, &job);
@@ -230,10 +248,12 @@ pub fn run_fill(
                 }
                 used += task.total_gpu_milli();
                 free_total -= task.total_gpu_milli();
+                placements.push(d.replicas.first().map(|r| r.node));
                 true
             }
             Err(_) => {
                 failed += 1;
+                placements.push(None);
                 false
             }
         };
@@ -254,6 +274,7 @@ pub fn run_fill(
         failed,
         steps,
         residency_violations: violations,
+        placements,
     }
 }
 
@@ -366,6 +387,7 @@ mod tests {
             // arrived 10.0% → bin 10; 10.5% → bin 10 (half to even); 11.5% → bin 12.
             steps: vec![step(100, 100), step(105, 90), step(115, 115)],
             residency_violations: 0,
+            placements: vec![],
         };
         let b = bin(&run, 13, alloc_pct(&run));
         assert_eq!(b[10], Some(9.5)); // mean of 10.0 and 9.0

@@ -258,6 +258,10 @@ impl Placer {
     ) -> Option<ReplicaPlacement> {
         let topo = state.topology().clone();
         let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        // The scorers with a weight, and how ties are broken: computed once, read for every node.
+        let active: Vec<(usize, ScorerKind)> =
+            ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
+        let random_ties = self.random_leads();
         let shape = if weights[1] > 0 {
             self.memo_for(&topo);
             self.fgd_cache.shape(job, topo.nodes.len())
@@ -273,7 +277,7 @@ impl Placer {
                     continue;
                 }
                 feasible += 1;
-                let c = self.score_node(state, &topo, node, plan, replica, &weights, shape);
+                let c = self.score_node(state, &topo, node, plan, replica, (&weights, &active, random_ties), shape);
                 if best.is_none_or(|b| (c.total, std::cmp::Reverse(c.rank)) > (b.total, std::cmp::Reverse(b.rank))) {
                     best = Some(c);
                 }
@@ -307,6 +311,8 @@ impl Placer {
         })
     }
 
+    /// Scores one feasible node. `scorers` = (weights by scorer index, the scorers with a weight, whether ties go
+    /// to a per-job random order).
     #[allow(clippy::too_many_arguments)]
     fn score_node(
         &mut self,
@@ -315,18 +321,17 @@ impl Placer {
         node: NodeIdx,
         plan: &Plan,
         replica: u32,
-        weights: &[u32; SCORERS],
+        scorers: (&[u32; SCORERS], &[(usize, ScorerKind)], bool),
         shape: Option<usize>,
     ) -> Candidate {
+        let (weights, active, random_ties) = scorers;
         let s = state.summary(node);
         let needs = &plan.needs;
         let mut parts = [0u32; SCORERS];
         let mut fgd_device = None;
-        for (i, kind) in ScorerKind::ALL.iter().enumerate() {
-            if weights[i] == 0 {
-                continue;
-            }
-            parts[i] = match kind {
+        let mut total = 0u64;
+        for &(i, kind) in active {
+            let v = match kind {
                 ScorerKind::BestFit => score::best_fit(s, needs, topo),
                 ScorerKind::Fgd => {
                     let (v, d) = self.fgd_cached(state, topo, node, needs, plan.job_hash, replica, shape);
@@ -341,12 +346,13 @@ impl Placer {
                 ScorerKind::GpuClustering => score::gpu_clustering(state, node, needs, topo),
                 ScorerKind::FirstFit => score::first_fit(self.seed, node),
             };
+            parts[i] = v;
+            total += u64::from(v) * u64::from(weights[i]);
         }
-        let total = parts.iter().zip(weights).map(|(&p, &w)| u64::from(p) * u64::from(w)).sum();
         // Ties go to the fixed seeded node order — except when `random` leads the policy: then to a per-job random
         // order, so that the choice is uniform over the feasible nodes (a fixed order would favour low-rank nodes,
         // a hidden first-fit).
-        let rank = if self.random_leads() {
+        let rank = if random_ties {
             score::random_rank(self.seed, plan.job_hash, replica, node)
         } else {
             score::node_rank(self.seed, node)
