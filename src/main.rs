@@ -11,6 +11,7 @@ use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod plot;
 mod simulate;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
@@ -82,7 +83,7 @@ enum Command {
         /// Worker threads (runs are independent). Default: all cores.
         #[arg(long)]
         threads: Option<usize>,
-        /// Write per-step CSVs and summary.json into this folder.
+        /// Write per-step CSVs, summary.json and SVG plots (allocation and fragmentation vs arrived) here.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Output format.

@@ -1,8 +1,10 @@
 //! `sovra simulate`: the FGD paper's fill protocol on an Alibaba trace, for several policies and seeds in parallel.
 
+use crate::plot::{Series, lines};
 use crate::{Failure, Output};
+use indicatif::{ProgressBar, ProgressStyle};
 use sovra_domain::PolicySpec;
-use sovra_simulator::fill::{FillRun, Target, alloc_pct, ceiling_by_bin, frag_ratio_pct, run_fill};
+use sovra_simulator::fill::{FillRun, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill};
 use sovra_simulator::report::{PolicySummary, Spread, published_alloc_at_100, summarise};
 use sovra_simulator::trace::{load_nodes, load_tasks};
 use std::path::{Path, PathBuf};
@@ -92,6 +94,12 @@ pub fn simulate(
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, FillRun, f64)>> = Mutex::new(Vec::new());
     let started = Instant::now();
+    // A progress bar on stderr; indicatif draws nothing when stderr is not a terminal (CI, pipes).
+    let progress = ProgressBar::new(work.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} runs [{bar:30}] {elapsed} (eta {eta}) {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -102,6 +110,8 @@ pub fn simulate(
                     let t0 = Instant::now();
                     let run = run_fill(&node_list, &tasks, spec, target, seed, inflate);
                     let secs = t0.elapsed().as_secs_f64();
+                    progress.set_message(format!("{} seed {seed}", resolved[p].0));
+                    progress.inc(1);
                     results.lock().expect("no thread panics while holding the lock").push((p, run, secs));
                 }
             });
@@ -119,6 +129,7 @@ pub fn simulate(
             .collect();
         handles.into_iter().map(|h| h.join().expect("ceiling threads do not panic")).collect()
     });
+    progress.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     let mut results = results.into_inner().expect("all threads finished");
     results.sort_by_key(|(p, r, _)| (*p, r.seed));
@@ -138,7 +149,8 @@ pub fn simulate(
         summaries.push((summarise(name, &runs, &run_ceilings, published), times));
     }
     if let Some(dir) = &out {
-        write_outputs(dir, &results, &resolved, &summaries)
+        let median_ceiling = median_by_bin(&ceilings.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>());
+        write_outputs(dir, &results, &resolved, &summaries, &median_ceiling, &stem)
             .map_err(|e| Failure { code: 2, message: format!("{}: cannot write results: {e}", dir.display()) })?;
     }
     match output {
@@ -217,11 +229,28 @@ fn print_table(trace: &Path, seeds: &[u64], summaries: &[(PolicySummary, Spread)
     }
 }
 
+/// Per bin, the median over seeds of the values present.
+fn median_by_bin(by_seed: &[Vec<Option<f64>>]) -> Vec<Option<f64>> {
+    let bins = by_seed.iter().map(Vec::len).max().unwrap_or(0);
+    (0..bins)
+        .map(|x| {
+            let v: Vec<f64> = by_seed.iter().filter_map(|b| b.get(x).copied().flatten()).collect();
+            Spread::of(&v).map(|s| s.median)
+        })
+        .collect()
+}
+
+fn points(bins: &[Option<f64>]) -> Vec<(f64, f64)> {
+    bins.iter().enumerate().filter_map(|(x, v)| v.map(|v| (x as f64, v))).collect()
+}
+
 fn write_outputs(
     dir: &Path,
     results: &[(usize, FillRun, f64)],
     resolved: &[(String, PolicySpec, Target)],
     summaries: &[(PolicySummary, Spread)],
+    ceiling: &[Option<f64>],
+    trace: &str,
 ) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
@@ -237,5 +266,45 @@ fn write_outputs(
         }
     }
     let doc: Vec<&PolicySummary> = summaries.iter().map(|(s, _)| s).collect();
-    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?)
+    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?)?;
+    // Plots: median over seeds per arrived %, one line per policy (as the FGD paper's Fig. 9a, but allocation).
+    let mut alloc = Vec::new();
+    let mut frag = Vec::new();
+    for (p, (name, _, _)) in resolved.iter().enumerate() {
+        let runs: Vec<&FillRun> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, r, _)| r).collect();
+        let a: Vec<Vec<Option<f64>>> = runs.iter().map(|r| bin(r, 130, alloc_pct(r))).collect();
+        let f: Vec<Vec<Option<f64>>> = runs.iter().map(|r| bin(r, 130, frag_ratio_pct)).collect();
+        alloc.push(Series { label: name.clone(), points: points(&median_by_bin(&a)) });
+        frag.push(Series { label: name.clone(), points: points(&median_by_bin(&f)) });
+    }
+    alloc.push(Series { label: "ceiling (provable)".into(), points: points(ceiling) });
+    let zoom: Vec<Series> = alloc
+        .iter()
+        .map(|s| Series { label: s.label.clone(), points: s.points.iter().copied().filter(|p| p.0 >= 80.0).collect() })
+        .collect();
+    let plot = |file: &str, title: String, y: &str, series: &[Series], x: (f64, f64)| {
+        lines(&dir.join(file), &title, "arrived GPU demand (% of cluster GPUs)", y, series, x)
+            .map_err(std::io::Error::other)
+    };
+    plot(
+        "allocation.svg",
+        format!("GPU allocation vs arrived demand — {trace} (median of seeds)"),
+        "allocated GPUs (%)",
+        &alloc,
+        (0.0, 130.0),
+    )?;
+    plot(
+        "allocation-zoom.svg",
+        format!("GPU allocation, 80–130% arrived — {trace}"),
+        "allocated GPUs (%)",
+        &zoom,
+        (80.0, 130.0),
+    )?;
+    plot(
+        "fragmentation.svg",
+        format!("FGD fragmentation ratio vs arrived demand — {trace}"),
+        "fragmented share of free GPU (%)",
+        &frag,
+        (0.0, 130.0),
+    )
 }

@@ -139,8 +139,9 @@ pub struct FillRun {
 
 /// Per arrived-% bin X = 0..=`max` (rounded as [`bin`] does), the ceiling on allocation % ([`Ceiling`]) at the
 /// bin's last step — no policy can allocate more at any step of the bin, since the bound only grows with arrivals.
-/// It depends on the seed (the arrival order), not on the policy. The threshold bound is used at every bin, and
-/// tightened by the configuration LP at the bins in `lp_bins`.
+/// It depends on the seed (the arrival order), not on the policy. The threshold bound is used at every bin,
+/// tightened by the configuration LP at the bins in `lp_bins`, and each bin's value is then lowered to the smallest
+/// value of the bins after it (valid: the relaxation's optimum only grows with arrivals).
 pub fn ceiling_by_bin(
     devices: u64,
     tasks: &[TraceTask],
@@ -169,6 +170,15 @@ pub fn ceiling_by_bin(
         arrived += task.total_gpu_milli();
     }
     record(bin_of(arrived, capacity), &ceiling);
+    // The relaxation's optimum only grows as tasks arrive, so a later bin's bound also bounds every earlier step:
+    // a suffix minimum is still a valid ceiling, and carries the LP's tightness back to the bins before it.
+    let mut best = f64::INFINITY;
+    for v in out.iter_mut().rev() {
+        if let Some(x) = v {
+            best = best.min(*x);
+            *x = best;
+        }
+    }
     out
 }
 
