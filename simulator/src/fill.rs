@@ -173,11 +173,9 @@ pub fn ceiling_by_bin(
     // The relaxation's optimum only grows as tasks arrive, so a later bin's bound also bounds every earlier step:
     // a suffix minimum is still a valid ceiling, and carries the LP's tightness back to the bins before it.
     let mut best = f64::INFINITY;
-    for v in out.iter_mut().rev() {
-        if let Some(x) = v {
-            best = best.min(*x);
-            *x = best;
-        }
+    for x in out.iter_mut().rev().flatten() {
+        best = best.min(*x);
+        *x = best;
     }
     out
 }
