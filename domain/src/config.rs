@@ -16,6 +16,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+/// At most this many GPUs on one node, whether given as a uniform set or as a `devices` list.
+pub const MAX_GPUS_PER_NODE: u64 = 64;
+
+/// At most this many MIG instances on one GPU, over all entries of its `mig` list.
+pub const MAX_MIG_PER_GPU: u64 = 7;
+
+/// At most this many nodes in one cluster file, after every `count` is expanded.
+pub const MAX_NODES: u64 = 100_000;
+
+/// At most this many GPUs in one cluster file, after every `count` is expanded. Together with [`MAX_NODES`],
+/// [`MAX_GPUS_PER_NODE`] and [`MAX_MIG_PER_GPU`] it bounds the memory and time a cluster file can cost to load.
+pub const MAX_GPUS: u64 = 250_000;
+
 /// One problem found in a configuration or job file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -387,7 +400,14 @@ struct RawResources {
 
 impl RawResources {
     fn validate(self, v: &mut Validator, p: &str) -> Resources {
-        let gpus = v.at_least(&format!("{p}gpus"), self.gpus, 0) as u32;
+        let gpus = v.at_least(&format!("{p}gpus"), self.gpus, 0);
+        let gpus = u32::try_from(gpus).unwrap_or_else(|_| {
+            v.problem(
+                &format!("{p}gpus"),
+                format!("{gpus} is too large; a replica asks for at most {} GPUs", u32::MAX),
+            );
+            0
+        });
         let milli_field = format!("{p}gpu_milli");
         let gpu_milli = match (gpus, self.gpu_milli) {
             (0, None | Some(0)) => 0,
@@ -467,12 +487,15 @@ impl RawJob {
 /// Memory of a MIG profile such as `3g.40gb`, in MiB.
 fn mig_profile_memory(profile: &str) -> Option<u64> {
     let gb = profile.split_once('.')?.1.strip_suffix("gb")?;
-    gb.parse::<u64>().ok().map(|g| g * 1024)
+    gb.parse::<u64>().ok()?.checked_mul(1024)
 }
 
 fn expand_mig(v: &mut Validator, p: &str, raw: Option<Vec<RawMig>>) -> Vec<MigInstance> {
     let mut out = Vec::new();
-    for (i, m) in raw.unwrap_or_default().into_iter().enumerate() {
+    let mut total = 0u64;
+    let raw = raw.unwrap_or_default();
+    let entries = raw.len();
+    for (i, m) in raw.into_iter().enumerate() {
         let f = format!("{p}[{i}]");
         let count = v.at_least(&format!("{f}.count"), m.count.unwrap_or(1), 1);
         let memory = match m.memory_mib {
@@ -488,12 +511,16 @@ fn expand_mig(v: &mut Validator, p: &str, raw: Option<Vec<RawMig>>) -> Vec<MigIn
                 1
             }),
         };
-        for _ in 0..count.min(7) {
-            out.push(MigInstance { profile: m.profile.clone(), memory_mib: memory });
-        }
-        if count > 7 {
+        if count > MAX_MIG_PER_GPU {
             v.problem(&format!("{f}.count"), format!("{count} instances; a GPU has at most 7 MIG instances"));
         }
+        total = total.saturating_add(count);
+        while (out.len() as u64) < total.min(MAX_MIG_PER_GPU) {
+            out.push(MigInstance { profile: m.profile.clone(), memory_mib: memory });
+        }
+    }
+    if entries > 1 && total > MAX_MIG_PER_GPU {
+        v.problem(p, format!("{total} instances in all; a GPU has at most 7 MIG instances"));
     }
     out
 }
@@ -513,6 +540,13 @@ impl RawGpus {
                 if set {
                     v.problem(&format!("{p}{field}"), "cannot be combined with devices; set it per device".into());
                 }
+            }
+            if devices.len() as u64 > MAX_GPUS_PER_NODE {
+                v.problem(
+                    &format!("{p}devices"),
+                    format!("{} GPUs on one node; at most {MAX_GPUS_PER_NODE} are supported", devices.len()),
+                );
+                return gpus;
             }
             let n = devices.len() as i64;
             for (i, d) in devices.into_iter().enumerate() {
@@ -568,8 +602,11 @@ impl RawGpus {
                 1
             }
         };
-        if count > 64 {
-            v.problem(&format!("{p}count"), format!("{count} GPUs on one node; at most 64 are supported"));
+        if count > MAX_GPUS_PER_NODE {
+            v.problem(
+                &format!("{p}count"),
+                format!("{count} GPUs on one node; at most {MAX_GPUS_PER_NODE} are supported"),
+            );
             return gpus;
         }
         let islands: Vec<Vec<u32>> = match (self.nvlink.as_deref(), self.nvlink_islands) {
@@ -705,6 +742,9 @@ impl RawCluster {
             .collect();
 
         let mut nodes = Vec::new();
+        let mut gpu_total = 0u64;
+        // Set once the file exceeds MAX_NODES or MAX_GPUS: later entries are still checked but no longer expanded.
+        let mut too_large = false;
         for (i, n) in self.nodes.into_iter().enumerate() {
             let p = format!("nodes[{i}].");
             v.nonempty(&format!("{p}name"), &n.name);
@@ -723,6 +763,35 @@ impl RawCluster {
             let mem = v.at_least(&format!("{p}memory_mib"), n.memory_mib, 1);
             let width = (count - 1).to_string().len();
             let gpus_template = n.gpus.map(|g| g.validate(v, &format!("{p}gpus."), &n.name)).unwrap_or_default();
+            if too_large {
+                continue;
+            }
+            let field = if n.count.is_some() { format!("{p}count") } else { format!("nodes[{i}]") };
+            let node_total = nodes.len() as u64 + count;
+            let entry_gpus = count * gpus_template.len() as u64;
+            if node_total > MAX_NODES {
+                v.problem(
+                    &field,
+                    format!(
+                        "this entry brings the file to {node_total} nodes; a cluster file may declare at most \
+                         {MAX_NODES}"
+                    ),
+                );
+                too_large = true;
+                continue;
+            }
+            if gpu_total + entry_gpus > MAX_GPUS {
+                v.problem(
+                    &field,
+                    format!(
+                        "this entry brings the file to {} GPUs; a cluster file may declare at most {MAX_GPUS}",
+                        gpu_total + entry_gpus
+                    ),
+                );
+                too_large = true;
+                continue;
+            }
+            gpu_total += entry_gpus;
             for k in 0..count {
                 let name = if n.count.is_none() { n.name.clone() } else { format!("{}-{k:0width$}", n.name) };
                 let gpus = gpus_template
@@ -774,4 +843,93 @@ impl RawCluster {
 
 fn join(set: &BTreeSet<String>) -> String {
     set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-zone, one-pool cluster file with the given `nodes:` entries (flow-style YAML, one per line).
+    fn cluster(nodes: &[String]) -> String {
+        let mut text = "zones: [{id: z, country: DE, region: r, jurisdiction: EU, operator: o, operator_hq: DE, \
+                        certifications: []}]\npools: [{id: p, zone: z, purpose: training}]\nnodes:\n"
+            .to_string();
+        for n in nodes {
+            text.push_str(&format!("  - {n}\n"));
+        }
+        text
+    }
+
+    fn errors(text: &str) -> String {
+        ClusterConfig::from_yaml("c.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mig_profile_memory_too_large_is_a_problem_not_an_overflow() {
+        let node = "{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: A100, count: 1, memory_mib: 1, \
+                    mig: [{profile: 1g.99999999999999999gb}]}}";
+        let e = errors(&cluster(&[node.into()]));
+        assert!(e.contains("c.yaml: nodes[0].gpus.mig[0].profile: cannot read the memory of profile"), "{e}");
+        assert_eq!(mig_profile_memory("3g.40gb"), Some(40 * 1024));
+        assert_eq!(mig_profile_memory(&format!("1g.{}gb", u64::MAX / 1024 + 1)), None);
+    }
+
+    #[test]
+    fn mig_instances_per_gpu_are_capped_over_all_entries() {
+        let mig = "[{profile: 1g.10gb, count: 4}, {profile: 2g.20gb, count: 4}]";
+        let node = |gpus: &str| format!("{{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {gpus}}}");
+        let uniform = node(&format!("{{model: A100, count: 2, memory_mib: 1, mig: {mig}}}"));
+        let e = errors(&cluster(&[uniform]));
+        assert!(e.contains("c.yaml: nodes[0].gpus.mig: 8 instances in all; a GPU has at most 7 MIG instances"), "{e}");
+        let device = node(&format!("{{devices: [{{model: A100, memory_mib: 1, mig: {mig}}}]}}"));
+        let e = errors(&cluster(&[device]));
+        assert!(e.contains("nodes[0].gpus.devices[0].mig: 8 instances in all"), "{e}");
+        // Seven in two entries is fine.
+        let ok =
+            node("{model: A100, count: 1, memory_mib: 1, mig: [{profile: 3g.40gb, count: 2}, {profile: 1g.10gb}]}");
+        let c = ClusterConfig::from_yaml("c.yaml", &cluster(&[ok])).unwrap();
+        assert_eq!(c.nodes[0].gpus[0].mig.len(), 3);
+    }
+
+    #[test]
+    fn devices_list_is_capped_at_64_gpus_like_a_uniform_set() {
+        let devices = vec!["{model: L4, memory_mib: 1}"; 65].join(", ");
+        let node = format!("{{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {{devices: [{devices}]}}}}");
+        let e = errors(&cluster(&[node]));
+        assert!(e.contains("c.yaml: nodes[0].gpus.devices: 65 GPUs on one node; at most 64 are supported"), "{e}");
+    }
+
+    #[test]
+    fn nodes_and_gpus_of_a_file_are_capped_after_expansion() {
+        // Entries of 60,000 nodes: each within the per-entry limit, the first two together over MAX_NODES.
+        let entry = |name: &str, gpus: &str| {
+            format!("{{name: {name}, count: 60000, pool: p, cpu_milli: 1, memory_mib: 1{gpus}}}")
+        };
+        let e = errors(&cluster(&[entry("a", ""), entry("b", ""), entry("c", "")]));
+        assert_eq!(
+            e,
+            "c.yaml: nodes[1].count: this entry brings the file to 120000 nodes; a cluster file may declare at most 100000"
+        );
+        // 60,000 nodes of 8 GPUs: 480,000 GPUs, over MAX_GPUS.
+        let e = errors(&cluster(&[entry("a", ", gpus: {model: H100, count: 8, memory_mib: 1}")]));
+        assert_eq!(
+            e,
+            "c.yaml: nodes[0].count: this entry brings the file to 480000 GPUs; a cluster file may declare at most 250000"
+        );
+        let big =
+            "{name: a, count: 62499, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: L4, count: 4, memory_mib: 1}}";
+        let single = "{name: s, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: H100, count: 8, memory_mib: 1}}";
+        let e = errors(&cluster(&[big.into(), single.into()]));
+        assert_eq!(
+            e,
+            "c.yaml: nodes[1]: this entry brings the file to 250004 GPUs; a cluster file may declare at most 250000"
+        );
+    }
+
+    #[test]
+    fn gpus_beyond_u32_are_a_problem_not_truncated() {
+        let job = "name: j\nkind: training\nresidency: r\nresources: {gpus: 4294967297, cpu_milli: 1, memory_mib: 1}\n";
+        let e = jobs_from_yaml("j.yaml", job).unwrap_err().to_string();
+        assert_eq!(e, "j.yaml: resources.gpus: 4294967297 is too large; a replica asks for at most 4294967295 GPUs");
+    }
 }
