@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod plot;
+mod replay_cmd;
 mod simulate;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
@@ -90,6 +91,42 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Replay a scenario (examples/scenario.yaml): jobs arrive, queue, run and leave; report queue waits,
+    /// refusals and utilisation per pool over time.
+    Replay {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Override the scenario's policy.
+        #[arg(long, short = 'p')]
+        policy: Option<String>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write utilisation.csv, utilisation.svg and replay.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Capacity planning: the fewest nodes of each offered type (the scenario's plan section) that meet its target.
+    /// Exits 1 when even the maximum counts miss it.
+    Plan {
+        /// Scenario file with a plan section.
+        scenario: PathBuf,
+        /// Override the scenario's policy.
+        #[arg(long, short = 'p')]
+        policy: Option<String>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write plan-curves.svg and plan.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -113,11 +150,37 @@ impl From<ConfigError> for Failure {
     }
 }
 
+/// A reader that closes the pipe early (`sovra … | head`) is normal, not a crash: `println!` panics on a broken
+/// pipe, and restoring the default SIGPIPE behaviour would need `unsafe` (forbidden in this workspace), so this hook
+/// turns exactly that panic into a quiet exit and leaves every other panic to the default hook.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
         Command::Validate { config, job } => validate(config, job),
+        Command::Replay { scenario, policy, seed, out, output } => {
+            replay_cmd::run_replay(scenario, policy, seed, out, output)
+        }
+        Command::Plan { scenario, policy, seed, out, output } => {
+            replay_cmd::run_plan(scenario, policy, seed, out, output)
+        }
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
             simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads, out, output)
         }

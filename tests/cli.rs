@@ -189,3 +189,62 @@ fn bad_input_exits_2_with_file_and_field() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("/does/not/exist.yaml: cannot read the file"));
 }
+
+#[test]
+fn simulate_reports_policies_and_rejects_garbage() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/alibaba-gpu-v2023");
+    let data = data.display().to_string();
+    let o = sovra(&["simulate", "--data", &data, "-p", "best-fit", "-p", "sovra", "--seeds", "42", "-o", "json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let policies = doc["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2);
+    let best = &policies[0]["summary"];
+    let alloc = best["alloc_at_100"]["median"].as_f64().unwrap();
+    let ceiling = best["ceiling_at_100"]["median"].as_f64().unwrap();
+    assert!((90.0..97.0).contains(&alloc), "best-fit allocates ~93% at 100% arrived: {alloc}");
+    assert!(ceiling > alloc && ceiling < 100.0, "the ceiling bounds it: {ceiling}");
+    assert_eq!(best["published_alloc_at_100"].as_f64(), Some(92.91));
+
+    let s = Scratch::new("garbage");
+    let bad =
+        s.file("tasks.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,1024,1,500\np1,lots,1024,1,500\n");
+    let o = sovra(&["simulate", "--data", &data, "-t", &bad, "--seeds", "42"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("tasks.csv:3:2: cpu_milli is \"lots\", not a whole number"), "{}", text(&o).1);
+    let o = sovra(&["simulate", "--seeds", "9..1"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn replay_and_plan_the_example_scenario() {
+    let scenario = example("scenario.yaml");
+    let o = sovra(&["replay", &scenario, "-o", "json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["residency_violations"], 0);
+    assert_eq!(r["refused_by_stream"]["radiology-h100"], 10, "impossible jobs are refused, not queued");
+    assert!(r["wait_minutes_by_stream"]["oncology-ft"]["p95"].as_f64().unwrap() > 30.0, "the health queue waits");
+
+    let o = sovra(&["plan", &scenario, "-o", "json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let counts: Vec<u64> = p["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+    assert!(counts[0] > 0, "French H100 nodes must be added: {counts:?}");
+    assert!(p["metric"].as_f64().unwrap() <= 30.0);
+    let worse: Vec<u64> = counts.iter().enumerate().map(|(i, &c)| if i == 0 { c - 1 } else { c }).collect();
+    let evals = p["evaluations"].as_array().unwrap();
+    let miss = evals
+        .iter()
+        .find(|e| e["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect::<Vec<_>>() == worse);
+    assert_eq!(miss.map(|e| e["meets"].as_bool().unwrap()), Some(false), "one H100 node fewer misses the target");
+
+    let s = Scratch::new("badscenario");
+    let f = s.file("s.yaml", "cluster: nowhere.yaml\nhorizon_hours: 1\nstreams: []\n");
+    let o = sovra(&["replay", &f]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("nowhere.yaml: cannot read the file"), "{}", text(&o).1);
+}

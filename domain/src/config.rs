@@ -845,6 +845,25 @@ fn join(set: &BTreeSet<String>) -> String {
     set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
+/// A job as written in YAML, before validation: for formats that embed jobs (e.g. simulator scenarios).
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct JobSpec(RawJob);
+
+impl JobSpec {
+    /// Validates the job; problems name fields under `prefix` (e.g. `streams[2].job.`).
+    pub fn validate(self, prefix: &str) -> Result<Job, Vec<Problem>> {
+        let mut v = Validator::default();
+        let job = self.0.validate(&mut v, prefix);
+        if v.problems.is_empty() { Ok(job) } else { Err(v.problems) }
+    }
+}
+
+/// Parses YAML `text` into `T` with the same errors as the configuration files (file, line, column, field path).
+pub fn parse_yaml_file<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    parse_yaml(file, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

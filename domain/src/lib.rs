@@ -10,7 +10,10 @@ pub mod node;
 pub mod policy;
 pub mod zone;
 
-pub use config::{ClusterConfig, ConfigError, Problem, SchedulingConfig, WorkloadShare, jobs_from_yaml, load_jobs};
+pub use config::{
+    ClusterConfig, ConfigError, JobSpec, Problem, SchedulingConfig, WorkloadShare, jobs_from_yaml, load_jobs,
+    parse_yaml_file,
+};
 pub use job::{Job, JobKind, NvlinkWish, Resources};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 pub use policy::{PolicySpec, ScorerKind};

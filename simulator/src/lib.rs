@@ -6,5 +6,7 @@
 
 pub mod bound;
 pub mod fill;
+pub mod plan;
+pub mod replay;
 pub mod report;
 pub mod trace;
