@@ -1,5 +1,21 @@
-//! Sovra node daemon (skeleton: issue "Node daemon: NVML GPU inventory, health and reporting").
+//! Sovra node daemon: reads a node's GPU inventory and health and turns it into what the scheduler needs.
 //!
-//! Will read GPU inventory and health through NVML (`nvml-wrapper`): UUIDs, models, memory, MIG instances, NVLink
-//! peers, NUMA nodes, XID health events; offer a clearly named fake backend for machines without GPUs; and stream
-//! inventory, deltas and heartbeats to the scheduler over mTLS gRPC. Nothing is implemented here yet.
+//! Backends:
+//! - [`nvml`]: the real one, through NVIDIA's NVML (`nvml-wrapper`). Without NVML (no `libnvidia-ml.so.1`, driver
+//!   not loaded, no permission) it reports a clear *unavailable* state instead of failing.
+//! - [`fake`]: **a fake backend** for machines without GPUs (tests, the all-in-one local mode, load tests): GPUs from
+//!   a fixture file plus scripted XID events. Everything it reports says `fake`.
+//!
+//! Health: XID critical errors mark a GPU unhealthy unless the XID is in the ignore list ([`health`]; by default the
+//! one NVIDIA's Kubernetes device plugin uses: 13, 31, 43, 45, 68, 109 — application errors, not hardware faults).
+//!
+//! Still to come (with the scheduler service's gRPC API): streaming the inventory, deltas and heartbeats to the
+//! scheduler over mTLS; until then `sovra-node-daemon watch` prints them as JSON lines.
+
+pub mod fake;
+pub mod health;
+pub mod inventory;
+pub mod nvml;
+
+pub use health::HealthPolicy;
+pub use inventory::{BackendState, GpuRecord, Inventory, MigRecord, XidEvent, to_domain_node};

@@ -1,0 +1,216 @@
+//! `sovra-node-daemon`: reads this node's GPUs (NVML, or the fake backend) and reports them.
+//!
+//! Exit codes: 0 ok (also when NVML is unavailable: the report says so), 2 bad input (config, fixture, flags).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use sovra_node_daemon::fake::FakeBackend;
+use sovra_node_daemon::nvml::{XidWatch, apply_events};
+use sovra_node_daemon::{BackendState, HealthPolicy, Inventory};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "sovra-node-daemon", version, about = "Report this node's GPU inventory and health.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(clap::Args, Clone)]
+struct Opts {
+    /// Config file (YAML): backend, fixture, nvml_lib, ignore_xids, report_interval_ms. Flags override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// GPU backend.
+    #[arg(long, global = true, value_enum)]
+    backend: Option<Backend>,
+    /// Fixture file of the fake backend.
+    #[arg(long, global = true)]
+    fixture: Option<PathBuf>,
+    /// NVML library to load instead of the system's libnvidia-ml.so.1.
+    #[arg(long, global = true)]
+    nvml_lib: Option<PathBuf>,
+    /// XIDs that leave a GPU healthy, comma-separated (default: 13,31,43,45,68,109).
+    #[arg(long, global = true, value_delimiter = ',')]
+    ignore_xid: Option<Vec<u64>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    /// NVIDIA's NVML.
+    Nvml,
+    /// The fake backend (a fixture file; for machines without GPUs).
+    Fake,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the inventory once, as JSON.
+    Inventory,
+    /// Print the inventory, then health changes and heartbeats as JSON lines.
+    Watch {
+        /// Heartbeat interval in milliseconds (default: the config's report_interval_ms, else 1000).
+        #[arg(long)]
+        interval_ms: Option<u64>,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        duration_s: Option<f64>,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    backend: Option<Backend>,
+    fixture: Option<PathBuf>,
+    nvml_lib: Option<PathBuf>,
+    ignore_xids: Option<Vec<u64>>,
+    report_interval_ms: Option<u64>,
+}
+
+/// Settings after merging the config file and the flags.
+struct Settings {
+    backend: Backend,
+    fixture: Option<PathBuf>,
+    nvml_lib: Option<PathBuf>,
+    policy: HealthPolicy,
+    interval_ms: u64,
+}
+
+fn settings(opts: &Opts) -> Result<Settings, String> {
+    let cfg: Config = match &opts.config {
+        Some(p) => {
+            let file = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{file}: cannot read the file: {e}"))?;
+            sovra_domain::parse_yaml_file(&file, &text).map_err(|e| e.to_string())?
+        }
+        None => Config::default(),
+    };
+    let backend = opts.backend.or(cfg.backend).unwrap_or(Backend::Nvml);
+    let fixture = opts.fixture.clone().or(cfg.fixture);
+    if backend == Backend::Fake && fixture.is_none() {
+        return Err("--backend fake needs --fixture FILE (or fixture: in the config)".into());
+    }
+    let interval_ms = cfg.report_interval_ms.unwrap_or(1000);
+    if interval_ms == 0 {
+        return Err("report_interval_ms: must be at least 1".into());
+    }
+    Ok(Settings {
+        backend,
+        fixture,
+        nvml_lib: opts.nvml_lib.clone().or(cfg.nvml_lib),
+        policy: match opts.ignore_xid.clone().or(cfg.ignore_xids) {
+            Some(list) => HealthPolicy::ignoring(list),
+            None => HealthPolicy::default(),
+        },
+        interval_ms,
+    })
+}
+
+fn emit(kind: &str, value: serde_json::Value) {
+    let mut doc = serde_json::json!({"type": kind});
+    if let (Some(d), serde_json::Value::Object(v)) = (doc.as_object_mut(), value) {
+        d.extend(v);
+    }
+    println!("{doc}");
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let s = settings(&cli.opts)?;
+    let (interval_ms, duration) = match cli.command {
+        Command::Inventory => (None, None),
+        Command::Watch { interval_ms, duration_s } => {
+            (Some(interval_ms.unwrap_or(s.interval_ms).max(1)), duration_s.map(Duration::from_secs_f64))
+        }
+    };
+    let started = Instant::now();
+    let expired = |d: Option<Duration>| d.is_some_and(|d| started.elapsed() >= d);
+    match s.backend {
+        Backend::Fake => {
+            let fixture = s.fixture.as_ref().expect("checked in settings");
+            let mut fake = FakeBackend::load(fixture)?;
+            tracing::warn!(fixture = %fixture.display(), "using the FAKE GPU backend: these GPUs do not exist");
+            let mut inv = fake.inventory();
+            let Some(interval) = interval_ms else {
+                println!("{}", serde_json::to_string_pretty(&inv).expect("inventory serialises"));
+                return Ok(());
+            };
+            emit("inventory", serde_json::to_value(&inv).expect("inventory serialises"));
+            while !expired(duration) {
+                std::thread::sleep(Duration::from_millis(interval));
+                let events = fake.poll(started.elapsed().as_secs_f64());
+                report_events(&mut inv, &events, &s.policy);
+                emit(
+                    "heartbeat",
+                    serde_json::json!({"backend": inv.backend, "elapsed_s": started.elapsed().as_secs_f64()}),
+                );
+            }
+        }
+        Backend::Nvml => {
+            let nvml = sovra_node_daemon::nvml::open(s.nvml_lib.as_deref().map(|p| p.as_os_str()));
+            if let Err(reason) = &nvml {
+                tracing::warn!(%reason, "NVML unavailable: reporting no GPUs");
+            }
+            let mut inv: Inventory = sovra_node_daemon::nvml::inventory(nvml.as_ref());
+            let Some(interval) = interval_ms else {
+                println!("{}", serde_json::to_string_pretty(&inv).expect("inventory serialises"));
+                return Ok(());
+            };
+            emit("inventory", serde_json::to_value(&inv).expect("inventory serialises"));
+            let mut watch = match (&nvml, &inv.state) {
+                (Ok(n), BackendState::Ready) => match XidWatch::new(n) {
+                    Ok(w) => Some(w),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "cannot watch XID events; health will not change");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            while !expired(duration) {
+                let events = match watch.as_mut() {
+                    Some(w) => w.poll(interval.min(u64::from(u32::MAX)) as u32),
+                    None => {
+                        std::thread::sleep(Duration::from_millis(interval));
+                        vec![]
+                    }
+                };
+                report_events(&mut inv, &events, &s.policy);
+                emit(
+                    "heartbeat",
+                    serde_json::json!({"backend": inv.backend, "elapsed_s": started.elapsed().as_secs_f64()}),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report_events(inv: &mut Inventory, events: &[sovra_node_daemon::XidEvent], policy: &HealthPolicy) {
+    for e in events {
+        tracing::info!(gpu = e.gpu, xid = e.xid, "XID event");
+    }
+    for e in apply_events(inv, events, policy) {
+        let gpu = inv.gpus.iter().find(|g| g.index == e.gpu).expect("apply_events only reports known GPUs");
+        emit("health", serde_json::json!({"gpu": e.gpu, "uuid": gpu.uuid, "xid": e.xid, "health": gpu.health}));
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
