@@ -1,0 +1,214 @@
+//! EC P-256 and P-384 keys in PEM form, as `model_signing` loads them.
+//!
+//! Signing and verification go through the `sigstore` crate (`SigStoreSigner`, `CosignVerificationKey`, ECDSA with
+//! the hash of the curve: P-256 → SHA-256, P-384 → SHA-384, DER signatures). Key *parsing* uses the RustCrypto
+//! `p256`/`p384` crates, because sigstore's loaders accept only PKCS#8 `PRIVATE KEY` blocks and take a public key's
+//! DER as given: `openssl ecparam -genkey` writes SEC1 `EC PRIVATE KEY` blocks (often after an `EC PARAMETERS`
+//! block), public keys may carry a compressed point, and the key hint must be computed over the *re-encoded*
+//! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed to sigstore.
+
+use crate::error::{Error, Result};
+use crate::manifest::to_hex;
+use base64::Engine;
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use sha2::{Digest, Sha256};
+use sigstore::crypto::signing_key::SigStoreKeyPair;
+use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
+use std::path::Path;
+
+/// The curves `model_signing` key mode accepts and this crate supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// NIST P-256 (secp256r1), signed with SHA-256.
+    P256,
+    /// NIST P-384 (secp384r1), signed with SHA-384.
+    P384,
+}
+
+impl Curve {
+    fn scheme(self) -> SigningScheme {
+        match self {
+            Curve::P256 => SigningScheme::ECDSA_P256_SHA256_ASN1,
+            Curve::P384 => SigningScheme::ECDSA_P384_SHA384_ASN1,
+        }
+    }
+}
+
+/// A PEM block: its label and decoded body.
+struct Block {
+    label: String,
+    der: Vec<u8>,
+}
+
+/// Every PEM block in `text`; text outside blocks (an `openssl ec -text` preamble) is skipped, CRLF accepted.
+fn pem_blocks(text: &str, path: &Path) -> Result<Vec<Block>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) {
+            current = Some((label.to_string(), String::new()));
+        } else if let Some(label) = line.strip_prefix("-----END ").and_then(|l| l.strip_suffix("-----")) {
+            if let Some((open, body)) = current.take() {
+                if open != label {
+                    return Err(key_err(path, &format!("PEM block BEGIN {open} ends with END {label}")));
+                }
+                if body.contains(':') {
+                    return Err(key_err(path, "encrypted PEM keys are not supported; decrypt the key first"));
+                }
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(body.replace(|c: char| c.is_whitespace(), ""))
+                    .map_err(|e| key_err(path, &format!("the {open} block is not valid base64: {e}")))?;
+                blocks.push(Block { label: open, der });
+            }
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            if line.contains(':') {
+                body.push(':');
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+fn key_err(path: &Path, message: &str) -> Error {
+    Error::Key { path: path.to_path_buf(), message: message.to_string() }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(Error::io(path, "cannot read the key file"))?;
+    String::from_utf8(bytes)
+        .map_err(|_| key_err(path, "not a PEM file (DER keys are not supported; convert with openssl)"))
+}
+
+/// A public key: its curve and its uncompressed SPKI encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    /// The curve.
+    pub curve: Curve,
+    spki_der: Vec<u8>,
+    spki_pem: String,
+}
+
+impl PublicKey {
+    fn from_spki_der(der: &[u8]) -> std::result::Result<PublicKey, String> {
+        let reencode = |der: p256::pkcs8::Document, pem: String| (der.as_bytes().to_vec(), pem);
+        if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
+            let (d, p) = reencode(
+                k.to_public_key_der().map_err(|e| e.to_string())?,
+                k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?,
+            );
+            return Ok(PublicKey { curve: Curve::P256, spki_der: d, spki_pem: p });
+        }
+        if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
+            let (d, p) = reencode(
+                k.to_public_key_der().map_err(|e| e.to_string())?,
+                k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?,
+            );
+            return Ok(PublicKey { curve: Curve::P384, spki_der: d, spki_pem: p });
+        }
+        Err("not an EC P-256 or P-384 public key (only those curves are supported)".into())
+    }
+
+    /// Loads a PEM `PUBLIC KEY` (SPKI) file.
+    pub fn from_pem_file(path: &Path) -> Result<PublicKey> {
+        let text = read_text(path)?;
+        Self::from_pem(&text).map_err(|m| key_err(path, &m))
+    }
+
+    /// Parses PEM text holding a `PUBLIC KEY` block.
+    pub fn from_pem(text: &str) -> std::result::Result<PublicKey, String> {
+        let blocks = pem_blocks(text, Path::new("")).map_err(|e| e.to_string())?;
+        let block = blocks
+            .iter()
+            .find(|b| b.label == "PUBLIC KEY")
+            .ok_or("no `-----BEGIN PUBLIC KEY-----` block; give the signer's public key in PEM form")?;
+        Self::from_spki_der(&block.der)
+    }
+
+    /// The re-encoded public key: PEM SPKI with an uncompressed point, 64-column lines, LF endings.
+    pub fn to_pem(&self) -> &str {
+        &self.spki_pem
+    }
+
+    /// The bundle's `hint`: lowercase hex SHA-256 of [`PublicKey::to_pem`].
+    pub fn hint(&self) -> String {
+        to_hex(&Sha256::digest(self.spki_pem.as_bytes()))
+    }
+
+    /// Checks an ASN.1 DER ECDSA signature over `message` (with the curve's hash), through sigstore.
+    pub fn verify(&self, message: &[u8], signature_der: &[u8]) -> bool {
+        CosignVerificationKey::from_der(&self.spki_der, &self.curve.scheme())
+            .and_then(|k| k.verify_signature(Signature::Raw(signature_der), message))
+            .is_ok()
+    }
+}
+
+/// A private key ready to sign, with its public key.
+pub struct SigningKey {
+    signer: SigStoreSigner,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads a PEM private key file: SEC1 `EC PRIVATE KEY` or unencrypted PKCS#8 `PRIVATE KEY`, P-256 or P-384;
+    /// `EC PARAMETERS` blocks and text around the blocks are skipped.
+    pub fn from_pem_file(path: &Path) -> Result<SigningKey> {
+        let text = read_text(path)?;
+        Self::from_pem(&text).map_err(|m| key_err(path, &m))
+    }
+
+    /// Parses PEM text holding a private key.
+    pub fn from_pem(text: &str) -> std::result::Result<SigningKey, String> {
+        let blocks = pem_blocks(text, Path::new("")).map_err(|e| e.to_string())?;
+        if blocks.iter().any(|b| b.label == "ENCRYPTED PRIVATE KEY") {
+            return Err("encrypted private keys are not supported; decrypt it with `openssl pkey` first".into());
+        }
+        let block = blocks
+            .iter()
+            .find(|b| b.label == "EC PRIVATE KEY" || b.label == "PRIVATE KEY")
+            .ok_or("no `EC PRIVATE KEY` or `PRIVATE KEY` PEM block; give an EC P-256 or P-384 private key")?;
+        let sec1 = block.label == "EC PRIVATE KEY";
+        let unsupported = "not an EC P-256 or P-384 private key (only those curves are supported)";
+        // P-256 first: a 48-byte scalar is never accepted as P-256, and named-curve parameters are checked.
+        let p256_key = if sec1 {
+            p256::SecretKey::from_sec1_der(&block.der)
+        } else {
+            p256::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
+        };
+        let (curve, pkcs8, spki) = if let Ok(k) = p256_key {
+            let pkcs8 = k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
+            (Curve::P256, pkcs8, k.public_key().to_public_key_der().map_err(|e| e.to_string())?)
+        } else {
+            let k = if sec1 {
+                p384::SecretKey::from_sec1_der(&block.der)
+            } else {
+                p384::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
+            }
+            .map_err(|_| unsupported.to_string())?;
+            let pkcs8 = k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
+            (Curve::P384, pkcs8, k.public_key().to_public_key_der().map_err(|e| e.to_string())?)
+        };
+        let public = PublicKey::from_spki_der(spki.as_bytes())?;
+        let signer = SigStoreKeyPair::from_der(&pkcs8)
+            .and_then(|kp| kp.to_sigstore_signer(&curve.scheme()))
+            .map_err(|e| format!("the key cannot be used for signing: {e}"))?;
+        Ok(SigningKey { signer, public })
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// ECDSA over `message` with the curve's hash; ASN.1 DER signature.
+    pub fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.signer.sign(message).map_err(|e| e.to_string())
+    }
+}
