@@ -11,6 +11,7 @@ use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod model_cmd;
 mod plot;
 mod replay_cmd;
 mod simulate;
@@ -127,6 +128,11 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Sign and verify models: OpenSSF Model Signing (OMS v1.0) in key mode, compatible with `model_signing`.
+    Model {
+        #[command(subcommand)]
+        command: model_cmd::ModelCommand,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
         Command::Validate { config, job } => validate(config, job),
+        Command::Model { command } => model_cmd::run(command),
         Command::Replay { scenario, policy, seed, out, output } => {
             replay_cmd::run_replay(scenario, policy, seed, out, output)
         }

@@ -1,0 +1,235 @@
+//! `sovra model sign | verify`: OpenSSF Model Signing (OMS v1.0) in key mode, interoperable with `model_signing`
+//! 1.1.1 (see docs/signing.md).
+//!
+//! Exit codes: 0 signed / verified; 1 the signature does not verify or the model differs from it (the changed,
+//! added and missing files are printed); 2 bad input (a file, key or flag is wrong; nothing was written).
+
+use crate::{Failure, Output};
+use clap::Subcommand;
+use serde_json::json;
+use sovra_promotion::{Error, SignOptions, VerifyOptions, sign_model, verify_model};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The `sovra model` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum ModelCommand {
+    /// Sign a model directory (or file) with an EC P-256/P-384 PEM private key: an OMS v1.0 Sigstore bundle, as
+    /// `model_signing sign key` writes it.
+    Sign {
+        /// The model directory, or a single model file.
+        model_path: PathBuf,
+        /// PEM private key (SEC1 `EC PRIVATE KEY` or PKCS#8 `PRIVATE KEY`), P-256 or P-384.
+        #[arg(long, alias = "private_key")]
+        private_key: PathBuf,
+        /// Where to write the bundle. Default: model.sig in the current directory (as model_signing does).
+        #[arg(long, default_value = "model.sig")]
+        signature: PathBuf,
+        /// Leave this path out (repeatable): resolved against the current directory, else relative to the model.
+        #[arg(long = "ignore-paths", value_name = "PATH")]
+        ignore_paths: Vec<PathBuf>,
+        /// Do not leave out the top-level .git, .github, .gitignore and .gitattributes.
+        #[arg(long)]
+        no_ignore_git_paths: bool,
+        /// Hash symbolic links that stay inside the model (refused by default; links leaving it always are).
+        #[arg(long, alias = "allow_symlinks")]
+        allow_symlinks: bool,
+        /// Sign shards of this many bytes instead of whole files (the OMS `shards` method; `model_signing verify`
+        /// cannot check those, `sovra model verify` can).
+        #[arg(long, value_name = "BYTES")]
+        shard_size: Option<u64>,
+        /// Hashing threads. Default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Verify a model against an OMS bundle and the signer's PEM public key; on a mismatch, list the changed,
+    /// added and missing files and exit 1.
+    Verify {
+        /// The model directory, or a single model file.
+        model_path: PathBuf,
+        /// The bundle (e.g. model.sig).
+        #[arg(long)]
+        signature: PathBuf,
+        /// The signer's PEM public key.
+        #[arg(long, alias = "public_key")]
+        public_key: PathBuf,
+        /// Also leave this path out (repeatable); the bundle's own ignore_paths always apply.
+        #[arg(long = "ignore-paths", value_name = "PATH")]
+        ignore_paths: Vec<PathBuf>,
+        /// Do not leave out the top-level git paths (those the bundle lists still are).
+        #[arg(long)]
+        no_ignore_git_paths: bool,
+        /// Hash symbolic links that stay inside the model (pass it again if the model was signed with it).
+        #[arg(long, alias = "allow_symlinks")]
+        allow_symlinks: bool,
+        /// Hashing threads. Default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Runs a `sovra model` subcommand; returns the exit code.
+pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
+    match command {
+        ModelCommand::Sign {
+            model_path,
+            private_key,
+            signature,
+            ignore_paths,
+            no_ignore_git_paths,
+            allow_symlinks,
+            shard_size,
+            threads,
+            output,
+        } => {
+            let options = SignOptions {
+                ignore_paths,
+                ignore_git_paths: !no_ignore_git_paths,
+                allow_symlinks,
+                shard_size,
+                threads,
+            };
+            let start = Instant::now();
+            let out = sign_model(&model_path, &private_key, &signature, &options).map_err(failure)?;
+            let secs = start.elapsed().as_secs_f64();
+            let curve = format!("{:?}", out.curve).replace('P', "P-");
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({
+                        "status": "signed",
+                        "model": model_path,
+                        "signature": out.signature,
+                        "root_digest": out.root_digest,
+                        "curve": curve,
+                        "key_hint": out.hint,
+                        "files": out.manifest.resources.len(),
+                        "bytes": out.bytes,
+                        "seconds": secs,
+                        "resources": out.manifest.resources,
+                    })
+                ),
+                Output::Text => {
+                    println!(
+                        "Signed {} → {} ({} resource(s), {}, {curve} key {})",
+                        model_path.display(),
+                        out.signature.display(),
+                        out.manifest.resources.len(),
+                        throughput(out.bytes, secs),
+                        &out.hint[..16]
+                    );
+                    println!("  root digest sha256:{}", out.root_digest);
+                }
+            }
+            Ok(0)
+        }
+        ModelCommand::Verify {
+            model_path,
+            signature,
+            public_key,
+            ignore_paths,
+            no_ignore_git_paths,
+            allow_symlinks,
+            threads,
+            output,
+        } => {
+            let options =
+                VerifyOptions { ignore_paths, ignore_git_paths: !no_ignore_git_paths, allow_symlinks, threads };
+            let start = Instant::now();
+            match verify_model(&model_path, &signature, &public_key, &options) {
+                Ok(out) => {
+                    let secs = start.elapsed().as_secs_f64();
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            json!({
+                                "status": "verified",
+                                "model": model_path,
+                                "signature": signature,
+                                "root_digest": out.root_digest,
+                                "files": out.manifest.resources.len(),
+                                "bytes": out.bytes,
+                                "seconds": secs,
+                                "warnings": out.warnings,
+                            })
+                        ),
+                        Output::Text => {
+                            for w in &out.warnings {
+                                eprintln!("warning: {w}");
+                            }
+                            println!(
+                                "Verified {} against {} ({} resource(s), {})",
+                                model_path.display(),
+                                signature.display(),
+                                out.manifest.resources.len(),
+                                throughput(out.bytes, secs)
+                            );
+                            println!("  root digest sha256:{}", out.root_digest);
+                        }
+                    }
+                    Ok(0)
+                }
+                Err(e) if e.is_verification_failure() => {
+                    let diff = match &e {
+                        Error::ManifestMismatch { diff, .. } => Some(diff),
+                        _ => None,
+                    };
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            json!({
+                                "status": "failed",
+                                "model": model_path,
+                                "signature": signature,
+                                "error": e.to_string(),
+                                "changed": diff.map(|d| &d.changed),
+                                "added": diff.map(|d| &d.added),
+                                "missing": diff.map(|d| &d.missing),
+                            })
+                        ),
+                        Output::Text => {
+                            println!("Verification FAILED for {}", model_path.display());
+                            if let Some(d) = diff {
+                                for (what, list) in
+                                    [("changed", &d.changed), ("added", &d.added), ("missing", &d.missing)]
+                                {
+                                    for name in list {
+                                        println!("  {what:<8} {name}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(failure(e))
+                }
+                Err(e) => Err(failure(e)),
+            }
+        }
+    }
+}
+
+fn failure(e: Error) -> Failure {
+    Failure { code: e.exit_code(), message: e.to_string() }
+}
+
+/// `1.2 GiB in 0.61 s (2.0 GiB/s)`.
+fn throughput(bytes: u64, secs: f64) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let b = bytes as f64;
+    let size = if b >= GIB {
+        format!("{:.2} GiB", b / GIB)
+    } else if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else {
+        format!("{bytes} bytes")
+    };
+    let rate = if secs > 0.0 && b >= MIB { format!(" ({:.0} MiB/s)", b / MIB / secs) } else { String::new() };
+    format!("{size} in {secs:.2} s{rate}")
+}
