@@ -1,9 +1,11 @@
-//! Sovra scheduler service (skeleton: issue "Scheduler service: gRPC API, durable state, queues, gangs,
-//! preemption and the job CLI").
+//! Sovra scheduler service.
 //!
-//! Will hold the service around the pure placement core (`sovra-placement`, in `scheduler/placement/`): the tonic
-//! gRPC API (jobs, nodes, admin), durable state in sled, queues with quotas and fair share, gang admission,
-//! preemption, node liveness, mTLS identity binding nodes to zones, and the Kubernetes scheduler extender.
-//! Nothing is implemented here yet; it re-exports the core so that users of the service crate see one API.
+//! So far: the scheduling [`engine`] — jobs and queues around the pure placement core (`sovra-placement`, in
+//! `scheduler/placement/`): lifecycle, priorities, DRF fair share, quotas, whole-gang preemption and backfill with
+//! reservations, in memory and deterministic. Still to come (issue "Scheduler service"): the tonic gRPC API,
+//! durable state in sled, node liveness, mTLS identity, the job CLI and the all-in-one local mode.
 
+pub mod engine;
+
+pub use engine::{Engine, Event, JobId, JobRecord, JobState, QueueSpec, SubmitError};
 pub use sovra_placement as placement;

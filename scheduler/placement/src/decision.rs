@@ -2,12 +2,12 @@
 //! formatting happens only when they are shown.
 
 use crate::snapshot::NodeIdx;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sovra_domain::ScorerKind;
 use std::fmt;
 
 /// One device given to a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAssignment {
     /// Index of the device on its node (a GPU, or a MIG instance).
     pub device: u16,
@@ -16,7 +16,7 @@ pub struct DeviceAssignment {
 }
 
 /// Where one replica goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaPlacement {
     /// Replica index within the gang.
     pub replica: u32,
@@ -41,7 +41,7 @@ pub struct ReplicaPlacement {
 }
 
 /// Per-scorer scores of one node, as data for "why was it placed here".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScoreBreakdown {
     /// (scorer, weight, score 0..=100).
     pub parts: Vec<(ScorerKind, u32, u32)>,
@@ -50,7 +50,7 @@ pub struct ScoreBreakdown {
 }
 
 /// A placement of every replica of a job (a gang is all or nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// The job's name.
     pub job: String,
@@ -59,7 +59,7 @@ pub struct Decision {
 }
 
 /// A filter of the pipeline, in the order they run (cheapest first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FilterKind {
     /// The pool's purpose must equal the job's kind. Evaluated once per pool.
@@ -112,7 +112,7 @@ impl fmt::Display for FilterKind {
 }
 
 /// How many nodes one reason rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
     /// A readable reason, e.g. `fewer than 8 fully free GPUs`.
     pub reason: String,
@@ -121,7 +121,7 @@ pub struct ReasonCount {
 }
 
 /// What one filter rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilterReport {
     /// The filter.
     pub filter: FilterKind,
@@ -132,7 +132,7 @@ pub struct FilterReport {
 }
 
 /// Why a job could not be placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     /// The job's name.
     pub job: String,

@@ -91,6 +91,8 @@ struct Plan {
     /// (filter, pool index) of each rejected pool; worded only when explaining.
     pool_rejections: Vec<(FilterKind, u32)>,
     job_hash: u64,
+    /// Nodes the caller excluded (quotas, reservations).
+    excluded: Option<Vec<bool>>,
 }
 
 /// A feasible node and its score.
@@ -203,6 +205,12 @@ impl Placer {
     /// Places every replica of `job` on `state`, or explains why not. Nothing is changed: apply the decision with
     /// [`ClusterState::apply`].
     pub fn place(&mut self, state: &ClusterState, job: &Job) -> Outcome {
+        self.place_excluding(state, job, None)
+    }
+
+    /// [`Placer::place`], never using the nodes whose entry in `excluded` (indexed by node) is true — for quotas
+    /// and reservations decided by the caller. Excluded nodes count as rejected by no filter in explanations.
+    pub fn place_excluding(&mut self, state: &ClusterState, job: &Job, excluded: Option<&[bool]>) -> Outcome {
         if self.uses_fgd {
             self.observe(job);
         }
@@ -210,7 +218,8 @@ impl Placer {
         let Some(class) = topo.class(&job.residency) else {
             return Err(refusal(job, &topo, format!("unknown residency class {:?}", job.residency)));
         };
-        let plan = self.plan(&topo, job, class);
+        let mut plan = self.plan(&topo, job, class);
+        plan.excluded = excluded.map(<[bool]>::to_vec);
         let mut counts = [0u32; Reason::ALL.len()];
         if job.replicas <= 1 {
             return match self.place_replica(state, job, &plan, 0, &mut counts) {
@@ -245,7 +254,7 @@ impl Placer {
         }
         let mut h = rustc_hash::FxHasher::default();
         job.name.hash(&mut h);
-        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash: h.finish() }
+        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash: h.finish(), excluded: None }
     }
 
     fn place_replica(
@@ -272,6 +281,9 @@ impl Placer {
         let mut feasible = 0u32;
         for &pool in &plan.pools {
             for &node in &topo.pool_nodes[pool as usize] {
+                if plan.excluded.as_ref().is_some_and(|x| x.get(node as usize).copied().unwrap_or(false)) {
+                    continue;
+                }
                 if let Err(reason) = check_node(state, node, &plan.needs) {
                     counts[reason as usize] += 1;
                     continue;

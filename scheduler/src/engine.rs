@@ -1,0 +1,534 @@
+//! The scheduling engine: jobs, queues and their lifecycle around the pure placement core. In-memory and
+//! deterministic; the service (gRPC, sled, liveness) drives it.
+//!
+//! **Lifecycle.** pending → placed → running → succeeded | failed | cancelled; *lost* when a node disappears,
+//! then pending again (requeued); *refused* at submit when no permitted pool could ever hold the job.
+//!
+//! **Order** of a scheduling cycle: priority (higher first), then fair share, then submission order (FIFO). Fair
+//! share is DRF — Dominant Resource Fairness (Ghodsi et al., NSDI'11): a queue's dominant share is the largest of
+//! its GPU, CPU and memory usage as fractions of the cluster, divided by the queue's weight; among equal
+//! priorities the queue with the smallest dominant share goes first, so shares converge to the weights.
+//!
+//! **Quotas**: a queue may cap the GPU milli it holds per pool; nodes of pools where a job would exceed its queue's
+//! quota are excluded for that job.
+//!
+//! **Gangs** are placed whole by the core or not at all; nothing here ever holds part of a gang.
+//!
+//! **Preemption** (of whole gangs only): when a job fits nowhere, running gangs of strictly lower priority are
+//! considered victims, lowest priority and most recent first; victims are released on a scratch copy of the state
+//! until the job fits, then any victim whose release turns out unnecessary is spared. If the job still does not fit
+//! with every candidate released, nothing is preempted. Preempted gangs go back to pending.
+//!
+//! **Backfill with a reservation**: the first job of a cycle that fits nowhere (and cannot preempt) gets a
+//! reservation — the nodes it would use if every running job of its priority or lower had finished. Later, lower-
+//! ranked jobs of the same cycle may start only on other nodes, so capacity freed on the reserved nodes accumulates
+//! for the waiting job instead of being taken by a stream of small ones (no starvation), while idle capacity
+//! elsewhere is still used (backfill).
+
+use sovra_domain::{ClusterConfig, GPU_MILLI, Job, PolicySpec, WorkloadShare};
+use sovra_placement::{ClusterState, Decision, Explanation, Placer};
+use std::collections::BTreeMap;
+
+/// A job's id: assigned at submit, increasing.
+pub type JobId = u64;
+
+/// Where a job is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in its queue.
+    Pending,
+    /// Resources assigned; not yet confirmed running.
+    Placed,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// A node it ran on disappeared (it is requeued).
+    Lost,
+    /// Refused at submit: no permitted pool could ever hold it.
+    Refused,
+}
+
+impl JobState {
+    /// Whether the job holds resources in this state.
+    pub fn holds_resources(self) -> bool {
+        matches!(self, JobState::Placed | JobState::Running)
+    }
+
+    /// Whether the job is finished for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Refused)
+    }
+}
+
+/// A job known to the engine.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// Id.
+    pub id: JobId,
+    /// Client request id (idempotent submit), if given.
+    pub request_id: Option<String>,
+    /// The job.
+    pub job: Job,
+    /// State.
+    pub state: JobState,
+    /// Submission order (FIFO within a priority).
+    pub seq: u64,
+    /// Where it runs, while it holds resources.
+    pub placement: Option<Decision>,
+    /// Why it is pending or was refused (the last explanation).
+    pub explanation: Option<Explanation>,
+    /// Times it was preempted.
+    pub preemptions: u32,
+    /// Times it was lost with a node.
+    pub losses: u32,
+}
+
+/// A queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSpec {
+    /// Name jobs refer to.
+    pub name: String,
+    /// Fair-share weight (≥ 1).
+    pub weight: u32,
+    /// GPU milli the queue may hold per pool; pools not listed are unlimited.
+    pub quota_milli: BTreeMap<String, u64>,
+}
+
+impl QueueSpec {
+    /// An unlimited queue of weight 1.
+    pub fn new(name: &str) -> QueueSpec {
+        QueueSpec { name: name.into(), weight: 1, quota_milli: BTreeMap::new() }
+    }
+}
+
+/// Why a submit was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    /// The job names a queue that does not exist.
+    #[error("unknown queue {queue:?}; the scheduler has [{known}]")]
+    UnknownQueue {
+        /// The queue named.
+        queue: String,
+        /// The queues that exist, comma-separated.
+        known: String,
+    },
+    /// No permitted pool could ever hold the job; it was recorded as refused.
+    #[error("job refused: {}", .explanation.summary)]
+    Refused {
+        /// The refused job's id.
+        id: JobId,
+        /// Why.
+        explanation: Box<Explanation>,
+    },
+}
+
+/// What a scheduling cycle did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum Event {
+    /// A job was placed.
+    Placed {
+        /// The job.
+        job: JobId,
+    },
+    /// A running gang was preempted (whole) to make room for another job.
+    Preempted {
+        /// The victim.
+        job: JobId,
+        /// The job it made room for.
+        by: JobId,
+    },
+    /// A job could not be placed this cycle and holds a reservation.
+    Reserved {
+        /// The job.
+        job: JobId,
+        /// Nodes reserved for it.
+        nodes: Vec<String>,
+    },
+}
+
+/// The engine.
+pub struct Engine {
+    state: ClusterState,
+    placer: Placer,
+    jobs: BTreeMap<JobId, JobRecord>,
+    queues: BTreeMap<String, QueueSpec>,
+    requests: BTreeMap<String, JobId>,
+    next_id: JobId,
+    next_seq: u64,
+    /// Cluster totals (GPU milli, CPU milli, memory MiB) for DRF.
+    totals: [f64; 3],
+}
+
+impl Engine {
+    /// An engine over a validated cluster, with its queues.
+    pub fn new(
+        cluster: &ClusterConfig,
+        queues: Vec<QueueSpec>,
+        policy: PolicySpec,
+        seed: u64,
+    ) -> Result<Engine, String> {
+        let state = ClusterState::from_config(cluster).map_err(|e| e.to_string())?;
+        let t = state.topology();
+        let totals = [
+            t.total_gpu_milli().max(1) as f64,
+            t.nodes.iter().map(|n| n.cpu_milli).sum::<u64>().max(1) as f64,
+            t.nodes.iter().map(|n| n.memory_mib).sum::<u64>().max(1) as f64,
+        ];
+        let workload: &[WorkloadShare] = &cluster.scheduling.fgd_target_workload;
+        Ok(Engine {
+            state,
+            placer: Placer::new(policy, seed).with_target_workload(workload),
+            jobs: BTreeMap::new(),
+            queues: queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
+            requests: BTreeMap::new(),
+            next_id: 1,
+            next_seq: 1,
+            totals,
+        })
+    }
+
+    /// The cluster state (what is in use).
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// A job.
+    pub fn job(&self, id: JobId) -> Option<&JobRecord> {
+        self.jobs.get(&id)
+    }
+
+    /// All jobs, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.jobs.values()
+    }
+
+    /// Submits a job. With a `request_id` seen before, returns the job submitted then (idempotent). A job that no
+    /// permitted pool could ever hold is recorded as refused and reported as an error with the explanation.
+    pub fn submit(&mut self, job: Job, request_id: Option<String>) -> Result<JobId, SubmitError> {
+        if let Some(id) = request_id.as_ref().and_then(|r| self.requests.get(r)) {
+            return Ok(*id);
+        }
+        if !self.queues.contains_key(&job.queue) {
+            let known = self.queues.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(SubmitError::UnknownQueue { queue: job.queue.clone(), known });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Refuse what could never fit: the core's explanation on an empty copy of the cluster says so.
+        let empty =
+            ClusterState::with_health(self.state.topology().clone(), vec![true; self.state.topology().devices.len()]);
+        let mut state = JobState::Pending;
+        let mut explanation = None;
+        if let Err(e) = self.placer.place(&empty, &job) {
+            if e.unresolvable {
+                state = JobState::Refused;
+                explanation = Some(e);
+            }
+        }
+        if let Some(r) = &request_id {
+            self.requests.insert(r.clone(), id);
+        }
+        let refused = explanation.clone();
+        self.jobs.insert(
+            id,
+            JobRecord { id, request_id, job, state, seq, placement: None, explanation, preemptions: 0, losses: 0 },
+        );
+        match refused {
+            Some(e) => Err(SubmitError::Refused { id, explanation: Box::new(e) }),
+            None => Ok(id),
+        }
+    }
+
+    fn release(&mut self, id: JobId) {
+        if let Some(rec) = self.jobs.get_mut(&id)
+            && let Some(d) = rec.placement.take()
+        {
+            self.state.release(&d);
+        }
+    }
+
+    /// Cancels a job; its resources are released. Unknown or final jobs are an error.
+    pub fn cancel(&mut self, id: JobId) -> Result<(), String> {
+        let state = self.jobs.get(&id).map(|r| r.state).ok_or_else(|| format!("no job {id}"))?;
+        if state.is_final() {
+            return Err(format!("job {id} is already {state:?}"));
+        }
+        self.release(id);
+        self.jobs.get_mut(&id).expect("checked above").state = JobState::Cancelled;
+        Ok(())
+    }
+
+    /// Confirms a placed job is running.
+    pub fn started(&mut self, id: JobId) -> Result<(), String> {
+        match self.jobs.get_mut(&id) {
+            Some(r) if r.state == JobState::Placed => {
+                r.state = JobState::Running;
+                Ok(())
+            }
+            Some(r) => Err(format!("job {id} is {:?}, not placed", r.state)),
+            None => Err(format!("no job {id}")),
+        }
+    }
+
+    /// A job finished; its resources are released.
+    pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), String> {
+        match self.jobs.get(&id).map(|r| r.state) {
+            Some(s) if s.holds_resources() => {
+                self.release(id);
+                self.jobs.get_mut(&id).expect("checked").state =
+                    if success { JobState::Succeeded } else { JobState::Failed };
+                Ok(())
+            }
+            Some(s) => Err(format!("job {id} is {s:?}, not running")),
+            None => Err(format!("no job {id}")),
+        }
+    }
+
+    /// A node disappeared (or stopped heartbeating): it receives no more work, and every job with a replica on it
+    /// is released whole, counted as lost and requeued. Returns the lost jobs.
+    pub fn node_lost(&mut self, node: &str) -> Vec<JobId> {
+        let Some(idx) = self.state.topology().node_index(node) else { return vec![] };
+        self.state.set_node_ready(idx, false);
+        let lost: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|r| r.placement.as_ref().is_some_and(|d| d.replicas.iter().any(|p| p.node == idx)))
+            .map(|r| r.id)
+            .collect();
+        for &id in &lost {
+            self.release(id);
+            let r = self.jobs.get_mut(&id).expect("listed above");
+            r.losses += 1;
+            r.state = JobState::Pending; // requeued: lost → pending
+        }
+        lost
+    }
+
+    /// A node is back: it may receive work again.
+    pub fn node_ready(&mut self, node: &str) {
+        if let Some(idx) = self.state.topology().node_index(node) {
+            self.state.set_node_ready(idx, true);
+        }
+    }
+
+    /// GPU milli a job holds or would hold per pool, from a decision.
+    fn milli_by_pool(d: &Decision) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in &d.replicas {
+            *m.entry(r.pool.clone()).or_default() += r.devices.iter().map(|a| u64::from(a.milli)).sum::<u64>();
+        }
+        m
+    }
+
+    /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
+    fn usage(&self) -> BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)> {
+        let mut u: BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)> = BTreeMap::new();
+        for r in self.jobs.values() {
+            let Some(d) = &r.placement else { continue };
+            let e = u.entry(r.job.queue.clone()).or_default();
+            for p in &d.replicas {
+                e.0[0] += p.devices.iter().map(|a| u64::from(a.milli)).sum::<u64>();
+                e.0[1] += p.cpu_milli;
+                e.0[2] += p.memory_mib;
+            }
+            for (pool, m) in Self::milli_by_pool(d) {
+                *e.1.entry(pool).or_default() += m;
+            }
+        }
+        u
+    }
+
+    /// DRF dominant share of a queue, divided by its weight.
+    fn dominant_share(&self, queue: &str, usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>) -> f64 {
+        let held = usage.get(queue).map(|u| u.0).unwrap_or_default();
+        let share = (0..3).map(|i| held[i] as f64 / self.totals[i]).fold(0.0, f64::max);
+        share / f64::from(self.queues.get(queue).map_or(1, |q| q.weight.max(1)))
+    }
+
+    /// Nodes excluded for a job by its queue's quotas: pools where one more replica would exceed the quota.
+    fn quota_mask(&self, job: &Job, usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>) -> Option<Vec<bool>> {
+        let q = self.queues.get(&job.queue)?;
+        if q.quota_milli.is_empty() {
+            return None;
+        }
+        let topo = self.state.topology();
+        let per_replica = u64::from(job.resources.gpus) * u64::from(job.resources.gpu_milli.min(GPU_MILLI));
+        let held = usage.get(&job.queue).map(|u| &u.1);
+        let mut mask = vec![false; topo.nodes.len()];
+        for (p, pool) in topo.pools.iter().enumerate() {
+            if let Some(&limit) = q.quota_milli.get(&pool.id) {
+                let used = held.and_then(|h| h.get(&pool.id)).copied().unwrap_or(0);
+                if used + per_replica > limit {
+                    for &n in &topo.pool_nodes[p] {
+                        mask[n as usize] = true;
+                    }
+                }
+            }
+        }
+        Some(mask)
+    }
+
+    /// Whether a decision keeps the job's queue within its quotas (a gang may put several replicas in one pool).
+    fn within_quota(
+        &self,
+        job: &Job,
+        d: &Decision,
+        usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>,
+    ) -> bool {
+        let Some(q) = self.queues.get(&job.queue) else { return true };
+        let held = usage.get(&job.queue).map(|u| &u.1);
+        Self::milli_by_pool(d).iter().all(|(pool, m)| match q.quota_milli.get(pool) {
+            Some(&limit) => held.and_then(|h| h.get(pool)).copied().unwrap_or(0) + m <= limit,
+            None => true,
+        })
+    }
+
+    /// One scheduling cycle over the pending jobs; returns what it did.
+    pub fn schedule(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut usage = self.usage();
+        let mut pending: Vec<JobId> =
+            self.jobs.values().filter(|r| r.state == JobState::Pending).map(|r| r.id).collect();
+        let mut reserved: Option<(i32, Vec<bool>)> = None;
+        // Each step takes the best pending job under the *current* usage, so fair shares move as jobs start
+        // within the cycle (O(pending²) per cycle).
+        while !pending.is_empty() {
+            let best = (0..pending.len())
+                .min_by(|&i, &j| {
+                    let (ra, rb) = (&self.jobs[&pending[i]], &self.jobs[&pending[j]]);
+                    rb.job
+                        .priority
+                        .cmp(&ra.job.priority)
+                        .then(
+                            self.dominant_share(&ra.job.queue, &usage)
+                                .total_cmp(&self.dominant_share(&rb.job.queue, &usage)),
+                        )
+                        .then(ra.seq.cmp(&rb.seq))
+                })
+                .expect("pending is not empty");
+            let id = pending.swap_remove(best);
+            let job = self.jobs[&id].job.clone();
+            let mut mask = self.quota_mask(&job, &usage);
+            // Honour a reservation made earlier in this cycle by a job of higher or equal rank.
+            if let Some((_, r)) = &reserved {
+                let m = mask.get_or_insert_with(|| vec![false; r.len()]);
+                for (x, &y) in m.iter_mut().zip(r) {
+                    *x |= y;
+                }
+            }
+            match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
+                Ok(d) if self.within_quota(&job, &d, &usage) => {
+                    self.state.apply(&d).expect("the core placed it on this state");
+                    let rec = self.jobs.get_mut(&id).expect("pending job exists");
+                    rec.placement = Some(d);
+                    rec.state = JobState::Placed;
+                    rec.explanation = None;
+                    usage = self.usage();
+                    events.push(Event::Placed { job: id });
+                }
+                outcome => {
+                    let explanation = outcome.err();
+                    if let Some(victims) = self.preemption_for(&job, mask.as_deref()) {
+                        for &v in &victims {
+                            self.release(v);
+                            let r = self.jobs.get_mut(&v).expect("victim exists");
+                            r.state = JobState::Pending;
+                            r.preemptions += 1;
+                            events.push(Event::Preempted { job: v, by: id });
+                        }
+                        let d = self
+                            .placer
+                            .place_excluding(&self.state, &job, mask.as_deref())
+                            .expect("preemption_for checked that the job fits after releasing the victims");
+                        self.state.apply(&d).expect("the core placed it on this state");
+                        let rec = self.jobs.get_mut(&id).expect("pending job exists");
+                        rec.placement = Some(d);
+                        rec.state = JobState::Placed;
+                        rec.explanation = None;
+                        usage = self.usage();
+                        events.push(Event::Placed { job: id });
+                        continue;
+                    }
+                    self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
+                    if reserved.is_none()
+                        && let Some(nodes) = self.reservation_for(&job)
+                    {
+                        let topo = self.state.topology();
+                        let names = nodes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| **r)
+                            .map(|(i, _)| topo.nodes[i].name.clone())
+                            .collect();
+                        events.push(Event::Reserved { job: id, nodes: names });
+                        reserved = Some((job.priority, nodes));
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Running gangs of lower priority whose release makes `job` fit: greedy release (lowest priority, most
+    /// recent first), then spare every victim not needed. `None` when no set of them makes it fit.
+    fn preemption_for(&mut self, job: &Job, mask: Option<&[bool]>) -> Option<Vec<JobId>> {
+        let mut candidates: Vec<&JobRecord> =
+            self.jobs.values().filter(|r| r.state.holds_resources() && r.job.priority < job.priority).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        candidates.sort_by(|a, b| a.job.priority.cmp(&b.job.priority).then(b.seq.cmp(&a.seq)));
+        let candidates: Vec<(JobId, Decision)> =
+            candidates.iter().map(|r| (r.id, r.placement.clone().expect("holds resources"))).collect();
+        let mut scratch = self.state.clone();
+        let mut chosen = Vec::new();
+        let mut fits = false;
+        for (id, d) in &candidates {
+            scratch.release(d);
+            chosen.push((*id, d.clone()));
+            if self.placer.place_excluding(&scratch, job, mask).is_ok() {
+                fits = true;
+                break;
+            }
+        }
+        if !fits {
+            return None;
+        }
+        // Spare victims whose release was not needed: put each back and keep it if the job still fits.
+        let mut needed = Vec::new();
+        for (id, d) in chosen.into_iter().rev() {
+            let mut trial = scratch.clone();
+            if trial.apply(&d).is_ok() && self.placer.place_excluding(&trial, job, mask).is_ok() {
+                scratch = trial;
+            } else {
+                needed.push(id);
+            }
+        }
+        needed.sort_unstable();
+        Some(needed)
+    }
+
+    /// The nodes `job` would use if every running job of its priority or lower had finished: its reservation.
+    fn reservation_for(&mut self, job: &Job) -> Option<Vec<bool>> {
+        let mut scratch = self.state.clone();
+        for r in self.jobs.values().filter(|r| r.state.holds_resources() && r.job.priority <= job.priority) {
+            if let Some(d) = &r.placement {
+                scratch.release(d);
+            }
+        }
+        let d = self.placer.place(&scratch, job).ok()?;
+        let mut mask = vec![false; self.state.topology().nodes.len()];
+        for r in &d.replicas {
+            mask[r.node as usize] = true;
+        }
+        Some(mask)
+    }
+}
