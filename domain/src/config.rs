@@ -97,6 +97,17 @@ pub struct WorkloadShare {
     pub weight: u32,
 }
 
+/// A queue jobs are charged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Name jobs refer to (`queue:`).
+    pub name: String,
+    /// Fair-share weight (≥ 1).
+    pub weight: u32,
+    /// GPU milli the queue may hold per pool (pool id → milli); pools not listed are unlimited.
+    pub quota_milli: BTreeMap<String, u64>,
+}
+
 /// A validated cluster: zones, pools, residency classes, nodes and scheduling settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -110,6 +121,8 @@ pub struct ClusterConfig {
     pub nodes: Vec<Node>,
     /// Scheduling settings.
     pub scheduling: SchedulingConfig,
+    /// Queues; when the file declares none, one queue `default` of weight 1 without quotas.
+    pub queues: Vec<QueueConfig>,
 }
 
 impl ClusterConfig {
@@ -266,6 +279,18 @@ struct RawCluster {
     nodes: Vec<RawNode>,
     #[serde(default)]
     scheduling: RawScheduling,
+    #[serde(default)]
+    queues: Vec<RawQueue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: String,
+    #[serde(default = "one")]
+    weight: i64,
+    #[serde(default)]
+    quota_milli: BTreeMap<String, i64>,
 }
 
 #[derive(Deserialize)]
@@ -831,12 +856,37 @@ impl RawCluster {
                 }
             })
             .collect();
+        unique(v, "queue", self.queues.iter().enumerate().map(|(i, q)| (format!("queues[{i}].name"), q.name.as_str())));
+        let mut queues: Vec<QueueConfig> = self
+            .queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let p = format!("queues[{i}].");
+                let weight = v.at_least(&format!("{p}weight"), q.weight, 1).min(1_000_000) as u32;
+                let mut quota_milli = BTreeMap::new();
+                for (pool, milli) in q.quota_milli {
+                    if !pool_ids.contains(&pool) {
+                        v.problem(
+                            &format!("{p}quota_milli.{pool}"),
+                            format!("unknown pool {pool:?}; declared pools are [{}]", join(&pool_ids)),
+                        );
+                    }
+                    quota_milli.insert(pool.clone(), v.at_least(&format!("{p}quota_milli.{pool}"), milli, 0));
+                }
+                QueueConfig { name: q.name, weight, quota_milli }
+            })
+            .collect();
+        if queues.is_empty() {
+            queues.push(QueueConfig { name: "default".into(), weight: 1, quota_milli: BTreeMap::new() });
+        }
         ClusterConfig {
             zones: self.zones,
             pools: self.pools,
             residency_classes,
             nodes,
             scheduling: SchedulingConfig { policy, fgd_target_workload },
+            queues,
         }
     }
 }

@@ -11,8 +11,8 @@ pub mod policy;
 pub mod zone;
 
 pub use config::{
-    ClusterConfig, ConfigError, JobSpec, Problem, SchedulingConfig, WorkloadShare, jobs_from_yaml, load_jobs,
-    parse_yaml_file,
+    ClusterConfig, ConfigError, JobSpec, Problem, QueueConfig, SchedulingConfig, WorkloadShare, jobs_from_yaml,
+    load_jobs, parse_yaml_file,
 };
 pub use job::{Job, JobKind, NvlinkWish, Resources};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};

@@ -122,7 +122,7 @@ fn nvml_child() {
         pools: vec![Pool { id: "train".into(), zone: "z".into(), purpose: Purpose::Training }],
         residency_classes: vec![ResidencyClass { name: "any".into(), ..Default::default() }],
         nodes: vec![node],
-        scheduling: Default::default(),
+        ..Default::default()
     };
     let state = ClusterState::from_config(&cfg).unwrap();
     let job = |gpus: u32| Job {

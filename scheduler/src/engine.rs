@@ -193,6 +193,43 @@ impl Engine {
         })
     }
 
+    /// Rebuilds an engine from persisted records (a restart): placements of jobs that held resources are
+    /// re-applied — all replicas or none — and a job whose placement no longer fits the configuration (nodes
+    /// removed or changed) is requeued. Ids, submission order and request ids continue where they were.
+    pub fn restore(
+        cluster: &ClusterConfig,
+        queues: Vec<QueueSpec>,
+        policy: PolicySpec,
+        seed: u64,
+        records: Vec<JobRecord>,
+    ) -> Result<(Engine, Vec<JobId>), String> {
+        let mut e = Engine::new(cluster, queues, policy, seed)?;
+        let mut requeued = Vec::new();
+        for mut r in records {
+            e.next_id = e.next_id.max(r.id + 1);
+            e.next_seq = e.next_seq.max(r.seq + 1);
+            if let Some(req) = &r.request_id {
+                e.requests.insert(req.clone(), r.id);
+            }
+            if r.state.holds_resources() {
+                let fits = r.placement.as_ref().is_some_and(|d| {
+                    let names_match =
+                        d.replicas.iter().all(|p| e.state.topology().node_index(&p.node_name) == Some(p.node));
+                    names_match && e.state.apply(d).is_ok()
+                });
+                if !fits {
+                    r.placement = None;
+                    r.state = JobState::Pending;
+                    requeued.push(r.id);
+                }
+            } else {
+                r.placement = None;
+            }
+            e.jobs.insert(r.id, r);
+        }
+        Ok((e, requeued))
+    }
+
     /// The cluster state (what is in use).
     pub fn state(&self) -> &ClusterState {
         &self.state

@@ -282,7 +282,7 @@ pub fn cluster_of(nodes: &[TraceNode]) -> ClusterConfig {
                     .collect(),
             })
             .collect(),
-        scheduling: Default::default(),
+        ..Default::default()
     }
 }
 

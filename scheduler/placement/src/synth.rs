@@ -81,7 +81,7 @@ pub fn cluster(nodes: usize, seed: u64) -> ClusterConfig {
             }
         })
         .collect();
-    ClusterConfig { zones, pools, residency_classes, nodes, scheduling: Default::default() }
+    ClusterConfig { zones, pools, residency_classes, nodes, ..Default::default() }
 }
 
 /// The residency classes of synthetic clusters: `eu-any`, `eu-restricted` (EU jurisdiction, EU-owned operator),
