@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod model_cmd;
 mod plot;
+mod remote;
 mod replay_cmd;
 mod simulate;
 
@@ -133,6 +134,72 @@ enum Command {
         #[command(subcommand)]
         command: model_cmd::ModelCommand,
     },
+    /// Submit a job file to the scheduler (`sovra-scheduler serve`); prints where it runs or why it waits.
+    Submit {
+        /// Job file (one job).
+        file: PathBuf,
+        /// Client request id: retrying with the same id never submits twice.
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List the scheduler's jobs.
+    Jobs {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this state (pending, placed, running, succeeded, failed, cancelled, refused).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show one job; with --explain, why it is pending (per-filter node counts and reasons).
+    Job {
+        /// Job id.
+        id: u64,
+        /// Show the per-filter explanation.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Cancel a job (its GPUs are released).
+    Cancel {
+        /// Job id.
+        id: u64,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The scheduler's nodes: pool, zone, readiness, GPU use.
+    Nodes {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The scheduler's pools: zone, purpose, capacity and use.
+    Pools {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -181,6 +248,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
         Command::Validate { config, job } => validate(config, job),
+        Command::Submit { file, request_id, remote, output } => {
+            remote::run(remote, remote::Action::Submit { file, request_id }, output)
+        }
+        Command::Jobs { queue, state, remote, output } => {
+            remote::run(remote, remote::Action::Jobs { queue, state }, output)
+        }
+        Command::Job { id, explain, remote, output } => {
+            remote::run(remote, remote::Action::Job { id, explain }, output)
+        }
+        Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
+        Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
+        Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::Model { command } => model_cmd::run(command),
         Command::Replay { scenario, policy, seed, out, output } => {
             replay_cmd::run_replay(scenario, policy, seed, out, output)

@@ -264,11 +264,11 @@ impl Engine {
             ClusterState::with_health(self.state.topology().clone(), vec![true; self.state.topology().devices.len()]);
         let mut state = JobState::Pending;
         let mut explanation = None;
-        if let Err(e) = self.placer.place(&empty, &job) {
-            if e.unresolvable {
-                state = JobState::Refused;
-                explanation = Some(e);
-            }
+        if let Err(e) = self.placer.place(&empty, &job)
+            && e.unresolvable
+        {
+            state = JobState::Refused;
+            explanation = Some(e);
         }
         if let Some(r) = &request_id {
             self.requests.insert(r.clone(), id);
