@@ -373,3 +373,26 @@ fn empty_files_and_many_files_hash_in_parallel() {
     assert_eq!(one, many);
     assert_eq!(one.0.resources[0].digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
+
+/// Key files in the other forms `openssl` writes: a compressed public point, PKCS#8, an `EC PARAMETERS` block and
+/// a `-text` dump around the key. All give the same key and hint as the vectors.
+#[test]
+fn other_key_encodings() {
+    const COMPRESSED: &str = "-----BEGIN PUBLIC KEY-----\nMDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgAD3GgKw/+NPhgzRPe6BhMdWOko+fNI\nvGFg9fTtR17jRmc=\n-----END PUBLIC KEY-----\n";
+    assert_eq!(PublicKey::from_pem(COMPRESSED).unwrap().hint(), HINT);
+    const PKCS8_P384: &str = "-----BEGIN PRIVATE KEY-----\nMIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDCt/1sxFr9lw56+BZ5Z\nV2cxn6cAdxZw99IQ5RMG1qkTwid+TkqYUKBIN6Yhv/nNGnahZANiAAR+CdjqL8gV\nMh3Tcug7WPlt4zTI3qi6IouKG8SjkCAxw4CZwv4LwgIO1oSPUkpxwxV46tlHjD8J\nIqlGVp314yEMuiPikn/w41gbiH/K/vFjMfm1EsTsH70s4R7iPHZIfiw=\n-----END PRIVATE KEY-----\n";
+    let p384 = SigningKey::from_pem(PKCS8_P384).unwrap();
+    assert_eq!(p384.public_key().to_pem().as_bytes(), read("p384/key.pub.pem"));
+    const WITH_TEXT: &str = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\nPrivate-Key: (256 bit)\npriv:\n    1b:76:51:c9:d5:0d:c4:24:1a:e5:ac:d3:73:d0:2f:\n    47:77:a0:49:fd:49:93:1f:8c:9d:14:6e:5d:b3:4e:\n    7c:29\npub:\n    04:dc:68:0a:c3:ff:8d:3e:18:33:44:f7:ba:06:13:\n    1d:58:e9:28:f9:f3:48:bc:61:60:f5:f4:ed:47:5e:\n    e3:46:67:80:06:70:c9:87:38:11:fa:30:ee:f6:a0:\n    bf:c6:47:5e:00:7e:50:ee:1c:80:a4:44:59:83:c0:\n    38:e9:2d:b0:15\nASN1 OID: prime256v1\nNIST CURVE: P-256\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBt2UcnVDcQkGuWs03PQL0d3oEn9SZMfjJ0Ubl2zTnwpoAoGCCqGSM49\nAwEHoUQDQgAE3GgKw/+NPhgzRPe6BhMdWOko+fNIvGFg9fTtR17jRmeABnDJhzgR\n+jDu9qC/xkdeAH5Q7hyApERZg8A46S2wFQ==\n-----END EC PRIVATE KEY-----\n";
+    let p256 = SigningKey::from_pem(WITH_TEXT).unwrap();
+    assert_eq!(p256.public_key().hint(), HINT);
+    // A signature made with the re-encoded key verifies with the vector's public key.
+    let key = PublicKey::from_pem_file(&data("key.pub.pem")).unwrap();
+    assert!(key.verify(b"message", &p256.sign(b"message").unwrap()));
+    assert!(
+        SigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
+            .unwrap_err()
+            .contains("encrypted")
+    );
+    assert!(PublicKey::from_pem("not a key").unwrap_err().contains("PUBLIC KEY"));
+}
