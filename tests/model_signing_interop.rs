@@ -200,3 +200,28 @@ fn sovra_model_verify_exit_codes() {
     let o = verify(&data("model.sig"), "key.pem", false);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 }
+
+/// `sovra model sign` JSON output, and exit 2 with nothing written for a symbolic link leaving the model.
+#[cfg(unix)]
+#[test]
+fn sovra_model_sign_json_and_bad_input() {
+    let s = Scratch::new("sign-json");
+    let o = sovra(
+        &s.0,
+        &["model", "sign", "model", "-o", "json", "--signature", "out.sig", "--private-key"],
+        &data("key.pem"),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["curve"].as_str(), v["files"].as_u64()),
+        (Some("signed"), Some("P-256"), Some(6))
+    );
+    std::fs::write(s.0.join("outside.txt"), b"x").unwrap();
+    std::os::unix::fs::symlink("../outside.txt", s.model().join("link")).unwrap();
+    let args = ["model", "sign", "model", "--allow-symlinks", "--signature", "bad.sig", "--private-key"];
+    let o = sovra(&s.0, &args, &data("key.pem"));
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("leads outside the model directory"), "{}", show(&o));
+    assert!(!s.0.join("bad.sig").exists());
+}

@@ -193,7 +193,7 @@ pub fn hash_model(model: &Path, config: &HashConfig) -> Result<(Manifest, u64)> 
             for f in files {
                 let mut start = 0;
                 while start < f.size {
-                    let end = (start + shard_size).min(f.size);
+                    let end = start.saturating_add(shard_size).min(f.size);
                     tasks.push(Task {
                         name: format!("{}:{start}:{end}", f.name),
                         path: f.path.clone(),
