@@ -163,6 +163,38 @@ pub struct Engine {
     next_seq: u64,
     /// Cluster totals (GPU milli, CPU milli, memory MiB) for DRF.
     totals: [f64; 3],
+    /// The cluster with nothing in use, for "could it ever fit?" at submit.
+    empty: ClusterState,
+    /// Submit verdicts per job shape: the refusal explanation, or `None` when it can fit some day. Only the
+    /// topology (fixed for an engine) and the shape decide it.
+    verdicts: BTreeMap<String, Option<Explanation>>,
+    /// Something was released since the last full cycle: the next cycle must look at every pending job.
+    dirty: bool,
+    /// Jobs submitted since the last cycle (never tried yet).
+    untried: Vec<JobId>,
+    /// The reservation standing since the last cycle: (job, priority, submission, reserved nodes).
+    reservation: Option<(JobId, i32, u64, Vec<bool>)>,
+}
+
+/// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
+type Usage = BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>;
+
+/// What decides whether a job fits (its name and queue do not): equal keys fit or fail alike.
+fn shape_key(job: &Job) -> String {
+    serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
+}
+
+/// Adds (or, with `sign` < 0, removes) a decision's takings to its queue's usage.
+fn account(usage: &mut Usage, queue: &str, d: &Decision, sign: i64) {
+    let e = usage.entry(queue.to_string()).or_default();
+    let apply = |x: &mut u64, v: u64| *x = if sign > 0 { *x + v } else { x.saturating_sub(v) };
+    for p in &d.replicas {
+        let milli: u64 = p.devices.iter().map(|a| u64::from(a.milli)).sum();
+        apply(&mut e.0[0], milli);
+        apply(&mut e.0[1], p.cpu_milli);
+        apply(&mut e.0[2], p.memory_mib);
+        apply(e.1.entry(p.pool.clone()).or_default(), milli);
+    }
 }
 
 impl Engine {
@@ -181,7 +213,13 @@ impl Engine {
             t.nodes.iter().map(|n| n.memory_mib).sum::<u64>().max(1) as f64,
         ];
         let workload: &[WorkloadShare] = &cluster.scheduling.fgd_target_workload;
+        let empty = ClusterState::with_health(state.topology().clone(), vec![true; state.topology().devices.len()]);
         Ok(Engine {
+            empty,
+            verdicts: BTreeMap::new(),
+            dirty: true,
+            untried: Vec::new(),
+            reservation: None,
             state,
             placer: Placer::new(policy, seed).with_target_workload(workload),
             jobs: BTreeMap::new(),
@@ -259,21 +297,30 @@ impl Engine {
         self.next_id += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        // Refuse what could never fit: the core's explanation on an empty copy of the cluster says so.
-        let empty =
-            ClusterState::with_health(self.state.topology().clone(), vec![true; self.state.topology().devices.len()]);
-        let mut state = JobState::Pending;
-        let mut explanation = None;
-        if let Err(e) = self.placer.place(&empty, &job)
-            && e.unresolvable
-        {
-            state = JobState::Refused;
-            explanation = Some(e);
-        }
+        // Refuse what could never fit: the core's explanation on the empty cluster says so (cached per shape).
+        let key = shape_key(&job);
+        let verdict = match self.verdicts.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.placer.place(&self.empty, &job).err().filter(|e| e.unresolvable);
+                self.verdicts.insert(key, v.clone());
+                v
+            }
+        };
+        let (state, explanation) = match verdict {
+            Some(mut e) => {
+                e.job = job.name.clone();
+                (JobState::Refused, Some(e))
+            }
+            None => (JobState::Pending, None),
+        };
         if let Some(r) = &request_id {
             self.requests.insert(r.clone(), id);
         }
         let refused = explanation.clone();
+        if state == JobState::Pending {
+            self.untried.push(id);
+        }
         self.jobs.insert(
             id,
             JobRecord { id, request_id, job, state, seq, placement: None, explanation, preemptions: 0, losses: 0 },
@@ -289,6 +336,7 @@ impl Engine {
             && let Some(d) = rec.placement.take()
         {
             self.state.release(&d);
+            self.dirty = true;
         }
     }
 
@@ -353,6 +401,7 @@ impl Engine {
     pub fn node_ready(&mut self, node: &str) {
         if let Some(idx) = self.state.topology().node_index(node) {
             self.state.set_node_ready(idx, true);
+            self.dirty = true;
         }
     }
 
@@ -366,32 +415,25 @@ impl Engine {
     }
 
     /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
-    fn usage(&self) -> BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)> {
-        let mut u: BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)> = BTreeMap::new();
+    fn usage(&self) -> Usage {
+        let mut u = Usage::new();
         for r in self.jobs.values() {
-            let Some(d) = &r.placement else { continue };
-            let e = u.entry(r.job.queue.clone()).or_default();
-            for p in &d.replicas {
-                e.0[0] += p.devices.iter().map(|a| u64::from(a.milli)).sum::<u64>();
-                e.0[1] += p.cpu_milli;
-                e.0[2] += p.memory_mib;
-            }
-            for (pool, m) in Self::milli_by_pool(d) {
-                *e.1.entry(pool).or_default() += m;
+            if let Some(d) = &r.placement {
+                account(&mut u, &r.job.queue, d, 1);
             }
         }
         u
     }
 
     /// DRF dominant share of a queue, divided by its weight.
-    fn dominant_share(&self, queue: &str, usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>) -> f64 {
+    fn dominant_share(&self, queue: &str, usage: &Usage) -> f64 {
         let held = usage.get(queue).map(|u| u.0).unwrap_or_default();
         let share = (0..3).map(|i| held[i] as f64 / self.totals[i]).fold(0.0, f64::max);
         share / f64::from(self.queues.get(queue).map_or(1, |q| q.weight.max(1)))
     }
 
     /// Nodes excluded for a job by its queue's quotas: pools where one more replica would exceed the quota.
-    fn quota_mask(&self, job: &Job, usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>) -> Option<Vec<bool>> {
+    fn quota_mask(&self, job: &Job, usage: &Usage) -> Option<Vec<bool>> {
         let q = self.queues.get(&job.queue)?;
         if q.quota_milli.is_empty() {
             return None;
@@ -414,12 +456,7 @@ impl Engine {
     }
 
     /// Whether a decision keeps the job's queue within its quotas (a gang may put several replicas in one pool).
-    fn within_quota(
-        &self,
-        job: &Job,
-        d: &Decision,
-        usage: &BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>,
-    ) -> bool {
+    fn within_quota(&self, job: &Job, d: &Decision, usage: &Usage) -> bool {
         let Some(q) = self.queues.get(&job.queue) else { return true };
         let held = usage.get(&job.queue).map(|u| &u.1);
         Self::milli_by_pool(d).iter().all(|(pool, m)| match q.quota_milli.get(pool) {
@@ -428,31 +465,55 @@ impl Engine {
         })
     }
 
-    /// One scheduling cycle over the pending jobs; returns what it did.
+    /// One scheduling cycle; returns what it did.
+    ///
+    /// When nothing was released since the last cycle, every job that was pending then would fail again (the
+    /// cluster only got fuller), so only the jobs submitted since are tried, in rank order, under the standing
+    /// reservation — unless they outrank the job holding it. Otherwise a full cycle runs:
+    ///
+    /// Each step takes the best pending job under the *current* usage — the head of one queue's list (sorted by
+    /// priority, then submission), choosing between queues by priority, then DRF share, then submission — so
+    /// fair shares move as jobs start within the cycle. A job whose shape already failed in this cycle (same
+    /// queue, same requirements) is not tried again until a preemption frees something.
     pub fn schedule(&mut self) -> Vec<Event> {
+        if !self.dirty {
+            return self.schedule_new();
+        }
+        self.dirty = false;
+        self.untried.clear();
+        self.reservation = None;
         let mut events = Vec::new();
         let mut usage = self.usage();
-        let mut pending: Vec<JobId> =
-            self.jobs.values().filter(|r| r.state == JobState::Pending).map(|r| r.id).collect();
+        let mut pending: Vec<&JobRecord> = self.jobs.values().filter(|r| r.state == JobState::Pending).collect();
+        pending.sort_by(|a, b| b.job.priority.cmp(&a.job.priority).then(a.seq.cmp(&b.seq)));
+        let mut queues: BTreeMap<String, std::collections::VecDeque<JobId>> = BTreeMap::new();
+        for r in pending {
+            queues.entry(r.job.queue.clone()).or_default().push_back(r.id);
+        }
         let mut reserved: Option<(i32, Vec<bool>)> = None;
-        // Each step takes the best pending job under the *current* usage, so fair shares move as jobs start
-        // within the cycle (O(pending²) per cycle).
-        while !pending.is_empty() {
-            let best = (0..pending.len())
-                .min_by(|&i, &j| {
-                    let (ra, rb) = (&self.jobs[&pending[i]], &self.jobs[&pending[j]]);
+        let mut failed: BTreeMap<(String, String), Option<Explanation>> = BTreeMap::new();
+        loop {
+            let Some(queue) = queues
+                .iter()
+                .filter_map(|(q, ids)| ids.front().map(|id| (q, &self.jobs[id])))
+                .min_by(|(qa, ra), (qb, rb)| {
                     rb.job
                         .priority
                         .cmp(&ra.job.priority)
-                        .then(
-                            self.dominant_share(&ra.job.queue, &usage)
-                                .total_cmp(&self.dominant_share(&rb.job.queue, &usage)),
-                        )
+                        .then(self.dominant_share(qa, &usage).total_cmp(&self.dominant_share(qb, &usage)))
                         .then(ra.seq.cmp(&rb.seq))
                 })
-                .expect("pending is not empty");
-            let id = pending.swap_remove(best);
+                .map(|(q, _)| q.clone())
+            else {
+                break;
+            };
+            let id = queues.get_mut(&queue).and_then(|ids| ids.pop_front()).expect("the chosen queue has a head");
             let job = self.jobs[&id].job.clone();
+            let key = (job.queue.clone(), shape_key(&job));
+            if let Some(why) = failed.get(&key) {
+                self.jobs.get_mut(&id).expect("pending job exists").explanation = why.clone();
+                continue;
+            }
             let mut mask = self.quota_mask(&job, &usage);
             // Honour a reservation made earlier in this cycle by a job of higher or equal rank.
             if let Some((_, r)) = &reserved {
@@ -464,36 +525,42 @@ impl Engine {
             match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
                 Ok(d) if self.within_quota(&job, &d, &usage) => {
                     self.state.apply(&d).expect("the core placed it on this state");
+                    account(&mut usage, &job.queue, &d, 1);
                     let rec = self.jobs.get_mut(&id).expect("pending job exists");
                     rec.placement = Some(d);
                     rec.state = JobState::Placed;
                     rec.explanation = None;
-                    usage = self.usage();
                     events.push(Event::Placed { job: id });
                 }
                 outcome => {
                     let explanation = outcome.err();
                     if let Some(victims) = self.preemption_for(&job, mask.as_deref()) {
                         for &v in &victims {
+                            if let Some(d) = self.jobs[&v].placement.clone() {
+                                account(&mut usage, &self.jobs[&v].job.queue.clone(), &d, -1);
+                            }
                             self.release(v);
                             let r = self.jobs.get_mut(&v).expect("victim exists");
                             r.state = JobState::Pending;
                             r.preemptions += 1;
                             events.push(Event::Preempted { job: v, by: id });
                         }
+                        // Something was freed: shapes that failed may fit now.
+                        failed.clear();
                         let d = self
                             .placer
                             .place_excluding(&self.state, &job, mask.as_deref())
                             .expect("preemption_for checked that the job fits after releasing the victims");
                         self.state.apply(&d).expect("the core placed it on this state");
+                        account(&mut usage, &job.queue, &d, 1);
                         let rec = self.jobs.get_mut(&id).expect("pending job exists");
                         rec.placement = Some(d);
                         rec.state = JobState::Placed;
                         rec.explanation = None;
-                        usage = self.usage();
                         events.push(Event::Placed { job: id });
                         continue;
                     }
+                    failed.insert(key, explanation.clone());
                     self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
                     if reserved.is_none()
                         && let Some(nodes) = self.reservation_for(&job)
@@ -506,7 +573,74 @@ impl Engine {
                             .map(|(i, _)| topo.nodes[i].name.clone())
                             .collect();
                         events.push(Event::Reserved { job: id, nodes: names });
+                        self.reservation = Some((id, job.priority, self.jobs[&id].seq, nodes.clone()));
                         reserved = Some((job.priority, nodes));
+                        // A reservation changes what later jobs may use: failures seen so far still hold.
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// The incremental cycle: only jobs submitted since the last cycle (see [`Engine::schedule`]).
+    fn schedule_new(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut ids = std::mem::take(&mut self.untried);
+        ids.retain(|id| self.jobs.get(id).is_some_and(|r| r.state == JobState::Pending));
+        ids.sort_by(|a, b| {
+            let (ra, rb) = (&self.jobs[a], &self.jobs[b]);
+            rb.job.priority.cmp(&ra.job.priority).then(ra.seq.cmp(&rb.seq))
+        });
+        let mut usage = self.usage();
+        for id in ids {
+            let job = self.jobs[&id].job.clone();
+            let seq = self.jobs[&id].seq;
+            let outranks = |r: &Option<(JobId, i32, u64, Vec<bool>)>| {
+                r.as_ref()
+                    .is_none_or(|(_, p, s, _)| (job.priority, std::cmp::Reverse(seq)) > (*p, std::cmp::Reverse(*s)))
+            };
+            let mut mask = self.quota_mask(&job, &usage);
+            if !outranks(&self.reservation)
+                && let Some((_, _, _, r)) = &self.reservation
+            {
+                let m = mask.get_or_insert_with(|| vec![false; r.len()]);
+                for (x, &y) in m.iter_mut().zip(r) {
+                    *x |= y;
+                }
+            }
+            match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
+                Ok(d) if self.within_quota(&job, &d, &usage) => {
+                    self.state.apply(&d).expect("the core placed it on this state");
+                    account(&mut usage, &job.queue, &d, 1);
+                    let rec = self.jobs.get_mut(&id).expect("pending job exists");
+                    rec.placement = Some(d);
+                    rec.state = JobState::Placed;
+                    rec.explanation = None;
+                    events.push(Event::Placed { job: id });
+                }
+                outcome => {
+                    if self.preemption_for(&job, mask.as_deref()).is_some() {
+                        // Preemption reshuffles what runs: let a full cycle decide, in rank order.
+                        self.dirty = true;
+                        self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
+                        let mut rest = self.schedule();
+                        events.append(&mut rest);
+                        return events;
+                    }
+                    self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
+                    if outranks(&self.reservation)
+                        && let Some(nodes) = self.reservation_for(&job)
+                    {
+                        let topo = self.state.topology();
+                        let names = nodes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| **r)
+                            .map(|(i, _)| topo.nodes[i].name.clone())
+                            .collect();
+                        events.push(Event::Reserved { job: id, nodes: names });
+                        self.reservation = Some((id, job.priority, seq, nodes));
                     }
                 }
             }

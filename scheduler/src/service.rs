@@ -25,12 +25,18 @@ pub struct Scheduler {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// The cluster's queues; a cluster without any (e.g. built in code) gets one `default` queue, as a cluster file
+/// without a `queues:` section does.
 fn queues_of(cluster: &ClusterConfig) -> Vec<QueueSpec> {
-    cluster
+    let mut queues: Vec<QueueSpec> = cluster
         .queues
         .iter()
         .map(|q| QueueSpec { name: q.name.clone(), weight: q.weight, quota_milli: q.quota_milli.clone() })
-        .collect()
+        .collect();
+    if queues.is_empty() {
+        queues.push(QueueSpec::new("default"));
+    }
+    queues
 }
 
 impl Scheduler {
