@@ -492,21 +492,18 @@ impl Engine {
         }
         let mut reserved: Option<(i32, Vec<bool>)> = None;
         let mut failed: BTreeMap<(String, String), Option<Explanation>> = BTreeMap::new();
-        loop {
-            let Some(queue) = queues
-                .iter()
-                .filter_map(|(q, ids)| ids.front().map(|id| (q, &self.jobs[id])))
-                .min_by(|(qa, ra), (qb, rb)| {
-                    rb.job
-                        .priority
-                        .cmp(&ra.job.priority)
-                        .then(self.dominant_share(qa, &usage).total_cmp(&self.dominant_share(qb, &usage)))
-                        .then(ra.seq.cmp(&rb.seq))
-                })
-                .map(|(q, _)| q.clone())
-            else {
-                break;
-            };
+        while let Some(queue) = queues
+            .iter()
+            .filter_map(|(q, ids)| ids.front().map(|id| (q, &self.jobs[id])))
+            .min_by(|(qa, ra), (qb, rb)| {
+                rb.job
+                    .priority
+                    .cmp(&ra.job.priority)
+                    .then(self.dominant_share(qa, &usage).total_cmp(&self.dominant_share(qb, &usage)))
+                    .then(ra.seq.cmp(&rb.seq))
+            })
+            .map(|(q, _)| q.clone())
+        {
             let id = queues.get_mut(&queue).and_then(|ids| ids.pop_front()).expect("the chosen queue has a head");
             let job = self.jobs[&id].job.clone();
             let key = (job.queue.clone(), shape_key(&job));
