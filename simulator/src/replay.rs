@@ -218,9 +218,20 @@ impl Scenario {
                 location: None,
             }],
         })?;
-        let raw: RawScenario = parse_yaml_file(&file, &text)?;
-        let cluster_path = path.parent().unwrap_or(Path::new(".")).join(&raw.cluster);
-        let cluster = ClusterConfig::load(&cluster_path)?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Scenario::parse(&file, &text, |name| ClusterConfig::load(&dir.join(name)))
+    }
+
+    /// Parses and validates scenario `text` (`file` names it in errors); `cluster` loads the cluster file the
+    /// scenario names (the fuzz target hands in a fixed cluster).
+    pub fn parse(
+        file: &str,
+        text: &str,
+        cluster: impl FnOnce(&str) -> Result<ClusterConfig, ConfigError>,
+    ) -> Result<Scenario, ConfigError> {
+        let file = file.to_string();
+        let raw: RawScenario = parse_yaml_file(&file, text)?;
+        let cluster = cluster(&raw.cluster)?;
         let mut problems = Vec::new();
         let mut problem = |field: String, message: String| problems.push(Problem { field, message, location: None });
         let positive = |x: f64| x.is_finite() && x > 0.0;
@@ -340,7 +351,7 @@ impl Scenario {
             return Err(ConfigError { file, problems });
         }
         Ok(Scenario {
-            file: path.to_path_buf(),
+            file: PathBuf::from(&file),
             cluster,
             seed: raw.seed.unwrap_or(42),
             horizon_s: raw.horizon_hours * 3600.0,
