@@ -15,13 +15,15 @@ use sovra_node_daemon::{BackendState, HealthPolicy, to_domain_node};
 use sovra_placement::{ClusterState, Placer};
 use std::path::{Path, PathBuf};
 
-/// The test NVML library cargo built next to this test binary.
+/// The test NVML library cargo built as a dev-dependency: next to this test binary (`target/debug/deps/`), or
+/// one level up when it was also built on its own.
 fn testlib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libsovra_nvml_testlib.so");
-    assert!(lib.exists(), "{} missing: it is built as a dev-dependency", lib.display());
-    lib
+    let deps = exe.parent().unwrap();
+    let candidates = [deps.join("libsovra_nvml_testlib.so"), deps.parent().unwrap().join("libsovra_nvml_testlib.so")];
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+        panic!("libsovra_nvml_testlib.so is missing from {} (it is built as a dev-dependency)", deps.display())
+    })
 }
 
 #[test]
