@@ -184,6 +184,14 @@ fn shape_key(job: &Job) -> String {
     serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
 }
 
+/// Adds the nodes of `reserved` to an exclusion mask (creating it if there is none).
+fn exclude(mask: &mut Option<Vec<bool>>, reserved: &[bool]) {
+    let m = mask.get_or_insert_with(|| vec![false; reserved.len()]);
+    for (x, &y) in m.iter_mut().zip(reserved) {
+        *x |= y;
+    }
+}
+
 /// Adds (or, with `sign` < 0, removes) a decision's takings to its queue's usage.
 fn account(usage: &mut Usage, queue: &str, d: &Decision, sign: i64) {
     let e = usage.entry(queue.to_string()).or_default();
@@ -514,20 +522,11 @@ impl Engine {
             let mut mask = self.quota_mask(&job, &usage);
             // Honour a reservation made earlier in this cycle by a job of higher or equal rank.
             if let Some((_, r)) = &reserved {
-                let m = mask.get_or_insert_with(|| vec![false; r.len()]);
-                for (x, &y) in m.iter_mut().zip(r) {
-                    *x |= y;
-                }
+                exclude(&mut mask, r);
             }
             match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
                 Ok(d) if self.within_quota(&job, &d, &usage) => {
-                    self.state.apply(&d).expect("the core placed it on this state");
-                    account(&mut usage, &job.queue, &d, 1);
-                    let rec = self.jobs.get_mut(&id).expect("pending job exists");
-                    rec.placement = Some(d);
-                    rec.state = JobState::Placed;
-                    rec.explanation = None;
-                    events.push(Event::Placed { job: id });
+                    self.start(id, d, &mut usage, &mut events);
                 }
                 outcome => {
                     let explanation = outcome.err();
@@ -548,13 +547,7 @@ impl Engine {
                             .placer
                             .place_excluding(&self.state, &job, mask.as_deref())
                             .expect("preemption_for checked that the job fits after releasing the victims");
-                        self.state.apply(&d).expect("the core placed it on this state");
-                        account(&mut usage, &job.queue, &d, 1);
-                        let rec = self.jobs.get_mut(&id).expect("pending job exists");
-                        rec.placement = Some(d);
-                        rec.state = JobState::Placed;
-                        rec.explanation = None;
-                        events.push(Event::Placed { job: id });
+                        self.start(id, d, &mut usage, &mut events);
                         continue;
                     }
                     failed.insert(key, explanation.clone());
@@ -601,20 +594,11 @@ impl Engine {
             if !outranks(&self.reservation)
                 && let Some((_, _, _, r)) = &self.reservation
             {
-                let m = mask.get_or_insert_with(|| vec![false; r.len()]);
-                for (x, &y) in m.iter_mut().zip(r) {
-                    *x |= y;
-                }
+                exclude(&mut mask, r);
             }
             match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
                 Ok(d) if self.within_quota(&job, &d, &usage) => {
-                    self.state.apply(&d).expect("the core placed it on this state");
-                    account(&mut usage, &job.queue, &d, 1);
-                    let rec = self.jobs.get_mut(&id).expect("pending job exists");
-                    rec.placement = Some(d);
-                    rec.state = JobState::Placed;
-                    rec.explanation = None;
-                    events.push(Event::Placed { job: id });
+                    self.start(id, d, &mut usage, &mut events);
                 }
                 outcome => {
                     if self.preemption_for(&job, mask.as_deref()).is_some() {
@@ -643,6 +627,17 @@ impl Engine {
             }
         }
         events
+    }
+
+    /// Starts a pending job on `d` (decided on the current state): applies it, charges its queue, records it.
+    fn start(&mut self, id: JobId, d: Decision, usage: &mut Usage, events: &mut Vec<Event>) {
+        self.state.apply(&d).expect("the core placed it on this state");
+        let rec = self.jobs.get_mut(&id).expect("pending job exists");
+        account(usage, &rec.job.queue, &d, 1);
+        rec.placement = Some(d);
+        rec.state = JobState::Placed;
+        rec.explanation = None;
+        events.push(Event::Placed { job: id });
     }
 
     /// Running gangs of lower priority whose release makes `job` fit: greedy release (lowest priority, most
