@@ -553,19 +553,10 @@ impl Engine {
                     failed.insert(key, explanation.clone());
                     self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
                     if reserved.is_none()
-                        && let Some(nodes) = self.reservation_for(&job)
+                        && let Some(nodes) = self.reserve(id, &mut events)
                     {
-                        let topo = self.state.topology();
-                        let names = nodes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| **r)
-                            .map(|(i, _)| topo.nodes[i].name.clone())
-                            .collect();
-                        events.push(Event::Reserved { job: id, nodes: names });
-                        self.reservation = Some((id, job.priority, self.jobs[&id].seq, nodes.clone()));
-                        reserved = Some((job.priority, nodes));
                         // A reservation changes what later jobs may use: failures seen so far still hold.
+                        reserved = Some((job.priority, nodes));
                     }
                 }
             }
@@ -610,23 +601,25 @@ impl Engine {
                         return events;
                     }
                     self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
-                    if outranks(&self.reservation)
-                        && let Some(nodes) = self.reservation_for(&job)
-                    {
-                        let topo = self.state.topology();
-                        let names = nodes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| **r)
-                            .map(|(i, _)| topo.nodes[i].name.clone())
-                            .collect();
-                        events.push(Event::Reserved { job: id, nodes: names });
-                        self.reservation = Some((id, job.priority, seq, nodes));
+                    if outranks(&self.reservation) {
+                        self.reserve(id, &mut events);
                     }
                 }
             }
         }
         events
+    }
+
+    /// Gives job `id` the standing reservation (see [`Engine::reservation_for`]), recording the event; returns the
+    /// reserved nodes, or `None` when the job could not fit even then.
+    fn reserve(&mut self, id: JobId, events: &mut Vec<Event>) -> Option<Vec<bool>> {
+        let job = self.jobs[&id].job.clone();
+        let nodes = self.reservation_for(&job)?;
+        let topo = self.state.topology();
+        let names = nodes.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| topo.nodes[i].name.clone()).collect();
+        events.push(Event::Reserved { job: id, nodes: names });
+        self.reservation = Some((id, job.priority, self.jobs[&id].seq, nodes.clone()));
+        Some(nodes)
     }
 
     /// Starts a pending job on `d` (decided on the current state): applies it, charges its queue, records it.
