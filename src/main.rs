@@ -6,7 +6,7 @@
 //! - 2: bad input (a file, field or flag is wrong; the message names it) — nothing was done.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sovra_domain::{ClusterConfig, ConfigError, Job, PolicySpec, jobs_from_yaml};
+use sovra_domain::{ClusterConfig, ConfigError, Job, PolicySpec};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,40 +94,16 @@ enum Command {
         output: Output,
     },
     /// Replay a scenario (examples/scenario.yaml): jobs arrive, queue, run and leave; report queue waits,
-    /// refusals and utilisation per pool over time.
+    /// refusals and utilisation per pool over time. --out writes utilisation.csv, utilisation.svg and replay.json.
     Replay {
-        /// Scenario file.
-        scenario: PathBuf,
-        /// Override the scenario's policy.
-        #[arg(long, short = 'p')]
-        policy: Option<String>,
-        /// Override the scenario's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Write utilisation.csv, utilisation.svg and replay.json here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        args: replay_cmd::ScenarioArgs,
     },
     /// Capacity planning: the fewest nodes of each offered type (the scenario's plan section) that meet its target.
-    /// Exits 1 when even the maximum counts miss it.
+    /// Exits 1 when even the maximum counts miss it. --out writes plan-curves.svg and plan.json.
     Plan {
-        /// Scenario file with a plan section.
-        scenario: PathBuf,
-        /// Override the scenario's policy.
-        #[arg(long, short = 'p')]
-        policy: Option<String>,
-        /// Override the scenario's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Write plan-curves.svg and plan.json here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        args: replay_cmd::ScenarioArgs,
     },
     /// Sign and verify models: OpenSSF Model Signing (OMS v1.0) in key mode, compatible with `model_signing`.
     Model {
@@ -261,12 +237,8 @@ fn main() -> ExitCode {
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::Model { command } => model_cmd::run(command),
-        Command::Replay { scenario, policy, seed, out, output } => {
-            replay_cmd::run_replay(scenario, policy, seed, out, output)
-        }
-        Command::Plan { scenario, policy, seed, out, output } => {
-            replay_cmd::run_plan(scenario, policy, seed, out, output)
-        }
+        Command::Replay { args } => replay_cmd::run_replay(args),
+        Command::Plan { args } => replay_cmd::run_plan(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
             simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads, out, output)
         }
@@ -288,24 +260,10 @@ fn load_cluster(path: Option<&PathBuf>) -> Result<ClusterConfig, Failure> {
 }
 
 fn load_jobs(path: Option<&PathBuf>, cluster: &ClusterConfig) -> Result<Vec<Job>, Failure> {
-    let (file, jobs) = match path {
-        Some(p) => (p.display().to_string(), sovra_domain::load_jobs(p)?),
-        None => {
-            let file = "<built-in examples/jobs.yaml>".to_string();
-            let jobs = jobs_from_yaml(&file, EXAMPLE_JOBS)?;
-            (file, jobs)
-        }
-    };
-    let listed = jobs.len() > 1 || path.is_none_or(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("jobs:")));
-    let problems: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, j)| cluster.check_job(j, &if listed { format!("jobs[{i}].") } else { String::new() }))
-        .collect();
-    if !problems.is_empty() {
-        return Err(ConfigError { file, problems }.into());
-    }
-    Ok(jobs)
+    Ok(match path {
+        Some(p) => cluster.load_jobs(p)?,
+        None => cluster.jobs_from_yaml("<built-in examples/jobs.yaml>", EXAMPLE_JOBS)?,
+    })
 }
 
 fn validate(config: PathBuf, jobs: Vec<PathBuf>) -> Result<u8, Failure> {

@@ -6,6 +6,25 @@ use sovra_simulator::plan::plan;
 use sovra_simulator::replay::{ReplayResult, Scenario, replay};
 use std::path::{Path, PathBuf};
 
+/// What `sovra replay` and `sovra plan` take.
+#[derive(clap::Args)]
+pub struct ScenarioArgs {
+    /// Scenario file (examples/scenario.yaml).
+    scenario: PathBuf,
+    /// Override the scenario's policy.
+    #[arg(long, short = 'p')]
+    policy: Option<String>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the results (CSV, SVG, JSON) into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
 fn load(path: &Path, policy: Option<String>, seed: Option<u64>) -> Result<Scenario, Failure> {
     let mut s = Scenario::load(path).map_err(|e| Failure { code: 2, message: e.to_string() })?;
     if let Some(p) = policy {
@@ -90,13 +109,8 @@ fn write_replay(dir: &Path, r: &ReplayResult) -> Result<(), String> {
 }
 
 /// Runs `sovra replay`.
-pub fn run_replay(
-    scenario: PathBuf,
-    policy: Option<String>,
-    seed: Option<u64>,
-    out: Option<PathBuf>,
-    output: Output,
-) -> Result<u8, Failure> {
+pub fn run_replay(args: ScenarioArgs) -> Result<u8, Failure> {
+    let ScenarioArgs { scenario, policy, seed, out, output } = args;
     let s = load(&scenario, policy, seed)?;
     let r = replay(&s, &s.cluster).map_err(|e| Failure { code: 2, message: format!("{}: {e}", scenario.display()) })?;
     if let Some(dir) = &out {
@@ -119,13 +133,8 @@ pub fn run_replay(
 }
 
 /// Runs `sovra plan`. Exit code 1 when even the maximum counts miss the target.
-pub fn run_plan(
-    scenario: PathBuf,
-    policy: Option<String>,
-    seed: Option<u64>,
-    out: Option<PathBuf>,
-    output: Output,
-) -> Result<u8, Failure> {
+pub fn run_plan(args: ScenarioArgs) -> Result<u8, Failure> {
+    let ScenarioArgs { scenario, policy, seed, out, output } = args;
     let s = load(&scenario, policy, seed)?;
     let p = plan(&s).map_err(|message| Failure { code: 2, message })?;
     let target = s.plan.as_ref().map(|pl| pl.target).expect("plan() checked the section");

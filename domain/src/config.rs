@@ -136,7 +136,7 @@ impl ClusterConfig {
 
     /// Parses and validates cluster YAML; `file` names the source in errors.
     pub fn from_yaml(file: &str, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawCluster = parse_yaml(file, text)?;
+        let raw: RawCluster = parse_yaml_file(file, text)?;
         let mut v = Validator::default();
         let cfg = raw.validate(&mut v);
         v.finish(file).map(|_| cfg)
@@ -181,23 +181,51 @@ pub fn load_jobs(path: &Path) -> Result<Vec<Job>, ConfigError> {
 
 /// Parses and validates job YAML (one job, or `jobs: [...]`); `file` names the source in errors.
 pub fn jobs_from_yaml(file: &str, text: &str) -> Result<Vec<Job>, ConfigError> {
-    let probe: serde_yaml_ng::Value = parse_yaml(file, text)?;
+    parse_jobs(file, text).map(|(jobs, _)| jobs)
+}
+
+/// The jobs of a job file, and whether it was a `jobs:` list (field paths then start with `jobs[i].`).
+fn parse_jobs(file: &str, text: &str) -> Result<(Vec<Job>, bool), ConfigError> {
+    let probe: serde_yaml_ng::Value = parse_yaml_file(file, text)?;
     let is_list = probe.as_mapping().is_some_and(|m| m.contains_key("jobs"));
     let mut v = Validator::default();
     let jobs = if is_list {
-        let raw: RawJobList = parse_yaml(file, text)?;
+        let raw: RawJobList = parse_yaml_file(file, text)?;
         if raw.jobs.is_empty() {
             v.problem("jobs", "the list is empty; add at least one job".into());
         }
         raw.jobs.into_iter().enumerate().map(|(i, j)| j.validate(&mut v, &format!("jobs[{i}]."))).collect()
     } else {
-        let raw: RawJob = parse_yaml(file, text)?;
+        let raw: RawJob = parse_yaml_file(file, text)?;
         vec![raw.validate(&mut v, "")]
     };
-    v.finish(file).map(|_| jobs)
+    v.finish(file).map(|_| (jobs, is_list))
 }
 
-fn parse_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+impl ClusterConfig {
+    /// Parses job YAML and checks it against this cluster (known residency classes), with field paths as written
+    /// in the file.
+    pub fn jobs_from_yaml(&self, file: &str, text: &str) -> Result<Vec<Job>, ConfigError> {
+        let (jobs, is_list) = parse_jobs(file, text)?;
+        let problems: Vec<Problem> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, j)| self.check_job(j, &if is_list { format!("jobs[{i}].") } else { String::new() }))
+            .collect();
+        if problems.is_empty() { Ok(jobs) } else { Err(ConfigError { file: file.to_string(), problems }) }
+    }
+
+    /// [`ClusterConfig::jobs_from_yaml`] on a file.
+    pub fn load_jobs(&self, path: &Path) -> Result<Vec<Job>, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(&file, "", format!("cannot read the file: {e}")))?;
+        self.jobs_from_yaml(&file, &text)
+    }
+}
+
+/// Parses YAML `text` into `T` with the errors of the configuration files: file, line, column, field path.
+pub fn parse_yaml_file<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::one(file, "", "the file is empty; see examples/ for the format".into()));
     }
@@ -907,11 +935,6 @@ impl JobSpec {
         let job = self.0.validate(&mut v, prefix);
         if v.problems.is_empty() { Ok(job) } else { Err(v.problems) }
     }
-}
-
-/// Parses YAML `text` into `T` with the same errors as the configuration files (file, line, column, field path).
-pub fn parse_yaml_file<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
-    parse_yaml(file, text)
 }
 
 #[cfg(test)]

@@ -163,12 +163,8 @@ impl Jobs for Scheduler {
         let req = req.into_inner();
         let mut inner = self.lock()?;
         let jobs =
-            sovra_domain::jobs_from_yaml("job", &req.job_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            inner.cluster.jobs_from_yaml("job", &req.job_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let [job] = <[_; 1]>::try_from(jobs).map_err(|_| Status::invalid_argument("job: submit one job at a time"))?;
-        let problems = inner.cluster.check_job(&job, "");
-        if let Some(p) = problems.first() {
-            return Err(Status::invalid_argument(format!("job: {}: {}", p.field, p.message)));
-        }
         let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
         match inner.engine.submit(job, request_id) {
             Ok(id) => {
