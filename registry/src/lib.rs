@@ -1,5 +1,513 @@
-//! Sovra model registry (skeleton: issue "Model registry, OMS signing and gated promotion across data zones").
+//! Sovra model registry: content-addressed blobs with one namespace per data zone, and metadata in sled.
 //!
-//! Will hold a content-addressed blob store with one namespace per data zone (local filesystem by default, an
-//! S3-compatible backend behind the same interface), with model, version, alias and promotion metadata in sled.
-//! Nothing is implemented here yet.
+//! Layout of a registry root directory (see docs/registry.md):
+//! ```text
+//! <root>/meta.sled/                                 sled: models, versions, aliases, promotions, approvals,
+//!                                                   exceptions, the hash-chained audit log
+//! <root>/blobs/zones/<zone>/<stage>/sha256/<xx>/<digest>   file contents, bundles and statements by SHA-256
+//! ```
+//! A *data zone* is a zone of the cluster configuration at one stage (`training`, `registry`, `inference`). The
+//! registry stores and retrieves; the rules (signatures, gates, the stage order) live in `sovra-promotion`, which
+//! calls [`Registry::commit`] to write a promotion, its metadata and its audit entry in one sled transaction.
+
+pub mod audit;
+pub mod blob;
+pub mod error;
+
+pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditProblem, AuditReport};
+pub use blob::BlobStore;
+pub use error::{Error, Result};
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Unix time in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The stages a model goes through, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Where training jobs write models.
+    Training,
+    /// The curated registry.
+    Registry,
+    /// Where inference jobs read models.
+    Inference,
+}
+
+impl Stage {
+    /// All stages in promotion order.
+    pub const ALL: [Stage; 3] = [Stage::Training, Stage::Registry, Stage::Inference];
+
+    /// The stage a promotion from this one must go to, if any.
+    pub fn next(self) -> Option<Stage> {
+        match self {
+            Stage::Training => Some(Stage::Registry),
+            Stage::Registry => Some(Stage::Inference),
+            Stage::Inference => None,
+        }
+    }
+
+    /// `training`, `registry` or `inference`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Training => "training",
+            Stage::Registry => "registry",
+            Stage::Inference => "inference",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "training" => Ok(Stage::Training),
+            "registry" => Ok(Stage::Registry),
+            "inference" => Ok(Stage::Inference),
+            other => Err(format!("unknown stage `{other}`; use training, registry or inference")),
+        }
+    }
+}
+
+/// A data zone: one stage's namespace inside one zone of the cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DataZone {
+    /// The zone id (cluster configuration).
+    pub zone: String,
+    /// The stage.
+    pub stage: Stage,
+}
+
+impl DataZone {
+    /// A data zone; the zone id must be a safe path component.
+    pub fn new(zone: &str, stage: Stage) -> Result<DataZone> {
+        check_name("zone", zone)?;
+        Ok(DataZone { zone: zone.to_string(), stage })
+    }
+}
+
+impl std::fmt::Display for DataZone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.zone, self.stage)
+    }
+}
+
+/// Refuses names that cannot be keys or path components: empty, `.`/`..`, or with characters other than
+/// letters, digits, `-`, `_`, `.`.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(format!(
+            "{what} `{name}`: use 1–128 letters, digits, `-`, `_` or `.` (not `.` or `..` alone)"
+        )))
+    }
+}
+
+/// One file of a model version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// POSIX path relative to the model root (`.` for a single-file model).
+    pub name: String,
+    /// SHA-256 of the content (its blob name).
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Where a version is stored and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// The data zone.
+    #[serde(flatten)]
+    pub data_zone: DataZone,
+    /// Unix time it arrived.
+    pub since: u64,
+    /// The promotion that brought it (none for a push).
+    pub promotion: Option<u64>,
+}
+
+/// A model version: a signed manifest and where its blobs are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Model name.
+    pub model: String,
+    /// The OMS subject (root) digest: the version id.
+    pub digest: String,
+    /// The residency class of the training data.
+    pub residency_class: String,
+    /// The files.
+    pub files: Vec<FileEntry>,
+    /// Digest of the OMS bundle blob (stored beside the files in every data zone).
+    pub bundle: String,
+    /// Hint (SHA-256 of the PEM SPKI) of the key that signed the bundle.
+    pub signer_hint: String,
+    /// The signer's public key (PEM), as given at push.
+    pub signer_key_pem: String,
+    /// Provenance: training job, the zone it ran in, ...
+    pub provenance: serde_json::Value,
+    /// Evaluation metrics (name → number).
+    pub metrics: serde_json::Value,
+    /// Unix time of the push.
+    pub pushed_at: u64,
+    /// Data zones holding the version, in arrival order.
+    pub locations: Vec<Location>,
+}
+
+impl VersionRecord {
+    /// The furthest stage reached, and its data zone.
+    pub fn current(&self) -> Option<&Location> {
+        self.locations.iter().max_by_key(|l| (l.data_zone.stage, l.since))
+    }
+
+    /// Total bytes.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A stored, signed record (promotion statement, approval, exception) with a few indexed fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedRecord {
+    /// Registry-wide id.
+    pub id: u64,
+    /// `promotion`, `approval` or `exception`.
+    pub kind: String,
+    /// Model name.
+    pub model: String,
+    /// Version digest.
+    pub digest: String,
+    /// Unix time it was recorded.
+    pub recorded_at: u64,
+    /// Facts the promotion service reads back (from/to, gate, expiry, ...).
+    pub fields: serde_json::Value,
+    /// The DSSE envelope as signed.
+    pub envelope: serde_json::Value,
+}
+
+/// Trees of the metadata store, for [`Write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeId {
+    /// Model versions, keyed `model\0digest`.
+    Versions,
+    /// Aliases, keyed `zone\0stage\0model\0alias`.
+    Aliases,
+    /// Promotions, approvals and exceptions, keyed `model\0digest\0id`.
+    Records,
+}
+
+/// One write of a [`Registry::commit`].
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The tree.
+    pub tree: TreeId,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// The registry: blobs plus metadata.
+#[derive(Debug)]
+pub struct Registry {
+    root: PathBuf,
+    db: sled::Db,
+    versions: sled::Tree,
+    aliases: sled::Tree,
+    records: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    blobs: BlobStore,
+}
+
+/// Key of a version.
+pub fn version_key(model: &str, digest: &str) -> Vec<u8> {
+    format!("{model}\0{digest}").into_bytes()
+}
+
+/// Key of an alias.
+pub fn alias_key(zone: &DataZone, model: &str, alias: &str) -> Vec<u8> {
+    format!("{}\0{}\0{model}\0{alias}", zone.zone, zone.stage).into_bytes()
+}
+
+fn record_key(model: &str, digest: &str, id: u64) -> Vec<u8> {
+    let mut k = format!("{model}\0{digest}\0").into_bytes();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl Registry {
+    /// Opens (or creates) a registry at `root` with blobs on the local filesystem under `root/blobs`.
+    pub fn open(root: &Path) -> Result<Registry> {
+        let blobs = BlobStore::local(&root.join("blobs"))?;
+        Self::open_with_blobs(root, blobs)
+    }
+
+    /// Opens (or creates) the metadata at `root/meta.sled` with any blob store (e.g. S3).
+    pub fn open_with_blobs(root: &Path, blobs: BlobStore) -> Result<Registry> {
+        std::fs::create_dir_all(root).map_err(|source| Error::Io {
+            path: root.to_path_buf(),
+            action: "cannot create the registry directory",
+            source,
+        })?;
+        let path = root.join("meta.sled");
+        let db = sled::open(&path).map_err(|e| Error::Store {
+            path: path.clone(),
+            message: format!("{e} (is another sovra process using this registry?)"),
+        })?;
+        let tree = |name: &str| db.open_tree(name).map_err(Error::store(&path));
+        Ok(Registry {
+            versions: tree("versions")?,
+            aliases: tree("aliases")?,
+            records: tree("records")?,
+            audit: tree("audit")?,
+            meta: tree("meta")?,
+            db,
+            root: root.to_path_buf(),
+            blobs,
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    fn sled_path(&self) -> PathBuf {
+        self.root.join("meta.sled")
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
+        serde_json::from_slice(value).map_err(|e| Error::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            message: e.to_string(),
+        })
+    }
+
+    /// A new registry-wide id (for records).
+    pub fn next_id(&self) -> Result<u64> {
+        self.db.generate_id().map_err(Error::store(&self.sled_path()))
+    }
+
+    /// One version.
+    pub fn version(&self, model: &str, digest: &str) -> Result<Option<VersionRecord>> {
+        let key = version_key(model, digest);
+        match self.versions.get(&key).map_err(Error::store(&self.sled_path()))? {
+            Some(v) => Ok(Some(Self::decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every version, of one model or of all, ordered by model then push time.
+    pub fn versions(&self, model: Option<&str>) -> Result<Vec<VersionRecord>> {
+        let prefix = model.map(|m| format!("{m}\0").into_bytes()).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.versions.scan_prefix(prefix) {
+            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            out.push(Self::decode::<VersionRecord>(&k, &v)?);
+        }
+        out.sort_by(|a, b| (a.model.as_str(), a.pushed_at).cmp(&(b.model.as_str(), b.pushed_at)));
+        Ok(out)
+    }
+
+    /// Finds a version from `model@ref`, where `ref` is a full digest, a unique digest prefix (at least 8 hex
+    /// characters), or an alias in any data zone (`latest` by default).
+    pub fn resolve(&self, model: &str, reference: Option<&str>) -> Result<VersionRecord> {
+        let reference = reference.unwrap_or("latest");
+        let all = self.versions(Some(model))?;
+        if all.is_empty() {
+            return Err(Error::NotFound(format!(
+                "model `{model}` is not in the registry at {}; push it with `sovra model push`",
+                self.root.display()
+            )));
+        }
+        let hexish = reference.len() >= 8 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        if hexish {
+            let hits: Vec<_> = all.iter().filter(|v| v.digest.starts_with(&reference.to_lowercase())).collect();
+            match hits.len() {
+                1 => return Ok(hits[0].clone()),
+                0 => {}
+                _ => {
+                    return Err(Error::NotFound(format!(
+                        "`{model}@{reference}` matches {} versions; give more digest characters",
+                        hits.len()
+                    )));
+                }
+            }
+        }
+        // Aliases: the one set most recently in any data zone.
+        let mut best: Option<(u64, String)> = None;
+        for kv in self.aliases.iter() {
+            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let parts: Vec<&str> = key.split('\0').collect();
+            if parts.len() == 4 && parts[2] == model && parts[3] == reference {
+                let (digest, at): (String, u64) = Self::decode(&k, &v)?;
+                if best.as_ref().is_none_or(|(t, _)| at >= *t) {
+                    best = Some((at, digest));
+                }
+            }
+        }
+        if let Some((_, digest)) = best
+            && let Some(v) = all.iter().find(|v| v.digest == digest)
+        {
+            return Ok(v.clone());
+        }
+        if reference == "latest" {
+            return Ok(all.iter().max_by_key(|v| v.pushed_at).cloned().unwrap_or_else(|| all[0].clone()));
+        }
+        Err(Error::NotFound(format!(
+            "`{model}@{reference}`: no version has that digest (prefix) or alias; `sovra model list {model}` shows them"
+        )))
+    }
+
+    /// Aliases of a model: (data zone, alias, digest).
+    pub fn aliases(&self, model: &str) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for kv in self.aliases.iter() {
+            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let parts: Vec<&str> = key.split('\0').collect();
+            if parts.len() == 4 && parts[2] == model {
+                let (digest, _at): (String, u64) = Self::decode(&k, &v)?;
+                out.push((format!("{}/{}", parts[0], parts[1]), parts[3].to_string(), digest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The alias write for [`Registry::commit`].
+    pub fn alias_write(zone: &DataZone, model: &str, alias: &str, digest: &str) -> Result<Write> {
+        check_name("alias", alias)?;
+        let value = serde_json::to_vec(&(digest, now())).unwrap_or_default();
+        Ok(Write { tree: TreeId::Aliases, key: alias_key(zone, model, alias), value })
+    }
+
+    /// The version write for [`Registry::commit`].
+    pub fn version_write(v: &VersionRecord) -> Write {
+        Write {
+            tree: TreeId::Versions,
+            key: version_key(&v.model, &v.digest),
+            value: serde_json::to_vec(v).unwrap_or_default(),
+        }
+    }
+
+    /// The record write for [`Registry::commit`].
+    pub fn record_write(r: &SignedRecord) -> Write {
+        Write {
+            tree: TreeId::Records,
+            key: record_key(&r.model, &r.digest, r.id),
+            value: serde_json::to_vec(r).unwrap_or_default(),
+        }
+    }
+
+    /// Signed records of one version (all kinds, in id order).
+    pub fn records(&self, model: &str, digest: &str) -> Result<Vec<SignedRecord>> {
+        let mut out = Vec::new();
+        for kv in self.records.scan_prefix(format!("{model}\0{digest}\0").as_bytes()) {
+            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            out.push(Self::decode::<SignedRecord>(&k, &v)?);
+        }
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Writes metadata and appends `event` to the audit log in one transaction, then flushes to disk: either all
+    /// of it survives a crash or none does. Returns the audit entry.
+    pub fn commit(&self, writes: &[Write], event: AuditEvent) -> Result<AuditEntry> {
+        let trees = [&self.versions, &self.aliases, &self.records, &self.audit, &self.meta];
+        let result = trees.as_slice().transaction(|t| {
+            for w in writes {
+                let i = match w.tree {
+                    TreeId::Versions => 0,
+                    TreeId::Aliases => 1,
+                    TreeId::Records => 2,
+                };
+                t[i].insert(w.key.as_slice(), w.value.as_slice())?;
+            }
+            let head_bytes = t[4].get(audit::HEAD_KEY)?.map(|v| v.to_vec());
+            let head = audit::read_head(&|_| head_bytes.clone())
+                .map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))?;
+            let entry = audit::next_entry(&head, event.clone());
+            let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+            t[3].insert(&entry.seq.to_be_bytes(), bytes)?;
+            let new_head = AuditHead { count: entry.seq + 1, hash: entry.hash.clone() };
+            t[4].insert(audit::HEAD_KEY, serde_json::to_vec(&new_head).unwrap_or_default())?;
+            Ok(entry)
+        });
+        let entry = result.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(m) => Error::Corrupt { key: "audit_head".into(), message: m },
+            sled::transaction::TransactionError::Storage(e) => {
+                Error::Store { path: self.sled_path(), message: e.to_string() }
+            }
+        })?;
+        self.db.flush().map_err(Error::store(&self.sled_path()))?;
+        Ok(entry)
+    }
+
+    /// Appends an event (a denial, ...) with no other write.
+    pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry> {
+        self.commit(&[], event)
+    }
+
+    /// Every audit entry in key order (entries that do not decode are skipped; [`Registry::verify_audit`] reports
+    /// them).
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for kv in self.audit.iter() {
+            let (_, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            if let Ok(e) = serde_json::from_slice(&v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the audit chain.
+    pub fn verify_audit(&self) -> Result<AuditReport> {
+        let meta = |k: &[u8]| self.meta.get(k).ok().flatten().map(|v| v.to_vec());
+        let head = audit::read_head(&meta)?;
+        let mut entries = Vec::new();
+        for kv in self.audit.iter() {
+            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(audit::verify(entries.into_iter(), head))
+    }
+
+    /// Raw access to the audit tree, for forensic tools and the tamper-detection tests. Writing through it
+    /// bypasses the chain, which is exactly what [`Registry::verify_audit`] detects.
+    #[doc(hidden)]
+    pub fn raw_audit_tree(&self) -> &sled::Tree {
+        &self.audit
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Content-addressed blobs, one namespace per data zone, behind the `object_store` interface.
+//!
+//! A blob is named by the SHA-256 of its content: `zones/<zone>/<stage>/sha256/<first two hex>/<digest>`. The local
+//! filesystem backend (`object_store::local::LocalFileSystem`) is the default; any other `ObjectStore` (S3 and
+//! S3-compatible stores through object_store's `aws` feature) plugs into [`BlobStore::with_store`] unchanged. Every
+//! write is hashed while it streams and refused (and removed) when the content does not match the expected digest;
+//! [`BlobStore::digest`] re-reads a stored blob and hashes it, which is how promotions re-verify a copy.
+
+use crate::error::{Error, Result};
+use crate::{DataZone, hex};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Read size while streaming a file into the store: 8 MiB.
+const CHUNK: usize = 8 << 20;
+
+/// A content-addressed blob store with one namespace per data zone.
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    rt: tokio::runtime::Runtime,
+    description: String,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore").field("store", &self.description).finish()
+    }
+}
+
+/// True when `digest` is 64 lowercase hex characters.
+pub fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl BlobStore {
+    /// A store on the local filesystem under `dir` (created if missing).
+    pub fn local(dir: &Path) -> Result<BlobStore> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            action: "cannot create the blob directory",
+            source,
+        })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::Blob(format!("{}: {e}", dir.display())))?;
+        Self::with_store(Arc::new(fs), format!("local filesystem {}", dir.display()))
+    }
+
+    /// A store over any `object_store` backend (e.g. `AmazonS3Builder::from_env().build()` for S3).
+    pub fn with_store(store: Arc<dyn ObjectStore>, description: String) -> Result<BlobStore> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Error::Blob(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(BlobStore { store, rt, description })
+    }
+
+    /// The object path of a blob.
+    pub fn location(zone: &DataZone, digest: &str) -> StorePath {
+        StorePath::from(format!(
+            "zones/{}/{}/sha256/{}/{digest}",
+            zone.zone,
+            zone.stage,
+            &digest[..2.min(digest.len())]
+        ))
+    }
+
+    fn check(digest: &str) -> Result<()> {
+        if is_sha256_hex(digest) {
+            Ok(())
+        } else {
+            Err(Error::InvalidName(format!("`{digest}` is not a SHA-256 digest (64 lowercase hex characters)")))
+        }
+    }
+
+    /// True when the blob exists in the data zone.
+    pub fn exists(&self, zone: &DataZone, digest: &str) -> Result<bool> {
+        Self::check(digest)?;
+        let loc = Self::location(zone, digest);
+        self.rt.block_on(async {
+            match self.store.head(&loc).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(Error::Blob(format!("{loc}: {e}"))),
+            }
+        })
+    }
+
+    /// Streams the local file `file` into the data zone as blob `expected`; the content is hashed on the way and
+    /// the blob removed again if it does not hash to `expected`. Returns the size. An existing blob is kept
+    /// (content addressing) after its digest is re-checked.
+    pub fn put_file(&self, zone: &DataZone, file: &Path, expected: &str) -> Result<u64> {
+        Self::check(expected)?;
+        let loc = Self::location(zone, expected);
+        if self.exists(zone, expected)? {
+            self.verify(zone, expected)?;
+            return std::fs::metadata(file).map(|m| m.len()).map_err(|source| Error::Io {
+                path: file.to_path_buf(),
+                action: "cannot read",
+                source,
+            });
+        }
+        let mut f = std::fs::File::open(file).map_err(|source| Error::Io {
+            path: file.to_path_buf(),
+            action: "cannot open",
+            source,
+        })?;
+        let blob_err = |e: object_store::Error| Error::Blob(format!("{loc}: {e}"));
+        let result: Result<(String, u64)> = self.rt.block_on(async {
+            let upload = self.store.put_multipart(&loc).await.map_err(blob_err)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match read_full(&mut f, &mut buf) {
+                    Ok(n) => n,
+                    Err(source) => {
+                        let _ = writer.abort().await;
+                        return Err(Error::Io { path: file.to_path_buf(), action: "cannot read", source });
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                size += n as u64;
+                writer.wait_for_capacity(2).await.map_err(blob_err)?;
+                writer.put(Bytes::from(buf));
+            }
+            writer.finish().await.map_err(blob_err)?;
+            Ok((hex(&hasher.finalize()), size))
+        });
+        let (actual, size) = result?;
+        if actual != expected {
+            self.delete(zone, expected)?;
+            return Err(Error::DigestMismatch {
+                location: file.display().to_string(),
+                expected: expected.into(),
+                actual,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Stores a small blob from memory (a bundle, a statement) and returns its digest.
+    pub fn put_bytes(&self, zone: &DataZone, bytes: &[u8]) -> Result<String> {
+        let digest = hex(&Sha256::digest(bytes));
+        let loc = Self::location(zone, &digest);
+        self.rt
+            .block_on(self.store.put(&loc, Bytes::copy_from_slice(bytes).into()))
+            .map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
+        Ok(digest)
+    }
+
+    /// Reads a small blob into memory, checking its digest.
+    pub fn get_bytes(&self, zone: &DataZone, digest: &str) -> Result<Vec<u8>> {
+        Self::check(digest)?;
+        let loc = Self::location(zone, digest);
+        let bytes = self
+            .rt
+            .block_on(async { self.store.get(&loc).await?.bytes().await })
+            .map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
+        let actual = hex(&Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(Error::DigestMismatch { location: loc.to_string(), expected: digest.into(), actual });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Re-reads a blob and returns what its content hashes to.
+    pub fn digest(&self, zone: &DataZone, digest: &str) -> Result<String> {
+        Self::check(digest)?;
+        let loc = Self::location(zone, digest);
+        self.rt
+            .block_on(async {
+                let mut stream = self.store.get(&loc).await?.into_stream();
+                let mut hasher = Sha256::new();
+                while let Some(chunk) = stream.next().await {
+                    hasher.update(&chunk?);
+                }
+                Ok::<_, object_store::Error>(hex(&hasher.finalize()))
+            })
+            .map_err(|e| Error::Blob(format!("{loc}: {e}")))
+    }
+
+    /// Re-reads a blob and fails with [`Error::DigestMismatch`] unless it hashes to its name.
+    pub fn verify(&self, zone: &DataZone, digest: &str) -> Result<()> {
+        let actual = self.digest(zone, digest)?;
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                location: Self::location(zone, digest).to_string(),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies a blob from one data zone to another (server-side where the backend can).
+    pub fn copy(&self, from: &DataZone, to: &DataZone, digest: &str) -> Result<()> {
+        Self::check(digest)?;
+        let (src, dst) = (Self::location(from, digest), Self::location(to, digest));
+        self.rt.block_on(self.store.copy(&src, &dst)).map_err(|e| Error::Blob(format!("copy {src} → {dst}: {e}")))
+    }
+
+    /// Writes a blob to a local file (through a temporary file renamed into place), checking its digest.
+    pub fn get_to_file(&self, zone: &DataZone, digest: &str, dest: &Path) -> Result<u64> {
+        Self::check(digest)?;
+        let loc = Self::location(zone, digest);
+        let io = |action: &'static str| move |source| Error::Io { path: dest.to_path_buf(), action, source };
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(io("cannot create the directory"))?;
+        }
+        let tmp = dest.with_extension(format!("sovra-tmp-{}", std::process::id()));
+        let result = self.rt.block_on(async {
+            let mut out = std::fs::File::create(&tmp).map_err(io("cannot write"))?;
+            let mut stream = self.store.get(&loc).await.map_err(|e| Error::Blob(format!("{loc}: {e}")))?.into_stream();
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                out.write_all(&chunk).map_err(io("cannot write"))?;
+            }
+            out.sync_all().map_err(io("cannot write"))?;
+            Ok::<_, Error>((hex(&hasher.finalize()), size))
+        });
+        match result {
+            Ok((actual, size)) if actual == digest => {
+                std::fs::rename(&tmp, dest).map_err(io("cannot write"))?;
+                Ok(size)
+            }
+            Ok((actual, _)) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(Error::DigestMismatch { location: loc.to_string(), expected: digest.into(), actual })
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a blob (missing is fine).
+    pub fn delete(&self, zone: &DataZone, digest: &str) -> Result<()> {
+        Self::check(digest)?;
+        let loc = Self::location(zone, digest);
+        match self.rt.block_on(self.store.delete(&loc)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Blob(format!("{loc}: {e}"))),
+        }
+    }
+}
+
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
