@@ -243,6 +243,45 @@ impl Placer {
         Ok(Decision { job: job.name.clone(), replicas })
     }
 
+    /// Scores `nodes` for one replica of `job` on `state` as [`Placer::place`] ranks them, without choosing: for
+    /// each node, `None` when a filter rejects it (or it does not exist), else `Some((total, rank))` — the weighted
+    /// score total (higher wins) and the tie-break rank (lower wins on equal totals). The Kubernetes extender's
+    /// prioritize verb ranks the nodes kube-scheduler proposes with it. Like `place`, it lets FGD learn the job's
+    /// shape when FGD learns its target mix.
+    pub fn score_nodes(&mut self, state: &ClusterState, job: &Job, nodes: &[NodeIdx]) -> Vec<Option<(u64, u64)>> {
+        if self.uses_fgd {
+            self.observe(job);
+        }
+        let topo = state.topology().clone();
+        let Some(class) = topo.class(&job.residency) else { return vec![None; nodes.len()] };
+        let plan = self.plan(&topo, job, class);
+        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let active: Vec<(usize, ScorerKind)> =
+            ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
+        let random_ties = self.random_leads();
+        let shape = if weights[1] > 0 {
+            self.memo_for(&topo);
+            self.fgd_cache.shape(job, topo.nodes.len())
+        } else {
+            None
+        };
+        let mut permitted = vec![false; topo.pools.len()];
+        for &p in &plan.pools {
+            permitted[p as usize] = true;
+        }
+        nodes
+            .iter()
+            .map(|&node| {
+                let info = topo.nodes.get(node as usize)?;
+                if !permitted[info.pool as usize] || check_node(state, node, &plan.needs).is_err() {
+                    return None;
+                }
+                let c = self.score_node(state, &topo, node, &plan, 0, (&weights, &active, random_ties), shape);
+                Some((c.total, c.rank))
+            })
+            .collect()
+    }
+
     fn plan(&self, topo: &Topology, job: &Job, class: &sovra_domain::ResidencyClass) -> Plan {
         let mut pools = Vec::new();
         let mut pool_rejections = Vec::new();

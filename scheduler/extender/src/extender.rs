@@ -1,0 +1,420 @@
+//! The four verbs — filter, prioritize, preempt, bind — on top of the placement core. Pure functions of the request
+//! and a cache snapshot, except bind, which calls the Kubernetes API.
+
+use crate::cache::{Cache, PodRecord, Snapshot};
+use crate::pod::{PodRequest, pod_key, pod_request};
+use crate::wire::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
+    ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPodOut, MetaVictimsOut, NodeListOut, Pod,
+    clamp_score,
+};
+use sovra_domain::{PolicySpec, ScorerKind};
+use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
+use sovra_placement::{NodeIdx, Placer};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How bind reaches the cluster.
+#[derive(Clone)]
+pub enum Binder {
+    /// No API server: bind only records the placement in the cache (tests, benchmarks, dry runs). Documented as
+    /// such: a real kube-scheduler must not use a `bindVerb` with an extender started without `--kube`.
+    CacheOnly,
+    /// Creates the pod's `Binding` subresource through the Kubernetes API.
+    Kube(kube::Client),
+}
+
+/// Request counters, exported on `/metrics` in the Prometheus text format.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Filter calls.
+    pub filter: AtomicU64,
+    /// Prioritize calls.
+    pub prioritize: AtomicU64,
+    /// Preempt calls.
+    pub preempt: AtomicU64,
+    /// Bind calls.
+    pub bind: AtomicU64,
+    /// Bind calls answered with an error.
+    pub bind_errors: AtomicU64,
+    /// Requests refused with HTTP 4xx (bad JSON, too large).
+    pub bad_requests: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP sovra_extender_requests_total Extender calls by verb.\n# TYPE sovra_extender_requests_total counter\n",
+        );
+        for (verb, c) in [
+            ("filter", &self.filter),
+            ("prioritize", &self.prioritize),
+            ("preempt", &self.preempt),
+            ("bind", &self.bind),
+        ] {
+            out += &format!("sovra_extender_requests_total{{verb=\"{verb}\"}} {}\n", c.load(Ordering::Relaxed));
+        }
+        out += "# HELP sovra_extender_bind_errors_total Bind calls answered with an Error.\n";
+        out += "# TYPE sovra_extender_bind_errors_total counter\n";
+        out += &format!("sovra_extender_bind_errors_total {}\n", self.bind_errors.load(Ordering::Relaxed));
+        out += "# HELP sovra_extender_bad_requests_total Requests refused with HTTP 4xx.\n";
+        out += "# TYPE sovra_extender_bad_requests_total counter\n";
+        out += &format!("sovra_extender_bad_requests_total {}\n", self.bad_requests.load(Ordering::Relaxed));
+        out
+    }
+}
+
+/// The verdict on one candidate node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The pod may go there.
+    Pass,
+    /// Not now (capacity, readiness, gang waiting): `FailedNodes`.
+    Failed(String),
+    /// Never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`.
+    Unresolvable(String),
+}
+
+/// The extender: a cache, the placement core, and a binder. Safe to share between concurrent requests.
+pub struct Extender {
+    cache: Arc<Cache>,
+    placer: Mutex<Placer>,
+    binder: Binder,
+    /// Request counters.
+    pub metrics: Metrics,
+}
+
+impl Extender {
+    /// An extender scoring with `policy` (ties broken by `seed`).
+    pub fn new(cache: Arc<Cache>, policy: PolicySpec, seed: u64, binder: Binder) -> Extender {
+        Extender { cache, placer: Mutex::new(Placer::new(policy, seed)), binder, metrics: Metrics::default() }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// Filter: which candidates may take the pod. Answers in the request's mode: `NodeNames` (in request order)
+    /// when the request carried `NodeNames`, `Nodes` (the passing objects, verbatim) when it carried only `Nodes`.
+    pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
+        self.metrics.filter.fetch_add(1, Ordering::Relaxed);
+        let names = candidate_names(args);
+        let verdicts = match &args.pod {
+            None => {
+                return ExtenderFilterResult {
+                    error: "the filter request has no Pod; kube-scheduler always sends one".into(),
+                    ..Default::default()
+                };
+            }
+            Some(pod) => {
+                let request = pod_request(pod);
+                if let Ok(req) = &request {
+                    self.cache.remember(
+                        PodRecord {
+                            uid: pod.metadata.uid.clone(),
+                            key: pod_key(pod),
+                            node: None,
+                            request: request.clone(),
+                        },
+                        req.gang.is_some(),
+                    );
+                }
+                let snap = self.cache.snapshot();
+                match request {
+                    Ok(req) => evaluate(&snap, &req, &names, Some(&pod.metadata.uid)),
+                    Err(why) => names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect(),
+                }
+            }
+        };
+        let mut out = ExtenderFilterResult::default();
+        let mut pass = vec![false; names.len()];
+        for (i, (name, v)) in names.iter().zip(verdicts).enumerate() {
+            match v {
+                Verdict::Pass => pass[i] = true,
+                Verdict::Failed(why) => {
+                    out.failed_nodes.insert(name.to_string(), why);
+                }
+                Verdict::Unresolvable(why) => {
+                    out.failed_and_unresolvable_nodes.insert(name.to_string(), why);
+                }
+            }
+        }
+        match (&args.node_names, &args.nodes) {
+            (None, Some(list)) => {
+                out.nodes = Some(NodeListOut {
+                    metadata: BTreeMap::new(),
+                    items: list.items.iter().zip(&pass).filter(|(_, p)| **p).map(|((_, raw), _)| raw.clone()).collect(),
+                });
+            }
+            _ => {
+                out.node_names =
+                    Some(names.iter().zip(&pass).filter(|(_, p)| **p).map(|(n, _)| n.to_string()).collect());
+            }
+        }
+        out
+    }
+
+    /// Prioritize: a score in 0..=10 for every candidate, in request order. The node the placement core would
+    /// choose gets 10; every other feasible node gets `round(10 × its total / the best total)`, at most 9; nodes the
+    /// core rejects (or does not know) get 0.
+    pub fn prioritize(&self, args: &ExtenderArgs) -> Vec<HostPriority> {
+        self.metrics.prioritize.fetch_add(1, Ordering::Relaxed);
+        let names = candidate_names(args);
+        let zero = |names: &[&str]| names.iter().map(|n| HostPriority { host: n.to_string(), score: 0 }).collect();
+        let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
+        let snap = self.cache.snapshot();
+        let topo = snap.state.topology();
+        let idx: Vec<Option<NodeIdx>> =
+            names.iter().map(|n| if snap.not_offered.contains_key(*n) { None } else { topo.node_index(n) }).collect();
+        let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
+        let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
+        let mut by_node: BTreeMap<NodeIdx, (u64, u64)> = BTreeMap::new();
+        for (n, s) in known.iter().zip(scored) {
+            if let Some(s) = s {
+                by_node.insert(*n, s);
+            }
+        }
+        let best =
+            by_node.iter().max_by_key(|(_, (total, rank))| (*total, std::cmp::Reverse(*rank))).map(|(n, s)| (*n, *s));
+        names
+            .iter()
+            .zip(&idx)
+            .map(|(name, i)| {
+                let score = match (i.and_then(|i| by_node.get(&i).map(|s| (i, *s))), best) {
+                    (Some((i, _)), Some((b, _))) if i == b => MAX_EXTENDER_PRIORITY,
+                    (Some((_, (total, _))), Some((_, (best_total, _)))) if best_total > 0 => {
+                        (((10 * u128::from(total) + u128::from(best_total) / 2) / u128::from(best_total)) as i64).min(9)
+                    }
+                    _ => 0,
+                };
+                HostPriority { host: name.to_string(), score: clamp_score(score) }
+            })
+            .collect()
+    }
+
+    /// Preempt: keeps the candidate nodes where preemption can help the pod — the node is offered, its pool may
+    /// take the pod, and once the victims Sovra knows on it are gone the pod fits by Sovra's GPU accounting — with
+    /// their victims as offered, always answered by UID. Nodes without victims are dropped.
+    pub fn preempt(&self, args: &ExtenderPreemptionArgs) -> ExtenderPreemptionResult {
+        self.metrics.preempt.fetch_add(1, Ordering::Relaxed);
+        let mut out = ExtenderPreemptionResult::default();
+        let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return out };
+        // (node, victim UIDs, PDB violations), from whichever form the request used.
+        let candidates: Vec<(String, Vec<String>, i64)> =
+            match (&args.node_name_to_meta_victims, &args.node_name_to_victims) {
+                (Some(meta), _) => meta
+                    .iter()
+                    .map(|(n, v)| {
+                        let v = v.clone().unwrap_or_default();
+                        (n.clone(), v.pods.into_iter().flatten().map(|p| p.uid).collect(), v.num_pdb_violations)
+                    })
+                    .collect(),
+                (None, Some(full)) => full
+                    .iter()
+                    .map(|(n, v)| {
+                        let v = v.clone().unwrap_or_default();
+                        (
+                            n.clone(),
+                            v.pods.into_iter().flatten().map(|p: Pod| p.metadata.uid).collect(),
+                            v.num_pdb_violations,
+                        )
+                    })
+                    .collect(),
+                (None, None) => vec![],
+            };
+        let snap = self.cache.snapshot();
+        let mut freed = snap.state.clone();
+        for (_, uids, _) in &candidates {
+            for uid in uids {
+                if let Some(d) = snap.accounted.get(uid) {
+                    freed.release(d);
+                }
+            }
+        }
+        let freed_snap = Snapshot { state: freed, ..(*snap).clone() };
+        for (node, uids, pdb) in candidates {
+            let mut seen = std::collections::BTreeSet::new();
+            let victims: Vec<MetaPodOut> = uids
+                .into_iter()
+                .filter(|u| !u.is_empty() && seen.insert(u.clone()))
+                .map(|uid| MetaPodOut { uid })
+                .collect();
+            if victims.is_empty() {
+                continue;
+            }
+            let verdict = evaluate_nodes(&freed_snap, &req, &[node.as_str()]).pop();
+            if verdict == Some(Verdict::Pass) {
+                out.node_name_to_meta_victims.insert(node, MetaVictimsOut { pods: victims, num_pdb_violations: pdb });
+            }
+        }
+        out
+    }
+
+    /// Bind: checks the node is offered and permitted for the pod, then creates the pod's Binding (idempotent: a pod
+    /// already bound to this node is a success, to another node an error).
+    pub async fn bind(&self, args: &ExtenderBindingArgs) -> ExtenderBindingResult {
+        self.metrics.bind.fetch_add(1, Ordering::Relaxed);
+        let result = self.bind_inner(args).await;
+        if let Err(e) = &result {
+            self.metrics.bind_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pod = %args.pod_name, node = %args.node, error = %e, "bind refused");
+        }
+        ExtenderBindingResult { error: result.err().unwrap_or_default() }
+    }
+
+    async fn bind_inner(&self, a: &ExtenderBindingArgs) -> Result<(), String> {
+        if a.pod_name.is_empty() || a.node.is_empty() {
+            return Err("the bind request needs PodName and Node".into());
+        }
+        let ns = if a.pod_namespace.is_empty() { "default" } else { a.pod_namespace.as_str() };
+        let key = format!("{ns}/{}", a.pod_name);
+        let snap = self.cache.snapshot();
+        if let Some(why) = snap.not_offered.get(&a.node) {
+            return Err(format!("refusing to bind {key} to {}: {why}", a.node));
+        }
+        if snap.state.topology().node_index(&a.node).is_none() {
+            return Err(format!("refusing to bind {key} to {}: the node is not in Sovra's node cache", a.node));
+        }
+        if let Some(rec) = self.cache.record(&a.pod_uid) {
+            if let Ok(req) = &rec.request
+                && let Some(Verdict::Unresolvable(why)) = evaluate_nodes(&snap, req, &[a.node.as_str()]).pop()
+            {
+                return Err(format!("refusing to bind {key} to {}: {why}", a.node));
+            }
+            match &rec.node {
+                Some(n) if *n == a.node => return Ok(()),
+                Some(n) => return Err(format!("pod {key} is already bound to node {n}")),
+                None => {}
+            }
+        }
+        if let Binder::Kube(client) = &self.binder {
+            crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
+        }
+        self.cache.assume_bound(&a.pod_uid, &key, &a.node);
+        Ok(())
+    }
+}
+
+/// The candidate names of a filter or prioritize request: `NodeNames` when present, else the names of `Nodes`.
+pub fn candidate_names(args: &ExtenderArgs) -> Vec<&str> {
+    match (&args.node_names, &args.nodes) {
+        (Some(names), _) => names.iter().map(String::as_str).collect(),
+        (None, Some(list)) => list.items.iter().map(|(n, _)| n.as_str()).collect(),
+        (None, None) => vec![],
+    }
+}
+
+/// Verdicts for the candidate nodes, gang rules included (`uid` is the pod's, to count it as a member).
+pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], uid: Option<&str>) -> Vec<Verdict> {
+    let mut verdicts = evaluate_nodes(snap, req, names);
+    let Some(gang) = &req.gang else { return verdicts };
+    if !verdicts.contains(&Verdict::Pass) {
+        return verdicts;
+    }
+    let mut count = snap.gangs.get(&gang.key).copied().unwrap_or_default();
+    if uid.is_none_or(|u| !snap.pods.contains_key(u)) && count.members == 0 {
+        count.members = 1;
+    }
+    let wait = if count.members < gang.min_member {
+        Some(format!(
+            "gang {} waits for its members: {} of {} pods exist; it holds no GPU while it waits",
+            gang.key, count.members, gang.min_member
+        ))
+    } else {
+        let remaining = gang.min_member.saturating_sub(count.bound).max(1);
+        if remaining > 1 {
+            let mut job = req.job.clone();
+            job.replicas = remaining;
+            match Placer::new(PolicySpec::single(ScorerKind::BestFit), 0).place(&snap.state, &job) {
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "gang {}: its {remaining} unbound pods do not fit together now ({}); the gang waits, holding no GPU",
+                    gang.key, e.summary
+                )),
+            }
+        } else {
+            None
+        }
+    };
+    if let Some(why) = wait {
+        for v in verdicts.iter_mut() {
+            if *v == Verdict::Pass {
+                *v = Verdict::Failed(why.clone());
+            }
+        }
+    }
+    verdicts
+}
+
+/// Verdicts for the candidate nodes, one pod on its own.
+pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
+    let topo = snap.state.topology();
+    let job = &req.job;
+    let Some(class) = topo.class(&job.residency) else {
+        let known: Vec<&str> = topo.classes.iter().map(|c| c.name.as_str()).collect();
+        let why = format!(
+            "residency class {:?} (label {} of pod {}) is not in the Sovra cluster config; known classes: {}",
+            job.residency,
+            crate::pod::RESIDENCY_LABEL,
+            job.name,
+            known.join(", ")
+        );
+        return names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect();
+    };
+    let needs = JobNeeds::of(job, topo);
+    let mut pool_verdicts: Vec<Option<Option<String>>> = vec![None; topo.pools.len()];
+    names
+        .iter()
+        .map(|name| {
+            if let Some(why) = snap.not_offered.get(*name) {
+                return Verdict::Unresolvable(why.clone());
+            }
+            let Some(i) = topo.node_index(name) else {
+                return Verdict::Failed(format!(
+                    "node {name} is not in Sovra's node cache (not in the cluster config and not seen through the \
+                     Kubernetes API yet)"
+                ));
+            };
+            let info = &topo.nodes[i as usize];
+            let pool = info.pool as usize;
+            let pv = pool_verdicts[pool]
+                .get_or_insert_with(|| pool_reason(&topo.pools[pool], topo, job, class).map(|(_, why)| why));
+            if let Some(why) = pv {
+                return Verdict::Unresolvable(why.clone());
+            }
+            match check_node(&snap.state, i, &needs) {
+                Ok(()) => Verdict::Pass,
+                Err(r) => {
+                    let never = match r {
+                        Reason::NoAllowedModel => true,
+                        Reason::TooFewHealthyGpus | Reason::TooFewFreeGpus | Reason::NoNvlinkIsland => {
+                            u32::from(info.dev_count) < job.resources.gpus
+                        }
+                        Reason::InsufficientCpu => info.cpu_milli < job.resources.cpu_milli,
+                        Reason::InsufficientMemory => info.memory_mib < job.resources.memory_mib,
+                        _ => false,
+                    };
+                    if never {
+                        Verdict::Unresolvable(match r {
+                            Reason::NoAllowedModel => r.describe(job),
+                            _ => format!(
+                                "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
+                                info.dev_count,
+                                info.cpu_milli,
+                                info.memory_mib,
+                                job.resources.gpus,
+                                job.resources.cpu_milli,
+                                job.resources.memory_mib
+                            ),
+                        })
+                    } else {
+                        Verdict::Failed(r.describe(job))
+                    }
+                }
+            }
+        })
+        .collect()
+}

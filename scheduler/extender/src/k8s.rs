@@ -1,0 +1,247 @@
+//! The Kubernetes side, through kube-rs: Bindings, node labels, and the Node and Pod watches that keep the cache.
+
+use crate::cache::{Cache, ISLANDS_ANNOTATION, KubeNode, PodRecord};
+use crate::pod::{GPU_RESOURCE, pod_key, pod_request};
+use crate::quantity;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use sovra_node_daemon::inventory::{Inventory, model_name};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Creates the pod's Binding (`POST /api/v1/namespaces/{ns}/pods/{name}/binding`) with target `Node/{node}` and
+/// the pod's UID as precondition, as kube-scheduler's default binder does. Idempotent: when the API answers 409
+/// Conflict (the pod is already bound) and the pod is bound to `node`, that is a success; bound elsewhere, an error.
+pub async fn bind_pod(client: &kube::Client, ns: &str, name: &str, uid: &str, node: &str) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            uid: (!uid.is_empty()).then(|| uid.to_string()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            ..Default::default()
+        },
+    };
+    match pods.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => match pods.get(name).await {
+            Ok(pod) => match pod.spec.and_then(|s| s.node_name) {
+                Some(n) if n == node => Ok(()),
+                Some(n) => Err(format!("pod {ns}/{name} is already bound to node {n} (API conflict 409)")),
+                None => Err(format!("binding pod {ns}/{name} to {node}: API conflict 409: {}", status.message)),
+            },
+            Err(e) => Err(format!("binding pod {ns}/{name} to {node}: API conflict 409, then reading the pod: {e}")),
+        },
+        Err(kube::Error::Api(status)) => Err(format!(
+            "binding pod {ns}/{name} to {node}: the API server answered {} {}: {}",
+            status.code, status.reason, status.message
+        )),
+        Err(e) => Err(format!("binding pod {ns}/{name} to {node}: {e}")),
+    }
+}
+
+/// A label value as Kubernetes accepts it: at most 63 characters of `[A-Za-z0-9._-]`, starting and ending with an
+/// alphanumeric; other characters become `-`.
+pub fn label_value(v: &str) -> String {
+    let s: String = v
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(63)
+        .collect();
+    s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+/// The labels (and annotations) that describe a node's GPUs, from the node daemon's inventory, in the keys NVIDIA's
+/// GPU feature discovery uses — so that workloads and tools written for GFD read them unchanged:
+/// `nvidia.com/gpu.count`, `nvidia.com/gpu.product` (`NVIDIA-H100-80GB-HBM3`), `nvidia.com/gpu.memory` (MiB),
+/// `nvidia.com/gpu.compute.major`/`minor`, `nvidia.com/cuda.driver.major`/`minor`/`rev`, `nvidia.com/mig.capable`,
+/// plus Sovra's `sovra.io/gpu.healthy` (healthy GPUs). The first GPU describes a mixed node, as in GFD. NVLink
+/// islands go to the `sovra.io/gpu-nvlink-islands` annotation (label values are too short for them).
+pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut labels = BTreeMap::new();
+    let mut annotations = BTreeMap::new();
+    labels.insert("nvidia.com/gpu.count".to_string(), inv.gpus.len().to_string());
+    if let Some(g) = inv.gpus.first() {
+        labels.insert("nvidia.com/gpu.product".into(), label_value(&format!("NVIDIA-{}", model_name(&g.name))));
+        labels.insert("nvidia.com/gpu.memory".into(), g.memory_total_mib.to_string());
+        labels.insert("nvidia.com/gpu.compute.major".into(), g.compute_capability[0].to_string());
+        labels.insert("nvidia.com/gpu.compute.minor".into(), g.compute_capability[1].to_string());
+        labels.insert("nvidia.com/mig.capable".into(), inv.gpus.iter().any(|g| g.mig_enabled).to_string());
+    }
+    if let Some(driver) = &inv.driver_version {
+        for (part, key) in driver.split('.').zip(["major", "minor", "rev"]) {
+            labels.insert(format!("nvidia.com/cuda.driver.{key}"), label_value(part));
+        }
+    }
+    let healthy = inv.gpus.iter().filter(|g| g.health == Default::default()).count();
+    labels.insert("sovra.io/gpu.healthy".into(), healthy.to_string());
+    // NVLink islands: connected components of the peer links, by GPU index.
+    let domain = sovra_node_daemon::inventory::to_domain_node(inv, "n", "p", 0, 0);
+    let n = domain.gpus.len();
+    let mut island: Vec<usize> = (0..n).collect();
+    fn root(island: &mut [usize], mut i: usize) -> usize {
+        while island[i] != i {
+            island[i] = island[island[i]];
+            i = island[i];
+        }
+        i
+    }
+    for (i, g) in domain.gpus.iter().enumerate() {
+        for &p in &g.nvlink_peers {
+            if (p as usize) < n {
+                let (a, b) = (root(&mut island, i), root(&mut island, p as usize));
+                island[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        let r = root(&mut island, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let multi: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    if !multi.is_empty() {
+        annotations.insert(ISLANDS_ANNOTATION.to_string(), serde_json::to_string(&multi).unwrap_or_default());
+    }
+    (labels, annotations)
+}
+
+/// Publishes labels and annotations on a Node with one JSON merge patch (`PATCH /api/v1/nodes/{name}`,
+/// `application/merge-patch+json`): only the given keys change.
+pub async fn publish_labels(
+    client: &kube::Client,
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("labels".into(), serde_json::to_value(labels).unwrap_or_default());
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), serde_json::to_value(annotations).unwrap_or_default());
+    }
+    let patch = serde_json::json!({ "metadata": metadata });
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("labelling node {node}: {e}"))
+}
+
+/// What the cache needs of an API Node.
+pub fn kube_node(n: &Node) -> KubeNode {
+    let name = n.metadata.name.clone().unwrap_or_default();
+    let status = n.status.as_ref();
+    let alloc = status.and_then(|s| s.allocatable.as_ref());
+    let amount = |key: &str, read: fn(&str) -> Result<u64, quantity::QuantityError>| {
+        alloc.and_then(|a| a.get(key)).and_then(|q| read(&q.0).ok()).unwrap_or(0)
+    };
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    KubeNode {
+        name,
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        annotations: n.metadata.annotations.clone().unwrap_or_default(),
+        cpu_milli: amount("cpu", quantity::cpu_milli),
+        memory_mib: amount("memory", quantity::memory_mib),
+        gpus: u32::try_from(amount(GPU_RESOURCE, quantity::count)).unwrap_or(u32::MAX),
+        ready,
+    }
+}
+
+/// What the cache needs of an API Pod; `None` for a finished pod (it holds nothing).
+pub fn pod_record(p: &Pod) -> Option<PodRecord> {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    if phase == "Succeeded" || phase == "Failed" {
+        return None;
+    }
+    // One decoder for both paths: the extender's lenient reader.
+    let json = serde_json::to_vec(p).ok()?;
+    let pod: crate::wire::Pod = serde_json::from_slice(&json).ok()?;
+    let node = (!pod.spec.node_name.is_empty()).then(|| pod.spec.node_name.clone());
+    Some(PodRecord { uid: pod.metadata.uid.clone(), key: pod_key(&pod), node, request: pod_request(&pod) })
+}
+
+/// Watches Nodes and Pods (reflectors with backoff) and keeps the cache in step, forever. Pods that finished are
+/// released; after a watch restart, objects that are gone are dropped.
+pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
+    let nodes = {
+        let cache = cache.clone();
+        let (_reader, writer) = reflector::store::<Node>();
+        let stream =
+            reflector(writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut seen: Option<BTreeSet<String>> = None;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(n)) => cache.upsert_node(kube_node(&n)),
+                    Ok(watcher::Event::Delete(n)) => cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
+                    Ok(watcher::Event::Init) => seen = Some(BTreeSet::new()),
+                    Ok(watcher::Event::InitApply(n)) => {
+                        let k = kube_node(&n);
+                        if let Some(s) = seen.as_mut() {
+                            s.insert(k.name.clone());
+                        }
+                        cache.upsert_node(k);
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(s) = seen.take() {
+                            cache.retain_nodes(&s);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "node watch error (retrying)"),
+                }
+            }
+        }
+    };
+    let pods = {
+        let cache = cache.clone();
+        let (_reader, writer) = reflector::store::<Pod>();
+        let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        let stream = reflector(writer, watcher(Api::<Pod>::all(client.clone()), config)).default_backoff();
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut seen: Option<BTreeSet<String>> = None;
+            let apply = |p: &Pod, seen: &mut Option<BTreeSet<String>>| {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                match pod_record(p) {
+                    Some(r) => {
+                        if let Some(s) = seen.as_mut() {
+                            s.insert(uid);
+                        }
+                        cache.upsert_pod(r)
+                    }
+                    None => cache.remove_pod(&uid),
+                }
+            };
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(p)) => apply(&p, &mut None),
+                    Ok(watcher::Event::Delete(p)) => cache.remove_pod(p.metadata.uid.as_deref().unwrap_or("")),
+                    Ok(watcher::Event::Init) => seen = Some(BTreeSet::new()),
+                    Ok(watcher::Event::InitApply(p)) => apply(&p, &mut seen),
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(s) = seen.take() {
+                            cache.retain_pods(&s);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pod watch error (retrying)"),
+                }
+            }
+        }
+    };
+    tokio::join!(nodes, pods);
+}

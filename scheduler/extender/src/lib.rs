@@ -1,0 +1,22 @@
+//! Sovra as a Kubernetes scheduler extender.
+//!
+//! kube-scheduler calls Sovra over HTTP(S) (`reference/k8s-scheduler-extender-protocol.md` in the shared
+//! references; docs/kubernetes.md for deployment) so that pods land only on nodes whose zone satisfies their
+//! residency class, packed by Sovra's placement core:
+//! - [`wire`]: the extender/v1 JSON, decoded as Go decodes it (case-insensitive keys, `null` everywhere);
+//! - [`pod`]: from a pod to a Sovra job (GPUs, GPU share, residency class, kind, gang);
+//! - [`cache`]: nodes (cluster config + Kubernetes Nodes) and what runs on them, as immutable snapshots;
+//! - [`extender`]: filter, prioritize, preempt and bind on top of `sovra-placement`;
+//! - [`server`]: the HTTP and HTTPS (rustls, optional mTLS) server;
+//! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels.
+
+pub mod cache;
+pub mod extender;
+pub mod k8s;
+pub mod pod;
+pub mod quantity;
+pub mod server;
+pub mod wire;
+
+pub use cache::{Cache, KubeNode, PodRecord, Snapshot};
+pub use extender::{Binder, Extender, Verdict};

@@ -1,0 +1,163 @@
+//! `sovra-extender`: Sovra as a Kubernetes scheduler extender (see docs/kubernetes.md).
+
+use clap::{Parser, Subcommand};
+use sovra_domain::{ClusterConfig, PolicySpec};
+use sovra_extender::extender::{Binder, Extender};
+use sovra_extender::{Cache, k8s, server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "sovra-extender", version, about = "Sovra as a Kubernetes scheduler extender")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve filter, prioritize, preempt and bind to kube-scheduler.
+    Serve(ServeArgs),
+    /// Print the node labels (GPU feature discovery keys) for a node daemon inventory (JSON from
+    /// `sovra-node-daemon inventory`).
+    Labels {
+        /// The inventory file.
+        #[arg(long)]
+        inventory: PathBuf,
+    },
+    /// Publish the labels for a node daemon inventory on a Node (needs a kubeconfig or in-cluster credentials).
+    LabelNode {
+        /// The Node's name.
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// The inventory file.
+        #[arg(long)]
+        inventory: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The Sovra cluster file: zones, pools, residency classes, and nodes (optional with --kube).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    listen: SocketAddr,
+    /// Path prefix of the verbs (the path part of kube-scheduler's `urlPrefix`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// TLS certificate chain (PEM); serve HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mTLS with kube-scheduler's `tlsConfig`.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Watch Nodes and Pods and bind through the Kubernetes API (kubeconfig or in-cluster credentials). Without
+    /// it, the nodes are the config's and bind only records the placement (for tests and benchmarks).
+    #[arg(long)]
+    kube: bool,
+    /// Scoring policy (default: the config's `scheduling.policy`, else `best-fit,topology`).
+    #[arg(long)]
+    policy: Option<PolicySpec>,
+    /// Seed of the tie-break node order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest request body, MiB.
+    #[arg(long, default_value_t = 64)]
+    max_body_mib: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_inventory(path: &PathBuf) -> Result<sovra_node_daemon::inventory::Inventory, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--inventory {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!("--inventory {}: {e}; give the JSON that `sovra-node-daemon inventory` prints", path.display())
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Labels { inventory } => {
+            let (labels, annotations) = k8s::inventory_labels(&read_inventory(&inventory)?);
+            let out = serde_json::json!({"labels": labels, "annotations": annotations});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+        Command::LabelNode { node, inventory } => {
+            let (labels, annotations) = k8s::inventory_labels(&read_inventory(&inventory)?);
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot reach the Kubernetes API (kubeconfig or in-cluster): {e}"))?;
+            k8s::publish_labels(&client, &node, &labels, &annotations).await?;
+            eprintln!("labelled node {node} with {} label(s)", labels.len());
+            Ok(())
+        }
+        Command::Serve(a) => serve(a).await,
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<(), String> {
+    let config = ClusterConfig::load(&a.config).map_err(|e| e.to_string())?;
+    let policy = a.policy.clone().or_else(|| config.scheduling.policy.clone()).unwrap_or_default();
+    let cache = Arc::new(Cache::new(config).map_err(|e| e.to_string())?);
+    let binder = if a.kube {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("--kube: cannot reach the Kubernetes API (kubeconfig or in-cluster): {e}"))?;
+        tokio::spawn(k8s::watch(client.clone(), cache.clone()));
+        Binder::Kube(client)
+    } else {
+        tracing::warn!("without --kube, nodes come from the config only and bind records placements without binding");
+        Binder::CacheOnly
+    };
+    let ext = Arc::new(Extender::new(cache, policy.clone(), a.seed, binder));
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(server::tls_config(c, k, a.tls_client_ca.as_deref())?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let app = server::router(ext, &a.prefix, a.max_body_mib.saturating_mul(1 << 20));
+    let running = server::serve(listener, app, tls.clone()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        addr = %running.local_addr,
+        tls = tls.is_some(),
+        mtls = a.tls_client_ca.is_some(),
+        %policy,
+        "sovra-extender listening"
+    );
+    tokio::select! {
+        _ = running.wait() => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+    }
+}
