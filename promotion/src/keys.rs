@@ -212,3 +212,12 @@ impl SigningKey {
         self.signer.sign(message).map_err(|e| e.to_string())
     }
 }
+
+/// Generates a fresh EC P-256 key pair from the operating system's randomness: (PKCS#8 `PRIVATE KEY` PEM,
+/// `PUBLIC KEY` PEM).
+pub fn generate_p256() -> std::result::Result<(String, String), String> {
+    let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+    let private = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?.to_string();
+    let public = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+    Ok((private, public))
+}

@@ -19,16 +19,23 @@
 //! ```
 
 pub mod bundle;
+pub mod config;
+pub mod dsse;
 pub mod error;
+pub mod gates;
 pub mod hashing;
 pub mod keys;
 pub mod manifest;
 pub mod paths;
+pub mod service;
 pub mod signing;
 pub mod verifying;
 
+pub use config::PromotionConfig;
 pub use error::{Error, Result};
+pub use gates::{GateResult, Gates};
 pub use keys::{Curve, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestDiff, Method, Resource, Serialization};
+pub use service::{PromoteError, Promoted, Promoter, PushRequest};
 pub use signing::{SignOptions, SignOutcome, sign_manifest, sign_model};
-pub use verifying::{VerifyOptions, VerifyOutcome, verify_bundle, verify_model};
+pub use verifying::{VerifyOptions, VerifyOutcome, verify_bundle, verify_model, verify_model_with_key};

@@ -140,8 +140,19 @@ pub fn verify_model(
     options: &VerifyOptions,
 ) -> Result<VerifyOutcome> {
     let key = PublicKey::from_pem_file(public_key)?;
+    verify_model_with_key(model, signature, &key, public_key, options)
+}
+
+/// [`verify_model`] with a key already loaded; `key_label` names it in messages.
+pub fn verify_model_with_key(
+    model: &Path,
+    signature: &Path,
+    key: &PublicKey,
+    key_label: &Path,
+    options: &VerifyOptions,
+) -> Result<VerifyOutcome> {
     let json = std::fs::read(signature).map_err(Error::io(signature, "cannot read the signature"))?;
-    let (manifest, warnings) = verify_bundle(&json, &key, signature, public_key)?;
+    let (manifest, warnings) = verify_bundle(&json, key, signature, key_label)?;
     if !model.exists() {
         return Err(Error::ModelNotFound { path: model.to_path_buf() });
     }

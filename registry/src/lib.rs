@@ -405,7 +405,12 @@ impl Registry {
     /// The alias write for [`Registry::commit`].
     pub fn alias_write(zone: &DataZone, model: &str, alias: &str, digest: &str) -> Result<Write> {
         check_name("alias", alias)?;
-        let value = serde_json::to_vec(&(digest, now())).unwrap_or_default();
+        // Nanoseconds, so that the alias set last wins even within one second.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let value = serde_json::to_vec(&(digest, at)).unwrap_or_default();
         Ok(Write { tree: TreeId::Aliases, key: alias_key(zone, model, alias), value })
     }
 

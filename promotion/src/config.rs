@@ -1,0 +1,263 @@
+//! The promotion configuration (YAML): which zones hold each stage's data zones, the keys of signers, approvers,
+//! admins and the promotion service, approval counts, evaluation thresholds and where the policies are.
+//! Paths in the file are relative to the file. See docs/registry.md for the format.
+
+use crate::keys::{PublicKey, SigningKey};
+use sovra_registry::Stage;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A named public key.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedKey {
+    /// Who it is.
+    pub name: String,
+    /// PEM public key file.
+    pub key: PathBuf,
+}
+
+/// Zones of each stage.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    /// Zones where models are trained and pushed; also the permitted training zones unless `training_zones` says
+    /// otherwise.
+    pub training: Vec<String>,
+    /// Zones of the curated registry.
+    pub registry: Vec<String>,
+    /// Zones that serve inference.
+    pub inference: Vec<String>,
+}
+
+impl Stages {
+    /// The zones of a stage.
+    pub fn zones(&self, stage: Stage) -> &[String] {
+        match stage {
+            Stage::Training => &self.training,
+            Stage::Registry => &self.registry,
+            Stage::Inference => &self.inference,
+        }
+    }
+}
+
+/// A threshold on one evaluation metric.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// The metric must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The metric must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// Approval rules.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRules {
+    /// Approvals needed to enter the registry stage.
+    #[serde(default)]
+    pub registry: usize,
+    /// Approvals needed to enter the inference stage (N of the M approvers).
+    #[serde(default)]
+    pub inference: usize,
+    /// Longest validity an approval may carry, e.g. `7d` (default 7 days).
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+}
+
+fn default_max_age() -> String {
+    "7d".into()
+}
+
+impl Default for ApprovalRules {
+    fn default() -> Self {
+        ApprovalRules { registry: 0, inference: 0, max_age: default_max_age() }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: Option<PathBuf>,
+    stages: Stages,
+    #[serde(default)]
+    training_zones: Option<Vec<String>>,
+    #[serde(default)]
+    signers: Vec<NamedKey>,
+    #[serde(default)]
+    approvers: Vec<NamedKey>,
+    #[serde(default)]
+    admins: Vec<NamedKey>,
+    service_key: PathBuf,
+    #[serde(default)]
+    approvals: ApprovalRules,
+    #[serde(default)]
+    evaluation: BTreeMap<String, Threshold>,
+    #[serde(default)]
+    policies: Option<PathBuf>,
+}
+
+/// A loaded key with its name and hint.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Who.
+    pub name: String,
+    /// The key.
+    pub key: PublicKey,
+    /// Its hint.
+    pub hint: String,
+}
+
+/// The loaded configuration, with every key read.
+#[derive(Debug)]
+pub struct PromotionConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The cluster file, if the config names one (else the caller's default).
+    pub cluster: Option<PathBuf>,
+    /// Zones per stage.
+    pub stages: Stages,
+    /// Permitted training zones.
+    pub training_zones: Vec<String>,
+    /// Allowed model signers.
+    pub signers: Vec<Identity>,
+    /// Approvers (M).
+    pub approvers: Vec<Identity>,
+    /// Admins who may grant exceptions.
+    pub admins: Vec<Identity>,
+    /// The promotion service's signing key.
+    pub service_key: SigningKey,
+    /// Approval rules.
+    pub approvals: ApprovalRules,
+    /// Longest approval validity, seconds.
+    pub approval_max_age: u64,
+    /// Evaluation thresholds.
+    pub evaluation: BTreeMap<String, Threshold>,
+    /// A directory of `.rego` files that override or add to the built-in policies.
+    pub policies: Option<PathBuf>,
+}
+
+/// Parses `30s`, `15m`, `2h`, `7d` (or plain seconds) into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. 30m, 2h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use s, m, h or d")),
+    };
+    if n == 0 {
+        return Err(format!("`{s}`: a duration must be positive"));
+    }
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too long"))
+}
+
+impl PromotionConfig {
+    /// Loads a promotion config file and every key it names. Errors name the file and field.
+    pub fn load(path: &Path) -> Result<PromotionConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the promotion config: {e}", path.display()))?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            format!("{}: field `{field}`: {}", path.display(), e.into_inner())
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let at = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let ids = |list: &[NamedKey], field: &str| -> Result<Vec<Identity>, String> {
+            let mut out: Vec<Identity> = Vec::new();
+            for (i, k) in list.iter().enumerate() {
+                let key = PublicKey::from_pem_file(&at(&k.key))
+                    .map_err(|e| format!("{}: field `{field}[{i}].key`: {e}", path.display()))?;
+                let hint = key.hint();
+                if out.iter().any(|o| o.name == k.name || o.hint == hint) {
+                    return Err(format!(
+                        "{}: field `{field}[{i}]`: `{}` repeats a name or key of {field}; each must be distinct",
+                        path.display(),
+                        k.name
+                    ));
+                }
+                out.push(Identity { name: k.name.clone(), key, hint });
+            }
+            Ok(out)
+        };
+        let service_key = SigningKey::from_pem_file(&at(&raw.service_key))
+            .map_err(|e| format!("{}: field `service_key`: {e}", path.display()))?;
+        let approval_max_age = parse_duration(&raw.approvals.max_age)
+            .map_err(|e| format!("{}: field `approvals.max_age`: {e}", path.display()))?;
+        let approvers = ids(&raw.approvers, "approvers")?;
+        for (stage, n) in [("registry", raw.approvals.registry), ("inference", raw.approvals.inference)] {
+            if n > approvers.len() {
+                return Err(format!(
+                    "{}: field `approvals.{stage}`: {n} approvals required but only {} approvers configured",
+                    path.display(),
+                    approvers.len()
+                ));
+            }
+        }
+        for stage in Stage::ALL {
+            if raw.stages.zones(stage).is_empty() {
+                return Err(format!("{}: field `stages.{stage}`: list at least one zone", path.display()));
+            }
+        }
+        for (name, t) in &raw.evaluation {
+            if t.min.is_none() && t.max.is_none() {
+                return Err(format!("{}: field `evaluation.{name}`: give `min`, `max` or both", path.display()));
+            }
+        }
+        Ok(PromotionConfig {
+            path: path.to_path_buf(),
+            cluster: raw.cluster.as_deref().map(at),
+            training_zones: raw.training_zones.clone().unwrap_or_else(|| raw.stages.training.clone()),
+            stages: raw.stages,
+            signers: ids(&raw.signers, "signers")?,
+            approvers,
+            admins: ids(&raw.admins, "admins")?,
+            service_key,
+            approvals: raw.approvals,
+            approval_max_age,
+            evaluation: raw.evaluation,
+            policies: raw.policies.as_deref().map(at),
+        })
+    }
+
+    /// Approvals required to enter `stage`.
+    pub fn required_approvals(&self, stage: Stage) -> usize {
+        match stage {
+            Stage::Training => 0,
+            Stage::Registry => self.approvals.registry,
+            Stage::Inference => self.approvals.inference,
+        }
+    }
+
+    /// Checks that every zone the config names exists in the cluster.
+    pub fn check_zones(&self, cluster: &sovra_domain::ClusterConfig) -> Result<(), String> {
+        for stage in Stage::ALL {
+            for z in self.stages.zones(stage) {
+                if cluster.zone(z).is_none() {
+                    return Err(format!(
+                        "{}: field `stages.{stage}`: zone `{z}` is not in the cluster config (zones: {})",
+                        self.path.display(),
+                        cluster.zones.iter().map(|z| z.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        for z in &self.training_zones {
+            if cluster.zone(z).is_none() {
+                return Err(format!(
+                    "{}: field `training_zones`: zone `{z}` is not in the cluster config",
+                    self.path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,868 @@
+//! The promotion service: push, approve, grant exceptions, promote and pull, over a [`Registry`].
+//!
+//! A model version moves training → registry → inference, one stage at a time and never back. Every promotion
+//! re-verifies the OMS signature and every blob in the source data zone, evaluates the gates ([`crate::gates`]) over
+//! one input document, copies the blobs into the target data zone and re-verifies each digest there, then records
+//! an in-toto promotion statement signed (DSSE) by the service key. Denials, approvals, exceptions and promotions
+//! all land in the registry's hash-chained audit log.
+
+use crate::config::{Identity, PromotionConfig};
+use crate::dsse::Envelope;
+use crate::gates::{GateResult, Gates};
+use crate::keys::{PublicKey, SigningKey};
+use crate::manifest::Method;
+use crate::paths::normalize_name;
+use crate::verifying::{VerifyOptions, verify_bundle, verify_model_with_key};
+use serde_json::{Value, json};
+use sovra_domain::ClusterConfig;
+use sovra_registry::{
+    AuditEvent, DataZone, FileEntry, Location, Registry, SignedRecord, Stage, VersionRecord, check_name,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// payloadType of approvals.
+pub const APPROVAL_TYPE: &str = "application/vnd.sovra.approval.v1+json";
+/// payloadType of exceptions.
+pub const EXCEPTION_TYPE: &str = "application/vnd.sovra.exception.v1+json";
+/// payloadType of promotion statements (in-toto).
+pub const STATEMENT_TYPE: &str = "application/vnd.in-toto+json";
+/// predicateType of promotion statements.
+pub const PROMOTION_PREDICATE: &str = "https://sovra.dev/promotion/v1";
+
+/// Why a service call failed. [`PromoteError::exit_code`]: 1 denied or failed verification, 2 bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    /// A file, flag or name is wrong; nothing was written or promoted.
+    #[error("{0}")]
+    BadInput(String),
+    /// The gates denied the promotion; every failed gate is listed with its reasons.
+    #[error("promotion of {subject} {from} → {to} DENIED by {} gate(s): {}", failed.len(), summary(failed))]
+    Denied {
+        /// `model@digest`.
+        subject: String,
+        /// Source data zone.
+        from: String,
+        /// Target data zone.
+        to: String,
+        /// The failed gates.
+        failed: Vec<GateResult>,
+        /// All gates evaluated.
+        gates: Vec<GateResult>,
+    },
+    /// A signature or digest did not verify; nothing was written or promoted.
+    #[error("{0}")]
+    Verification(String),
+}
+
+fn summary(failed: &[GateResult]) -> String {
+    failed.iter().map(|g| format!("{}: {}", g.gate, g.reasons.join("; "))).collect::<Vec<_>>().join(" | ")
+}
+
+impl PromoteError {
+    /// 1 when denied or a verification failed, 2 for bad input.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PromoteError::BadInput(_) => 2,
+            PromoteError::Denied { .. } | PromoteError::Verification(_) => 1,
+        }
+    }
+}
+
+impl From<sovra_registry::Error> for PromoteError {
+    fn from(e: sovra_registry::Error) -> Self {
+        match e {
+            sovra_registry::Error::DigestMismatch { .. } => PromoteError::Verification(e.to_string()),
+            other => PromoteError::BadInput(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::Error> for PromoteError {
+    fn from(e: crate::Error) -> Self {
+        if e.is_verification_failure() {
+            PromoteError::Verification(e.to_string())
+        } else {
+            PromoteError::BadInput(e.to_string())
+        }
+    }
+}
+
+type Res<T> = std::result::Result<T, PromoteError>;
+
+fn bad(m: impl Into<String>) -> PromoteError {
+    PromoteError::BadInput(m.into())
+}
+
+/// What to push.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// Model name.
+    pub name: String,
+    /// The model directory (or file).
+    pub model: PathBuf,
+    /// Its OMS bundle.
+    pub signature: PathBuf,
+    /// The signer's public key; default: the configured signer whose hint the bundle carries.
+    pub public_key: Option<PathBuf>,
+    /// Residency class of the training data (a class of the cluster config).
+    pub residency_class: String,
+    /// Provenance file (YAML/JSON): `training_job`, `training_zone`, ...
+    pub provenance: Option<PathBuf>,
+    /// Metrics file (YAML/JSON): metric name → number.
+    pub metrics: Option<PathBuf>,
+    /// Training zone to store it in; default: the provenance's `training_zone`, else the first training zone.
+    pub zone: Option<String>,
+}
+
+/// A successful promotion.
+#[derive(Debug, Clone)]
+pub struct Promoted {
+    /// The version after the promotion.
+    pub version: VersionRecord,
+    /// The stored promotion record (statement envelope inside).
+    pub record: SignedRecord,
+    /// Source data zone.
+    pub from: DataZone,
+    /// Target data zone.
+    pub to: DataZone,
+    /// The gates evaluated.
+    pub gates: Vec<GateResult>,
+    /// True when a break-glass exception let a failed gate pass.
+    pub under_exception: bool,
+    /// The audit entry number.
+    pub audit_seq: u64,
+}
+
+/// The promotion service.
+#[derive(Debug)]
+pub struct Promoter {
+    /// The registry.
+    pub registry: Registry,
+    /// The promotion config.
+    pub config: PromotionConfig,
+    /// The cluster config (zones, residency classes).
+    pub cluster: ClusterConfig,
+    /// The gates.
+    pub gates: Gates,
+    now: Option<u64>,
+}
+
+fn read_doc(path: &Path, what: &str) -> Res<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("{}: cannot read the {what} file: {e}", path.display())))?;
+    let v: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| bad(format!("{}: the {what} file is not valid YAML/JSON: {e}", path.display())))?;
+    if !v.is_object() {
+        return Err(bad(format!("{}: the {what} file must be a mapping of fields", path.display())));
+    }
+    Ok(v)
+}
+
+fn zone_doc(z: &sovra_domain::Zone) -> Value {
+    serde_json::to_value(z).unwrap_or(Value::Null)
+}
+
+impl Promoter {
+    /// A service over `registry`; checks that the config's zones exist in `cluster` and loads the policies.
+    pub fn new(registry: Registry, config: PromotionConfig, cluster: ClusterConfig) -> Res<Promoter> {
+        config.check_zones(&cluster).map_err(bad)?;
+        let gates = Gates::load(config.policies.as_deref()).map_err(bad)?;
+        Ok(Promoter { registry, config, cluster, gates, now: None })
+    }
+
+    /// Fixes the clock (tests, and replaying a decision as of a past time).
+    pub fn with_now(mut self, now: u64) -> Promoter {
+        self.now = Some(now);
+        self
+    }
+
+    /// Sets or clears the fixed clock.
+    pub fn set_now(&mut self, now: Option<u64>) {
+        self.now = now;
+    }
+
+    /// The service's clock (Unix seconds).
+    pub fn now(&self) -> u64 {
+        self.now.unwrap_or_else(sovra_registry::now)
+    }
+
+    fn data_zone(&self, zone: &str, stage: Stage) -> Res<DataZone> {
+        if !self.config.stages.zones(stage).iter().any(|z| z == zone) {
+            return Err(bad(format!(
+                "zone `{zone}` holds no {stage} data zone in {} (stages.{stage}: {})",
+                self.config.path.display(),
+                self.config.stages.zones(stage).join(", ")
+            )));
+        }
+        Ok(DataZone::new(zone, stage)?)
+    }
+
+    fn signer(&self, hint: &str) -> Option<&Identity> {
+        self.config.signers.iter().find(|s| s.hint == hint)
+    }
+
+    /// Verifies a model against its bundle and stores it in a training data zone. Nothing is stored unless the
+    /// signature and every file verify.
+    pub fn push(&self, req: &PushRequest) -> Res<VersionRecord> {
+        check_name("model name", &req.name)?;
+        if self.cluster.class(&req.residency_class).is_none() {
+            return Err(bad(format!(
+                "--residency-class `{}` is not a residency class of the cluster config (classes: {})",
+                req.residency_class,
+                self.cluster.residency_classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let provenance = match &req.provenance {
+            Some(p) => read_doc(p, "provenance")?,
+            None => json!({}),
+        };
+        let metrics = match &req.metrics {
+            Some(p) => {
+                let m = read_doc(p, "metrics")?;
+                if let Some((k, _)) = m.as_object().into_iter().flatten().find(|(_, v)| !v.is_number()) {
+                    return Err(bad(format!("{}: metric `{k}` is not a number", p.display())));
+                }
+                m
+            }
+            None => json!({}),
+        };
+        let zone = req
+            .zone
+            .clone()
+            .or_else(|| provenance.get("training_zone").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| self.config.stages.training[0].clone());
+        let dz = self.data_zone(&zone, Stage::Training)?;
+        let bundle = std::fs::read(&req.signature)
+            .map_err(|e| bad(format!("{}: cannot read the signature: {e}", req.signature.display())))?;
+        let (key, key_label) = match &req.public_key {
+            Some(p) => (PublicKey::from_pem_file(p)?, p.clone()),
+            None => {
+                let hint = crate::bundle::Bundle::from_json(&bundle)
+                    .map_err(|m| bad(format!("{}: not a valid OMS signature bundle: {m}", req.signature.display())))?
+                    .verification_material
+                    .public_key
+                    .hint
+                    .unwrap_or_default();
+                let s = self.signer(&hint).ok_or_else(|| {
+                    bad(format!(
+                        "{}: signed by key {hint}, which is not a configured signer; pass --public-key",
+                        req.signature.display()
+                    ))
+                })?;
+                (s.key.clone(), PathBuf::from(format!("signer `{}`", s.name)))
+            }
+        };
+        let out = verify_model_with_key(&req.model, &req.signature, &key, &key_label, &VerifyOptions::default())?;
+        if !matches!(out.manifest.serialization.method, Method::Files) {
+            return Err(bad(format!(
+                "{}: the registry stores models signed file by file; re-sign without --shard-size",
+                req.signature.display()
+            )));
+        }
+        if let Some(existing) = self.registry.version(&req.name, &out.root_digest)? {
+            return Err(bad(format!(
+                "{}@{} is already in the registry (pushed {}, now in {}); nothing to do",
+                req.name,
+                &out.root_digest[..12],
+                existing.pushed_at,
+                existing.current().map(|l| l.data_zone.to_string()).unwrap_or_default()
+            )));
+        }
+        let mut files = Vec::new();
+        let mut stored: Vec<String> = Vec::new();
+        let cleanup = |stored: &[String]| {
+            for d in stored {
+                let _ = self.registry.blobs().delete(&dz, d);
+            }
+        };
+        for r in &out.manifest.resources {
+            let name = normalize_name(&r.name)
+                .ok_or_else(|| bad(format!("manifest names `{}`, outside the model", r.name)))?;
+            let path = if name == "." { req.model.clone() } else { req.model.join(&name) };
+            let existed = self.registry.blobs().exists(&dz, &r.digest)?;
+            match self.registry.blobs().put_file(&dz, &path, &r.digest) {
+                Ok(size) => {
+                    if !existed {
+                        stored.push(r.digest.clone());
+                    }
+                    files.push(FileEntry { name, digest: r.digest.clone(), size });
+                }
+                Err(e) => {
+                    cleanup(&stored);
+                    return Err(e.into());
+                }
+            }
+        }
+        let bundle_digest = match self.registry.blobs().put_bytes(&dz, &bundle) {
+            Ok(d) => d,
+            Err(e) => {
+                cleanup(&stored);
+                return Err(e.into());
+            }
+        };
+        let now = self.now();
+        let v = VersionRecord {
+            model: req.name.clone(),
+            digest: out.root_digest.clone(),
+            residency_class: req.residency_class.clone(),
+            files,
+            bundle: bundle_digest,
+            signer_hint: key.hint(),
+            signer_key_pem: key.to_pem().to_string(),
+            provenance,
+            metrics,
+            pushed_at: now,
+            locations: vec![Location { data_zone: dz.clone(), since: now, promotion: None }],
+        };
+        let event = AuditEvent {
+            kind: "push".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: self.signer(&v.signer_hint).map(|s| s.name.clone()).unwrap_or_else(|| v.signer_hint.clone()),
+            details: json!({"data_zone": dz.to_string(), "files": v.files.len(), "bytes": v.size(),
+                            "residency_class": v.residency_class}),
+        };
+        let writes = [Registry::version_write(&v), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
+        if let Err(e) = self.registry.commit(&writes, event) {
+            cleanup(&stored);
+            return Err(e.into());
+        }
+        Ok(v)
+    }
+
+    /// Signs an approval of `model@reference` entering stage `to` with the approver's private key and records it
+    /// (unless `record` is false). An approval by a key that is not a configured approver is recorded but never
+    /// counts. Returns the record (its envelope is what CI passes around).
+    pub fn approve(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        to: Stage,
+        key: &Path,
+        ttl: Option<u64>,
+        record: bool,
+    ) -> Res<SignedRecord> {
+        let v = self.registry.resolve(model, reference)?;
+        let from = match to {
+            Stage::Registry => Stage::Training,
+            Stage::Inference => Stage::Registry,
+            Stage::Training => {
+                return Err(bad("--to training: nothing is promoted into training; use registry or inference"));
+            }
+        };
+        let key = SigningKey::from_pem_file(key)?;
+        let ttl = ttl.unwrap_or(self.config.approval_max_age);
+        if ttl > self.config.approval_max_age {
+            return Err(bad(format!(
+                "--ttl: {ttl} s exceeds approvals.max_age ({}) of {}",
+                self.config.approvals.max_age,
+                self.config.path.display()
+            )));
+        }
+        let hint = key.public_key().hint();
+        let approver = self.config.approvers.iter().find(|a| a.hint == hint).map(|a| a.name.clone());
+        let now = self.now();
+        let payload = json!({
+            "_type": "https://sovra.dev/approval/v1",
+            "model": v.model, "digest": v.digest, "from": from, "to": to,
+            "approver": approver.clone().unwrap_or_else(|| "unknown".into()),
+            "issued_at": now, "expires_at": now + ttl,
+        });
+        let env = Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
+        let rec = SignedRecord {
+            id: self.registry.next_id()?,
+            kind: "approval".into(),
+            model: v.model.clone(),
+            digest: v.digest.clone(),
+            recorded_at: now,
+            fields: payload,
+            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
+        };
+        if record {
+            let event = AuditEvent {
+                kind: "approval".into(),
+                subject: format!("{}@{}", v.model, v.digest),
+                actor: approver.unwrap_or_else(|| format!("unknown key {hint}")),
+                details: json!({"from": from, "to": to, "expires_at": now + ttl, "record": rec.id}),
+            };
+            self.registry.commit(&[Registry::record_write(&rec)], event)?;
+        }
+        Ok(rec)
+    }
+
+    /// Grants a break-glass exception to one gate for one model version, signed by an admin key; it expires by
+    /// itself after `ttl` seconds.
+    pub fn grant_exception(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        gate: &str,
+        ttl: u64,
+        reason: &str,
+        admin_key: &Path,
+    ) -> Res<SignedRecord> {
+        let v = self.registry.resolve(model, reference)?;
+        let key = SigningKey::from_pem_file(admin_key)?;
+        let hint = key.public_key().hint();
+        let admin = self.config.admins.iter().find(|a| a.hint == hint).ok_or_else(|| {
+            bad(format!(
+                "{}: not an admin key (admins in {}: {}); only an admin may grant an exception",
+                admin_key.display(),
+                self.config.path.display(),
+                self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let known: Vec<String> =
+            self.gates.evaluate(&json!({})).map(|g| g.into_iter().map(|g| g.gate).collect()).unwrap_or_default();
+        if !known.iter().any(|g| g == gate) {
+            return Err(bad(format!("--gate `{gate}` is not a gate (gates: {})", known.join(", "))));
+        }
+        if reason.trim().is_empty() {
+            return Err(bad("--reason: give the reason for the exception (it is audited)"));
+        }
+        if ttl == 0 {
+            return Err(bad("--ttl must be positive"));
+        }
+        let now = self.now();
+        let payload = json!({
+            "_type": "https://sovra.dev/exception/v1",
+            "model": v.model, "digest": v.digest, "gate": gate, "reason": reason,
+            "admin": admin.name, "granted_at": now, "expires_at": now + ttl,
+        });
+        let env = Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
+        let rec = SignedRecord {
+            id: self.registry.next_id()?,
+            kind: "exception".into(),
+            model: v.model.clone(),
+            digest: v.digest.clone(),
+            recorded_at: now,
+            fields: payload,
+            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
+        };
+        let event = AuditEvent {
+            kind: "exception".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: admin.name.clone(),
+            details: json!({"gate": gate, "reason": reason, "expires_at": now + ttl, "record": rec.id}),
+        };
+        self.registry.commit(&[Registry::record_write(&rec)], event)?;
+        Ok(rec)
+    }
+
+    /// Counts approvals of (digest, from, to): (valid (approver, record id), reasons for those not counted).
+    fn count_approvals(
+        &self,
+        v: &VersionRecord,
+        from: Stage,
+        to: Stage,
+        extra: &[Envelope],
+    ) -> (Vec<(String, Option<u64>)>, Vec<String>) {
+        let now = self.now();
+        let mut candidates: Vec<(Envelope, Option<u64>)> = Vec::new();
+        for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
+            if r.kind == "approval"
+                && let Ok(env) = serde_json::from_value::<Envelope>(r.envelope.clone())
+            {
+                candidates.push((env, Some(r.id)));
+            }
+        }
+        candidates.extend(extra.iter().cloned().map(|e| (e, None)));
+        let mut valid: Vec<(String, Option<u64>)> = Vec::new();
+        let mut rejected = Vec::new();
+        for (env, id) in candidates {
+            let keyid = env.keyid().unwrap_or("").to_string();
+            let Some(a) = self.config.approvers.iter().find(|a| a.hint == keyid) else {
+                rejected.push(format!("approval by unknown key {}", &keyid[..12.min(keyid.len())]));
+                continue;
+            };
+            let payload = match env.verify(APPROVAL_TYPE, &a.key) {
+                Ok(p) => p,
+                Err(e) => {
+                    rejected.push(format!("approval by {}: {e}", a.name));
+                    continue;
+                }
+            };
+            let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            let (pm, pd, pf, pt) = (p["model"].as_str(), p["digest"].as_str(), p["from"].as_str(), p["to"].as_str());
+            if pm != Some(v.model.as_str())
+                || pd != Some(v.digest.as_str())
+                || pf != Some(from.as_str())
+                || pt != Some(to.as_str())
+            {
+                rejected.push(format!(
+                    "approval by {} is for {}@{} {} → {}, not this promotion",
+                    a.name,
+                    pm.unwrap_or("?"),
+                    &pd.unwrap_or("?")[..12.min(pd.unwrap_or("?").len())],
+                    pf.unwrap_or("?"),
+                    pt.unwrap_or("?")
+                ));
+                continue;
+            }
+            let (issued, expires) = (p["issued_at"].as_u64().unwrap_or(0), p["expires_at"].as_u64().unwrap_or(0));
+            if expires <= now {
+                rejected.push(format!("approval by {} expired at {expires}", a.name));
+                continue;
+            }
+            if expires.saturating_sub(issued) > self.config.approval_max_age {
+                rejected.push(format!("approval by {} is valid longer than approvals.max_age", a.name));
+                continue;
+            }
+            if valid.iter().any(|(n, _)| *n == a.name) {
+                rejected.push(format!("duplicate approval by {}", a.name));
+                continue;
+            }
+            valid.push((a.name.clone(), id));
+        }
+        (valid, rejected)
+    }
+
+    /// Live exceptions of a version: gate → record id.
+    fn live_exceptions(&self, v: &VersionRecord) -> BTreeMap<String, u64> {
+        let now = self.now();
+        let mut out = BTreeMap::new();
+        for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
+            if r.kind != "exception" {
+                continue;
+            }
+            let Ok(env) = serde_json::from_value::<Envelope>(r.envelope.clone()) else { continue };
+            let Some(admin) = self.config.admins.iter().find(|a| Some(a.hint.as_str()) == env.keyid()) else {
+                continue;
+            };
+            let Ok(payload) = env.verify(EXCEPTION_TYPE, &admin.key) else { continue };
+            let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            if p["model"].as_str() == Some(&v.model)
+                && p["digest"].as_str() == Some(&v.digest)
+                && p["expires_at"].as_u64().is_some_and(|t| t > now)
+                && let Some(gate) = p["gate"].as_str()
+            {
+                out.insert(gate.to_string(), r.id);
+            }
+        }
+        out
+    }
+
+    /// Re-verifies the signature and every blob of `v` in data zone `dz`: Ok, or what failed.
+    fn verify_in(&self, v: &VersionRecord, dz: &DataZone, key: &PublicKey) -> std::result::Result<(), String> {
+        let bundle = self.registry.blobs().get_bytes(dz, &v.bundle).map_err(|e| format!("bundle: {e}"))?;
+        let (manifest, _) = verify_bundle(&bundle, key, Path::new("stored bundle"), Path::new("signer key"))
+            .map_err(|e| e.to_string())?;
+        let signed: BTreeSet<(String, String)> =
+            manifest.resources.iter().map(|r| (r.name.clone(), r.digest.clone())).collect();
+        let stored: BTreeSet<(String, String)> = v.files.iter().map(|f| (f.name.clone(), f.digest.clone())).collect();
+        if signed != stored {
+            return Err("the signed manifest differs from the version's file list".into());
+        }
+        let root = manifest.root_digest()?;
+        if root != v.digest {
+            return Err(format!("the bundle signs {root}, the version is {}", v.digest));
+        }
+        for f in &v.files {
+            self.registry.blobs().verify(dz, &f.digest).map_err(|e| format!("{}: {e}", f.name))?;
+        }
+        Ok(())
+    }
+
+    fn promotion_record(&self, id: u64, v: &VersionRecord) -> Option<SignedRecord> {
+        let r = self
+            .registry
+            .records(&v.model, &v.digest)
+            .ok()?
+            .into_iter()
+            .find(|r| r.id == id && r.kind == "promotion")?;
+        let env: Envelope = serde_json::from_value(r.envelope.clone()).ok()?;
+        env.verify(STATEMENT_TYPE, self.config.service_key.public_key()).ok()?;
+        Some(r)
+    }
+
+    fn deny(&self, v: &VersionRecord, from: &DataZone, to: &DataZone, gates: Vec<GateResult>) -> PromoteError {
+        let failed: Vec<GateResult> = gates.iter().filter(|g| !g.allows()).cloned().collect();
+        let event = AuditEvent {
+            kind: "denial".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: "promotion-service".into(),
+            details: json!({"from": from.to_string(), "to": to.to_string(), "failed": failed,
+                            "policy_digest": self.gates.digest()}),
+        };
+        if let Err(e) = self.registry.audit(event) {
+            return PromoteError::BadInput(format!("the denial could not be audited: {e}"));
+        }
+        PromoteError::Denied {
+            subject: format!("{}@{}", v.model, &v.digest[..12]),
+            from: from.to_string(),
+            to: to.to_string(),
+            failed,
+            gates,
+        }
+    }
+
+    /// The input document the gates see for promoting `v` from `from` to `to` (exposed for `--explain` and tests).
+    pub fn gate_input(&self, v: &VersionRecord, from: &DataZone, to: &DataZone, extra_approvals: &[Envelope]) -> Value {
+        let signer_key = match self.signer(&v.signer_hint) {
+            Some(s) => Some(s.key.clone()),
+            None => PublicKey::from_pem(&v.signer_key_pem).ok(),
+        };
+        let verified = match &signer_key {
+            Some(k) => self.verify_in(v, from, k),
+            None => Err("the signer's public key cannot be read".into()),
+        };
+        let class = self.cluster.class(&v.residency_class);
+        let target = self.cluster.zone(&to.zone);
+        let violations: Vec<String> = match (class, target) {
+            (Some(c), Some(z)) => c.violations(z).into_iter().map(|x| x.message).collect(),
+            _ => vec![format!("zone {} or class {} is not in the cluster config", to.zone, v.residency_class)],
+        };
+        let training_zone = v.provenance.get("training_zone").and_then(Value::as_str);
+        let training_violations: Vec<String> = match (class, training_zone.and_then(|z| self.cluster.zone(z))) {
+            (Some(c), Some(z)) => c.violations(z).into_iter().map(|x| x.message).collect(),
+            (_, None) => {
+                vec![format!("training zone {} is not in the cluster config", training_zone.unwrap_or("(none)"))]
+            }
+            (None, _) => vec![format!("residency class {} is not in the cluster config", v.residency_class)],
+        };
+        let (valid, rejected) = self.count_approvals(v, from.stage, to.stage, extra_approvals);
+        json!({
+            "model": {"name": v.model, "digest": v.digest, "residency_class": v.residency_class,
+                      "files": v.files.len(), "bytes": v.size()},
+            "manifest": {"root_digest": v.digest,
+                         "resources": v.files.iter().map(|f| json!({"name": f.name, "digest": f.digest})).collect::<Vec<_>>()},
+            "signature": {"verified": verified.is_ok(), "error": verified.err().unwrap_or_default()},
+            "signer": {"hint": v.signer_hint, "name": self.signer(&v.signer_hint).map(|s| s.name.clone()),
+                       "allowed": self.signer(&v.signer_hint).is_some(),
+                       "allowed_names": self.config.signers.iter().map(|s| s.name.clone()).collect::<Vec<_>>()},
+            "provenance": v.provenance,
+            "metrics": v.metrics,
+            "evaluation": {"thresholds": self.config.evaluation},
+            "approvals": {"required": self.config.required_approvals(to.stage),
+                          "valid": valid.iter().map(|(n, id)| json!({"approver": n, "record": id})).collect::<Vec<_>>(),
+                          "rejected": rejected,
+                          "approvers": self.config.approvers.iter().map(|a| a.name.clone()).collect::<Vec<_>>()},
+            "from": {"stage": from.stage, "zone": from.zone},
+            "to": {"stage": to.stage, "zone": to.zone},
+            "target": {"zone": target.map(zone_doc), "satisfies_residency": violations.is_empty(),
+                       "residency_violations": violations},
+            "residency_class": class.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+            "training": {"permitted_zones": self.config.training_zones,
+                         "zone_satisfies_residency": training_violations.is_empty(),
+                         "residency_violations": training_violations},
+            "now": self.now(),
+        })
+    }
+
+    /// Promotes `model@reference` into stage `to` (zone `zone`, default the stage's first zone). Extra approvals
+    /// (DSSE envelopes from `sovra model approve --out`) may be passed as files.
+    pub fn promote(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        to: Stage,
+        zone: Option<&str>,
+        approval_files: &[PathBuf],
+    ) -> Res<Promoted> {
+        let v = self.registry.resolve(model, reference)?;
+        let mut extra = Vec::new();
+        for f in approval_files {
+            let text = std::fs::read(f).map_err(|e| bad(format!("{}: cannot read the approval: {e}", f.display())))?;
+            let env: Envelope = serde_json::from_slice(&text).map_err(|e| {
+                bad(format!(
+                    "{}: not an approval envelope (DSSE JSON from `sovra model approve --out`): {e}",
+                    f.display()
+                ))
+            })?;
+            extra.push(env);
+        }
+        let cur = v.current().cloned().ok_or_else(|| bad(format!("{model}: the version has no location")))?;
+        let from = cur.data_zone.clone();
+        let zone = zone.map(str::to_string).unwrap_or_else(|| self.config.stages.zones(to)[0].clone());
+        let target = self.data_zone(&zone, to)?;
+        // Stage order: exactly the next stage, never skipping, never backwards.
+        if from.stage.next() != Some(to) {
+            let reason = match from.stage.next() {
+                Some(next) if to > next => format!("{} → {to} skips {next}; promote to {next} first", from.stage),
+                Some(next) => format!("{} → {to} goes backwards; the next stage is {next}", from.stage),
+                None => format!("the version is already in {}, the last stage", from.stage),
+            };
+            let g = GateResult {
+                gate: "stage_order".into(),
+                result: "fail".into(),
+                reasons: vec![reason],
+                exception: None,
+            };
+            return Err(self.deny(&v, &from, &target, vec![g]));
+        }
+        // Chain: a version outside training must have arrived by a verified promotion.
+        if from.stage != Stage::Training {
+            let ok = cur.promotion.and_then(|id| self.promotion_record(id, &v)).is_some();
+            if !ok {
+                let g = GateResult {
+                    gate: "chain".into(),
+                    result: "fail".into(),
+                    reasons: vec![format!("no verified promotion record brought the version into {from}")],
+                    exception: None,
+                };
+                return Err(self.deny(&v, &from, &target, vec![g]));
+            }
+        }
+        let input = self.gate_input(&v, &from, &target, &extra);
+        let mut gates = self.gates.evaluate(&input).map_err(bad)?;
+        let exceptions = self.live_exceptions(&v);
+        let mut under_exception = false;
+        for g in &mut gates {
+            if g.result == "fail"
+                && let Some(id) = exceptions.get(&g.gate)
+            {
+                g.result = "exception".into();
+                g.exception = Some(*id);
+                under_exception = true;
+            }
+        }
+        if gates.iter().any(|g| !g.allows()) {
+            return Err(self.deny(&v, &from, &target, gates));
+        }
+        // Copy into the target data zone and re-verify every digest there.
+        let blobs = self.registry.blobs();
+        let mut copied = Vec::new();
+        let mut digests: Vec<&str> = v.files.iter().map(|f| f.digest.as_str()).collect();
+        digests.push(&v.bundle);
+        for d in digests {
+            let existed = blobs.exists(&target, d)?;
+            let r = blobs.copy(&from, &target, d).and_then(|_| blobs.verify(&target, d));
+            if !existed {
+                copied.push(d.to_string());
+            }
+            if let Err(e) = r {
+                for c in &copied {
+                    let _ = blobs.delete(&target, c);
+                }
+                let g = GateResult {
+                    gate: "copy".into(),
+                    result: "fail".into(),
+                    reasons: vec![e.to_string()],
+                    exception: None,
+                };
+                return Err(self.deny(&v, &from, &target, vec![g]));
+            }
+        }
+        let now = self.now();
+        let id = self.registry.next_id()?;
+        let approvals = input["approvals"]["valid"].clone();
+        let predicate = json!({
+            "from": {"zone": from.zone, "stage": from.stage},
+            "to": {"zone": target.zone, "stage": target.stage},
+            "gates": gates,
+            "policyDigest": self.gates.digest(),
+            "approvals": approvals,
+            "exceptions": exceptions.values().collect::<Vec<_>>(),
+            "underException": under_exception,
+            "residencyClass": v.residency_class,
+            "bundle": v.bundle,
+            "promotedAt": now,
+            "previous": cur.promotion,
+        });
+        let statement = json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": v.model, "digest": {"sha256": v.digest}}],
+            "predicateType": PROMOTION_PREDICATE,
+            "predicate": predicate,
+        });
+        let env =
+            Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &self.config.service_key).map_err(bad)?;
+        let record = SignedRecord {
+            id,
+            kind: "promotion".into(),
+            model: v.model.clone(),
+            digest: v.digest.clone(),
+            recorded_at: now,
+            fields: json!({"from": from.to_string(), "to": target.to_string(), "under_exception": under_exception}),
+            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
+        };
+        let mut version = v.clone();
+        version.locations.push(Location { data_zone: target.clone(), since: now, promotion: Some(id) });
+        let event = AuditEvent {
+            kind: "promotion".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: "promotion-service".into(),
+            details: json!({"from": from.to_string(), "to": target.to_string(), "record": id,
+                            "under_exception": under_exception, "policy_digest": self.gates.digest(),
+                            "approvals": approvals}),
+        };
+        let writes = [
+            Registry::record_write(&record),
+            Registry::version_write(&version),
+            Registry::alias_write(&target, &v.model, "latest", &v.digest)?,
+        ];
+        let entry = self.registry.commit(&writes, event)?;
+        Ok(Promoted { version, record, from, to: target, gates, under_exception, audit_seq: entry.seq })
+    }
+
+    /// Writes a version's files from a data zone (default: its current one) into `dest` (which must not exist or
+    /// be empty) and its bundle to `signature`; every digest is checked on the way.
+    pub fn pull(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        stage: Option<Stage>,
+        dest: &Path,
+        signature: &Path,
+    ) -> Res<(VersionRecord, DataZone)> {
+        let v = self.registry.resolve(model, reference)?;
+        let loc = match stage {
+            Some(s) => v
+                .locations
+                .iter()
+                .rev()
+                .find(|l| l.data_zone.stage == s)
+                .ok_or_else(|| bad(format!("{model}@{}: not in any {s} data zone", &v.digest[..12])))?,
+            None => v.current().ok_or_else(|| bad("the version has no location"))?,
+        };
+        if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(bad(format!(
+                "{}: exists and is not an empty directory; choose a new directory",
+                dest.display()
+            )));
+        }
+        for f in &v.files {
+            let name = normalize_name(&f.name)
+                .ok_or_else(|| bad(format!("stored file name `{}` leaves the model", f.name)))?;
+            let path = if name == "." { dest.to_path_buf() } else { dest.join(&name) };
+            self.registry.blobs().get_to_file(&loc.data_zone, &f.digest, &path)?;
+        }
+        let bundle = self.registry.blobs().get_bytes(&loc.data_zone, &v.bundle)?;
+        std::fs::write(signature, bundle).map_err(|e| bad(format!("{}: cannot write: {e}", signature.display())))?;
+        Ok((v.clone(), loc.data_zone.clone()))
+    }
+
+    /// A version's status: where it is, its promotion chain (statements verified), approvals, exceptions.
+    pub fn status(&self, model: &str, reference: Option<&str>) -> Res<Value> {
+        let v = self.registry.resolve(model, reference)?;
+        let now = self.now();
+        let live = self.live_exceptions(&v);
+        let mut promotions = Vec::new();
+        let mut approvals = Vec::new();
+        let mut exceptions = Vec::new();
+        for r in self.registry.records(&v.model, &v.digest)? {
+            match r.kind.as_str() {
+                "promotion" => promotions.push(json!({"id": r.id, "at": r.recorded_at, "from": r.fields["from"],
+                    "to": r.fields["to"], "under_exception": r.fields["under_exception"],
+                    "statement_verified": self.promotion_record(r.id, &v).is_some()})),
+                "approval" => approvals.push(json!({"id": r.id, "approver": r.fields["approver"],
+                    "from": r.fields["from"], "to": r.fields["to"],
+                    "expired": r.fields["expires_at"].as_u64().is_none_or(|t| t <= now)})),
+                "exception" => {
+                    exceptions.push(json!({"id": r.id, "gate": r.fields["gate"], "reason": r.fields["reason"],
+                    "admin": r.fields["admin"], "expires_at": r.fields["expires_at"],
+                    "live": live.values().any(|id| *id == r.id)}))
+                }
+                _ => {}
+            }
+        }
+        let current = v.current().map(|l| l.data_zone.to_string());
+        Ok(json!({
+            "model": v.model, "digest": v.digest, "residency_class": v.residency_class,
+            "files": v.files.len(), "bytes": v.size(), "current": current,
+            "next_stage": v.current().and_then(|l| l.data_zone.stage.next()),
+            "locations": v.locations, "promotions": promotions, "approvals": approvals, "exceptions": exceptions,
+            "provenance": v.provenance, "metrics": v.metrics,
+        }))
+    }
+}
