@@ -9,13 +9,15 @@
 //! Health: XID critical errors mark a GPU unhealthy unless the XID is in the ignore list ([`health`]; by default the
 //! one NVIDIA's Kubernetes device plugin uses: 13, 31, 43, 45, 68, 109 — application errors, not hardware faults).
 //!
-//! Still to come (with the scheduler service's gRPC API): streaming the inventory, deltas and heartbeats to the
-//! scheduler over mTLS; until then `sovra-node-daemon watch` prints them as JSON lines.
+//! Reporting ([`report`]): one gRPC stream to the scheduler over mutual TLS — full inventory on connect, health
+//! changes and inventory changes as they happen, heartbeats — reconnecting with exponential backoff and jitter.
+//! `sovra-node-daemon run` does that; `watch` prints the same information as JSON lines instead.
 
 pub mod fake;
 pub mod health;
 pub mod inventory;
 pub mod nvml;
+pub mod report;
 
 pub use health::HealthPolicy;
 pub use inventory::{BackendState, GpuRecord, Inventory, MigRecord, XidEvent, to_domain_node};

@@ -1,14 +1,22 @@
 //! `sovra-node-daemon`: reads this node's GPUs (NVML, or the fake backend) and reports them.
 //!
-//! Exit codes: 0 ok (also when NVML is unavailable: the report says so), 2 bad input (config, fixture, flags).
+//! - `inventory`: print the inventory once (JSON);
+//! - `watch`: print the inventory, health changes and heartbeats as JSON lines;
+//! - `run`: report to the scheduler over mutual TLS (see `sovra_node_daemon::report`), with optional Prometheus
+//!   `/metrics` on `--metrics-listen`.
+//!
+//! Exit codes: 0 ok (also when NVML is unavailable: the report says so), 2 bad input (config, fixture, flags,
+//! certificates).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::nvml::{XidWatch, apply_events};
+use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
 use sovra_node_daemon::{BackendState, HealthPolicy, Inventory};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -61,6 +69,40 @@ enum Command {
         #[arg(long)]
         duration_s: Option<f64>,
     },
+    /// Report to the scheduler until killed: inventory on connect, health changes, heartbeats.
+    Run(RunArgs),
+}
+
+/// Where and as whom to report (flags override the config file's `server`, `node`, `tls_dir`, … keys).
+#[derive(clap::Args, Clone, Default)]
+struct RunArgs {
+    /// Scheduler address, e.g. `https://scheduler:7070`.
+    #[arg(long)]
+    server: Option<String>,
+    /// This node's name, as in the scheduler's cluster file and the certificate's CN.
+    #[arg(long)]
+    node: Option<String>,
+    /// TLS directory as `sovra-scheduler certs` writes it: uses `ca.pem` and `nodes/<node>.pem`, `-key.pem`.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// The scheduler's CA certificate (instead of --tls-dir).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// This node's client certificate (instead of --tls-dir).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its private key (instead of --tls-dir).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The zone this node should be in: the scheduler refuses the registration if its enrolment differs.
+    #[arg(long)]
+    claim_zone: Option<String>,
+    /// The pool this node should be in (cross-check, as --claim-zone).
+    #[arg(long)]
+    claim_pool: Option<String>,
+    /// Serve Prometheus `/metrics` on this address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,6 +113,15 @@ struct Config {
     nvml_lib: Option<PathBuf>,
     ignore_xids: Option<Vec<u64>>,
     report_interval_ms: Option<u64>,
+    server: Option<String>,
+    node: Option<String>,
+    tls_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    claim_zone: Option<String>,
+    claim_pool: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 /// Settings after merging the config file and the flags.
@@ -80,6 +131,8 @@ struct Settings {
     nvml_lib: Option<PathBuf>,
     policy: HealthPolicy,
     interval_ms: u64,
+    /// The config file's reporting keys.
+    run: RunArgs,
 }
 
 fn settings(opts: &Opts) -> Result<Settings, String> {
@@ -109,7 +162,83 @@ fn settings(opts: &Opts) -> Result<Settings, String> {
             None => HealthPolicy::default(),
         },
         interval_ms,
+        run: RunArgs {
+            server: cfg.server,
+            node: cfg.node,
+            tls_dir: cfg.tls_dir,
+            ca: cfg.ca,
+            cert: cfg.cert,
+            key: cfg.key,
+            claim_zone: cfg.claim_zone,
+            claim_pool: cfg.claim_pool,
+            metrics_listen: cfg.metrics_listen,
+        },
     })
+}
+
+/// The reporter from the flags over the config file; every missing or unreadable piece is named.
+fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>), String> {
+    let server = flags.server.or(file.server).ok_or("run: --server (or server: in the config) is required")?;
+    let node = flags.node.or(file.node).ok_or("run: --node (or node: in the config) is required")?;
+    let tls_dir = flags.tls_dir.or(file.tls_dir);
+    let pick = |flag: Option<PathBuf>, key: Option<PathBuf>, name: &str, in_dir: Option<PathBuf>| {
+        flag.or(key)
+            .or(in_dir)
+            .ok_or_else(|| format!("run: --{name} (or --tls-dir) is required: node reports use mutual TLS"))
+    };
+    let ca = pick(flags.ca, file.ca, "ca", tls_dir.as_ref().map(|d| d.join("ca.pem")))?;
+    let cert =
+        pick(flags.cert, file.cert, "cert", tls_dir.as_ref().map(|d| d.join("nodes").join(format!("{node}.pem"))))?;
+    let key =
+        pick(flags.key, file.key, "key", tls_dir.as_ref().map(|d| d.join("nodes").join(format!("{node}-key.pem"))))?;
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: cannot read the file: {e}", p.display()));
+    let r = Reporter {
+        server,
+        node,
+        ca_pem: read(&ca)?,
+        cert_pem: read(&cert)?,
+        key_pem: read(&key)?,
+        claim_zone: flags.claim_zone.or(file.claim_zone),
+        claim_pool: flags.claim_pool.or(file.claim_pool),
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(30),
+    };
+    Ok((r, flags.metrics_listen.or(file.metrics_listen)))
+}
+
+/// `run`: report until killed.
+async fn run_reporter(s: Settings, args: RunArgs) -> Result<(), String> {
+    let (reporter, metrics_listen) = reporter(args, s.run.clone())?;
+    let poll = Duration::from_millis(s.interval_ms);
+    let (inventory, updates) = match s.backend {
+        Backend::Fake => {
+            let fixture = s.fixture.as_ref().expect("checked in settings");
+            let fake = FakeBackend::load(fixture)?;
+            tracing::warn!(fixture = %fixture.display(), "using the FAKE GPU backend: these GPUs do not exist");
+            sources::fake(fake, s.policy.clone(), poll)
+        }
+        Backend::Nvml => sources::nvml(s.nvml_lib.map(|p| p.into_os_string()), s.policy.clone(), poll)?,
+    };
+    let metrics = Arc::new(DaemonMetrics::default());
+    if let Some(addr) = metrics_listen {
+        let l = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+        let m = metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }),
+        );
+        tracing::info!(addr = %addr, "metrics on /metrics");
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+    }
+    tokio::select! {
+        r = reporter.run(inventory, updates, metrics) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 fn emit(kind: &str, value: serde_json::Value) {
@@ -123,6 +252,13 @@ fn emit(kind: &str, value: serde_json::Value) {
 fn run(cli: Cli) -> Result<(), String> {
     let s = settings(&cli.opts)?;
     let (interval_ms, duration) = match cli.command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            return rt.block_on(run_reporter(s, args));
+        }
         Command::Inventory => (None, None),
         Command::Watch { interval_ms, duration_s } => {
             (Some(interval_ms.unwrap_or(s.interval_ms).max(1)), duration_s.map(Duration::from_secs_f64))

@@ -39,7 +39,7 @@ fn nvml_missing_or_driver_not_loaded_is_a_state_not_a_crash() {
     assert!(inv.gpus.is_empty());
     // The library loads but reports no driver (this process has no fixture): the reason says so.
     if std::env::var_os("SOVRA_TEST_NVML_FIXTURE").is_none() {
-        let err = open(Some(lib.as_os_str())).err().expect("no driver");
+        let Err(err) = open(Some(lib.as_os_str())) else { panic!("no driver: open must fail") };
         assert!(err.contains("driver is not loaded"), "{err}");
     }
 }

@@ -174,6 +174,24 @@ pub struct Engine {
     untried: Vec<JobId>,
     /// The reservation standing since the last cycle: (job, priority, submission, reserved nodes).
     reservation: Option<(JobId, i32, u64, Vec<bool>)>,
+    /// The policy and seed the placer was built with (kept for [`Engine::rebuild`]).
+    policy: PolicySpec,
+    seed: u64,
+}
+
+/// A queue's figures, for `sovra queues`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueStat {
+    /// The queue.
+    pub spec: QueueSpec,
+    /// Jobs waiting.
+    pub pending: u32,
+    /// Jobs holding resources (placed or running).
+    pub running: u32,
+    /// GPU milli held.
+    pub gpu_milli_held: u64,
+    /// DRF dominant share divided by the weight.
+    pub share: f64,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -223,6 +241,8 @@ impl Engine {
         let workload: &[WorkloadShare] = &cluster.scheduling.fgd_target_workload;
         let empty = ClusterState::with_health(state.topology().clone(), vec![true; state.topology().devices.len()]);
         Ok(Engine {
+            policy: policy.clone(),
+            seed,
             empty,
             verdicts: BTreeMap::new(),
             dirty: true,
@@ -259,9 +279,20 @@ impl Engine {
             }
             if r.state.holds_resources() {
                 let fits = r.placement.as_ref().is_some_and(|d| {
-                    let names_match =
-                        d.replicas.iter().all(|p| e.state.topology().node_index(&p.node_name) == Some(p.node));
-                    names_match && e.state.apply(d).is_ok()
+                    let topo = e.state.topology().clone();
+                    let class = topo.class(&r.job.residency);
+                    // Same node, still in the same pool and zone, and that zone still satisfies the job's class
+                    // (a reloaded file may have moved a node or changed a zone): never keep a job outside its zones.
+                    let still_permitted = d.replicas.iter().all(|p| {
+                        topo.node_index(&p.node_name) == Some(p.node) && {
+                            let pool = &topo.pools[topo.nodes[p.node as usize].pool as usize];
+                            let zone = &topo.zones[pool.zone];
+                            pool.id == p.pool
+                                && zone.id == p.zone
+                                && class.is_some_and(|c| sovra_domain::satisfies(zone, c))
+                        }
+                    });
+                    still_permitted && e.state.apply(d).is_ok()
                 });
                 if !fits {
                     r.placement = None;
@@ -274,6 +305,64 @@ impl Engine {
             e.jobs.insert(r.id, r);
         }
         Ok((e, requeued))
+    }
+
+    /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
+    /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
+    /// whole; jobs whose placement no longer fits are requeued and returned.
+    pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, String> {
+        let records: Vec<JobRecord> = self.jobs.values().cloned().collect();
+        let (mut next, requeued) = Engine::restore(cluster, queues, self.policy.clone(), self.seed, records)?;
+        let old = self.state.topology().clone();
+        for (i, n) in old.nodes.iter().enumerate() {
+            if !self.state.node_ready(i as u32)
+                && let Some(j) = next.state.topology().node_index(&n.name)
+            {
+                next.state.set_node_ready(j, false);
+            }
+        }
+        next.next_id = next.next_id.max(self.next_id);
+        next.next_seq = next.next_seq.max(self.next_seq);
+        next.dirty = true;
+        *self = next;
+        Ok(requeued)
+    }
+
+    /// Marks the devices of GPU `gpu` (its MIG instances, or the GPU itself) of `node` healthy or not. Work already
+    /// on them stays (the job's own runner reports whether it survived); nothing new is placed on an unhealthy
+    /// device. Returns whether any device changed.
+    pub fn set_gpu_health(&mut self, node: &str, gpu: u32, healthy: bool) -> bool {
+        let Some(idx) = self.state.topology().node_index(node) else { return false };
+        let topo = self.state.topology().clone();
+        let mut changed = false;
+        for d in topo.device_range(idx) {
+            if u32::from(topo.devices[d].gpu) == gpu && self.state.device_healthy(d) != healthy {
+                self.state.set_device_health(d, healthy);
+                changed = true;
+            }
+        }
+        if changed && healthy {
+            self.dirty = true;
+        }
+        changed
+    }
+
+    /// The queues with their figures, by name.
+    pub fn queue_stats(&self) -> Vec<QueueStat> {
+        let usage = self.usage();
+        self.queues
+            .values()
+            .map(|q| {
+                let of_queue = || self.jobs.values().filter(|r| r.job.queue == q.name);
+                QueueStat {
+                    spec: q.clone(),
+                    pending: of_queue().filter(|r| r.state == JobState::Pending).count() as u32,
+                    running: of_queue().filter(|r| r.state.holds_resources()).count() as u32,
+                    gpu_milli_held: usage.get(&q.name).map_or(0, |u| u.0[0]),
+                    share: self.dominant_share(&q.name, &usage),
+                }
+            })
+            .collect()
     }
 
     /// The cluster state (what is in use).

@@ -10,8 +10,10 @@
 //! metrics, and the all-in-one local mode.
 
 pub mod engine;
+pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub use engine::{Engine, Event, JobId, JobRecord, JobState, QueueSpec, SubmitError};
 pub use sovra_placement as placement;

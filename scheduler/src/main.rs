@@ -1,16 +1,24 @@
 //! `sovra-scheduler`: the scheduler service.
 //!
-//! `sovra-scheduler serve --config cluster.yaml [--listen 127.0.0.1:7070] [--data DIR] [--token T]` — without
-//! `--data` the state lives only in memory; without `--token` one is generated and printed. Exit codes: 0 after a
-//! clean shutdown (Ctrl-C), 2 bad input (config, flags), 1 the server failed.
+//! `sovra-scheduler serve --config cluster.yaml [--listen 127.0.0.1:7070] [--data DIR] [--token T] [--tls-dir D]
+//! [--metrics-listen ADDR] [--heartbeat-ms N] [--require-daemons]` — without `--data` the state lives only in
+//! memory; without `--token` one is generated and printed; without `--tls-dir` the API is plain HTTP/2 and node
+//! daemons cannot report (they need mutual TLS).
+//!
+//! `sovra-scheduler certs --dir D --node NAME …` creates a CA, the scheduler's certificate and one client
+//! certificate per node (see `sovra_scheduler::tls`).
+//!
+//! Exit codes: 0 after a clean shutdown (Ctrl-C), 2 bad input (config, flags), 1 the server failed.
 
 use clap::{Parser, Subcommand};
 use sovra_domain::ClusterConfig;
-use sovra_scheduler::service::{Scheduler, serve};
+use sovra_scheduler::service::{Options, Scheduler, serve_metrics, serve_with};
 use sovra_scheduler::store::Store;
+use sovra_scheduler::tls::TlsDir;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "sovra-scheduler", version, about = "The Sovra scheduler service.")]
@@ -41,6 +49,32 @@ enum Command {
         /// Seed of the tie-breaking node order.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// TLS directory (`sovra-scheduler certs`): serve over TLS and accept node daemons with client certificates.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this address.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+        /// Heartbeat interval node daemons must keep, milliseconds (NotReady after 1.5 intervals of silence).
+        #[arg(long, default_value_t = 2000)]
+        heartbeat_ms: u64,
+        /// Nodes are NotReady until their daemon registers (default: nodes without a daemon are used as the
+        /// cluster file describes them).
+        #[arg(long)]
+        require_daemons: bool,
+    },
+    /// Create a CA, the scheduler's server certificate and node client certificates in a directory (an existing CA
+    /// there is reused).
+    Certs {
+        /// The directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host names or IP addresses of the scheduler (default: localhost, 127.0.0.1).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Node names to issue client certificates for (CN = the node name, as in the cluster file).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
 }
 
@@ -53,25 +87,65 @@ fn random_token() -> Result<String, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
-    let Command::Serve { config, listen, data, token, policy, seed } = cli.command;
     let bad = |m: String| (2u8, m);
+    let (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons) =
+        match cli.command {
+            Command::Certs { dir, hosts, nodes } => {
+                let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
+                println!("CA:        {}", tls.ca().display());
+                println!("server:    {}", tls.server().0.display());
+                for n in &nodes {
+                    println!("node {n}: {}", tls.node(n).0.display());
+                }
+                return Ok(());
+            }
+            Command::Serve {
+                config,
+                listen,
+                data,
+                token,
+                policy,
+                seed,
+                tls_dir,
+                metrics_listen,
+                heartbeat_ms,
+                require_daemons,
+            } => (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons),
+        };
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
         Some(p) => p.parse().map_err(|e| bad(format!("--policy: {e}")))?,
         None => cluster.scheduling.policy.clone().unwrap_or_default(),
     };
+    if heartbeat_ms == 0 {
+        return Err(bad("--heartbeat-ms: must be at least 1".into()));
+    }
+    let tls = tls_dir.map(|d| TlsDir(d).server_config()).transpose().map_err(bad)?;
     let store = data.as_ref().map(|d| Store::open(d)).transpose().map_err(bad)?;
-    let scheduler = Scheduler::new(cluster, policy, seed, store).map_err(bad)?;
+    let opts = Options { heartbeat: Duration::from_millis(heartbeat_ms), require_daemons, config_path: Some(config) };
+    let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
     let token = match token {
         Some(t) if !t.is_empty() => t,
         _ => random_token().map_err(|m| (1, m))?,
     };
-    println!("sovra-scheduler listening on http://{addr}");
+    if let Some(m) = metrics_listen {
+        let l = tokio::net::TcpListener::bind(&m).await.map_err(|e| bad(format!("--metrics-listen {m}: {e}")))?;
+        let a = l.local_addr().map_err(|e| (1, e.to_string()))?;
+        println!("metrics on http://{a}/metrics, health on http://{a}/healthz");
+        let s = scheduler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_metrics(l, s, std::future::pending()).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("sovra-scheduler listening on {scheme}://{addr}");
     println!("token: {token}");
-    println!("try:   SOVRA_SERVER=http://{addr} SOVRA_TOKEN={token} sovra submit examples/job.yaml");
-    serve(listener, scheduler, token, async {
+    println!("try:   SOVRA_SERVER={scheme}://{addr} SOVRA_TOKEN={token} sovra submit examples/job.yaml");
+    serve_with(listener, scheduler, token, tls, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

@@ -219,7 +219,7 @@ pub unsafe extern "C" fn nvmlDeviceGetIndex(device: nvmlDevice_t, index: *mut u3
     })
 }
 
-fn mig<'a>(s: &'a State, device: nvmlDevice_t) -> Option<&'a FixtureMig> {
+fn mig(s: &State, device: nvmlDevice_t) -> Option<&FixtureMig> {
     let (g, m) = decode(device);
     s.fixture.gpus.get(g)?.mig_devices.get(m?)
 }

@@ -229,6 +229,8 @@ fn check_devices(state: &ClusterState, node: NodeIdx, needs: &JobNeeds) -> Resul
 }
 
 #[cfg(test)]
+// Table-driven tests: each row's tuple type is spelled out where the table is.
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use crate::decision::{Decision, DeviceAssignment, ReplicaPlacement, ScoreBreakdown};

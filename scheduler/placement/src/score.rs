@@ -144,6 +144,8 @@ pub fn node_rank(seed: u64, node: NodeIdx) -> u64 {
 }
 
 #[cfg(test)]
+// Table-driven tests: each row's tuple type is spelled out where the table is.
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use crate::snapshot::ClusterState;

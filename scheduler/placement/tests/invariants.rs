@@ -32,7 +32,10 @@ fn gpu_strategy() -> impl Strategy<Value = (usize, bool, bool)> {
     (0..MODELS.len(), prop::bool::weighted(0.9), prop::bool::weighted(0.1))
 }
 
-fn node_strategy(pools: usize) -> impl Strategy<Value = (usize, u64, u64, Vec<(usize, bool, bool)>, bool)> {
+/// A generated node: (pool, CPU, memory, GPUs as (model index, healthy, MIG), NVLink across all GPUs).
+type GenNode = (usize, u64, u64, Vec<(usize, bool, bool)>, bool);
+
+fn node_strategy(pools: usize) -> impl Strategy<Value = GenNode> {
     (
         0..pools,
         prop::sample::select(vec![8_000u64, 32_000, 64_000, 128_000]),
@@ -57,7 +60,7 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterConfig> {
 fn build_cluster(
     zones: Vec<(String, String, Vec<&'static str>)>,
     pools: Vec<(usize, bool)>,
-    nodes: Vec<(usize, u64, u64, Vec<(usize, bool, bool)>, bool)>,
+    nodes: Vec<GenNode>,
 ) -> ClusterConfig {
     let zones: Vec<Zone> = zones
         .into_iter()

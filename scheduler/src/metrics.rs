@@ -1,0 +1,156 @@
+//! Prometheus metrics (`/metrics`, text exposition format) and `/healthz`, served over plain HTTP on their own
+//! address (`--metrics-listen`), as Prometheus scrapes it.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `sovra_queue_pending_jobs{queue}` | gauge | jobs waiting in a queue |
+//! | `sovra_queue_running_jobs{queue}` | gauge | jobs holding resources |
+//! | `sovra_placements_total` | counter | jobs placed (rate = placements/s) |
+//! | `sovra_preemptions_total` | counter | gangs preempted |
+//! | `sovra_submits_total` | counter | accepted submissions |
+//! | `sovra_decision_seconds` | histogram | time of one scheduling cycle (all decisions it makes) |
+//! | `sovra_pool_gpu_milli{pool,zone,state}` | gauge | GPU milli `free` / `used` / `unavailable` (unhealthy or node not ready) |
+//! | `sovra_zone_gpu_milli{zone,state}` | gauge | the same per zone |
+//! | `sovra_nodes{state}` | gauge | nodes `ready` / `not_ready` |
+//! | `sovra_node_reports_total` | counter | messages received from node daemons |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sovra_placement::ClusterState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+    zone: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabel {
+    zone: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The scheduler's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pending: Family<QueueLabel, Gauge>,
+    running: Family<QueueLabel, Gauge>,
+    /// Jobs placed.
+    pub placements: Counter,
+    /// Gangs preempted.
+    pub preemptions: Counter,
+    /// Accepted submissions.
+    pub submits: Counter,
+    /// Scheduling cycle durations, seconds.
+    pub decision_seconds: Histogram,
+    pool_milli: Family<PoolLabel, Gauge>,
+    zone_milli: Family<ZoneLabel, Gauge>,
+    nodes: Family<StateLabel, Gauge>,
+    /// Messages from node daemons.
+    pub node_reports: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            pending: Family::default(),
+            running: Family::default(),
+            placements: Counter::default(),
+            preemptions: Counter::default(),
+            submits: Counter::default(),
+            // 10 µs … ~5 s.
+            decision_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
+            pool_milli: Family::default(),
+            zone_milli: Family::default(),
+            nodes: Family::default(),
+            node_reports: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("sovra_queue_pending_jobs", "Jobs waiting in a queue", m.pending.clone());
+        registry.register("sovra_queue_running_jobs", "Jobs holding resources", m.running.clone());
+        registry.register("sovra_placements", "Jobs placed", m.placements.clone());
+        registry.register("sovra_preemptions", "Gangs preempted", m.preemptions.clone());
+        registry.register("sovra_submits", "Accepted submissions", m.submits.clone());
+        registry.register("sovra_decision_seconds", "Duration of one scheduling cycle", m.decision_seconds.clone());
+        registry.register("sovra_pool_gpu_milli", "GPU milli per pool: free, used, unavailable", m.pool_milli.clone());
+        registry.register("sovra_zone_gpu_milli", "GPU milli per zone: free, used, unavailable", m.zone_milli.clone());
+        registry.register("sovra_nodes", "Nodes ready and not ready", m.nodes.clone());
+        registry.register("sovra_node_reports", "Messages received from node daemons", m.node_reports.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Refreshes the gauges from the current state and queues, then encodes everything in the text format.
+    pub fn render(&self, state: &ClusterState, queues: &[crate::engine::QueueStat]) -> String {
+        for q in queues {
+            let l = QueueLabel { queue: q.spec.name.clone() };
+            self.pending.get_or_create(&l).set(i64::from(q.pending));
+            self.running.get_or_create(&l).set(i64::from(q.running));
+        }
+        let topo = state.topology();
+        let mut zones: std::collections::BTreeMap<&str, [i64; 3]> = std::collections::BTreeMap::new();
+        let (mut ready, mut not_ready) = (0, 0);
+        for (i, _) in topo.nodes.iter().enumerate() {
+            if state.node_ready(i as u32) {
+                ready += 1;
+            } else {
+                not_ready += 1;
+            }
+        }
+        for (p, pool) in topo.pools.iter().enumerate() {
+            let mut v = [0i64; 3]; // free, used, unavailable
+            for &n in &topo.pool_nodes[p] {
+                let up = state.node_ready(n);
+                for d in topo.device_range(n) {
+                    let used = i64::from(state.device_used(d));
+                    v[1] += used;
+                    if up && state.device_healthy(d) {
+                        v[0] += 1000 - used;
+                    } else {
+                        v[2] += 1000 - used;
+                    }
+                }
+            }
+            let zone = topo.zones[pool.zone].id.as_str();
+            let z = zones.entry(zone).or_default();
+            for (name, k) in [("free", 0), ("used", 1), ("unavailable", 2)] {
+                let l = PoolLabel { pool: pool.id.clone(), zone: zone.into(), state: name.into() };
+                self.pool_milli.get_or_create(&l).set(v[k]);
+                z[k] += v[k];
+            }
+        }
+        for (zone, v) in zones {
+            for (name, k) in [("free", 0), ("used", 1), ("unavailable", 2)] {
+                self.zone_milli.get_or_create(&ZoneLabel { zone: zone.into(), state: name.into() }).set(v[k]);
+            }
+        }
+        self.nodes.get_or_create(&StateLabel { state: "ready".into() }).set(ready);
+        self.nodes.get_or_create(&StateLabel { state: "not_ready".into() }).set(not_ready);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
