@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod model_cmd;
+mod promote_cmd;
 mod plot;
 mod remote;
 mod replay_cmd;
@@ -105,10 +106,21 @@ enum Command {
         #[command(flatten)]
         args: replay_cmd::ScenarioArgs,
     },
-    /// Sign and verify models: OpenSSF Model Signing (OMS v1.0) in key mode, compatible with `model_signing`.
+    /// Models: sign and verify (OMS v1.0 key mode, compatible with `model_signing`), push to the registry, approve
+    /// and promote through the gates.
     Model {
         #[command(subcommand)]
         command: model_cmd::ModelCommand,
+    },
+    /// Break-glass exceptions to promotion gates (admin key only; they expire by themselves).
+    Exception {
+        #[command(subcommand)]
+        command: promote_cmd::ExceptionCommand,
+    },
+    /// The registry's hash-chained audit log: `verify` the chain, or print the `log`.
+    Audit {
+        #[command(subcommand)]
+        command: promote_cmd::AuditCommand,
     },
     /// Submit a job file to the scheduler (`sovra-scheduler serve`); prints where it runs or why it waits.
     Submit {
@@ -237,6 +249,8 @@ fn main() -> ExitCode {
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::Model { command } => model_cmd::run(command),
+        Command::Exception { command } => promote_cmd::exception(command),
+        Command::Audit { command } => promote_cmd::audit(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {

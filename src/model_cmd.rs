@@ -1,4 +1,4 @@
-//! `sovra model sign | verify`: OpenSSF Model Signing (OMS v1.0) in key mode, interoperable with `model_signing`
+//! `sovra model sign | verify` (and the registry subcommands of `promote_cmd`): OpenSSF Model Signing (OMS v1.0) in key mode, interoperable with `model_signing`
 //! 1.1.1 (see docs/signing.md).
 //!
 //! Exit codes: 0 signed / verified; 1 the signature does not verify or the model differs from it (the changed,
@@ -72,11 +72,35 @@ pub(crate) enum ModelCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Generate an EC P-256 key pair (PREFIX.pem, PREFIX.pub.pem) for a signer, approver, admin or the promotion
+    /// service.
+    Keygen(crate::promote_cmd::KeygenArgs),
+    /// Verify a signed model and store it in a training data zone of the registry.
+    Push(crate::promote_cmd::PushArgs),
+    /// Write a version's files (and bundle) from the registry, checking every digest.
+    Pull(crate::promote_cmd::PullArgs),
+    /// List the registry's model versions and the data zones holding them.
+    List(crate::promote_cmd::ListArgs),
+    /// Show a version: where it is, its promotions (statements verified), approvals and exceptions.
+    Status(crate::promote_cmd::StatusArgs),
+    /// Promote a version to the next stage (training → registry → inference) through the gates; exit 1 with every
+    /// failed gate and its reason when denied.
+    Promote(crate::promote_cmd::PromoteArgs),
+    /// Sign an approval of (model digest, from, to) with an approver's key.
+    Approve(crate::promote_cmd::ApproveArgs),
 }
 
 /// Runs a `sovra model` subcommand; returns the exit code.
 pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
+    use crate::promote_cmd;
     match command {
+        ModelCommand::Keygen(a) => promote_cmd::keygen(a),
+        ModelCommand::Push(a) => promote_cmd::push(a),
+        ModelCommand::Pull(a) => promote_cmd::pull(a),
+        ModelCommand::List(a) => promote_cmd::list(a),
+        ModelCommand::Status(a) => promote_cmd::status(a),
+        ModelCommand::Promote(a) => promote_cmd::promote(a),
+        ModelCommand::Approve(a) => promote_cmd::approve(a),
         ModelCommand::Sign {
             model_path,
             private_key,

@@ -312,7 +312,15 @@ impl Registry {
 
     /// A new registry-wide id (for records).
     pub fn next_id(&self) -> Result<u64> {
-        self.db.generate_id().map_err(Error::store(&self.sled_path()))
+        // A counter in the metadata tree (sled's generate_id jumps by a million on every reopen).
+        let next = self
+            .meta
+            .update_and_fetch(b"next_id", |old| {
+                let n = old.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .map_err(Error::store(&self.sled_path()))?;
+        Ok(next.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1))
     }
 
     /// One version.

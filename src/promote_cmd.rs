@@ -1,0 +1,576 @@
+//! `sovra model keygen | push | pull | list | status | promote | approve`, `sovra exception grant` and
+//! `sovra audit verify | log`: the model registry and gated promotion (docs/registry.md).
+//!
+//! The registry directory comes from `--registry` or `SOVRA_REGISTRY` (default `./sovra-registry`), the promotion
+//! config from `--promotion-config` or `SOVRA_PROMOTION_CONFIG` (default `./promotion.yaml`). Exit codes: 0 done;
+//! 1 denied by the gates (every failed gate is listed), a signature or digest did not verify, or the audit chain
+//! is broken; 2 bad input (a file, key, name or flag is wrong; nothing was written or promoted).
+
+use crate::{Failure, Output};
+use serde_json::{Value, json};
+use sovra_domain::ClusterConfig;
+use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
+use sovra_registry::{Registry, Stage};
+use std::path::{Path, PathBuf};
+
+/// Where the registry and the promotion config are.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Where {
+    /// Registry directory (blobs and sled metadata); created on first push.
+    #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+    registry: PathBuf,
+    /// Promotion config (stages → zones, signers, approvers, admins, service key, thresholds); see
+    /// examples/promotion.yaml.
+    #[arg(long, env = "SOVRA_PROMOTION_CONFIG", default_value = "promotion.yaml")]
+    promotion_config: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `sovra model keygen`.
+#[derive(clap::Args)]
+pub(crate) struct KeygenArgs {
+    /// Path prefix: writes PREFIX.pem (private, mode 0600) and PREFIX.pub.pem.
+    prefix: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `sovra model push`.
+#[derive(clap::Args)]
+pub(crate) struct PushArgs {
+    /// Model name (letters, digits, `-`, `_`, `.`).
+    name: String,
+    /// The model directory (or file).
+    model_path: PathBuf,
+    /// Its OMS bundle (`sovra model sign` or `model_signing sign key`).
+    #[arg(long)]
+    signature: PathBuf,
+    /// The signer's public key. Default: the configured signer whose key hint the bundle carries.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Residency class of the training data (a class of the cluster config).
+    #[arg(long)]
+    residency_class: String,
+    /// Provenance file (YAML/JSON): `training_job`, `training_zone`, ...
+    #[arg(long)]
+    provenance: Option<PathBuf>,
+    /// Evaluation metrics file (YAML/JSON): name → number.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Training zone to store it in. Default: the provenance's training_zone, else the first training zone.
+    #[arg(long)]
+    zone: Option<String>,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra model pull`.
+#[derive(clap::Args)]
+pub(crate) struct PullArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    /// Directory to write (must not exist or be empty).
+    dest: PathBuf,
+    /// Where to write the bundle. Default: DEST.sig.
+    #[arg(long)]
+    signature: Option<PathBuf>,
+    /// Pull from this stage's data zone. Default: the furthest stage reached.
+    #[arg(long)]
+    stage: Option<Stage>,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra model list`.
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    /// Only this model.
+    name: Option<String>,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra model status`.
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra model promote`.
+#[derive(clap::Args)]
+pub(crate) struct PromoteArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    /// Target stage: registry or inference (only the next stage is allowed).
+    #[arg(long)]
+    to: Stage,
+    /// Target zone. Default: the stage's first zone in the promotion config.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Approval envelope files (from `sovra model approve --out`), in addition to those recorded in the registry.
+    #[arg(long = "approval", value_name = "FILE")]
+    approvals: Vec<PathBuf>,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra model approve`.
+#[derive(clap::Args)]
+pub(crate) struct ApproveArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    /// The stage the approval lets it enter (registry or inference).
+    #[arg(long)]
+    to: Stage,
+    /// The approver's PEM private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Validity, e.g. 30m, 24h, 7d. Default and maximum: approvals.max_age of the promotion config.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Also write the signed approval (DSSE JSON) here, to pass to `sovra model promote --approval` in CI.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only write --out; do not record the approval in the registry.
+    #[arg(long, requires = "out")]
+    no_record: bool,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `sovra exception ...`.
+#[derive(clap::Subcommand)]
+pub(crate) enum ExceptionCommand {
+    /// Break-glass: let one gate pass for one model version until the TTL runs out; signed by an admin key,
+    /// audited, and every promotion made under it is marked.
+    Grant {
+        /// NAME or NAME@DIGEST-PREFIX.
+        #[arg(long)]
+        model: String,
+        /// The gate to override (e.g. approvals, evaluation).
+        #[arg(long)]
+        gate: String,
+        /// How long it lasts, e.g. 30m, 4h.
+        #[arg(long)]
+        ttl: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// An admin's PEM private key.
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+/// `sovra audit ...`.
+#[derive(clap::Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the audit log's hash chain: detects edited, deleted and reordered entries. Exit 1 when broken.
+    Verify {
+        /// Registry directory.
+        #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+        registry: PathBuf,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the audit log.
+    Log {
+        /// Registry directory.
+        #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+        registry: PathBuf,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into() }
+}
+
+fn from_promote(e: PromoteError) -> Failure {
+    fail(e.exit_code(), e.to_string())
+}
+
+fn open_registry(path: &Path) -> Result<Registry, Failure> {
+    Registry::open(path).map_err(|e| fail(2, e.to_string()))
+}
+
+fn promoter(at: &Where) -> Result<Promoter, Failure> {
+    let config = PromotionConfig::load(&at.promotion_config).map_err(|e| {
+        fail(2, format!("{e}\n  (give the promotion config with --promotion-config or SOVRA_PROMOTION_CONFIG; see examples/promotion.yaml)"))
+    })?;
+    let cluster = match &config.cluster {
+        Some(p) => ClusterConfig::load(p)?,
+        None => ClusterConfig::from_yaml("<built-in examples/cluster.yaml>", crate::EXAMPLE_CLUSTER)?,
+    };
+    let registry = open_registry(&at.registry)?;
+    Promoter::new(registry, config, cluster).map_err(from_promote)
+}
+
+fn split_ref(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('@') {
+        Some((n, r)) => (n, Some(r)),
+        None => (s, None),
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn short(d: &str) -> &str {
+    &d[..12.min(d.len())]
+}
+
+/// `sovra model keygen`.
+pub(crate) fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
+    let private = PathBuf::from(format!("{}.pem", a.prefix.display()));
+    let public = PathBuf::from(format!("{}.pub.pem", a.prefix.display()));
+    for p in [&private, &public] {
+        if p.exists() {
+            return Err(fail(2, format!("{}: exists; keys are never overwritten, choose another prefix", p.display())));
+        }
+    }
+    let (sk, pk) = sovra_promotion::keys::generate_p256().map_err(|e| fail(2, e))?;
+    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(2, format!("{}: cannot create: {e}", dir.display())))?;
+    }
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), Failure> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))?;
+        f.write_all(text.as_bytes()).map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))
+    };
+    write(&private, &sk, 0o600)?;
+    write(&public, &pk, 0o644)?;
+    let hint = sovra_promotion::PublicKey::from_pem(&pk).map(|k| k.hint()).unwrap_or_default();
+    match a.output {
+        Output::Json => {
+            print_json(&json!({"private_key": private, "public_key": public, "curve": "P-256", "hint": hint}))
+        }
+        Output::Text => println!("Wrote {} and {} (P-256, hint {})", private.display(), public.display(), short(&hint)),
+    }
+    Ok(0)
+}
+
+/// `sovra model push`.
+pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let req = PushRequest {
+        name: a.name,
+        model: a.model_path,
+        signature: a.signature,
+        public_key: a.public_key,
+        residency_class: a.residency_class,
+        provenance: a.provenance,
+        metrics: a.metrics,
+        zone: a.zone,
+    };
+    let v = p.push(&req).map_err(from_promote)?;
+    let loc = v.current().map(|l| l.data_zone.to_string()).unwrap_or_default();
+    match a.at.output {
+        Output::Json => print_json(&json!({"status": "pushed", "model": v.model, "digest": v.digest,
+            "data_zone": loc, "files": v.files.len(), "bytes": v.size(), "signer_hint": v.signer_hint})),
+        Output::Text => println!(
+            "Pushed {}@{} → {loc} ({} file(s), {} bytes; signature and every digest verified)",
+            v.model,
+            short(&v.digest),
+            v.files.len(),
+            v.size()
+        ),
+    }
+    Ok(0)
+}
+
+/// `sovra model pull`.
+pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    let sig = a.signature.unwrap_or_else(|| PathBuf::from(format!("{}.sig", a.dest.display())));
+    let (v, dz) = p.pull(name, r, a.stage, &a.dest, &sig).map_err(from_promote)?;
+    match a.at.output {
+        Output::Json => print_json(&json!({"status": "pulled", "model": v.model, "digest": v.digest,
+            "data_zone": dz.to_string(), "dest": a.dest, "signature": sig, "files": v.files.len()})),
+        Output::Text => println!(
+            "Pulled {}@{} from {dz} → {} (bundle {}; every digest checked)",
+            v.model,
+            short(&v.digest),
+            a.dest.display(),
+            sig.display()
+        ),
+    }
+    Ok(0)
+}
+
+/// `sovra model list`.
+pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
+    let reg = open_registry(&a.at.registry)?;
+    let versions = reg.versions(a.name.as_deref()).map_err(|e| fail(2, e.to_string()))?;
+    match a.at.output {
+        Output::Json => print_json(&json!(
+            versions
+                .iter()
+                .map(|v| json!({"model": v.model, "digest": v.digest,
+            "residency_class": v.residency_class, "current": v.current().map(|l| l.data_zone.to_string()),
+            "files": v.files.len(), "bytes": v.size(), "pushed_at": v.pushed_at}))
+                .collect::<Vec<_>>()
+        )),
+        Output::Text => {
+            if versions.is_empty() {
+                println!("no models in {}", a.at.registry.display());
+            }
+            for v in &versions {
+                let zones: Vec<String> = v.locations.iter().map(|l| l.data_zone.to_string()).collect();
+                println!(
+                    "{}@{}  class {}  {} file(s), {} bytes  in {}",
+                    v.model,
+                    short(&v.digest),
+                    v.residency_class,
+                    v.files.len(),
+                    v.size(),
+                    zones.join(", ")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `sovra model status`.
+pub(crate) fn status(a: StatusArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    let s = p.status(name, r).map_err(from_promote)?;
+    match a.at.output {
+        Output::Json => print_json(&s),
+        Output::Text => {
+            println!(
+                "{}@{}  class {}  {} file(s), {} bytes",
+                s["model"].as_str().unwrap_or(""),
+                short(s["digest"].as_str().unwrap_or("")),
+                s["residency_class"].as_str().unwrap_or(""),
+                s["files"],
+                s["bytes"]
+            );
+            println!(
+                "  current: {}   next stage: {}",
+                s["current"].as_str().unwrap_or("-"),
+                s["next_stage"].as_str().unwrap_or("none")
+            );
+            for pr in s["promotions"].as_array().into_iter().flatten() {
+                println!(
+                    "  promotion #{}: {} → {}{}  statement {}",
+                    pr["id"],
+                    pr["from"].as_str().unwrap_or(""),
+                    pr["to"].as_str().unwrap_or(""),
+                    if pr["under_exception"] == true { " (UNDER EXCEPTION)" } else { "" },
+                    if pr["statement_verified"] == true { "verified" } else { "DOES NOT VERIFY" }
+                );
+            }
+            for ap in s["approvals"].as_array().into_iter().flatten() {
+                println!(
+                    "  approval #{} by {}: {} → {}{}",
+                    ap["id"],
+                    ap["approver"].as_str().unwrap_or("?"),
+                    ap["from"].as_str().unwrap_or(""),
+                    ap["to"].as_str().unwrap_or(""),
+                    if ap["expired"] == true { " (expired)" } else { "" }
+                );
+            }
+            for ex in s["exceptions"].as_array().into_iter().flatten() {
+                println!(
+                    "  exception #{} on gate {} by {}: {}{}",
+                    ex["id"],
+                    ex["gate"].as_str().unwrap_or(""),
+                    ex["admin"].as_str().unwrap_or(""),
+                    ex["reason"].as_str().unwrap_or(""),
+                    if ex["live"] == true { " (live)" } else { " (expired)" }
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `sovra model promote`.
+pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    match p.promote(name, r, a.to, a.zone.as_deref(), &a.approvals) {
+        Ok(done) => {
+            match a.at.output {
+                Output::Json => print_json(&json!({"status": "promoted", "model": done.version.model,
+                    "digest": done.version.digest, "from": done.from.to_string(), "to": done.to.to_string(),
+                    "under_exception": done.under_exception, "gates": done.gates, "record": done.record.id,
+                    "statement": done.record.envelope, "audit_seq": done.audit_seq})),
+                Output::Text => {
+                    println!(
+                        "Promoted {}@{} {} → {}{}",
+                        done.version.model,
+                        short(&done.version.digest),
+                        done.from,
+                        done.to,
+                        if done.under_exception { " UNDER EXCEPTION" } else { "" }
+                    );
+                    for g in &done.gates {
+                        println!("  {:<14} {}", g.gate, g.result);
+                    }
+                    println!(
+                        "  statement #{} signed by the promotion service; audit entry {}",
+                        done.record.id, done.audit_seq
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Err(PromoteError::Denied { subject, from, to, failed, gates }) => {
+            match a.at.output {
+                Output::Json => print_json(&json!({"status": "denied", "model": subject, "from": from, "to": to,
+                    "failed": failed, "gates": gates})),
+                Output::Text => {
+                    println!("DENIED: {subject} {from} → {to}");
+                    for g in &gates {
+                        println!("  {:<14} {}", g.gate, g.result);
+                        for reason in &g.reasons {
+                            println!("      {reason}");
+                        }
+                    }
+                }
+            }
+            Err(fail(
+                1,
+                format!(
+                    "promotion denied by {} gate(s): {}",
+                    failed.len(),
+                    failed.iter().map(|g| g.gate.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ))
+        }
+        Err(e) => Err(from_promote(e)),
+    }
+}
+
+/// `sovra model approve`.
+pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(sovra_promotion::config::parse_duration)
+        .transpose()
+        .map_err(|e| fail(2, format!("--ttl: {e}")))?;
+    let rec = p.approve(name, r, a.to, &a.key, ttl, !a.no_record).map_err(from_promote)?;
+    if let Some(out) = &a.out {
+        let bytes = serde_json::to_vec_pretty(&rec.envelope).unwrap_or_default();
+        std::fs::write(out, bytes).map_err(|e| fail(2, format!("{}: cannot write: {e}", out.display())))?;
+    }
+    let approver = rec.fields["approver"].as_str().unwrap_or("unknown").to_string();
+    if approver == "unknown" {
+        eprintln!("warning: {} is not a configured approver's key; this approval will not count", a.key.display());
+    }
+    match a.at.output {
+        Output::Json => print_json(&json!({"status": "approved", "approver": approver, "model": rec.model,
+            "digest": rec.digest, "from": rec.fields["from"], "to": rec.fields["to"],
+            "expires_at": rec.fields["expires_at"], "recorded": !a.no_record, "record": rec.id,
+            "out": a.out, "envelope": rec.envelope})),
+        Output::Text => println!(
+            "Approved {}@{} {} → {} by {approver} (expires at {}){}",
+            rec.model,
+            short(&rec.digest),
+            rec.fields["from"].as_str().unwrap_or(""),
+            rec.fields["to"].as_str().unwrap_or(""),
+            rec.fields["expires_at"],
+            a.out.as_ref().map(|o| format!("; written to {}", o.display())).unwrap_or_default()
+        ),
+    }
+    Ok(0)
+}
+
+/// `sovra exception ...`.
+pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
+    let ExceptionCommand::Grant { model, gate, ttl, reason, key, at } = c;
+    let ttl = sovra_promotion::config::parse_duration(&ttl).map_err(|e| fail(2, format!("--ttl: {e}")))?;
+    let p = promoter(&at)?;
+    let (name, r) = split_ref(&model);
+    let rec = p.grant_exception(name, r, &gate, ttl, &reason, &key).map_err(from_promote)?;
+    match at.output {
+        Output::Json => print_json(&json!({"status": "granted", "record": rec.id, "model": rec.model,
+            "digest": rec.digest, "gate": gate, "admin": rec.fields["admin"], "expires_at": rec.fields["expires_at"]})),
+        Output::Text => println!(
+            "Exception #{} granted by {}: gate {gate} for {}@{} until {} ({reason})",
+            rec.id,
+            rec.fields["admin"].as_str().unwrap_or(""),
+            rec.model,
+            short(&rec.digest),
+            rec.fields["expires_at"]
+        ),
+    }
+    Ok(0)
+}
+
+/// `sovra audit ...`.
+pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
+    match c {
+        AuditCommand::Verify { registry, output } => {
+            if !registry.join("meta.sled").exists() {
+                return Err(fail(
+                    2,
+                    format!("{}: no registry here; give --registry or SOVRA_REGISTRY", registry.display()),
+                ));
+            }
+            let reg = open_registry(&registry)?;
+            let report = reg.verify_audit().map_err(|e| fail(2, e.to_string()))?;
+            match output {
+                Output::Json => print_json(&json!({"status": if report.ok() { "intact" } else { "broken" },
+                    "entries": report.entries, "head": report.head, "problems": report.problems})),
+                Output::Text => {
+                    if report.ok() {
+                        println!("Audit log intact: {} entries, head {}", report.entries, report.head.hash);
+                    } else {
+                        println!("Audit log BROKEN ({} entries read):", report.entries);
+                        for p in &report.problems {
+                            println!("  at {}: {}", p.position, p.message);
+                        }
+                    }
+                }
+            }
+            if report.ok() {
+                Ok(0)
+            } else {
+                Err(fail(1, format!("the audit chain is broken ({} problem(s))", report.problems.len())))
+            }
+        }
+        AuditCommand::Log { registry, output } => {
+            let reg = open_registry(&registry)?;
+            let entries = reg.audit_entries().map_err(|e| fail(2, e.to_string()))?;
+            match output {
+                Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),
+                Output::Text => {
+                    for e in &entries {
+                        println!(
+                            "{:>5} {} {:<10} {:<40} by {}",
+                            e.seq, e.time, e.event.kind, e.event.subject, e.event.actor
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
