@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod model_cmd;
-mod promote_cmd;
 mod plot;
+mod promote_cmd;
 mod remote;
 mod replay_cmd;
 mod simulate;
