@@ -1,0 +1,285 @@
+//! The kube-rs side against an in-process HTTP server that plays the Kubernetes API and records every request: the
+//! exact Binding path and body (checklist 9), 409 handling, the node label patch, and the Node/Pod watches that
+//! fill the cache. No real API server runs here; `scripts/k8s-e2e.sh` runs the end-to-end test on a real cluster.
+
+mod common;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use sovra_domain::PolicySpec;
+use sovra_extender::extender::{Binder, Extender};
+use sovra_extender::{Cache, k8s};
+use sovra_node_daemon::inventory::{BackendState, GpuHealth, GpuRecord, Inventory};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request the fake API server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path_and_query: String,
+    content_type: String,
+    body: serde_json::Value,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": if code < 300 { "Success" } else { "Failure" }, "reason": reason, "message": message, "code": code});
+    (StatusCode::from_u16(code).unwrap(), [(header::CONTENT_TYPE, "application/json")], body.to_string())
+        .into_response()
+}
+
+fn object(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn api_node(name: &str, labels: serde_json::Value, gpus: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "1", "labels": labels},
+        "spec": {},
+        "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": gpus, "pods": "110"},
+                   "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+async fn fake_api(
+    State(log): State<Log>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let pq = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or("").to_string();
+    log.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        path_and_query: pq,
+        content_type: headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    });
+    if query.contains("watch=true") {
+        // A watch that stays open with no events.
+        return Response::new(Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>()));
+    }
+    match (method.as_str(), path.as_str()) {
+        ("POST", "/api/v1/namespaces/ml/pods/train-0/binding") => status(201, "", ""),
+        ("POST", "/api/v1/namespaces/ml/pods/taken-same/binding")
+        | ("POST", "/api/v1/namespaces/ml/pods/taken-other/binding") => {
+            status(409, "Conflict", "Operation cannot be fulfilled on pods/binding: pod is already assigned to a node")
+        }
+        ("POST", "/api/v1/namespaces/ml/pods/forbidden/binding") => {
+            status(403, "Forbidden", "pods \"forbidden\" is forbidden: cannot create resource \"pods/binding\"")
+        }
+        ("GET", "/api/v1/namespaces/ml/pods/taken-same") | ("GET", "/api/v1/namespaces/ml/pods/taken-other") => {
+            let node = if path.ends_with("same") { "gpu-fr-1" } else { "gpu-nl-1" };
+            object(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": path.rsplit('/').next().unwrap(), "namespace": "ml"}, "spec": {"containers": [], "nodeName": node}}))
+        }
+        ("PATCH", "/api/v1/nodes/gpu-fr-1") => object(api_node("gpu-fr-1", serde_json::json!({}), "8")),
+        ("GET", "/api/v1/nodes") => object(serde_json::json!({"apiVersion": "v1", "kind": "NodeList",
+        "metadata": {"resourceVersion": "10"},
+        "items": [
+            api_node("k8s-gpu-1", serde_json::json!({"node-restriction.kubernetes.io/sovra-pool": "fr-train",
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559"}), "4"),
+            api_node("k8s-nopool", serde_json::json!({"nvidia.com/gpu.product": "NVIDIA-L4"}), "1"),
+            api_node("k8s-badpool", serde_json::json!({"node-restriction.kubernetes.io/sovra-pool": "mars"}), "1"),
+        ]})),
+        ("GET", "/api/v1/pods") => object(serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+        "metadata": {"resourceVersion": "20"},
+        "items": [
+            {"metadata": {"name": "running-0", "namespace": "ml", "uid": "run-uid-0",
+                          "labels": {"sovra.io/residency": "eu-restricted"}},
+             "spec": {"nodeName": "k8s-gpu-1", "containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "3"}}}]},
+             "status": {"phase": "Running"}},
+            {"metadata": {"name": "done-0", "namespace": "ml", "uid": "done-uid-0",
+                          "labels": {"sovra.io/residency": "eu-restricted"}},
+             "spec": {"nodeName": "k8s-gpu-1", "containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
+             "status": {"phase": "Succeeded"}}
+        ]})),
+        _ => status(404, "NotFound", &format!("no route for {method} {path}")),
+    }
+}
+
+async fn api_server() -> (kube::Client, Log) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let log: Log = Arc::default();
+    let app = axum::Router::new().fallback(fake_api).with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    (kube::Client::try_from(config).unwrap(), log)
+}
+
+fn kube_extender(client: kube::Client) -> Arc<Extender> {
+    let cache = Arc::new(Cache::new(cluster()).unwrap());
+    Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::Kube(client)))
+}
+
+fn posts(log: &Log) -> Vec<Seen> {
+    log.lock().unwrap().iter().filter(|s| s.method == "POST").cloned().collect()
+}
+
+#[tokio::test]
+async fn bind_creates_exactly_one_binding_with_the_exact_path_and_body() {
+    let (client, log) = api_server().await;
+    let (addr, _srv) = start(kube_extender(client)).await;
+    post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await;
+    for _ in 0..3 {
+        let (s, b) = post(addr, "/sovra/bind", fixture("bind.json")).await;
+        assert_eq!((s, json(&b)), (200, serde_json::json!({"Error": ""})));
+    }
+    let posts = posts(&log);
+    assert_eq!(posts.len(), 1, "retries of a successful bind create no second Binding: {posts:?}");
+    let p = &posts[0];
+    assert_eq!(p.path_and_query, "/api/v1/namespaces/ml/pods/train-0/binding?");
+    assert_eq!(p.content_type, "application/json");
+    assert_eq!(
+        p.body,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "train-0", "namespace": "ml", "uid": "6f1c2d3e-0000-4000-8000-000000000001"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "gpu-fr-1"}
+        })
+    );
+}
+
+#[tokio::test]
+async fn bind_conflict_is_success_on_the_same_node_and_an_error_elsewhere() {
+    let (client, log) = api_server().await;
+    let (addr, _srv) = start(kube_extender(client)).await;
+    let bind = |name: &str| {
+        serde_json::to_vec(&serde_json::json!({"PodName": name, "PodNamespace": "ml", "PodUID": format!("uid-{name}"), "Node": "gpu-fr-1"}))
+            .unwrap()
+    };
+    let (_, b) = post(addr, "/sovra/bind", bind("taken-same")).await;
+    assert_eq!(json(&b), serde_json::json!({"Error": ""}), "a retry after a lost reply: already bound here");
+    let (_, b) = post(addr, "/sovra/bind", bind("taken-other")).await;
+    assert_eq!(json(&b)["Error"], "pod ml/taken-other is already bound to node gpu-nl-1 (API conflict 409)");
+    let (_, b) = post(addr, "/sovra/bind", bind("forbidden")).await;
+    let e = json(&b)["Error"].as_str().unwrap().to_string();
+    assert!(e.contains("answered 403 Forbidden") && e.contains("pods/binding"), "{e}");
+    let seen: Vec<(String, String)> =
+        log.lock().unwrap().iter().map(|s| (s.method.clone(), s.path_and_query.clone())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("POST".into(), "/api/v1/namespaces/ml/pods/taken-same/binding?".into()),
+            ("GET".into(), "/api/v1/namespaces/ml/pods/taken-same".into()),
+            ("POST".into(), "/api/v1/namespaces/ml/pods/taken-other/binding?".into()),
+            ("GET".into(), "/api/v1/namespaces/ml/pods/taken-other".into()),
+            ("POST".into(), "/api/v1/namespaces/ml/pods/forbidden/binding?".into()),
+        ]
+    );
+}
+
+fn inventory() -> Inventory {
+    let gpu = |index: u32, bus: &str, peers: &[&str]| GpuRecord {
+        index,
+        uuid: format!("GPU-{index}"),
+        name: "NVIDIA H100 80GB HBM3".into(),
+        memory_total_mib: 81559,
+        memory_used_mib: 0,
+        compute_capability: [9, 0],
+        pci_bus_id: bus.into(),
+        numa_node: Some(0),
+        nvlink_peers: peers.iter().map(|p| p.to_string()).collect(),
+        mig_enabled: false,
+        mig_instances: vec![],
+        temperature_c: None,
+        power_mw: None,
+        utilization_pct: None,
+        health: if index == 2 { GpuHealth::Unhealthy { reason: "XID 79".into() } } else { GpuHealth::Healthy },
+    };
+    Inventory {
+        backend: "nvml".into(),
+        state: BackendState::Ready,
+        driver_version: Some("550.54.15".into()),
+        cuda_driver_version: Some("12.4".into()),
+        gpus: vec![
+            gpu(0, "0000:01:00.0", &["0000:02:00.0"]),
+            gpu(1, "0000:02:00.0", &["0000:01:00.0"]),
+            gpu(2, "0000:03:00.0", &[]),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn gpu_labels_are_published_with_one_merge_patch() {
+    let (client, log) = api_server().await;
+    let (labels, annotations) = k8s::inventory_labels(&inventory());
+    k8s::publish_labels(&client, "gpu-fr-1", &labels, &annotations).await.unwrap();
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].method.as_str(), seen[0].path_and_query.as_str()), ("PATCH", "/api/v1/nodes/gpu-fr-1?"));
+    assert_eq!(seen[0].content_type, "application/merge-patch+json");
+    assert_eq!(
+        seen[0].body,
+        serde_json::json!({"metadata": {
+            "labels": {
+                "nvidia.com/gpu.count": "3",
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                "nvidia.com/gpu.memory": "81559",
+                "nvidia.com/gpu.compute.major": "9",
+                "nvidia.com/gpu.compute.minor": "0",
+                "nvidia.com/mig.capable": "false",
+                "nvidia.com/cuda.driver.major": "550",
+                "nvidia.com/cuda.driver.minor": "54",
+                "nvidia.com/cuda.driver.rev": "15",
+                "sovra.io/gpu.healthy": "2"
+            },
+            "annotations": {"sovra.io/gpu-nvlink-islands": "[[0,1]]"}
+        }})
+    );
+}
+
+#[tokio::test]
+async fn watches_fill_the_cache_and_unknown_pools_are_never_offered() {
+    let (client, log) = api_server().await;
+    let ext = kube_extender(client.clone());
+    let watch = tokio::spawn(k8s::watch(client, ext.cache().clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = ext.cache().snapshot();
+        if snap.state.topology().node_index("k8s-gpu-1").is_some() && !snap.accounted.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watches did not fill the cache: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = ext.cache().snapshot();
+    let i = snap.state.topology().node_index("k8s-gpu-1").unwrap();
+    assert_eq!(snap.state.summary(i).free_whole, 1, "4 GPUs, 3 taken by the running pod; the finished pod holds none");
+    assert_eq!(snap.state.topology().models[snap.state.topology().devices[0].model as usize], "H100-80GB");
+    assert!(snap.not_offered["k8s-nopool"].contains("has no node-restriction.kubernetes.io/sovra-pool label"));
+    assert!(snap.not_offered["k8s-badpool"].contains("pool \"mars\""));
+    // Filter: the labelled node passes for a 1-GPU pod, the others are unresolvable.
+    let mut req = json(&fixture("filter_cache_mode.json"));
+    req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "1"}});
+    req["NodeNames"] = serde_json::json!(["k8s-gpu-1", "k8s-nopool", "k8s-badpool"]);
+    let args = sovra_extender::wire::decode_args("filter", &serde_json::to_vec(&req).unwrap()).unwrap();
+    let out = ext.filter(&args);
+    assert_eq!(out.node_names, Some(vec!["k8s-gpu-1".to_string()]));
+    assert_eq!(out.failed_and_unresolvable_nodes.len(), 2);
+    // 2 GPUs no longer fit there (3 of 4 taken): a capacity failure.
+    req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "2"}});
+    let args = sovra_extender::wire::decode_args("filter", &serde_json::to_vec(&req).unwrap()).unwrap();
+    assert_eq!(ext.filter(&args).failed_nodes["k8s-gpu-1"], "fewer than 2 fully free GPUs");
+    // The watches asked for Nodes and for unfinished Pods.
+    let paths: Vec<String> = log.lock().unwrap().iter().map(|s| s.path_and_query.clone()).collect();
+    assert!(paths.iter().any(|p| p.starts_with("/api/v1/nodes?")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.starts_with("/api/v1/pods?") && p.contains("status.phase%21%3DSucceeded")),
+        "{paths:?}"
+    );
+    watch.abort();
+}
