@@ -11,6 +11,7 @@ use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod dev;
 mod model_cmd;
 mod plot;
 mod promote_cmd;
@@ -188,6 +189,47 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The scheduler's queues: weight, quotas, pending and running jobs, GPUs held and DRF share.
+    Queues {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The scheduler's zones and residency classes (with the zones that satisfy each).
+    Zones {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Make the scheduler re-read its cluster file (an invalid file is refused and changes nothing).
+    Reload {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Follow job changes as they happen (one job, or every job), until interrupted.
+    Watch {
+        /// Job id (default: all jobs).
+        id: Option<u64>,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format: one line (or one JSON document) per change.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// All-in-one local mode: the scheduler (state in a local sled directory) and one node daemon per node of the
+    /// cluster with FAKE GPUs, over real gRPC and mutual TLS on loopback. Prints the endpoints and a command to
+    /// paste; `--tour` runs a scripted walk through placement, refusal, health and liveness, then exits.
+    Dev {
+        #[command(flatten)]
+        args: dev::DevArgs,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -248,6 +290,11 @@ fn main() -> ExitCode {
         Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
+        Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
+        Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),
+        Command::Reload { remote, output } => remote::run(remote, remote::Action::Reload, output),
+        Command::Watch { id, remote, output } => remote::run(remote, remote::Action::Watch { id }, output),
+        Command::Dev { args } => dev::run(args),
         Command::Model { command } => model_cmd::run(command),
         Command::Exception { command } => promote_cmd::exception(command),
         Command::Audit { command } => promote_cmd::audit(command),

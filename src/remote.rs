@@ -1,14 +1,20 @@
-//! Job commands against a running scheduler (`sovra submit | jobs | job | cancel | nodes | pools`).
+//! Commands against a running scheduler (`sovra submit | jobs | job | watch | cancel | nodes | pools | queues |
+//! zones | reload`).
 //!
 //! The server comes from `--server` or `SOVRA_SERVER` (default `http://127.0.0.1:7070`), the token from `--token`
-//! or `SOVRA_TOKEN`. Exit codes: 0 ok; 1 the scheduler refused (job refused at submit, unknown job, cannot
+//! or `SOVRA_TOKEN`; an `https://` server is verified against `--ca` / `SOVRA_CA` (the scheduler's CA file, e.g.
+//! the one `sovra dev` prints). Exit codes: 0 ok; 1 the scheduler refused (job refused at submit, unknown job, cannot
 //! cancel); 2 bad input (the job file, or INVALID_ARGUMENT naming the field); 3 the scheduler cannot be reached or
 //! rejected the token.
 
 use crate::{Failure, Output};
+use sovra_api::v1::admin_client::AdminClient;
 use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
-use sovra_api::v1::{CancelRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, SubmitRequest};
+use sovra_api::v1::{
+    CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, QueuesRequest,
+    ReloadRequest, SubmitRequest, WatchRequest, ZonesRequest,
+};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -22,6 +28,9 @@ pub struct Remote {
     /// Bearer token printed by `sovra-scheduler serve`.
     #[arg(long, env = "SOVRA_TOKEN", default_value = "", hide_env_values = true, global = true)]
     pub token: String,
+    /// The CA that signed an `https://` scheduler's certificate (required for `https://`; `sovra dev` prints it).
+    #[arg(long, env = "SOVRA_CA", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 /// What to do.
@@ -38,6 +47,14 @@ pub enum Action {
     Nodes,
     /// List pools.
     Pools,
+    /// List queues with their figures.
+    Queues,
+    /// List zones and residency classes.
+    Zones,
+    /// Re-read the scheduler's cluster file.
+    Reload,
+    /// Print job updates as they happen (one job, or all).
+    Watch { id: Option<u64> },
 }
 
 fn status(e: Status) -> Failure {
@@ -49,7 +66,8 @@ fn status(e: Status) -> Failure {
     Failure { code, message: e.message().to_string() }
 }
 
-fn authed<T>(remote: &Remote, msg: T) -> Result<Request<T>, Failure> {
+/// A request carrying the bearer token.
+pub fn authed<T>(remote: &Remote, msg: T) -> Result<Request<T>, Failure> {
     let mut r = Request::new(msg);
     let value = format!("Bearer {}", remote.token)
         .parse()
@@ -67,7 +85,36 @@ pub fn run(remote: Remote, action: Action, output: Output) -> Result<u8, Failure
     rt.block_on(run_async(remote, action, output))
 }
 
-async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8, Failure> {
+/// A channel to the scheduler (TLS verified against `--ca` for `https://`).
+pub async fn connect(remote: &Remote) -> Result<Channel, Failure> {
+    let mut endpoint = Channel::from_shared(remote.server.clone())
+        .map_err(|e| Failure { code: 2, message: format!("--server {}: {e}", remote.server) })?;
+    if remote.server.starts_with("https://") {
+        let Some(ca) = &remote.ca else {
+            return Err(Failure {
+                code: 2,
+                message: format!(
+                    "--ca: {} uses TLS; give the scheduler's CA file with --ca or SOVRA_CA",
+                    remote.server
+                ),
+            });
+        };
+        let pem = std::fs::read(ca)
+            .map_err(|e| Failure { code: 2, message: format!("--ca {}: cannot read the file: {e}", ca.display()) })?;
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls).map_err(|e| Failure { code: 2, message: format!("--ca: {e}") })?;
+    }
+    endpoint.connect().await.map_err(|e| Failure {
+        code: 3,
+        message: format!(
+            "cannot reach the scheduler at {}: {e}; start it with `sovra-scheduler serve` or `sovra dev`",
+            remote.server
+        ),
+    })
+}
+
+/// Runs an action on the caller's runtime.
+pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8, Failure> {
     // Validate a job file locally first: errors then name the file, not just the field.
     let job_yaml = match &action {
         Action::Submit { file, .. } => {
@@ -78,13 +125,9 @@ async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8,
         }
         _ => None,
     };
-    let endpoint = Channel::from_shared(remote.server.clone())
-        .map_err(|e| Failure { code: 2, message: format!("--server {}: {e}", remote.server) })?;
-    let channel = endpoint.connect().await.map_err(|e| Failure {
-        code: 3,
-        message: format!("cannot reach the scheduler at {}: {e}; start it with `sovra-scheduler serve`", remote.server),
-    })?;
+    let channel = connect(&remote).await?;
     let mut jobs = JobsClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel.clone());
     let mut cluster = ClusterClient::new(channel);
     let json = output == Output::Json;
     match action {
@@ -135,18 +178,25 @@ async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8,
                     .iter()
                     .map(|n| {
                         serde_json::json!({"name": n.name, "pool": n.pool, "zone": n.zone, "ready": n.ready,
-                        "gpus": n.gpus, "healthy_gpus": n.healthy_gpus, "used_milli": n.used_milli})
+                        "gpus": n.gpus, "healthy_gpus": n.healthy_gpus, "used_milli": n.used_milli,
+                        "backend": n.backend, "connected": n.connected, "heartbeat_age_ms": n.heartbeat_age_ms,
+                        "driver_version": n.driver_version, "unhealthy": n.unhealthy})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
                 println!(
-                    "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9}",
+                    "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9}  reported by",
                     "node", "pool", "zone", "ready", "GPUs", "healthy", "used GPU"
                 );
                 for n in &nodes {
+                    let via = match (n.backend.as_str(), n.connected) {
+                        ("config", _) => "cluster file".to_string(),
+                        (b, true) => format!("daemon, {b}"),
+                        (b, false) => format!("daemon (disconnected), {b}"),
+                    };
                     println!(
-                        "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9.2}",
+                        "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9.2}  {via}",
                         n.name,
                         n.pool,
                         n.zone,
@@ -155,6 +205,9 @@ async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8,
                         n.healthy_gpus,
                         n.used_milli as f64 / 1000.0
                     );
+                    for u in &n.unhealthy {
+                        println!("{:<20} unhealthy GPU {u}", "");
+                    }
                 }
             }
         }
@@ -181,6 +234,104 @@ async fn run_async(remote: Remote, action: Action, output: Output) -> Result<u8,
                         p.capacity_milli / 1000,
                         p.used_milli as f64 / 1000.0
                     );
+                }
+            }
+        }
+        Action::Queues => {
+            let queues = admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status)?.into_inner().queues;
+            if json {
+                let v: Vec<_> = queues
+                    .iter()
+                    .map(|q| {
+                        serde_json::json!({"name": q.name, "weight": q.weight, "quota_milli": q.quota_milli,
+                        "pending": q.pending, "running": q.running, "gpu_milli_held": q.gpu_milli_held, "share": q.share})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                println!(
+                    "{:<16} {:>6} {:>8} {:>8} {:>9} {:>7}  quotas",
+                    "queue", "weight", "pending", "running", "GPUs", "share"
+                );
+                for q in &queues {
+                    let mut quotas: Vec<(&String, &u64)> = q.quota_milli.iter().collect();
+                    quotas.sort();
+                    let quotas: Vec<String> =
+                        quotas.iter().map(|(p, m)| format!("{p}={:.2}", **m as f64 / 1000.0)).collect();
+                    println!(
+                        "{:<16} {:>6} {:>8} {:>8} {:>9.2} {:>7.3}  {}",
+                        q.name,
+                        q.weight,
+                        q.pending,
+                        q.running,
+                        q.gpu_milli_held as f64 / 1000.0,
+                        q.share,
+                        if quotas.is_empty() { "none".into() } else { quotas.join(", ") }
+                    );
+                }
+            }
+        }
+        Action::Zones => {
+            let zones = admin.zones(authed(&remote, ZonesRequest {})?).await.map_err(status)?.into_inner().zones;
+            let classes =
+                admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status)?.into_inner().classes;
+            if json {
+                let z: Vec<_> = zones
+                    .iter()
+                    .map(|z| {
+                        serde_json::json!({"id": z.id, "country": z.country, "jurisdiction": z.jurisdiction,
+                        "operator": z.operator, "operator_hq": z.operator_hq, "certifications": z.certifications})
+                    })
+                    .collect();
+                let c: Vec<_> = classes
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({"name": c.name, "zones": c.zones,
+                        "rules": serde_json::from_str::<serde_json::Value>(&c.rules_json).unwrap_or_default()})
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"zones": z, "residency_classes": c}));
+            } else {
+                println!(
+                    "{:<20} {:<7} {:<12} {:<34} {:<4} certifications",
+                    "zone", "country", "jurisdiction", "operator", "HQ"
+                );
+                for z in &zones {
+                    println!(
+                        "{:<20} {:<7} {:<12} {:<34} {:<4} {}",
+                        z.id,
+                        z.country,
+                        z.jurisdiction,
+                        z.operator,
+                        z.operator_hq,
+                        z.certifications.join(", ")
+                    );
+                }
+                println!();
+                println!("{:<16} zones that satisfy it", "residency class");
+                for c in &classes {
+                    let zones = if c.zones.is_empty() { "(none)".to_string() } else { c.zones.join(", ") };
+                    println!("{:<16} {zones}", c.name);
+                }
+            }
+        }
+        Action::Reload => {
+            let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status)?.into_inner();
+            if json {
+                println!("{}", serde_json::json!({"nodes": r.nodes, "pools": r.pools, "requeued": r.requeued}));
+            } else {
+                println!("reloaded: {} nodes in {} pools; requeued jobs: {:?}", r.nodes, r.pools, r.requeued);
+            }
+        }
+        Action::Watch { id } => {
+            let req = WatchRequest { id: id.unwrap_or(0), queue: String::new() };
+            let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status)?.into_inner();
+            while let Some(j) = stream.message().await.map_err(status)? {
+                if json {
+                    println!("{}", job_json(&j));
+                } else {
+                    let nodes: Vec<&str> = j.replicas.iter().map(|r| r.node.as_str()).collect();
+                    println!("job {} ({}) {} {}", j.id, j.name, j.state, nodes.join(","));
                 }
             }
         }

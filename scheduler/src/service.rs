@@ -274,11 +274,11 @@ impl Scheduler {
             }
         }
         let inv = reg.inventory.unwrap_or_default();
-        let mut touched = inner.apply_inventory(identity, &inv, "register.inventory")?;
+        let touched = inner.apply_inventory(identity, &inv, "register.inventory")?;
         let session = inner.next_session;
         inner.next_session += 1;
         inner.live.insert(identity.into(), NodeLive { session, connected: true, last_seen: Some(Instant::now()) });
-        touched.extend(inner.mark_ready(identity));
+        inner.mark_ready(identity);
         inner.event(&format!("node {identity} registered ({}, {} GPUs)", inv.backend, inv.gpus.len()));
         tracing::info!(node = identity, backend = %inv.backend, gpus = inv.gpus.len(), "node registered");
         inner.cycle(touched)?;
@@ -299,7 +299,9 @@ impl Scheduler {
             Some(l) if l.session == session => l.last_seen = Some(Instant::now()),
             _ => return Err(Status::aborted("a newer report stream of this node replaced this one")),
         }
-        let mut touched = inner.mark_ready(identity);
+        // Heartbeats change nothing a scheduling cycle looks at, unless the node was NotReady.
+        let mut changed = inner.mark_ready(identity);
+        let mut touched = Vec::new();
         let reply = match msg.body {
             Some(node_report::Body::Heartbeat(h)) => {
                 Some(ReportReply { body: Some(report_reply::Body::Ack(Ack { seq: h.seq })) })
@@ -322,10 +324,12 @@ impl Scheduler {
                 let verb = if h.healthy { "healthy again" } else { "unhealthy" };
                 tracing::warn!(node = identity, gpu = h.gpu_index, reason = %h.reason, "GPU {verb}");
                 inner.event(&format!("node {identity} GPU {} {verb}: {}", h.gpu_index, h.reason));
+                changed = true;
                 None
             }
             Some(node_report::Body::Inventory(inv)) => {
                 touched.extend(inner.apply_inventory(identity, &inv, "inventory")?);
+                changed = true;
                 None
             }
             Some(node_report::Body::Register(_)) => {
@@ -333,7 +337,9 @@ impl Scheduler {
             }
             None => return Err(Status::invalid_argument("node report: empty message")),
         };
-        inner.cycle(touched)?;
+        if changed {
+            inner.cycle(touched)?;
+        }
         Ok(reply)
     }
 
@@ -461,17 +467,18 @@ impl Inner {
         }
     }
 
-    /// A NotReady node that reports is ready again.
-    fn mark_ready(&mut self, node: &str) -> Vec<JobId> {
+    /// A NotReady node that reports is ready again; true when it was not ready.
+    fn mark_ready(&mut self, node: &str) -> bool {
         let topo = self.engine.state().topology();
-        if let Some(i) = topo.node_index(node)
-            && !self.engine.state().node_ready(i)
-        {
-            self.engine.node_ready(node);
-            self.event(&format!("node {node} ready"));
-            tracing::info!(node, "node ready");
+        match topo.node_index(node) {
+            Some(i) if !self.engine.state().node_ready(i) => {
+                self.engine.node_ready(node);
+                self.event(&format!("node {node} ready"));
+                tracing::info!(node, "node ready");
+                true
+            }
+            _ => false,
         }
-        vec![]
     }
 
     /// Takes a node's reported inventory: same devices → only health changes; different devices → the topology is

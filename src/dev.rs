@@ -1,0 +1,403 @@
+//! `sovra dev`: the all-in-one local mode, like `nomad agent -dev`.
+//!
+//! One process runs the scheduler service (state in a sled directory, mutual TLS with certificates it generates)
+//! and one node daemon per node of the cluster — the daemon's own reporting code over the real gRPC path, with the
+//! **fake GPU backend**: each node's GPUs are written as a fixture file (from the cluster file's description of
+//! the node) and reported as `fake (fixture …)`. A GPU the cluster file marks unhealthy gets a scripted XID 79 two
+//! seconds after start, so the health path runs too. Nodes are NotReady until their daemon registers.
+//!
+//! `sovra dev --tour` runs a scripted walk through it (placement by residency class, a refusal at submit, a
+//! pending job's explanation, a GPU failing, a daemon dying and its node leaving the pool within two heartbeat
+//! intervals, queues, metrics) and exits; it is the README's first command.
+
+use crate::remote::{self, Action, Remote};
+use crate::{EXAMPLE_CLUSTER, Failure, Output};
+use sovra_api::v1::cluster_client::ClusterClient;
+use sovra_api::v1::jobs_client::JobsClient;
+use sovra_api::v1::{GetRequest, NodesRequest};
+use sovra_domain::{ClusterConfig, Node};
+use sovra_node_daemon::HealthPolicy;
+use sovra_node_daemon::fake::FakeBackend;
+use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
+use sovra_scheduler::service::{Options, Scheduler, serve_metrics, serve_with};
+use sovra_scheduler::store::Store;
+use sovra_scheduler::tls::{TlsDir, generate};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `sovra dev` options.
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Cluster file. Default: the built-in example (examples/cluster.yaml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Scheduler API address. Default: 127.0.0.1:7070 (a free port with --tour).
+    #[arg(long)]
+    listen: Option<String>,
+    /// `/metrics` and `/healthz` address. Default: 127.0.0.1:9464 (a free port with --tour).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Directory for certificates, state and the fake GPU fixtures. Default: a new temporary directory. Given an
+    /// existing one, the state in it is restored.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Heartbeat interval, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Run the scripted tour, then exit.
+    #[arg(long)]
+    tour: bool,
+    /// Token clients must present. Default: a random one (printed).
+    #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn fail(code: u8) -> impl Fn(String) -> Failure {
+    move |message| Failure { code, message }
+}
+
+/// A fake-backend fixture for a node as the cluster file describes it.
+fn fixture(node: &Node) -> serde_json::Value {
+    let bus = |i: usize| format!("0000:{:02x}:00.0", 0x10 + i);
+    let gpus: Vec<serde_json::Value> = node
+        .gpus
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let name = format!("NVIDIA {}", g.model.replace('-', " "));
+            serde_json::json!({
+                "index": i,
+                "uuid": format!("GPU-fake-{}-{i}", node.name),
+                "name": name,
+                "memory_total_mib": g.memory_mib,
+                "compute_capability": [9, 0],
+                "pci_bus_id": bus(i),
+                "numa_node": g.numa_node,
+                "nvlink_peers": g.nvlink_peers.iter().map(|&p| bus(p as usize)).collect::<Vec<_>>(),
+                "mig_enabled": !g.mig.is_empty(),
+                "mig_instances": g.mig.iter().enumerate().map(|(m, inst)| serde_json::json!({
+                    "uuid": format!("MIG-fake-{}-{i}-{m}", node.name),
+                    "name": format!("{name} MIG {}", inst.profile),
+                    "memory_total_mib": inst.memory_mib,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let events: Vec<serde_json::Value> = node
+        .gpus
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.health.is_healthy())
+        .map(|(i, _)| serde_json::json!({"after_s": 2.0, "gpu": i, "xid": 79}))
+        .collect();
+    serde_json::json!({"driver_version": "fake", "cuda_driver_version": "12.4", "gpus": gpus, "events": events})
+}
+
+/// Everything `sovra dev` started.
+struct Local {
+    remote: Remote,
+    daemons: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    metrics_addr: std::net::SocketAddr,
+    heartbeat: Duration,
+    data: PathBuf,
+}
+
+async fn start(args: &DevArgs) -> Result<Local, Failure> {
+    let bad = fail(2);
+    let (file, text) = match &args.config {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| bad(format!("{}: cannot read the file: {e}", p.display())))?,
+        ),
+        None => ("examples/cluster.yaml (built in)".to_string(), EXAMPLE_CLUSTER.to_string()),
+    };
+    let cluster = ClusterConfig::from_yaml(&file, &text).map_err(|e| bad(e.to_string()))?;
+    if args.heartbeat_ms == 0 {
+        return Err(bad("--heartbeat-ms: must be at least 1".into()));
+    }
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("sovra-dev-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&data).map_err(|e| bad(format!("--data {}: {e}", data.display())))?;
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let tls = generate(&data.join("tls"), &["localhost".into(), "127.0.0.1".into()], &names).map_err(&bad)?;
+    let store = Store::open(&data.join("state")).map_err(&bad)?;
+    let heartbeat = Duration::from_millis(args.heartbeat_ms);
+    let opts = Options { heartbeat, require_daemons: true, config_path: args.config.clone() };
+    let policy = cluster.scheduling.policy.clone().unwrap_or_default();
+    let scheduler = Scheduler::with_options(cluster.clone(), policy, 42, Some(store), opts).map_err(&bad)?;
+
+    let default_addr = |port: u16| if args.tour { "127.0.0.1:0".to_string() } else { format!("127.0.0.1:{port}") };
+    let listen = args.listen.clone().unwrap_or_else(|| default_addr(7070));
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| fail(1)(e.to_string()))?;
+    let mlisten = args.metrics_listen.clone().unwrap_or_else(|| default_addr(9464));
+    let mlistener =
+        tokio::net::TcpListener::bind(&mlisten).await.map_err(|e| bad(format!("--metrics-listen {mlisten}: {e}")))?;
+    let metrics_addr = mlistener.local_addr().map_err(|e| fail(1)(e.to_string()))?;
+    let token = match &args.token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => format!("dev-{:016x}", fastrand_token()),
+    };
+    let server_tls = tls.server_config().map_err(&bad)?;
+    let (s1, s2, t) = (scheduler.clone(), scheduler.clone(), token.clone());
+    tokio::spawn(async move {
+        if let Err(e) = serve_with(listener, s1, t, Some(server_tls), std::future::pending()).await {
+            eprintln!("error: {e}");
+        }
+    });
+    tokio::spawn(async move {
+        let _ = serve_metrics(mlistener, s2, std::future::pending()).await;
+    });
+
+    let server = format!("https://127.0.0.1:{}", addr.port());
+    let mut daemons = BTreeMap::new();
+    for node in &cluster.nodes {
+        let path = data.join("fixtures").join(format!("{}.json", node.name));
+        write_fixture(&path, node).map_err(&bad)?;
+        let fake = FakeBackend::load(&path).map_err(&bad)?;
+        let (inventory, updates) = sources::fake(fake, HealthPolicy::default(), Duration::from_millis(100));
+        let (cert, key) = TlsDir(tls.0.clone()).node(&node.name);
+        let read = |p: &Path| std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())));
+        let reporter = Reporter {
+            server: server.clone(),
+            node: node.name.clone(),
+            ca_pem: read(&tls.ca())?,
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+            claim_zone: None,
+            claim_pool: None,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        };
+        let handle = tokio::spawn(async move {
+            let _ = reporter.run(inventory, updates, Arc::new(DaemonMetrics::default())).await;
+        });
+        daemons.insert(node.name.clone(), handle);
+    }
+    let remote = Remote { server, token, ca: Some(tls.ca()) };
+    // Wait until every daemon has registered.
+    let started = Instant::now();
+    let channel = remote::connect(&remote).await?;
+    loop {
+        let nodes = ClusterClient::new(channel.clone())
+            .nodes(remote::authed(&remote, NodesRequest {})?)
+            .await
+            .map_err(|e| fail(1)(e.message().to_string()))?
+            .into_inner()
+            .nodes;
+        if nodes.iter().all(|n| n.connected && n.ready) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let missing: Vec<&str> = nodes.iter().filter(|n| !n.connected).map(|n| n.name.as_str()).collect();
+            return Err(fail(1)(format!("node daemons did not register within 60 s: {missing:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Local { remote, daemons, metrics_addr, heartbeat, data })
+}
+
+fn write_fixture(path: &Path, node: &Node) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&fixture(node)).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A random-enough token for a local session (time and process id through SplitMix64).
+fn fastrand_token() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut z = t ^ (u64::from(std::process::id()) << 32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Runs `sovra dev`.
+pub fn run(args: DevArgs) -> Result<u8, Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1)(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        let local = start(&args).await?;
+        let r = &local.remote;
+        let ca = r.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        println!(
+            "Sovra local mode: the scheduler and {} node daemons with FAKE GPUs, over gRPC + mutual TLS.",
+            local.daemons.len()
+        );
+        println!("  API:      {}   (token {}, CA {ca})", r.server, r.token);
+        println!("  metrics:  http://{}/metrics   health: http://{}/healthz", local.metrics_addr, local.metrics_addr);
+        println!("  state:    {}", local.data.display());
+        if args.tour {
+            return tour(&local).await;
+        }
+        println!();
+        println!("Paste into another shell:");
+        println!("  export SOVRA_SERVER={} SOVRA_TOKEN={} SOVRA_CA={ca}", r.server, r.token);
+        println!("  sovra submit examples/job.yaml && sovra jobs && sovra nodes && sovra queues");
+        println!("Ctrl-C stops everything.");
+        let _ = tokio::signal::ctrl_c().await;
+        Ok(0)
+    })
+}
+
+const EU_JOB: &str = "name: eu-restricted-pretrain\nkind: training\nresidency: eu-restricted\nreplicas: 2\n\
+resources: {gpus: 8, cpu_milli: 64000, memory_mib: 524288}\n";
+const TOO_BIG: &str = "name: fr-health-giant\nkind: training\nresidency: fr-health\nreplicas: 8\n\
+resources: {gpus: 8, gpu_models: [H100-80GB], cpu_milli: 64000, memory_mib: 524288}\n";
+const WAITS: &str = "name: fr-health-wide\nkind: training\nresidency: fr-health\nreplicas: 4\n\
+resources: {gpus: 8, gpu_models: [H100-80GB], cpu_milli: 64000, memory_mib: 524288}\n";
+
+async fn step(local: &Local, title: &str, action: Action) -> Result<(), Failure> {
+    println!("\n── {title}");
+    match remote::run_async(local.remote.clone(), action, Output::Text).await {
+        Ok(_) => Ok(()),
+        Err(f) if f.code == 1 => {
+            println!("  refused (exit 1): {}", f.message);
+            Ok(())
+        }
+        Err(f) => Err(f),
+    }
+}
+
+async fn job_nodes(local: &Local, id: u64) -> Result<(String, Vec<String>), Failure> {
+    let ch = remote::connect(&local.remote).await?;
+    let j = JobsClient::new(ch)
+        .get(remote::authed(&local.remote, GetRequest { id })?)
+        .await
+        .map_err(|e| fail(1)(e.message().to_string()))?
+        .into_inner();
+    Ok((j.state, j.replicas.into_iter().map(|r| r.node).collect()))
+}
+
+async fn tour(local: &Local) -> Result<u8, Failure> {
+    let dir = local.data.join("tour");
+    std::fs::create_dir_all(&dir).map_err(|e| fail(1)(e.to_string()))?;
+    let file = |name: &str, text: &str| -> Result<PathBuf, Failure> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| fail(1)(format!("{}: {e}", p.display())))?;
+        Ok(p)
+    };
+    step(local, "The estate: zones, and which zones satisfy each residency class", Action::Zones).await?;
+    step(local, "Pools (GPUs reported by the node daemons)", Action::Pools).await?;
+    let job = file("job.yaml", include_str!("../examples/job.yaml"))?;
+    step(
+        local,
+        "Submit a French health-data fine-tune (class fr-health: FR, HDS + SecNumCloud) — examples/job.yaml",
+        Action::Submit { file: job, request_id: Some("tour-1".into()) },
+    )
+    .await?;
+    step(
+        local,
+        "Submit an eu-restricted job (EU jurisdiction, EU-owned operator: never the US-owned German region)",
+        Action::Submit { file: file("eu.yaml", EU_JOB)?, request_id: Some("tour-2".into()) },
+    )
+    .await?;
+    step(
+        local,
+        "Submit a job no permitted pool could ever hold: refused at submit, not queued forever",
+        Action::Submit { file: file("giant.yaml", TOO_BIG)?, request_id: Some("tour-3".into()) },
+    )
+    .await?;
+    step(
+        local,
+        "Submit a job that fits only once GPUs free up: it waits, holding a reservation",
+        Action::Submit { file: file("wide.yaml", WAITS)?, request_id: Some("tour-4".into()) },
+    )
+    .await?;
+    step(local, "Why it waits (sovra job 4 --explain)", Action::Job { id: 4, explain: true }).await?;
+
+    println!(
+        "\n── A GPU fails: the fake daemons script XID 79 (fallen off the bus) on GPUs the cluster file marks unhealthy"
+    );
+    let ch = remote::connect(&local.remote).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = ClusterClient::new(ch.clone())
+            .nodes(remote::authed(&local.remote, NodesRequest {})?)
+            .await
+            .map_err(|e| fail(1)(e.message().to_string()))?
+            .into_inner()
+            .nodes;
+        let sick: Vec<_> = nodes.iter().filter(|n| !n.unhealthy.is_empty()).collect();
+        if !sick.is_empty() || Instant::now() > deadline {
+            for n in sick {
+                println!(
+                    "  {}: {} of {} GPUs healthy; unhealthy: {} — no new work goes there",
+                    n.name,
+                    n.healthy_gpus,
+                    n.gpus,
+                    n.unhealthy.join("; ")
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, nodes) = job_nodes(local, 1).await?;
+    let Some(victim) = nodes.first().cloned() else {
+        return Err(fail(1)("job 1 was not placed; the tour cannot continue".into()));
+    };
+    println!("\n── A node daemon dies: stopping the daemon of {victim} (where job 1 runs)");
+    local.daemons[&victim].abort();
+    let killed = Instant::now();
+    let ch = remote::connect(&local.remote).await?;
+    loop {
+        let nodes = ClusterClient::new(ch.clone())
+            .nodes(remote::authed(&local.remote, NodesRequest {})?)
+            .await
+            .map_err(|e| fail(1)(e.message().to_string()))?
+            .into_inner()
+            .nodes;
+        if nodes.iter().any(|n| n.name == victim && !n.ready) {
+            break;
+        }
+        if killed.elapsed() > local.heartbeat * 10 {
+            return Err(fail(1)(format!("{victim} did not become NotReady")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "  {victim} NotReady {:.0} ms after its daemon stopped (heartbeat {} ms; the bound is 2 intervals)",
+        killed.elapsed().as_secs_f64() * 1000.0,
+        local.heartbeat.as_millis()
+    );
+    let (state, nodes) = job_nodes(local, 1).await?;
+    println!("  job 1 was lost with the node and requeued: now {state} on {}", nodes.join(", "));
+    step(local, "Jobs", Action::Jobs { queue: None, state: None }).await?;
+    step(local, "Queues", Action::Queues).await?;
+    println!("\n── A few metrics (http://{}/metrics)", local.metrics_addr);
+    let text = http_get(local.metrics_addr, "/metrics").await.unwrap_or_default();
+    for l in text.lines().filter(|l| {
+        l.starts_with("sovra_placements_total")
+            || l.starts_with("sovra_nodes{")
+            || l.starts_with("sovra_decision_seconds_count")
+            || l.starts_with("sovra_zone_gpu_milli{zone=\"fr-par-secnum\"")
+    }) {
+        println!("  {l}");
+    }
+    println!(
+        "\nDone. `sovra dev` (without --tour) keeps it running for you to drive with `sovra submit | jobs | nodes`."
+    );
+    Ok(0)
+}
+
+/// A plain HTTP/1.0 GET on loopback (enough for the tour's metrics excerpt).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(body))
+}
