@@ -1,0 +1,311 @@
+//! Black-box tests of `sovra model keygen | push | pull | list | status | promote | approve`, `sovra exception
+//! grant` and `sovra audit verify`: exit codes (0 done, 1 denied / broken, 2 bad input) and `--output json`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("sovra-registry-cli-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Tour {
+    dir: Scratch,
+}
+
+impl Tour {
+    /// Keys, the example cluster and promotion config, a signed model with provenance and metrics.
+    fn new() -> Tour {
+        let t = Tour { dir: Scratch::new() };
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(repo.join("examples/cluster.yaml"), t.p("cluster.yaml")).unwrap();
+        std::fs::copy(repo.join("examples/promotion.yaml"), t.p("promotion.yaml")).unwrap();
+        for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
+            t.ok(&["model", "keygen", &format!("keys/{k}")]);
+        }
+        std::fs::create_dir_all(t.p("model/weights")).unwrap();
+        std::fs::write(t.p("model/config.json"), b"{\"layers\": 2}\n").unwrap();
+        std::fs::write(t.p("model/weights/w0.bin"), vec![7u8; 100_000]).unwrap();
+        std::fs::write(t.p("provenance.yaml"), "training_job: j1\ntraining_zone: fr-par-secnum\n").unwrap();
+        std::fs::write(t.p("metrics.json"), "{\"accuracy\": 0.95, \"toxicity\": 0.01}").unwrap();
+        t.ok(&["model", "sign", "model", "--private-key", "keys/trainer.pem", "--signature", "model.sig"]);
+        t
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sovra"))
+            .current_dir(self.dir.path())
+            .env("SOVRA_REGISTRY", self.p("registry"))
+            .env("SOVRA_PROMOTION_CONFIG", self.p("promotion.yaml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn code(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.run(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.code(args);
+        assert_eq!(code, 0, "sovra {args:?}\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    fn json(&self, args: &[&str], expect: i32) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let (code, out, err) = self.code(&a);
+        assert_eq!(code, expect, "sovra {a:?}\nstdout: {out}\nstderr: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    fn push(&self) {
+        self.ok(&[
+            "model",
+            "push",
+            "radiology",
+            "model",
+            "--signature",
+            "model.sig",
+            "--residency-class",
+            "fr-health",
+            "--provenance",
+            "provenance.yaml",
+            "--metrics",
+            "metrics.json",
+        ]);
+    }
+}
+
+#[test]
+fn the_whole_flow_with_exit_codes_and_json() {
+    let t = Tour::new();
+    let v = t.json(
+        &[
+            "model",
+            "push",
+            "radiology",
+            "model",
+            "--signature",
+            "model.sig",
+            "--residency-class",
+            "fr-health",
+            "--provenance",
+            "provenance.yaml",
+            "--metrics",
+            "metrics.json",
+        ],
+        0,
+    );
+    assert_eq!(v["status"], "pushed");
+    assert_eq!(v["data_zone"], "fr-par-secnum/training");
+    let d = t.json(&["model", "promote", "radiology", "--to", "inference"], 1);
+    assert_eq!(d["status"], "denied");
+    assert_eq!(d["failed"][0]["gate"], "stage_order");
+    t.json(&["model", "promote", "radiology", "--to", "registry"], 0);
+    let d = t.json(&["model", "promote", "radiology", "--to", "inference"], 1);
+    assert_eq!(d["failed"][0]["gate"], "approvals");
+    t.ok(&["model", "approve", "radiology", "--to", "inference", "--key", "keys/alice.pem"]);
+    let a = t.json(
+        &[
+            "model",
+            "approve",
+            "radiology",
+            "--to",
+            "inference",
+            "--key",
+            "keys/bob.pem",
+            "--out",
+            "bob.json",
+            "--no-record",
+        ],
+        0,
+    );
+    assert_eq!(a["approver"], "bob");
+    let d = t.json(
+        &["model", "promote", "radiology", "--to", "inference", "--zone", "de-fra-c5", "--approval", "bob.json"],
+        1,
+    );
+    assert_eq!(d["failed"][0]["gate"], "residency");
+    let p = t.json(&["model", "promote", "radiology", "--to", "inference", "--approval", "bob.json"], 0);
+    assert_eq!(p["to"], "fr-par-secnum/inference");
+    assert_eq!(p["under_exception"], false);
+    let s = t.json(&["model", "status", "radiology"], 0);
+    assert_eq!(s["current"], "fr-par-secnum/inference");
+    assert_eq!(s["promotions"].as_array().unwrap().len(), 2);
+    assert!(s["promotions"].as_array().unwrap().iter().all(|p| p["statement_verified"] == true));
+    let l = t.json(&["model", "list"], 0);
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    t.ok(&["model", "pull", "radiology", "pulled", "--stage", "inference"]);
+    t.ok(&["model", "verify", "pulled", "--signature", "pulled.sig", "--public-key", "keys/trainer.pub.pem"]);
+    let a = t.json(&["audit", "verify"], 0);
+    assert_eq!(a["status"], "intact");
+    assert_eq!(a["entries"], 7); // push, 3 denials, 1 approval, 2 promotions
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    let t = Tour::new();
+    // No promotion config.
+    let o = Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .current_dir(t.dir.path())
+        .env("SOVRA_REGISTRY", t.p("registry"))
+        .args([
+            "model",
+            "push",
+            "m",
+            "model",
+            "--signature",
+            "model.sig",
+            "--residency-class",
+            "eu-any",
+            "--promotion-config",
+            "nope.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.yaml"));
+    // Corrupt bundle.
+    std::fs::write(t.p("bad.sig"), "{\"mediaType\": 1").unwrap();
+    let (code, _, err) =
+        t.code(&["model", "push", "m", "model", "--signature", "bad.sig", "--residency-class", "eu-any"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.sig"), "{err}");
+    // A model directory that does not exist.
+    let (code, _, err) =
+        t.code(&["model", "push", "m", "missing", "--signature", "model.sig", "--residency-class", "eu-any"]);
+    assert_eq!(code, 2, "{err}");
+    // A ../ in the model name.
+    let (code, _, _) =
+        t.code(&["model", "push", "../m", "model", "--signature", "model.sig", "--residency-class", "eu-any"]);
+    assert_eq!(code, 2);
+    assert_eq!(t.json(&["model", "list"], 0).as_array().unwrap().len(), 0);
+    // Keys are never overwritten.
+    let (code, _, err) = t.code(&["model", "keygen", "keys/alice"]);
+    assert_eq!(code, 2, "{err}");
+    // A changed file after signing: verification failure, exit 1, nothing stored.
+    std::fs::write(t.p("model/weights/w0.bin"), b"changed").unwrap();
+    let (code, _, err) =
+        t.code(&["model", "push", "m", "model", "--signature", "model.sig", "--residency-class", "eu-any"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("weights/w0.bin"), "{err}");
+    assert_eq!(t.json(&["model", "list"], 0).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn break_glass_exception_by_admin_only_and_marked() {
+    let t = Tour::new();
+    t.push();
+    t.ok(&["model", "promote", "radiology", "--to", "registry"]);
+    let args = |key: &str| {
+        vec![
+            "exception",
+            "grant",
+            "--model",
+            "radiology",
+            "--gate",
+            "approvals",
+            "--ttl",
+            "1h",
+            "--reason",
+            "incident 7",
+            "--key",
+            key,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let a: Vec<String> = args("keys/alice.pem");
+    let (code, _, err) = t.code(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an admin key"), "{err}");
+    let a: Vec<String> = args("keys/secops.pem");
+    t.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let p = t.json(&["model", "promote", "radiology", "--to", "inference"], 0);
+    assert_eq!(p["under_exception"], true);
+    let s = t.ok(&["model", "status", "radiology"]);
+    assert!(s.contains("UNDER EXCEPTION"), "{s}");
+}
+
+fn tamper(t: &Tour, f: impl FnOnce(&sovra_registry::Registry)) -> Value {
+    t.push();
+    t.ok(&["model", "promote", "radiology", "--to", "registry"]);
+    t.ok(&["model", "approve", "radiology", "--to", "inference", "--key", "keys/alice.pem"]);
+    t.ok(&["model", "approve", "radiology", "--to", "inference", "--key", "keys/bob.pem"]);
+    assert_eq!(t.json(&["audit", "verify"], 0)["status"], "intact");
+    {
+        let reg = sovra_registry::Registry::open(&t.p("registry")).unwrap();
+        f(&reg);
+        reg.raw_audit_tree().flush().unwrap();
+    }
+    let v = t.json(&["audit", "verify"], 1);
+    assert_eq!(v["status"], "broken");
+    v
+}
+
+#[test]
+fn audit_verify_detects_an_edited_entry() {
+    let t = Tour::new();
+    let v = tamper(&t, |reg| {
+        let tree = reg.raw_audit_tree();
+        let key = 2u64.to_be_bytes();
+        let mut e: Value = serde_json::from_slice(&tree.get(key).unwrap().unwrap()).unwrap();
+        e["actor"] = "mallory".into();
+        tree.insert(key, serde_json::to_vec(&e).unwrap()).unwrap();
+    });
+    assert!(v["problems"].to_string().contains("edited"), "{v}");
+}
+
+#[test]
+fn audit_verify_detects_a_deleted_entry() {
+    let t = Tour::new();
+    let v = tamper(&t, |reg| {
+        reg.raw_audit_tree().remove(1u64.to_be_bytes()).unwrap();
+    });
+    assert!(v["problems"].to_string().contains("deleted"), "{v}");
+}
+
+#[test]
+fn audit_verify_detects_reordered_entries() {
+    let t = Tour::new();
+    let v = tamper(&t, |reg| {
+        let tree = reg.raw_audit_tree();
+        let a = tree.get(2u64.to_be_bytes()).unwrap().unwrap();
+        let b = tree.get(3u64.to_be_bytes()).unwrap().unwrap();
+        tree.insert(2u64.to_be_bytes(), b).unwrap();
+        tree.insert(3u64.to_be_bytes(), a).unwrap();
+    });
+    assert!(v["problems"].to_string().contains("reordered"), "{v}");
+}
