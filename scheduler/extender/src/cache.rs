@@ -12,7 +12,7 @@
 use crate::pod::{GPU_RESOURCE, PodRequest};
 use sovra_domain::{ClusterConfig, GPU_MILLI, Gpu, Health, Node, Resources};
 use sovra_placement::{ClusterState, Decision, DeviceAssignment, NodeIdx, ReplicaPlacement};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -79,13 +79,30 @@ pub struct Snapshot {
     /// The placement core's state: nodes and what is in use.
     pub state: ClusterState,
     /// Nodes that are known but never offered, with the reason (no pool, unknown pool, bad inventory).
-    pub not_offered: BTreeMap<String, String>,
+    pub not_offered: BTreeMap<String, Arc<str>>,
     /// Pods accounted on nodes: UID → (node name, what it takes).
     pub accounted: BTreeMap<String, Decision>,
     /// Gangs by `namespace/group`.
     pub gangs: BTreeMap<String, GangCount>,
     /// Pods by UID.
     pub pods: BTreeMap<String, PodRecord>,
+    /// Node name → index in the state's topology (a hash map: filter looks up every candidate).
+    pub index: Arc<NameIndex>,
+}
+
+/// Node names → node indices.
+pub type NameIndex = rustc_hash::FxHashMap<String, NodeIdx>;
+
+impl Snapshot {
+    /// The index of a node that may be offered (known, with a known pool and zone).
+    #[inline]
+    pub fn node_index(&self, name: &str) -> Option<NodeIdx> {
+        self.index.get(name).copied()
+    }
+}
+
+fn name_index(state: &ClusterState) -> Arc<NameIndex> {
+    Arc::new(state.topology().nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i as NodeIdx)).collect())
 }
 
 #[derive(Debug)]
@@ -95,9 +112,11 @@ struct Inner {
     pods: BTreeMap<String, PodRecord>,
     /// Requests seen in filter calls, by UID, with insertion order for eviction.
     pending: BTreeMap<String, (u64, PodRecord)>,
+    pending_order: VecDeque<(u64, String)>,
     pending_seq: u64,
     state: ClusterState,
-    not_offered: BTreeMap<String, String>,
+    index: Arc<NameIndex>,
+    not_offered: BTreeMap<String, Arc<str>>,
     accounted: BTreeMap<String, Decision>,
     /// The node set changed: rebuild the topology before publishing.
     rebuild: bool,
@@ -120,12 +139,14 @@ impl Cache {
     /// A cache holding the config's nodes (all ready, nothing running).
     pub fn new(config: ClusterConfig) -> Result<Cache, CacheError> {
         let state = ClusterState::from_config(&config).map_err(|e| CacheError(e.to_string()))?;
+        let index = name_index(&state);
         let snapshot = Snapshot {
             state: state.clone(),
             not_offered: BTreeMap::new(),
             accounted: BTreeMap::new(),
             gangs: BTreeMap::new(),
             pods: BTreeMap::new(),
+            index: index.clone(),
         };
         Ok(Cache {
             inner: Mutex::new(Inner {
@@ -133,8 +154,10 @@ impl Cache {
                 kube_nodes: BTreeMap::new(),
                 pods: BTreeMap::new(),
                 pending: BTreeMap::new(),
+                pending_order: VecDeque::new(),
                 pending_seq: 0,
                 state,
+                index,
                 not_offered: BTreeMap::new(),
                 accounted: BTreeMap::new(),
                 rebuild: false,
@@ -246,11 +269,12 @@ impl Cache {
         }
         inner.pending_seq += 1;
         let seq = inner.pending_seq;
+        inner.pending_order.push_back((seq, pod.uid.clone()));
         inner.pending.insert(pod.uid.clone(), (seq, pod));
-        if inner.pending.len() > MAX_PENDING {
-            let oldest = inner.pending.iter().min_by_key(|(_, (s, _))| *s).map(|(u, _)| u.clone());
-            if let Some(u) = oldest {
-                inner.pending.remove(&u);
+        while inner.pending.len() > MAX_PENDING || inner.pending_order.len() > 2 * MAX_PENDING {
+            let Some((s, uid)) = inner.pending_order.pop_front() else { break };
+            if inner.pending.get(&uid).is_some_and(|(seq, _)| *seq == s) {
+                inner.pending.remove(&uid);
             }
         }
     }
@@ -315,7 +339,7 @@ impl Inner {
             match self.kube_pool(k) {
                 Ok(pool) => cfg.nodes.push(node_from_kube(k, &pool)),
                 Err(why) => {
-                    not_offered.insert(k.name.clone(), why);
+                    not_offered.insert(k.name.clone(), Arc::from(why));
                 }
             }
         }
@@ -326,6 +350,7 @@ impl Inner {
                 return;
             }
         };
+        self.index = name_index(&state);
         self.state = state;
         for k in self.kube_nodes.values() {
             if let Some(i) = self.state.topology().node_index(&k.name) {
@@ -378,6 +403,7 @@ impl Inner {
             accounted: self.accounted.clone(),
             gangs,
             pods: self.pods.clone(),
+            index: self.index.clone(),
         }
     }
 }

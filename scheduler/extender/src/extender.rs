@@ -72,9 +72,9 @@ pub enum Verdict {
     /// The pod may go there.
     Pass,
     /// Not now (capacity, readiness, gang waiting): `FailedNodes`.
-    Failed(String),
+    Failed(Arc<str>),
     /// Never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`.
-    Unresolvable(String),
+    Unresolvable(Arc<str>),
 }
 
 /// The extender: a cache, the placement core, and a binder. Safe to share between concurrent requests.
@@ -125,7 +125,10 @@ impl Extender {
                 let snap = self.cache.snapshot();
                 match request {
                     Ok(req) => evaluate(&snap, &req, &names, Some(&pod.metadata.uid)),
-                    Err(why) => names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect(),
+                    Err(why) => {
+                        let why: Arc<str> = why.into();
+                        names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect()
+                    }
                 }
             }
         };
@@ -166,9 +169,7 @@ impl Extender {
         let zero = |names: &[&str]| names.iter().map(|n| HostPriority { host: n.to_string(), score: 0 }).collect();
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
         let snap = self.cache.snapshot();
-        let topo = snap.state.topology();
-        let idx: Vec<Option<NodeIdx>> =
-            names.iter().map(|n| if snap.not_offered.contains_key(*n) { None } else { topo.node_index(n) }).collect();
+        let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
         let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
         let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
         let mut by_node: BTreeMap<NodeIdx, (u64, u64)> = BTreeMap::new();
@@ -275,7 +276,7 @@ impl Extender {
         if let Some(why) = snap.not_offered.get(&a.node) {
             return Err(format!("refusing to bind {key} to {}: {why}", a.node));
         }
-        if snap.state.topology().node_index(&a.node).is_none() {
+        if snap.node_index(&a.node).is_none() {
             return Err(format!("refusing to bind {key} to {}: the node is not in Sovra's node cache", a.node));
         }
         if let Some(rec) = self.cache.record(&a.pod_uid) {
@@ -340,6 +341,7 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], uid: Option<&
         }
     };
     if let Some(why) = wait {
+        let why: Arc<str> = why.into();
         for v in verdicts.iter_mut() {
             if *v == Verdict::Pass {
                 *v = Verdict::Failed(why.clone());
@@ -349,39 +351,45 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], uid: Option<&
     verdicts
 }
 
-/// Verdicts for the candidate nodes, one pod on its own.
+/// Verdicts for the candidate nodes, one pod on its own. Reasons are worded once per pool and once per node
+/// reason, and shared.
 pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
     let topo = snap.state.topology();
     let job = &req.job;
     let Some(class) = topo.class(&job.residency) else {
         let known: Vec<&str> = topo.classes.iter().map(|c| c.name.as_str()).collect();
-        let why = format!(
+        let why: Arc<str> = format!(
             "residency class {:?} (label {} of pod {}) is not in the Sovra cluster config; known classes: {}",
             job.residency,
             crate::pod::RESIDENCY_LABEL,
             job.name,
             known.join(", ")
-        );
+        )
+        .into();
         return names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect();
     };
     let needs = JobNeeds::of(job, topo);
-    let mut pool_verdicts: Vec<Option<Option<String>>> = vec![None; topo.pools.len()];
+    let mut pool_verdicts: Vec<Option<Option<Arc<str>>>> = vec![None; topo.pools.len()];
+    let mut reason_words: [Option<Arc<str>>; Reason::ALL.len()] = Default::default();
+    let mut unknown_words: Option<Arc<str>> = None;
     names
         .iter()
         .map(|name| {
-            if let Some(why) = snap.not_offered.get(*name) {
-                return Verdict::Unresolvable(why.clone());
-            }
-            let Some(i) = topo.node_index(name) else {
-                return Verdict::Failed(format!(
-                    "node {name} is not in Sovra's node cache (not in the cluster config and not seen through the \
-                     Kubernetes API yet)"
-                ));
+            let Some(i) = snap.node_index(name) else {
+                if let Some(why) = snap.not_offered.get(*name) {
+                    return Verdict::Unresolvable(why.clone());
+                }
+                let why = unknown_words.get_or_insert_with(|| {
+                    "node not in Sovra's node cache (not in the cluster config and not seen through the Kubernetes \
+                     API yet)"
+                        .into()
+                });
+                return Verdict::Failed(why.clone());
             };
             let info = &topo.nodes[i as usize];
             let pool = info.pool as usize;
             let pv = pool_verdicts[pool]
-                .get_or_insert_with(|| pool_reason(&topo.pools[pool], topo, job, class).map(|(_, why)| why));
+                .get_or_insert_with(|| pool_reason(&topo.pools[pool], topo, job, class).map(|(_, why)| Arc::from(why)));
             if let Some(why) = pv {
                 return Verdict::Unresolvable(why.clone());
             }
@@ -397,10 +405,9 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
                         Reason::InsufficientMemory => info.memory_mib < job.resources.memory_mib,
                         _ => false,
                     };
-                    if never {
-                        Verdict::Unresolvable(match r {
-                            Reason::NoAllowedModel => r.describe(job),
-                            _ => format!(
+                    if never && r != Reason::NoAllowedModel {
+                        return Verdict::Unresolvable(
+                            format!(
                                 "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
                                 info.dev_count,
                                 info.cpu_milli,
@@ -408,11 +415,12 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
                                 job.resources.gpus,
                                 job.resources.cpu_milli,
                                 job.resources.memory_mib
-                            ),
-                        })
-                    } else {
-                        Verdict::Failed(r.describe(job))
+                            )
+                            .into(),
+                        );
                     }
+                    let why = reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone();
+                    if never { Verdict::Unresolvable(why) } else { Verdict::Failed(why) }
                 }
             }
         })

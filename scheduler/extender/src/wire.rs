@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// `MaxExtenderPriority` of extender/v1: the highest score prioritize may give.
 pub const MAX_EXTENDER_PRIORITY: i64 = 10;
@@ -349,11 +350,66 @@ pub struct ExtenderFilterResult {
     /// Passing node names (`nodeCacheCapable: true`), in request order, else `null`.
     pub node_names: Option<Vec<String>>,
     /// Nodes that fail for now (capacity): preemption may still consider them.
-    pub failed_nodes: BTreeMap<String, String>,
+    pub failed_nodes: ReasonMap,
     /// Nodes that can never pass (residency, purpose, hardware): preemption skips them.
-    pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    pub failed_and_unresolvable_nodes: ReasonMap,
     /// Non-empty when the call failed as a whole.
     pub error: String,
+}
+
+/// Node name → reason (`FailedNodesMap`), written as a JSON object in insertion order — the request's order, so
+/// the same request always gives the same bytes. Reasons are shared between the nodes that fail for the same one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReasonMap(pub Vec<(String, Arc<str>)>);
+
+impl ReasonMap {
+    /// Adds a node and its reason.
+    pub fn insert(&mut self, node: impl Into<String>, reason: impl Into<Arc<str>>) {
+        self.0.push((node.into(), reason.into()));
+    }
+
+    /// The reason given for `node`, if any (the last one when a node is named twice).
+    pub fn get(&self, node: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(n, _)| n == node).map(|(_, r)| &**r)
+    }
+
+    /// The nodes, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The reasons, in order.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, r)| &**r)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<&str> for ReasonMap {
+    type Output = str;
+    fn index(&self, node: &str) -> &str {
+        self.get(node).unwrap_or_else(|| panic!("no reason for node {node}"))
+    }
+}
+
+impl Serialize for ReasonMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (n, r) in &self.0 {
+            m.serialize_entry(n, &**r)?;
+        }
+        m.end()
+    }
 }
 
 /// One `HostPriority` of a prioritize result.

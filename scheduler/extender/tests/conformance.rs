@@ -47,8 +47,8 @@ fn checklist_1_decodes_pascal_and_lowercase_and_encodes_pascal() {
         error: "myerror".into(),
         ..Default::default()
     };
-    f.failed_nodes.insert("foo".into(), "bar".into());
-    f.failed_and_unresolvable_nodes.insert("baz".into(), "qux".into());
+    f.failed_nodes.insert("foo", "bar");
+    f.failed_and_unresolvable_nodes.insert("baz", "qux");
     assert_eq!(
         serde_json::to_string(&f).unwrap(),
         r#"{"Nodes":null,"NodeNames":["node1"],"FailedNodes":{"foo":"bar"},"FailedAndUnresolvableNodes":{"baz":"qux"},"Error":"myerror"}"#
@@ -427,4 +427,32 @@ fn deploy_config_has_managed_resources_and_cache_mode() {
     assert_eq!(managed, vec![("nvidia.com/gpu".to_string(), false), ("sovra.io/gpu-milli".to_string(), true)]);
     assert_eq!(ext["ignorable"], false);
     assert!(ext["urlPrefix"].as_str().unwrap().starts_with("https://"));
+}
+
+/// Every manifest in deploy/ is well-formed YAML with a kind, and the Sovra cluster file shipped in the extender's
+/// ConfigMap loads.
+#[test]
+fn deploy_manifests_parse_and_the_shipped_cluster_file_loads() {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut kinds = Vec::new();
+    for file in ["rbac.yaml", "extender.yaml", "scheduler-config.yaml", "scheduler.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = serde_yaml_ng::Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            kinds.push(format!(
+                "{file}:{}",
+                v["kind"].as_str().unwrap_or_else(|| panic!("{file}: a document without kind"))
+            ));
+            if v["kind"] == "ConfigMap" && v["metadata"]["name"] == "sovra-cluster" {
+                let cluster = v["data"]["cluster.yaml"].as_str().unwrap();
+                sovra_domain::ClusterConfig::from_yaml("deploy/extender.yaml#cluster.yaml", cluster).unwrap();
+            }
+        }
+    }
+    for want in
+        ["extender.yaml:Deployment", "extender.yaml:Service", "rbac.yaml:ClusterRole", "scheduler.yaml:Deployment"]
+    {
+        assert!(kinds.iter().any(|k| k == want), "{want} in {kinds:?}");
+    }
 }

@@ -273,7 +273,7 @@ async fn watches_fill_the_cache_and_unknown_pools_are_never_offered() {
     // 2 GPUs no longer fit there (3 of 4 taken): a capacity failure.
     req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "2"}});
     let args = sovra_extender::wire::decode_args("filter", &serde_json::to_vec(&req).unwrap()).unwrap();
-    assert_eq!(ext.filter(&args).failed_nodes["k8s-gpu-1"], "fewer than 2 fully free GPUs");
+    assert_eq!(ext.filter(&args).failed_nodes.get("k8s-gpu-1"), Some("fewer than 2 fully free GPUs"));
     // The watches asked for Nodes and for unfinished Pods.
     let paths: Vec<String> = log.lock().unwrap().iter().map(|s| s.path_and_query.clone()).collect();
     assert!(paths.iter().any(|p| p.starts_with("/api/v1/nodes?")), "{paths:?}");
