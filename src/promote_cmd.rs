@@ -205,6 +205,17 @@ fn open_registry(path: &Path) -> Result<Registry, Failure> {
     Registry::open(path).map_err(|e| fail(2, e.to_string()))
 }
 
+/// Opens an existing registry only (reading commands never create one).
+fn open_existing(path: &Path) -> Result<Registry, Failure> {
+    if !path.join("meta.sled").exists() {
+        return Err(fail(
+            2,
+            format!("{}: no registry here; give --registry or SOVRA_REGISTRY (push creates one)", path.display()),
+        ));
+    }
+    open_registry(path)
+}
+
 fn promoter(at: &Where) -> Result<Promoter, Failure> {
     let config = PromotionConfig::load(&at.promotion_config).map_err(|e| {
         fail(2, format!("{e}\n  (give the promotion config with --promotion-config or SOVRA_PROMOTION_CONFIG; see examples/promotion.yaml)"))
@@ -319,7 +330,7 @@ pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
 
 /// `sovra model list`.
 pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
-    let reg = open_registry(&a.at.registry)?;
+    let reg = open_existing(&a.at.registry)?;
     let versions = reg.versions(a.name.as_deref()).map_err(|e| fail(2, e.to_string()))?;
     match a.at.output {
         Output::Json => print_json(&json!(
@@ -528,13 +539,7 @@ pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
 pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
     match c {
         AuditCommand::Verify { registry, output } => {
-            if !registry.join("meta.sled").exists() {
-                return Err(fail(
-                    2,
-                    format!("{}: no registry here; give --registry or SOVRA_REGISTRY", registry.display()),
-                ));
-            }
-            let reg = open_registry(&registry)?;
+            let reg = open_existing(&registry)?;
             let report = reg.verify_audit().map_err(|e| fail(2, e.to_string()))?;
             match output {
                 Output::Json => print_json(&json!({"status": if report.ok() { "intact" } else { "broken" },
@@ -557,7 +562,7 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             }
         }
         AuditCommand::Log { registry, output } => {
-            let reg = open_registry(&registry)?;
+            let reg = open_existing(&registry)?;
             let entries = reg.audit_entries().map_err(|e| fail(2, e.to_string()))?;
             match output {
                 Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),

@@ -91,6 +91,13 @@ impl Gates {
         &self.sources
     }
 
+    /// The gate names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.engine().map(|(_, g)| g).unwrap_or_default();
+        names.sort();
+        names
+    }
+
     fn engine(&self) -> Result<(regorus::Engine, Vec<String>), String> {
         let mut engine = regorus::Engine::new();
         let mut gates = Vec::new();

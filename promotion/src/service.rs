@@ -412,8 +412,7 @@ impl Promoter {
                 self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })?;
-        let known: Vec<String> =
-            self.gates.evaluate(&json!({})).map(|g| g.into_iter().map(|g| g.gate).collect()).unwrap_or_default();
+        let known = self.gates.names();
         if !known.iter().any(|g| g == gate) {
             return Err(bad(format!("--gate `{gate}` is not a gate (gates: {})", known.join(", "))));
         }

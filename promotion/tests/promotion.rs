@@ -530,3 +530,29 @@ fn config_errors_name_the_field() {
     let e = PromotionConfig::load(&fx.p("promotion.yaml")).unwrap_err();
     assert!(e.contains("approvals.inference"), "{e}");
 }
+
+#[test]
+fn a_version_that_reached_registry_without_a_signed_promotion_cannot_go_to_inference() {
+    let fx = Fx::new();
+    let p = fx.promoter();
+    let mut v = p.push(&fx.push_req("eu-restricted")).unwrap();
+    // Someone writes a registry location straight into the metadata, bypassing the promotion service.
+    v.locations.push(sovra_registry::Location {
+        data_zone: sovra_registry::DataZone::new("fr-par-secnum", Stage::Registry).unwrap(),
+        since: v.pushed_at + 1,
+        promotion: None,
+    });
+    let event = sovra_registry::AuditEvent {
+        kind: "forged".into(),
+        subject: "resnet".into(),
+        actor: "mallory".into(),
+        details: serde_json::json!({}),
+    };
+    p.registry.commit(&[Registry::version_write(&v)], event).unwrap();
+    p.approve("resnet", None, Stage::Inference, &fx.key("alice"), None, true).unwrap();
+    p.approve("resnet", None, Stage::Inference, &fx.key("bob"), None, true).unwrap();
+    p.grant_exception("resnet", None, "approvals", 3600, "even with an exception", &fx.key("admin")).unwrap();
+    let d = denied(p.promote("resnet", None, Stage::Inference, None, &[]));
+    assert_eq!(d[0].0, "chain");
+    assert!(d[0].1[0].contains("no verified promotion record"), "{d:?}");
+}
