@@ -93,6 +93,58 @@ impl FakeBackend {
         })
     }
 
+    /// A fake backend with the GPUs a cluster file describes for `node` (NVML-style names, PCI bus ids
+    /// `0000:1x:00.0`, NVLink peers and MIG instances as described, everything healthy), no scripted events, and
+    /// the backend name `fake (<label>)`. Load tests use it to stand up many simulated nodes without files.
+    pub fn of_node(node: &sovra_domain::Node, label: &str) -> FakeBackend {
+        let bus = |i: usize| format!("0000:{:02x}:00.0", 0x10 + i);
+        let gpus = node
+            .gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let name = format!("NVIDIA {}", g.model.replace('-', " "));
+                GpuRecord {
+                    index: i as u32,
+                    uuid: format!("GPU-fake-{}-{i}", node.name),
+                    memory_total_mib: g.memory_mib,
+                    memory_used_mib: 0,
+                    compute_capability: [9, 0],
+                    pci_bus_id: bus(i),
+                    numa_node: g.numa_node,
+                    nvlink_peers: g.nvlink_peers.iter().map(|&p| bus(p as usize)).collect(),
+                    mig_enabled: !g.mig.is_empty(),
+                    mig_instances: g
+                        .mig
+                        .iter()
+                        .enumerate()
+                        .map(|(m, inst)| crate::inventory::MigRecord {
+                            uuid: format!("MIG-fake-{}-{i}-{m}", node.name),
+                            name: format!("{name} MIG {}", inst.profile),
+                            memory_total_mib: inst.memory_mib,
+                        })
+                        .collect(),
+                    temperature_c: None,
+                    power_mw: None,
+                    utilization_pct: None,
+                    health: Default::default(),
+                    name,
+                }
+            })
+            .collect();
+        FakeBackend {
+            inventory: Inventory {
+                backend: format!("fake ({label})"),
+                state: BackendState::Ready,
+                driver_version: Some("fake".into()),
+                cuda_driver_version: None,
+                gpus,
+            },
+            events: vec![],
+            delivered: 0,
+        }
+    }
+
     /// The inventory as loaded (health as the events so far have left it is the caller's to apply).
     pub fn inventory(&self) -> Inventory {
         self.inventory.clone()

@@ -4,16 +4,24 @@
 //! (defaults 1000 nodes, 8 clients, 500 submits each). The cluster is `sovra_placement::synth::cluster(NODES)`
 //! (8 GPUs per node, 24 zones); jobs are `synth::jobs`. Every submit runs a scheduling cycle before it is answered.
 //! With `--durable` the state is in sled (flushed before every answer); without, in memory.
+//! With `--daemons` every node is a simulated node: the scheduler serves over mutual TLS with `--require-daemons`,
+//! and one node daemon reporter per node (`sovra_node_daemon::report::Reporter`, the daemon's own code, with a
+//! fake backend built from the node's description) registers and heartbeats every 0.8 s during the run.
 //! Prints submissions/s, placed jobs/s and submit latency percentiles.
 
 use sovra_api::v1::SubmitRequest;
 use sovra_api::v1::jobs_client::JobsClient;
 use sovra_domain::PolicySpec;
+use sovra_node_daemon::fake::FakeBackend;
+use sovra_node_daemon::report::{DaemonMetrics, Reporter};
 use sovra_placement::synth;
-use sovra_scheduler::service::{Scheduler, serve};
+use sovra_scheduler::service::{Options, Scheduler, serve_with};
 use sovra_scheduler::store::Store;
+use sovra_scheduler::tls::generate;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Request;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 fn yaml(j: &sovra_domain::Job) -> String {
     let r = &j.resources;
@@ -31,24 +39,76 @@ fn yaml(j: &sovra_domain::Job) -> String {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let durable = args.iter().any(|a| a == "--durable");
+    let daemons = args.iter().any(|a| a == "--daemons");
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let (nodes, clients, per_client) =
         (nums.first().copied().unwrap_or(1000), nums.get(1).copied().unwrap_or(8), nums.get(2).copied().unwrap_or(500));
     let cluster = synth::cluster(nodes, 1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = durable.then(|| Store::open(dir.path()).expect("sled opens"));
-    let scheduler = Scheduler::new(cluster.clone(), PolicySpec::default(), 42, store).expect("scheduler starts");
+    let tls_dir = tempfile::tempdir().expect("a temporary directory");
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let opts = Options { heartbeat: Duration::from_secs(1), require_daemons: daemons, config_path: None };
+    let scheduler =
+        Scheduler::with_options(cluster.clone(), PolicySpec::default(), 42, store, opts).expect("scheduler starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(serve(listener, scheduler, "load".into(), std::future::pending()));
+    let port = listener.local_addr().expect("address").port();
+    let (addr, tls) = if daemons {
+        let t = generate(tls_dir.path(), &[], &names).expect("certificates");
+        (format!("https://127.0.0.1:{port}"), Some(t))
+    } else {
+        (format!("http://127.0.0.1:{port}"), None)
+    };
+    let server_tls = tls.as_ref().map(|t| t.server_config().expect("server TLS"));
+    tokio::spawn(serve_with(listener, scheduler.clone(), "load".into(), server_tls, std::future::pending()));
+    let mut reporters = Vec::new();
+    if let Some(t) = &tls {
+        let ca = std::fs::read(t.ca()).expect("CA");
+        let t0 = Instant::now();
+        for node in &cluster.nodes {
+            let (c, k) = t.node(&node.name);
+            let r = Reporter {
+                server: addr.clone(),
+                node: node.name.clone(),
+                ca_pem: ca.clone(),
+                cert_pem: std::fs::read(c).expect("cert"),
+                key_pem: std::fs::read(k).expect("key"),
+                claim_zone: None,
+                claim_pool: None,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(2),
+            };
+            let inv = FakeBackend::of_node(node, "load test").inventory();
+            let (_tx, rx) = tokio::sync::mpsc::channel(1);
+            reporters.push(tokio::spawn(async move {
+                let _keep = _tx;
+                let _ = r.run(inv, rx, Arc::new(DaemonMetrics::default())).await;
+            }));
+        }
+        loop {
+            let text = scheduler.metrics_text().expect("metrics");
+            if text.lines().any(|l| l == format!("sovra_nodes{{state=\"ready\"}} {}", names.len())) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!("{} node daemons registered in {:.1} s", names.len(), t0.elapsed().as_secs_f64());
+    }
+    let reports_before = reports(&scheduler);
+    let ca_pem = tls.as_ref().map(|t| std::fs::read(t.ca()).expect("CA"));
     let jobs = synth::jobs(clients * per_client, 7);
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..clients {
         let addr = addr.clone();
+        let ca_pem = ca_pem.clone();
         let mine: Vec<String> = jobs[c * per_client..(c + 1) * per_client].iter().map(yaml).collect();
         handles.push(tokio::spawn(async move {
-            let mut client = JobsClient::connect(addr).await.expect("connect");
+            let mut ep = Endpoint::from_shared(addr).expect("address");
+            if let Some(ca) = ca_pem {
+                ep = ep.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca))).expect("tls");
+            }
+            let mut client = JobsClient::new(ep.connect().await.expect("connect"));
             let mut lat = Vec::with_capacity(mine.len());
             let mut placed = 0usize;
             let mut errors = 0usize;
@@ -82,6 +142,7 @@ async fn main() {
         placed += p;
     }
     let secs = started.elapsed().as_secs_f64();
+    let node_msgs = reports(&scheduler) - reports_before;
     lat.sort();
     let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1].as_secs_f64() * 1e3;
     println!(
@@ -95,4 +156,17 @@ async fn main() {
         pct(0.99),
         lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
+    if daemons {
+        println!(
+            "meanwhile {} node daemons sent {node_msgs} reports over mTLS ({:.0}/s)",
+            reporters.len(),
+            node_msgs as f64 / secs
+        );
+    }
+}
+
+/// Messages received from node daemons so far (from the metrics).
+fn reports(s: &Scheduler) -> u64 {
+    let text = s.metrics_text().expect("metrics");
+    text.lines().find_map(|l| l.strip_prefix("sovra_node_reports_total ")).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
