@@ -53,6 +53,10 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Starts the daemon binary with a config file (exercising the file's reporting keys).
 fn daemon(env: &Env, fixture_name: &str) -> Child {
+    daemon_with(env, fixture_name, &[])
+}
+
+fn daemon_with(env: &Env, fixture_name: &str, flags: &[&str]) -> Child {
     let cfg = env.dir.path().join("daemon.yaml");
     let text = format!(
         "backend: fake\nfixture: {}\nreport_interval_ms: 50\nserver: {}\nnode: gpu-1\ntls_dir: {}\n",
@@ -63,6 +67,7 @@ fn daemon(env: &Env, fixture_name: &str) -> Child {
     std::fs::write(&cfg, text).unwrap();
     Command::new(env!("CARGO_BIN_EXE_sovra-node-daemon"))
         .args(["run", "--config", cfg.to_str().unwrap()])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -116,7 +121,9 @@ async fn state(env: &Env, id: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reports_its_gpus_and_an_xid_event_stops_placements_on_that_gpu() {
     let env = start().await;
-    let mut d = daemon(&env, "fake-8gpu-xid-later.yaml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut d = daemon_with(&env, "fake-8gpu-xid-later.yaml", &["--metrics-listen", &metrics]);
     let (n, _) = wait_node(&env, |n| n.connected && n.ready).await;
     assert!(n.ready && n.connected, "{n:?}");
     assert_eq!(n.gpus, 8);
@@ -133,6 +140,11 @@ async fn daemon_reports_its_gpus_and_an_xid_event_stops_placements_on_that_gpu()
         devices.extend(d);
     }
     assert!(!devices.contains(&5), "nothing placed on the GPU that fell off the bus: {devices:?}");
+    // The daemon's own metrics.
+    let body = http_get(&metrics, "/metrics").await;
+    for want in ["sovra_daemon_gpus 8", "sovra_daemon_gpus_healthy 7", "sovra_daemon_connected 1"] {
+        assert!(body.contains(want), "missing {want} in\n{body}");
+    }
     d.kill().unwrap();
     d.wait().unwrap();
 }
@@ -187,4 +199,13 @@ fn bad_run_configuration_exits_2_naming_the_key() {
         assert!(err.contains(want), "case {i}: {err}");
         assert!(!err.contains("panicked"), "case {i}: {err}");
     }
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
 }
