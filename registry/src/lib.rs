@@ -272,10 +272,24 @@ impl Registry {
             source,
         })?;
         let path = root.join("meta.sled");
-        let db = sled::open(&path).map_err(|e| Error::Store {
-            path: path.clone(),
-            message: format!("{e} (is another sovra process using this registry?)"),
-        })?;
+        // One process holds a registry at a time (sled's file lock); wait up to 10 s for another sovra command
+        // (e.g. a parallel CI job) to finish before giving up.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(&path) {
+                Ok(db) => break db,
+                Err(e) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(Error::Store {
+                        path: path.clone(),
+                        message: format!("{e} (is another sovra process using this registry?)"),
+                    });
+                }
+            }
+        };
         let tree = |name: &str| db.open_tree(name).map_err(Error::store(&path));
         Ok(Registry {
             versions: tree("versions")?,

@@ -179,3 +179,15 @@ fn any_object_store_backend_fits_the_same_interface() {
     let registry = Registry::open_with_blobs(&dir.path().join("reg"), blobs).unwrap();
     assert!(registry.blobs().exists(&zone(Stage::Inference), &digest).unwrap());
 }
+
+#[test]
+fn a_second_opener_waits_for_the_first_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Registry::open(dir.path()).unwrap();
+    first.audit(event(0)).unwrap();
+    let path = dir.path().to_path_buf();
+    let second = std::thread::spawn(move || Registry::open(&path).map(|r| r.verify_audit().unwrap().entries));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(first);
+    assert_eq!(second.join().unwrap().unwrap(), 1);
+}
