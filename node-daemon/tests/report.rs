@@ -209,3 +209,49 @@ async fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut text).await.unwrap();
     text
 }
+
+/// The test NVML library cargo built as a dev-dependency (see tests/nvml.rs).
+fn testlib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let candidates = [deps.join("libsovra_nvml_testlib.so"), deps.parent().unwrap().join("libsovra_nvml_testlib.so")];
+    candidates.iter().find(|p| p.exists()).cloned().expect("libsovra_nvml_testlib.so is built as a dev-dependency")
+}
+
+/// The daemon on the NVML backend (the test NVML library), reporting to the scheduler.
+fn nvml_daemon(env: &Env, lib: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sovra-node-daemon"))
+        .args(["run", "--backend", "nvml", "--nvml-lib", lib.to_str().unwrap(), "--server", &env.addr])
+        .args(["--node", "gpu-1", "--tls-dir", env.dir.path().to_str().unwrap()])
+        .env("SOVRA_TEST_NVML_FIXTURE", fixture("nvml-4gpu.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nvml_backend_reports_through_the_same_stream_and_missing_nvml_is_a_state() {
+    let env = start().await;
+    // The real NVML code path against the test library: 4 GPUs, one in MIG mode with 2 instances (5 devices);
+    // XID 79 on GPU 1 makes it unhealthy, XID 13 on GPU 3 is ignored.
+    let mut d = nvml_daemon(&env, &testlib());
+    let (n, _) = wait_node(&env, |n| n.connected && n.ready && !n.unhealthy.is_empty()).await;
+    assert_eq!((n.backend.as_str(), n.gpus, n.healthy_gpus), ("nvml", 5, 4), "{n:?}");
+    assert_eq!(n.driver_version, "550.54.15");
+    assert_eq!(n.unhealthy, vec!["1: XID 79".to_string()]);
+    d.kill().unwrap();
+    d.wait().unwrap();
+    // No NVML at all: the daemon still registers, saying so, and the node offers no GPUs.
+    let mut d = nvml_daemon(&env, Path::new("/nonexistent/libnvidia-ml.so.1"));
+    let (n, _) = wait_node(&env, |n| n.connected && n.gpus == 0).await;
+    assert_eq!((n.gpus, n.backend.as_str(), n.ready), (0, "nvml", true), "{n:?}");
+    let yaml = "name: one\nkind: training\nresidency: fr-only\nresources: {gpus: 1, cpu_milli: 100, memory_mib: 100}\n";
+    let e = JobsClient::new(channel(&env).await)
+        .submit(authed(SubmitRequest { job_yaml: yaml.into(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "no GPU anywhere in the permitted pools: {e:?}");
+    d.kill().unwrap();
+    d.wait().unwrap();
+}
