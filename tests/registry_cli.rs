@@ -309,3 +309,30 @@ fn audit_verify_detects_reordered_entries() {
     });
     assert!(v["problems"].to_string().contains("reordered"), "{v}");
 }
+
+#[test]
+fn an_acknowledged_approval_survives_kill_9() {
+    use std::io::BufRead;
+    let t = Tour::new();
+    t.push();
+    for round in 0..3 {
+        let key = ["keys/alice.pem", "keys/bob.pem", "keys/carol.pem"][round];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
+            .current_dir(t.dir.path())
+            .env("SOVRA_REGISTRY", t.p("registry"))
+            .env("SOVRA_PROMOTION_CONFIG", t.p("promotion.yaml"))
+            .args(["model", "approve", "radiology", "--to", "inference", "--key", key])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kill -9 as soon as the acknowledgement is printed: no destructor, no orderly sled shutdown.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("Approved"), "{line}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let s = t.json(&["model", "status", "radiology"], 0);
+        assert_eq!(s["approvals"].as_array().unwrap().len(), round + 1, "{s}");
+    }
+    assert_eq!(t.json(&["audit", "verify"], 0)["entries"], 4);
+}
