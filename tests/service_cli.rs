@@ -1,5 +1,5 @@
-//! `sovra submit | jobs | job | cancel | nodes | pools` against a scheduler service on loopback, as a user would run
-//! them (the binary, its output and exit codes).
+//! `sovra submit | jobs | job | cancel | nodes | pools | queues | zones | reload` against a scheduler service on
+//! loopback, as a user would run them (the binary, its output and exit codes).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -107,4 +107,28 @@ fn exit_codes_for_refusals_bad_input_and_no_access() {
     // Unknown job: exit 1.
     assert_eq!(sovra(&server, TOKEN, &["job", "999"]).status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn queues_zones_reload_and_tls_flags() {
+    let server = start_server();
+    let o = sovra(&server, TOKEN, &["queues", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let q: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(q[0]["name"], "default");
+    let o = sovra(&server, TOKEN, &["queues"]);
+    assert!(text(&o).contains("default") && text(&o).contains("share"), "{}", text(&o));
+    let o = sovra(&server, TOKEN, &["zones", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let z: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let eu = z["residency_classes"].as_array().unwrap().iter().find(|c| c["name"] == "eu-restricted").unwrap();
+    assert!(!eu["zones"].as_array().unwrap().iter().any(|z| z == "de-fra-hyperscaler"), "{eu}");
+    // This server was not started from a file: reload is refused (exit 1), with the reason.
+    let o = sovra(&server, TOKEN, &["reload"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not started from a cluster file"), "{}", text(&o));
+    // An https:// server needs the CA: exit 2 naming --ca.
+    let o = sovra("https://127.0.0.1:1", TOKEN, &["queues"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--ca"), "{}", text(&o));
 }
