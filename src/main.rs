@@ -173,6 +173,20 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Report a job's state as its runner sees it: `running` (a placed job started), `succeeded` or `failed` (it
+    /// ended; its GPUs are released).
+    SetState {
+        /// Job id.
+        id: u64,
+        /// running, succeeded or failed.
+        #[arg(value_parser = ["running", "succeeded", "failed"])]
+        state: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// The scheduler's nodes: pool, zone, readiness, GPU use.
     Nodes {
         #[command(flatten)]
@@ -290,6 +304,9 @@ fn main() -> ExitCode {
         Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
+        Command::SetState { id, state, remote, output } => {
+            remote::run(remote, remote::Action::SetState { id, state }, output)
+        }
         Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
         Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),
         Command::Reload { remote, output } => remote::run(remote, remote::Action::Reload, output),

@@ -13,7 +13,7 @@ use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
 use sovra_api::v1::{
     CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, QueuesRequest,
-    ReloadRequest, SubmitRequest, WatchRequest, ZonesRequest,
+    ReloadRequest, SetStateRequest, SubmitRequest, WatchRequest, ZonesRequest,
 };
 use std::path::PathBuf;
 use tonic::transport::Channel;
@@ -43,6 +43,8 @@ pub enum Action {
     Job { id: u64, explain: bool },
     /// Cancel a job.
     Cancel { id: u64 },
+    /// Report a job's state as its runner sees it.
+    SetState { id: u64, state: String },
     /// List nodes.
     Nodes,
     /// List pools.
@@ -166,6 +168,11 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         Action::Job { id, explain } => {
             let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status)?.into_inner();
             if json { println!("{}", job_json(&info)) } else { print_job(&info, explain) }
+        }
+        Action::SetState { id, state } => {
+            let info =
+                jobs.set_state(authed(&remote, SetStateRequest { id, state })?).await.map_err(status)?.into_inner();
+            if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Cancel { id } => {
             let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status)?.into_inner();

@@ -132,3 +132,26 @@ fn queues_zones_reload_and_tls_flags() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--ca"), "{}", text(&o));
 }
+
+#[test]
+fn a_runner_reports_running_then_succeeded_and_the_gpus_are_released() {
+    let server = start_server();
+    let o = sovra(&server, TOKEN, &["submit", &example("job.yaml"), "-o", "json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    let o = sovra(&server, TOKEN, &["set-state", &id, "succeeded"]);
+    assert_eq!(o.status.code(), Some(0), "placed → succeeded is allowed: {}", text(&o));
+    let o = sovra(&server, TOKEN, &["set-state", &id, "running"]);
+    assert_eq!(o.status.code(), Some(1), "a finished job cannot start: {}", text(&o));
+    let o = sovra(&server, TOKEN, &["submit", &example("job.yaml"), "-o", "json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    assert_eq!(sovra(&server, TOKEN, &["set-state", &id, "running"]).status.code(), Some(0));
+    let o = sovra(&server, TOKEN, &["job", &id, "-o", "json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["state"], "running");
+    let o = sovra(&server, TOKEN, &["set-state", &id, "failed", "-o", "json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["state"], "failed");
+    let o = sovra(&server, TOKEN, &["pools", "-o", "json"]);
+    let pools: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pools.as_array().unwrap().iter().all(|p| p["used_milli"] == 0), "everything released: {pools}");
+    let o = sovra(&server, TOKEN, &["set-state", "999", "running"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

@@ -22,7 +22,8 @@ use sovra_api::v1::{
     Ack, CancelRequest, ClassInfo, ClassesRequest, ClassesResponse, GetRequest, JobInfo, ListRequest, ListResponse,
     NodeInfo, NodeInventory, NodeReport, NodesRequest, NodesResponse, PoolInfo, PoolsRequest, PoolsResponse, QueueInfo,
     QueuesRequest, QueuesResponse, Register, Registered, ReloadRequest, ReloadResponse, Replica, ReportReply,
-    SubmitRequest, SubmitResponse, WatchRequest, ZoneInfo, ZonesRequest, ZonesResponse, node_report, report_reply,
+    SetStateRequest, SubmitRequest, SubmitResponse, WatchRequest, ZoneInfo, ZonesRequest, ZonesResponse, node_report,
+    report_reply,
 };
 use sovra_domain::{ClusterConfig, Gpu, Health, MigInstance, PolicySpec};
 use std::collections::BTreeMap;
@@ -628,6 +629,24 @@ impl Jobs for Scheduler {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn set_state(&self, req: Request<SetStateRequest>) -> Result<Response<JobInfo>, Status> {
+        let req = req.into_inner();
+        let mut inner = self.lock()?;
+        let r = match req.state.as_str() {
+            "running" => inner.engine.started(req.id),
+            "succeeded" => inner.engine.finished(req.id, true),
+            "failed" => inner.engine.finished(req.id, false),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "state: {other:?} is not one a runner reports; use running, succeeded or failed"
+                )));
+            }
+        };
+        r.map_err(|e| if e.starts_with("no job") { Status::not_found(e) } else { Status::failed_precondition(e) })?;
+        inner.cycle([req.id])?;
+        Ok(Response::new(info(inner.engine.job(req.id).expect("just updated"))))
     }
 
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {
