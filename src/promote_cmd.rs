@@ -116,6 +116,13 @@ pub(crate) struct PromoteArgs {
     /// Approval envelope files (from `sovra model approve --out`), in addition to those recorded in the registry.
     #[arg(long = "approval", value_name = "FILE")]
     approvals: Vec<PathBuf>,
+    /// Evaluate the stage order, the chain and the gates only: nothing is copied, recorded or audited. Exit 0 if
+    /// the promotion would pass, 1 if it would be denied.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: also print the input document the gates see (JSON output only).
+    #[arg(long, requires = "dry_run")]
+    explain: bool,
     #[command(flatten)]
     at: Where,
 }
@@ -422,6 +429,39 @@ pub(crate) fn status(a: StatusArgs) -> Result<u8, Failure> {
 pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
     let p = promoter(&a.at)?;
     let (name, r) = split_ref(&a.model);
+    if a.dry_run {
+        let d = p.evaluate(name, r, a.to, a.zone.as_deref(), &a.approvals).map_err(from_promote)?;
+        let failed: Vec<_> = d.gates.iter().filter(|g| !g.allows()).collect();
+        match a.at.output {
+            Output::Json => {
+                let mut doc = json!({"status": if d.allowed { "would-promote" } else { "would-deny" },
+                    "model": d.version.model, "digest": d.version.digest, "from": d.from.to_string(),
+                    "to": d.to.to_string(), "under_exception": d.under_exception, "failed": failed,
+                    "gates": d.gates, "policy_digest": p.gates.digest()});
+                if a.explain {
+                    doc["input"] = d.input.clone();
+                }
+                print_json(&doc);
+            }
+            Output::Text => {
+                println!(
+                    "{} (dry run): {}@{} {} → {}",
+                    if d.allowed { "WOULD PROMOTE" } else { "WOULD BE DENIED" },
+                    d.version.model,
+                    short(&d.version.digest),
+                    d.from,
+                    d.to
+                );
+                for g in &d.gates {
+                    println!("  {:<14} {}", g.gate, g.result);
+                    for reason in &g.reasons {
+                        println!("      {reason}");
+                    }
+                }
+            }
+        }
+        return Ok(if d.allowed { 0 } else { 1 });
+    }
     match p.promote(name, r, a.to, a.zone.as_deref(), &a.approvals) {
         Ok(done) => {
             match a.at.output {

@@ -336,3 +336,18 @@ fn an_acknowledged_approval_survives_kill_9() {
     }
     assert_eq!(t.json(&["audit", "verify"], 0)["entries"], 4);
 }
+
+#[test]
+fn dry_run_explains_and_changes_nothing() {
+    let t = Tour::new();
+    t.push();
+    let d = t.json(&["model", "promote", "radiology", "--to", "registry", "--dry-run", "--explain"], 0);
+    assert_eq!(d["status"], "would-promote");
+    assert_eq!(d["input"]["model"]["residency_class"], "fr-health");
+    assert_eq!(d["input"]["signature"]["verified"], true);
+    let d = t.json(&["model", "promote", "radiology", "--to", "inference", "--dry-run"], 1);
+    assert_eq!(d["status"], "would-deny");
+    assert_eq!(d["failed"][0]["gate"], "stage_order");
+    assert_eq!(t.json(&["model", "status", "radiology"], 0)["current"], "fr-par-secnum/training");
+    assert_eq!(t.json(&["audit", "verify"], 0)["entries"], 1);
+}

@@ -6,6 +6,11 @@
 //! Verification checks the bundle, the key hint and the signature, then re-hashes the model and reports what
 //! changed, was added or is missing.
 //!
+//! On top of signing, the crate holds gated promotion across data zones (docs/registry.md): [`config`] (the
+//! promotion config), [`gates`] (Rego policies evaluated with `regorus`), [`dsse`] (envelopes for approvals,
+//! exceptions and promotion statements) and [`service`] (the [`Promoter`]: push, approve, grant exceptions,
+//! promote, pull, status, over a `sovra_registry::Registry`).
+//!
 //! The modules follow model-transparency's layout: [`manifest`] (data types and the statement), [`hashing`]
 //! (walking and parallel streaming hashes), [`signing`] / [`verifying`] (paired), [`bundle`] (Sigstore bundle and
 //! DSSE PAE), [`keys`] (PEM keys). `docs/signing.md` describes the format decisions.
@@ -36,6 +41,6 @@ pub use error::{Error, Result};
 pub use gates::{GateResult, Gates};
 pub use keys::{Curve, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestDiff, Method, Resource, Serialization};
-pub use service::{PromoteError, Promoted, Promoter, PushRequest};
+pub use service::{Decision, PromoteError, Promoted, Promoter, PushRequest};
 pub use signing::{SignOptions, SignOutcome, sign_manifest, sign_model};
 pub use verifying::{VerifyOptions, VerifyOutcome, verify_bundle, verify_model, verify_model_with_key};

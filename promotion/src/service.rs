@@ -134,6 +134,45 @@ pub struct Promoted {
     pub audit_seq: u64,
 }
 
+/// What the stage order, the chain check and the gates decided for a promotion, before anything is done.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The version.
+    pub version: VersionRecord,
+    /// Source data zone.
+    pub from: DataZone,
+    /// Target data zone.
+    pub to: DataZone,
+    /// Every gate evaluated (or the one structural check that failed: `stage_order`, `chain`).
+    pub gates: Vec<GateResult>,
+    /// A live exception let a failed gate pass.
+    pub under_exception: bool,
+    /// True when every gate passed or is covered by an exception.
+    pub allowed: bool,
+    /// The gates' input document (`null` when a structural check failed first).
+    pub input: Value,
+    /// Ids of the live exceptions of this version.
+    pub exceptions: Vec<u64>,
+    /// The promotion record that brought the version to its current data zone.
+    pub previous: Option<u64>,
+}
+
+impl Decision {
+    fn refused(version: VersionRecord, from: DataZone, to: DataZone, gate: GateResult) -> Decision {
+        Decision {
+            version,
+            from,
+            to,
+            gates: vec![gate],
+            under_exception: false,
+            allowed: false,
+            input: Value::Null,
+            exceptions: Vec::new(),
+            previous: None,
+        }
+    }
+}
+
 /// The promotion service.
 #[derive(Debug)]
 pub struct Promoter {
@@ -648,16 +687,17 @@ impl Promoter {
         })
     }
 
-    /// Promotes `model@reference` into stage `to` (zone `zone`, default the stage's first zone). Extra approvals
-    /// (DSSE envelopes from `sovra model approve --out`) may be passed as files.
-    pub fn promote(
+    /// Evaluates a promotion of `model@reference` into stage `to` without doing it: the stage order, the chain,
+    /// then every gate (with live exceptions). Nothing is copied, recorded or audited (`sovra model promote
+    /// --dry-run`).
+    pub fn evaluate(
         &self,
         model: &str,
         reference: Option<&str>,
         to: Stage,
         zone: Option<&str>,
         approval_files: &[PathBuf],
-    ) -> Res<Promoted> {
+    ) -> Res<Decision> {
         let v = self.registry.resolve(model, reference)?;
         let mut extra = Vec::new();
         for f in approval_files {
@@ -687,7 +727,7 @@ impl Promoter {
                 reasons: vec![reason],
                 exception: None,
             };
-            return Err(self.deny(&v, &from, &target, vec![g]));
+            return Ok(Decision::refused(v, from, target, g));
         }
         // Chain: a version outside training must have arrived by a verified promotion.
         if from.stage != Stage::Training {
@@ -699,7 +739,7 @@ impl Promoter {
                     reasons: vec![format!("no verified promotion record brought the version into {from}")],
                     exception: None,
                 };
-                return Err(self.deny(&v, &from, &target, vec![g]));
+                return Ok(Decision::refused(v, from, target, g));
             }
         }
         let input = self.gate_input(&v, &from, &target, &extra);
@@ -715,9 +755,35 @@ impl Promoter {
                 under_exception = true;
             }
         }
-        if gates.iter().any(|g| !g.allows()) {
-            return Err(self.deny(&v, &from, &target, gates));
+        let allowed = gates.iter().all(GateResult::allows);
+        Ok(Decision {
+            version: v,
+            from,
+            to: target,
+            gates,
+            under_exception,
+            allowed,
+            input,
+            exceptions: exceptions.values().copied().collect(),
+            previous: cur.promotion,
+        })
+    }
+
+    /// Promotes `model@reference` into stage `to` (zone `zone`, default the stage's first zone). Extra approvals
+    /// (DSSE envelopes from `sovra model approve --out`) may be passed as files.
+    pub fn promote(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        to: Stage,
+        zone: Option<&str>,
+        approval_files: &[PathBuf],
+    ) -> Res<Promoted> {
+        let d = self.evaluate(model, reference, to, zone, approval_files)?;
+        if !d.allowed {
+            return Err(self.deny(&d.version, &d.from, &d.to, d.gates));
         }
+        let Decision { version: v, from, to: target, gates, under_exception, input, exceptions, previous, .. } = d;
         // Copy into the target data zone and re-verify every digest there.
         let blobs = self.registry.blobs();
         let mut copied = Vec::new();
@@ -751,12 +817,12 @@ impl Promoter {
             "gates": gates,
             "policyDigest": self.gates.digest(),
             "approvals": approvals,
-            "exceptions": exceptions.values().collect::<Vec<_>>(),
+            "exceptions": exceptions,
             "underException": under_exception,
             "residencyClass": v.residency_class,
             "bundle": v.bundle,
             "promotedAt": now,
-            "previous": cur.promotion,
+            "previous": previous,
         });
         let statement = json!({
             "_type": "https://in-toto.io/Statement/v1",
@@ -860,6 +926,8 @@ impl Promoter {
             "model": v.model, "digest": v.digest, "residency_class": v.residency_class,
             "files": v.files.len(), "bytes": v.size(), "current": current,
             "next_stage": v.current().and_then(|l| l.data_zone.stage.next()),
+            "aliases": self.registry.aliases(&v.model)?.into_iter().filter(|(_, _, d)| *d == v.digest)
+                .map(|(zone, alias, _)| json!({"data_zone": zone, "alias": alias})).collect::<Vec<_>>(),
             "locations": v.locations, "promotions": promotions, "approvals": approvals, "exceptions": exceptions,
             "provenance": v.provenance, "metrics": v.metrics,
         }))

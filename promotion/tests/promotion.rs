@@ -556,3 +556,18 @@ fn a_version_that_reached_registry_without_a_signed_promotion_cannot_go_to_infer
     assert_eq!(d[0].0, "chain");
     assert!(d[0].1[0].contains("no verified promotion record"), "{d:?}");
 }
+
+#[test]
+fn evaluate_is_a_dry_run_that_records_nothing() {
+    let fx = Fx::new();
+    let p = fx.promoter();
+    at_registry(&fx, &p, "eu-restricted");
+    let before = p.registry.audit_entries().unwrap().len();
+    let d = p.evaluate("resnet", None, Stage::Inference, None, &[]).unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.gates.iter().filter(|g| !g.allows()).map(|g| g.gate.as_str()).collect::<Vec<_>>(), ["approvals"]);
+    assert_eq!(d.input["approvals"]["required"], 2);
+    assert_eq!(d.input["target"]["zone"]["id"], "fr-par-secnum");
+    assert_eq!(p.registry.audit_entries().unwrap().len(), before);
+    assert_eq!(p.registry.resolve("resnet", None).unwrap().locations.len(), 2);
+}
