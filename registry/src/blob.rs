@@ -202,11 +202,42 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Copies a blob from one data zone to another (server-side where the backend can).
+    /// Copies a blob from one data zone to another as an independent copy: its bytes are streamed from the
+    /// source into a new object (hashed on the way, removed again if they do not match), never hard-linked, so
+    /// each zone's directory may sit on its own volume and a change to one copy cannot reach the other. An
+    /// existing target blob is kept.
     pub fn copy(&self, from: &DataZone, to: &DataZone, digest: &str) -> Result<()> {
         Self::check(digest)?;
+        if self.exists(to, digest)? {
+            return Ok(());
+        }
         let (src, dst) = (Self::location(from, digest), Self::location(to, digest));
-        self.rt.block_on(self.store.copy(&src, &dst)).map_err(|e| Error::Blob(format!("copy {src} → {dst}: {e}")))
+        let err = |e: object_store::Error| Error::Blob(format!("copy {src} → {dst}: {e}"));
+        let actual = self.rt.block_on(async {
+            let mut stream = self.store.get(&src).await.map_err(err)?.into_stream();
+            let upload = self.store.put_multipart(&dst).await.map_err(err)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(err(e));
+                    }
+                };
+                hasher.update(&chunk);
+                writer.wait_for_capacity(2).await.map_err(err)?;
+                writer.put(chunk);
+            }
+            writer.finish().await.map_err(err)?;
+            Ok::<_, Error>(hex(&hasher.finalize()))
+        })?;
+        if actual != digest {
+            self.delete(to, digest)?;
+            return Err(Error::DigestMismatch { location: src.to_string(), expected: digest.into(), actual });
+        }
+        Ok(())
     }
 
     /// Writes a blob to a local file (through a temporary file renamed into place), checking its digest.
