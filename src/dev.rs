@@ -183,12 +183,7 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
     let started = Instant::now();
     let channel = remote::connect(&remote).await?;
     loop {
-        let nodes = ClusterClient::new(channel.clone())
-            .nodes(remote::authed(&remote, NodesRequest {})?)
-            .await
-            .map_err(|e| fail(1)(e.message().to_string()))?
-            .into_inner()
-            .nodes;
+        let nodes = list_nodes(&channel, &remote).await?;
         if nodes.iter().all(|n| n.connected && n.ready) {
             break;
         }
@@ -322,12 +317,7 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
     let ch = remote::connect(&local.remote).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let nodes = ClusterClient::new(ch.clone())
-            .nodes(remote::authed(&local.remote, NodesRequest {})?)
-            .await
-            .map_err(|e| fail(1)(e.message().to_string()))?
-            .into_inner()
-            .nodes;
+        let nodes = list_nodes(&ch, &local.remote).await?;
         let sick: Vec<_> = nodes.iter().filter(|n| !n.unhealthy.is_empty()).collect();
         if !sick.is_empty() || Instant::now() > deadline {
             for n in sick {
@@ -353,12 +343,7 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
     let killed = Instant::now();
     let ch = remote::connect(&local.remote).await?;
     loop {
-        let nodes = ClusterClient::new(ch.clone())
-            .nodes(remote::authed(&local.remote, NodesRequest {})?)
-            .await
-            .map_err(|e| fail(1)(e.message().to_string()))?
-            .into_inner()
-            .nodes;
+        let nodes = list_nodes(&ch, &local.remote).await?;
         if nodes.iter().any(|n| n.name == victim && !n.ready) {
             break;
         }
@@ -390,6 +375,12 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
         "\nDone. `sovra dev` (without --tour) keeps it running for you to drive with `sovra submit | jobs | nodes`."
     );
     Ok(0)
+}
+
+/// The scheduler's nodes.
+async fn list_nodes(ch: &tonic::transport::Channel, remote: &Remote) -> Result<Vec<sovra_api::v1::NodeInfo>, Failure> {
+    let r = ClusterClient::new(ch.clone()).nodes(remote::authed(remote, NodesRequest {})?).await;
+    Ok(r.map_err(|e| fail(1)(e.message().to_string()))?.into_inner().nodes)
 }
 
 /// A plain HTTP/1.0 GET on loopback (enough for the tour's metrics excerpt).

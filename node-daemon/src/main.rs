@@ -11,9 +11,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
-use sovra_node_daemon::nvml::{XidWatch, apply_events};
+use sovra_node_daemon::nvml::apply_events;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
-use sovra_node_daemon::{BackendState, HealthPolicy, Inventory};
+use sovra_node_daemon::{HealthPolicy, Inventory};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -298,16 +298,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Ok(());
             };
             emit("inventory", serde_json::to_value(&inv).expect("inventory serialises"));
-            let mut watch = match (&nvml, &inv.state) {
-                (Ok(n), BackendState::Ready) => match XidWatch::new(n) {
-                    Ok(w) => Some(w),
-                    Err(reason) => {
-                        tracing::warn!(%reason, "cannot watch XID events; health will not change");
-                        None
-                    }
-                },
-                _ => None,
-            };
+            let mut watch = sovra_node_daemon::nvml::watch_events(nvml.as_ref(), &inv);
             while !expired(duration) {
                 let events = match watch.as_mut() {
                     Some(w) => w.poll(interval.min(u64::from(u32::MAX)) as u32),

@@ -164,3 +164,18 @@ impl<'nvml> XidWatch<'nvml> {
 pub fn apply_events(inv: &mut Inventory, events: &[XidEvent], policy: &HealthPolicy) -> Vec<XidEvent> {
     events.iter().filter(|e| policy.verdict(e.xid).is_some_and(|h| inv.set_health(e.gpu, h))).copied().collect()
 }
+
+/// An XID event watch when NVML is open and read the GPUs; otherwise (or when NVML refuses event sets) none, with a
+/// warning: health then stays as read.
+pub fn watch_events<'nvml>(nvml: Result<&'nvml Nvml, &String>, inv: &Inventory) -> Option<XidWatch<'nvml>> {
+    match (nvml, &inv.state) {
+        (Ok(n), crate::inventory::BackendState::Ready) => match XidWatch::new(n) {
+            Ok(w) => Some(w),
+            Err(reason) => {
+                tracing::warn!(%reason, "cannot watch XID events; health will not change");
+                None
+            }
+        },
+        _ => None,
+    }
+}

@@ -327,8 +327,8 @@ pub mod sources {
     use super::Update;
     use crate::fake::FakeBackend;
     use crate::health::HealthPolicy;
-    use crate::inventory::{BackendState, Inventory};
-    use crate::nvml::{XidWatch, apply_events};
+    use crate::inventory::Inventory;
+    use crate::nvml::apply_events;
     use std::time::{Duration, Instant};
     use tokio::sync::mpsc;
 
@@ -382,16 +382,7 @@ pub mod sources {
                 }
                 let mut inv = crate::nvml::inventory(nvml.as_ref());
                 let _ = first_tx.send(inv.clone());
-                let mut watch = match (&nvml, &inv.state) {
-                    (Ok(n), BackendState::Ready) => match XidWatch::new(n) {
-                        Ok(w) => Some(w),
-                        Err(reason) => {
-                            tracing::warn!(%reason, "cannot watch XID events; health will not change");
-                            None
-                        }
-                    },
-                    _ => None,
-                };
+                let mut watch = crate::nvml::watch_events(nvml.as_ref(), &inv);
                 let Some(w) = watch.as_mut() else { return };
                 loop {
                     let events = w.poll(poll.as_millis().min(u128::from(u32::MAX)) as u32);
