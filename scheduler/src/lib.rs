@@ -4,10 +4,10 @@
 //!   lifecycle, priorities, DRF fair share, quotas, whole-gang preemption and backfill with reservations, in memory
 //!   and deterministic;
 //! - [`store`]: durable job records in sled, flushed before a request is acknowledged;
-//! - [`service`]: the tonic gRPC API (jobs, cluster views) with bearer-token authentication.
-//!
-//! Still to come (issue "Scheduler service"): node registration and liveness, mTLS identity binding nodes to zones,
-//! metrics, and the all-in-one local mode.
+//! - [`service`]: the tonic gRPC API — jobs, cluster views and admin behind a bearer token; the node API where
+//!   daemons register and report over mutual TLS; liveness (NotReady within two heartbeat intervals); reload;
+//! - [`tls`]: certificates (rcgen) and the node identity a client certificate carries (its CN);
+//! - [`metrics`]: Prometheus metrics, served with `/healthz` by [`service::serve_metrics`].
 
 pub mod engine;
 pub mod metrics;
