@@ -246,8 +246,8 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn short(d: &str) -> &str {
-    &d[..12.min(d.len())]
+fn short(d: &str) -> String {
+    d.chars().take(12).collect()
 }
 
 /// `sovra model keygen`.

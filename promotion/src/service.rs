@@ -55,6 +55,11 @@ pub enum PromoteError {
     Verification(String),
 }
 
+/// The first 12 characters (never splits a character: names and ids may come from untrusted files).
+fn short(s: &str) -> String {
+    s.chars().take(12).collect()
+}
+
 fn summary(failed: &[GateResult]) -> String {
     failed.iter().map(|g| format!("{}: {}", g.gate, g.reasons.join("; "))).collect::<Vec<_>>().join(" | ")
 }
@@ -303,7 +308,7 @@ impl Promoter {
             return Err(bad(format!(
                 "{}@{} is already in the registry (pushed {}, now in {}); nothing to do",
                 req.name,
-                &out.root_digest[..12],
+                short(&out.root_digest),
                 existing.pushed_at,
                 existing.current().map(|l| l.data_zone.to_string()).unwrap_or_default()
             )));
@@ -510,7 +515,7 @@ impl Promoter {
         for (env, id) in candidates {
             let keyid = env.keyid().unwrap_or("").to_string();
             let Some(a) = self.config.approvers.iter().find(|a| a.hint == keyid) else {
-                rejected.push(format!("approval by unknown key {}", &keyid[..12.min(keyid.len())]));
+                rejected.push(format!("approval by unknown key {}", short(&keyid)));
                 continue;
             };
             let payload = match env.verify(APPROVAL_TYPE, &a.key) {
@@ -531,7 +536,7 @@ impl Promoter {
                     "approval by {} is for {}@{} {} → {}, not this promotion",
                     a.name,
                     pm.unwrap_or("?"),
-                    &pd.unwrap_or("?")[..12.min(pd.unwrap_or("?").len())],
+                    short(pd.unwrap_or("?")),
                     pf.unwrap_or("?"),
                     pt.unwrap_or("?")
                 ));
@@ -626,7 +631,7 @@ impl Promoter {
             return PromoteError::BadInput(format!("the denial could not be audited: {e}"));
         }
         PromoteError::Denied {
-            subject: format!("{}@{}", v.model, &v.digest[..12]),
+            subject: format!("{}@{}", v.model, short(&v.digest)),
             from: from.to_string(),
             to: to.to_string(),
             failed,
@@ -877,7 +882,7 @@ impl Promoter {
                 .iter()
                 .rev()
                 .find(|l| l.data_zone.stage == s)
-                .ok_or_else(|| bad(format!("{model}@{}: not in any {s} data zone", &v.digest[..12])))?,
+                .ok_or_else(|| bad(format!("{model}@{}: not in any {s} data zone", short(&v.digest))))?,
             None => v.current().ok_or_else(|| bad("the version has no location"))?,
         };
         if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {

@@ -571,3 +571,18 @@ fn evaluate_is_a_dry_run_that_records_nothing() {
     assert_eq!(p.registry.audit_entries().unwrap().len(), before);
     assert_eq!(p.registry.resolve("resnet", None).unwrap().locations.len(), 2);
 }
+
+#[test]
+fn a_hostile_approval_file_is_set_aside_without_panicking() {
+    let fx = Fx::new();
+    let p = fx.promoter();
+    at_registry(&fx, &p, "eu-restricted");
+    let env = Envelope {
+        payload: "!!not base64!!".into(),
+        payload_type: "application/vnd.sovra.approval.v1+json".into(),
+        signatures: vec![sovra_promotion::dsse::EnvelopeSignature { keyid: "é".repeat(20), sig: "x".into() }],
+    };
+    std::fs::write(fx.p("hostile.json"), serde_json::to_vec(&env).unwrap()).unwrap();
+    let d = denied(p.promote("resnet", None, Stage::Inference, None, &[fx.p("hostile.json")]));
+    assert!(d[0].1[0].contains("approval by unknown key éééééééééééé"), "{d:?}");
+}

@@ -181,6 +181,6 @@ pub fn verify(entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>, head: AuditHead
     AuditReport { entries: count, head, problems }
 }
 
-fn short(h: &str) -> &str {
-    &h[..12.min(h.len())]
+fn short(h: &str) -> String {
+    h.chars().take(12).collect()
 }

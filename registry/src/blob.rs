@@ -61,12 +61,7 @@ impl BlobStore {
 
     /// The object path of a blob.
     pub fn location(zone: &DataZone, digest: &str) -> StorePath {
-        StorePath::from(format!(
-            "zones/{}/{}/sha256/{}/{digest}",
-            zone.zone,
-            zone.stage,
-            &digest[..2.min(digest.len())]
-        ))
+        StorePath::from(format!("zones/{}/{}/sha256/{}/{digest}", zone.zone, zone.stage, digest.get(..2).unwrap_or("")))
     }
 
     fn check(digest: &str) -> Result<()> {
