@@ -715,23 +715,40 @@ impl Promoter {
             })?;
             extra.push(env);
         }
-        let cur = v.current().cloned().ok_or_else(|| bad(format!("{model}: the version has no location")))?;
-        let from = cur.data_zone.clone();
         let zone = zone.map(str::to_string).unwrap_or_else(|| self.config.stages.zones(to)[0].clone());
         let target = self.data_zone(&zone, to)?;
-        // Stage order: exactly the next stage, never skipping, never backwards.
-        if from.stage.next() != Some(to) {
-            let reason = match from.stage.next() {
-                Some(next) if to > next => format!("{} → {to} skips {next}; promote to {next} first", from.stage),
-                Some(next) => format!("{} → {to} goes backwards; the next stage is {next}", from.stage),
-                None => format!("the version is already in {}, the last stage", from.stage),
-            };
-            let g = GateResult {
-                gate: "stage_order".into(),
-                result: "fail".into(),
-                reasons: vec![reason],
-                exception: None,
-            };
+        // Stage order: every promotion is one edge, training → registry or registry → inference, from a data zone
+        // of the stage just before the target (the one in the target's own zone when there is one, else the
+        // latest). Never skipping, never backwards; a version may fan out to several zones of a stage.
+        let stage_order = |reason: String| GateResult {
+            gate: "stage_order".into(),
+            result: "fail".into(),
+            reasons: vec![reason],
+            exception: None,
+        };
+        let Some(prev) = Stage::ALL.into_iter().find(|s| s.next() == Some(to)) else {
+            let from = v.current().map(|l| l.data_zone.clone()).unwrap_or_else(|| target.clone());
+            let g = stage_order("nothing is promoted into training; push the model instead".into());
+            return Ok(Decision::refused(v, from, target, g));
+        };
+        let sources: Vec<&Location> = v.locations.iter().filter(|l| l.data_zone.stage == prev).collect();
+        let Some(cur) = sources
+            .iter()
+            .find(|l| l.data_zone.zone == target.zone)
+            .or_else(|| sources.iter().max_by_key(|l| l.since))
+            .map(|l| (*l).clone())
+        else {
+            let from = v.current().map(|l| l.data_zone.clone()).unwrap_or_else(|| target.clone());
+            let g = stage_order(format!(
+                "the version is in {from} and in no {prev} data zone: {} → {to} would skip {prev}; promote to {prev} \
+                 first",
+                from.stage
+            ));
+            return Ok(Decision::refused(v, from, target, g));
+        };
+        let from = cur.data_zone.clone();
+        if v.locations.iter().any(|l| l.data_zone == target) {
+            let g = stage_order(format!("the version is already in {target}"));
             return Ok(Decision::refused(v, from, target, g));
         }
         // Chain: a version outside training must have arrived by a verified promotion.

@@ -158,8 +158,18 @@ fn full_flow_training_registry_inference_with_two_approvals() {
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
     assert_eq!(kinds, ["push", "promotion", "approval", "approval", "promotion"]);
     assert!(p.registry.verify_audit().unwrap().ok());
-    // Nothing goes further or backwards.
-    assert_eq!(failed_gates(p.promote("resnet", None, Stage::Registry, None, &[])), ["stage_order"]);
+    // Nothing is promoted twice into the same data zone, nor into training.
+    let d = denied(p.promote("resnet", None, Stage::Registry, None, &[]));
+    assert_eq!(d[0].0, "stage_order");
+    assert!(d[0].1[0].contains("already in fr-par-secnum/registry"), "{d:?}");
+    assert_eq!(failed_gates(p.promote("resnet", None, Stage::Training, None, &[])), ["stage_order"]);
+    // A version fans out to another inference zone, from the registry stage, through the gates again.
+    let r = p.promote("resnet", None, Stage::Inference, Some("fr-par-secnum"), &[]).unwrap();
+    assert_eq!(r.from.to_string(), "fr-par-secnum/registry");
+    assert_eq!(
+        failed_gates(p.promote("resnet", None, Stage::Inference, Some("de-fra-hyperscaler"), &[])),
+        ["residency"]
+    );
 }
 
 #[test]
@@ -169,7 +179,7 @@ fn stage_order_never_skips() {
     p.push(&fx.push_req("eu-restricted")).unwrap();
     let d = denied(p.promote("resnet", None, Stage::Inference, None, &[]));
     assert_eq!(d[0].0, "stage_order");
-    assert!(d[0].1[0].contains("skips registry"), "{d:?}");
+    assert!(d[0].1[0].contains("would skip registry"), "{d:?}");
     assert_eq!(p.registry.audit_entries().unwrap().last().unwrap().event.kind, "denial");
 }
 
