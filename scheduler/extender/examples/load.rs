@@ -11,7 +11,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde::Deserialize;
 use sovra_domain::{Job, PolicySpec};
 use sovra_extender::extender::{Binder, Extender};
 use sovra_extender::{Cache, server};
@@ -71,10 +70,14 @@ fn pod_json(i: usize, job: &Job) -> serde_json::Value {
     })
 }
 
-#[derive(Deserialize)]
-struct FilterOut {
-    #[serde(rename = "NodeNames")]
-    node_names: Option<Vec<String>>,
+/// The `NodeNames` of a filter answer as raw JSON and their number, read without decoding the (large) failure maps
+/// that follow: the client's work is not what is measured (kube-scheduler runs on another machine).
+fn node_names(out: &[u8]) -> (&[u8], usize) {
+    let key = b"\"NodeNames\":";
+    let at = out.windows(key.len()).position(|w| w == key).expect("NodeNames in the answer") + key.len();
+    let mut values = serde_json::Deserializer::from_slice(&out[at..]).into_iter::<Option<Vec<&str>>>();
+    let n = values.next().expect("a value").expect("NodeNames decodes").map_or(0, |v| v.len());
+    (&out[at..at + values.byte_offset()], n)
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -93,13 +96,13 @@ fn main() {
     let jobs = sovra_placement::synth::jobs(a.pods, 2);
     let gpu_jobs: Vec<&Job> = jobs.iter().filter(|j| j.resources.gpus > 0).collect();
     // Filter bodies, prepared up front (kube-scheduler's encoding work is not the extender's).
-    let bodies: Vec<(serde_json::Value, Bytes)> = gpu_jobs
+    let bodies: Vec<(Vec<u8>, Bytes)> = gpu_jobs
         .iter()
         .enumerate()
         .map(|(i, j)| {
             let pod = pod_json(i, j);
             let body = serde_json::json!({"Pod": pod, "Nodes": null, "NodeNames": names});
-            (pod, Bytes::from(serde_json::to_vec(&body).unwrap()))
+            (serde_json::to_vec(&pod).unwrap(), Bytes::from(serde_json::to_vec(&body).unwrap()))
         })
         .collect();
     let bodies = Arc::new(bodies);
@@ -112,6 +115,11 @@ fn main() {
         .unwrap();
     let cache = Arc::new(Cache::new(cfg).unwrap());
     let ext = Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::CacheOnly));
+    if std::env::var_os("SOVRA_PROFILE").is_some() {
+        for (_, body) in bodies.iter().take(5) {
+            profile(&ext, body);
+        }
+    }
     let addr = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = server::serve(listener, server::router(ext, "/sovra", server::DEFAULT_MAX_BODY), None).unwrap();
@@ -163,13 +171,17 @@ fn main() {
                     let t0 = Instant::now();
                     let out = call("/sovra/filter", body.clone()).await;
                     let t1 = Instant::now();
-                    let passed = serde_json::from_slice::<FilterOut>(&out).unwrap().node_names.unwrap_or_default();
-                    let n = passed.len();
+                    let (passed, n) = node_names(&out);
                     // kube-scheduler skips prioritize when one node or none is left.
                     let t2 = Instant::now();
                     if n > 1 {
-                        let p = serde_json::json!({"Pod": pod, "Nodes": null, "NodeNames": passed});
-                        let out = call("/sovra/prioritize", Bytes::from(serde_json::to_vec(&p).unwrap())).await;
+                        let mut p = Vec::with_capacity(pod.len() + passed.len() + 48);
+                        p.extend_from_slice(b"{\"Pod\":");
+                        p.extend_from_slice(pod);
+                        p.extend_from_slice(b",\"Nodes\":null,\"NodeNames\":");
+                        p.extend_from_slice(passed);
+                        p.push(b'}');
+                        let out = call("/sovra/prioritize", Bytes::from(p)).await;
                         assert!(out.starts_with(b"["));
                     }
                     let t3 = Instant::now();
@@ -223,4 +235,41 @@ fn main() {
             v.len()
         );
     }
+}
+
+/// `--profile`: where one filter call's time goes, in process (no HTTP).
+#[allow(dead_code)]
+pub fn profile(ext: &Extender, body: &[u8]) {
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(sovra_extender::wire::decode_args("filter", body).unwrap());
+    }
+    let decode = t.elapsed() / n;
+    let args = sovra_extender::wire::decode_args("filter", body).unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ext.filter(&args));
+    }
+    let filter = t.elapsed() / n;
+    let out = ext.filter(&args);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(serde_json::to_vec(&out).unwrap());
+    }
+    let encode = t.elapsed() / n;
+    let bytes = serde_json::to_vec(&out).unwrap().len();
+    if std::env::var_os("SOVRA_PROFILE_REASONS").is_some() {
+        let mut hist: std::collections::BTreeMap<&str, usize> = Default::default();
+        for r in out.failed_nodes.values().chain(out.failed_and_unresolvable_nodes.values()) {
+            *hist.entry(r).or_default() += 1;
+        }
+        for (r, c) in hist {
+            eprintln!("{c:>6} × {r}");
+        }
+    }
+    eprintln!(
+        "profile: decode {decode:?}, filter {filter:?}, encode {encode:?} ({bytes} bytes out, {} in)",
+        body.len()
+    );
 }

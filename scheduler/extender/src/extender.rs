@@ -10,7 +10,7 @@ use crate::wire::{
 };
 use sovra_domain::{PolicySpec, ScorerKind};
 use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
-use sovra_placement::{NodeIdx, Placer};
+use sovra_placement::{FilterKind, NodeIdx, Placer};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,7 @@ impl Extender {
 
     /// Filter: which candidates may take the pod. Answers in the request's mode: `NodeNames` (in request order)
     /// when the request carried `NodeNames`, `Nodes` (the passing objects, verbatim) when it carried only `Nodes`.
-    pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
+    pub fn filter<'a>(&self, args: &'a ExtenderArgs<'_>) -> ExtenderFilterResult<'a> {
         self.metrics.filter.fetch_add(1, Ordering::Relaxed);
         let names = candidate_names(args);
         let verdicts = match &args.pod {
@@ -133,15 +133,16 @@ impl Extender {
             }
         };
         let mut out = ExtenderFilterResult::default();
+        out.failed_and_unresolvable_nodes.0.reserve(names.len());
         let mut pass = vec![false; names.len()];
         for (i, (name, v)) in names.iter().zip(verdicts).enumerate() {
             match v {
                 Verdict::Pass => pass[i] = true,
                 Verdict::Failed(why) => {
-                    out.failed_nodes.insert(name.to_string(), why);
+                    out.failed_nodes.insert(name, why);
                 }
                 Verdict::Unresolvable(why) => {
-                    out.failed_and_unresolvable_nodes.insert(name.to_string(), why);
+                    out.failed_and_unresolvable_nodes.insert(name, why);
                 }
             }
         }
@@ -153,8 +154,7 @@ impl Extender {
                 });
             }
             _ => {
-                out.node_names =
-                    Some(names.iter().zip(&pass).filter(|(_, p)| **p).map(|(n, _)| n.to_string()).collect());
+                out.node_names = Some(names.iter().zip(&pass).filter(|(_, p)| **p).map(|(n, _)| *n).collect());
             }
         }
         out
@@ -163,35 +163,32 @@ impl Extender {
     /// Prioritize: a score in 0..=10 for every candidate, in request order. The node the placement core would
     /// choose gets 10; every other feasible node gets `round(10 × its total / the best total)`, at most 9; nodes the
     /// core rejects (or does not know) get 0.
-    pub fn prioritize(&self, args: &ExtenderArgs) -> Vec<HostPriority> {
+    pub fn prioritize<'a>(&self, args: &'a ExtenderArgs<'_>) -> Vec<HostPriority<'a>> {
         self.metrics.prioritize.fetch_add(1, Ordering::Relaxed);
         let names = candidate_names(args);
-        let zero = |names: &[&str]| names.iter().map(|n| HostPriority { host: n.to_string(), score: 0 }).collect();
+        let zero = |names: &[&'a str]| names.iter().map(|n| HostPriority { host: n, score: 0 }).collect();
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
         let snap = self.cache.snapshot();
         let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
         let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
         let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
-        let mut by_node: BTreeMap<NodeIdx, (u64, u64)> = BTreeMap::new();
-        for (n, s) in known.iter().zip(scored) {
-            if let Some(s) = s {
-                by_node.insert(*n, s);
-            }
-        }
-        let best =
-            by_node.iter().max_by_key(|(_, (total, rank))| (*total, std::cmp::Reverse(*rank))).map(|(n, s)| (*n, *s));
+        // Scores aligned with `names`.
+        let mut scored = scored.into_iter();
+        let per_name: Vec<Option<(u64, u64)>> = idx.iter().map(|i| i.and_then(|_| scored.next().flatten())).collect();
+        let best = per_name.iter().flatten().max_by_key(|(total, rank)| (*total, std::cmp::Reverse(*rank))).copied();
         names
             .iter()
-            .zip(&idx)
-            .map(|(name, i)| {
-                let score = match (i.and_then(|i| by_node.get(&i).map(|s| (i, *s))), best) {
-                    (Some((i, _)), Some((b, _))) if i == b => MAX_EXTENDER_PRIORITY,
-                    (Some((_, (total, _))), Some((_, (best_total, _)))) if best_total > 0 => {
-                        (((10 * u128::from(total) + u128::from(best_total) / 2) / u128::from(best_total)) as i64).min(9)
+            .zip(&per_name)
+            .map(|(name, s)| {
+                let score = match (s, best) {
+                    (Some(s), Some(b)) if *s == b => MAX_EXTENDER_PRIORITY,
+                    (Some((total, _)), Some((best_total, _))) if best_total > 0 => {
+                        (((10 * u128::from(*total) + u128::from(best_total) / 2) / u128::from(best_total)) as i64)
+                            .min(9)
                     }
                     _ => 0,
                 };
-                HostPriority { host: name.to_string(), score: clamp_score(score) }
+                HostPriority { host: name, score: clamp_score(score) }
             })
             .collect()
     }
@@ -300,9 +297,9 @@ impl Extender {
 }
 
 /// The candidate names of a filter or prioritize request: `NodeNames` when present, else the names of `Nodes`.
-pub fn candidate_names(args: &ExtenderArgs) -> Vec<&str> {
+pub fn candidate_names<'a>(args: &'a ExtenderArgs<'_>) -> Vec<&'a str> {
     match (&args.node_names, &args.nodes) {
-        (Some(names), _) => names.iter().map(String::as_str).collect(),
+        (Some(names), _) => names.iter().map(|n| &**n).collect(),
         (None, Some(list)) => list.items.iter().map(|(n, _)| n.as_str()).collect(),
         (None, None) => vec![],
     }
@@ -388,8 +385,19 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
             };
             let info = &topo.nodes[i as usize];
             let pool = info.pool as usize;
-            let pv = pool_verdicts[pool]
-                .get_or_insert_with(|| pool_reason(&topo.pools[pool], topo, job, class).map(|(_, why)| Arc::from(why)));
+            let pv = pool_verdicts[pool].get_or_insert_with(|| {
+                pool_reason(&topo.pools[pool], topo, job, class).map(|(filter, why)| match filter {
+                    // One wording for every pool of the other purpose, so that the FailedScheduling event
+                    // aggregates them into one line.
+                    FilterKind::Purpose => Arc::from(format!(
+                        "{} pool, the pod is {} (label {})",
+                        topo.pools[pool].purpose,
+                        job.kind,
+                        crate::pod::KIND_LABEL
+                    )),
+                    _ => Arc::from(why),
+                })
+            });
             if let Some(why) = pv {
                 return Verdict::Unresolvable(why.clone());
             }

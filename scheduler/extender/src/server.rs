@@ -43,7 +43,10 @@ fn bad_request(ext: &Extender, e: wire::DecodeError) -> Response {
 
 async fn filter(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
     match wire::decode_args("filter", &body) {
-        Ok(args) => json(&ext.filter(&args)),
+        Ok(args) => {
+            let body = wire::encode_filter_result(&ext.filter(&args));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(e) => bad_request(&ext, e),
     }
 }

@@ -18,9 +18,10 @@ const ALL: [&str; 6] = ["gpu-fr-1", "gpu-hyper-1", "gpu-nl-1", "gpu-fr-infer-1",
 #[test]
 fn checklist_1_decodes_pascal_and_lowercase_and_encodes_pascal() {
     for suffix in ["", "_lowercase"] {
-        let a = wire::decode_args("filter", &fixture(&format!("types_extender_args{suffix}.json"))).unwrap();
+        let body = fixture(&format!("types_extender_args{suffix}.json"));
+        let a = wire::decode_args("filter", &body).unwrap();
         assert_eq!(a.pod.as_ref().unwrap().metadata.name, "podname", "{suffix}");
-        assert_eq!(a.node_names, Some(vec!["node1".to_string()]));
+        assert_eq!(a.node_names.unwrap(), vec!["node1"]);
         let nodes = a.nodes.unwrap();
         assert_eq!(nodes.items.len(), 1);
         assert_eq!(nodes.items[0].0, "nodename");
@@ -42,21 +43,15 @@ fn checklist_1_decodes_pascal_and_lowercase_and_encodes_pascal() {
         );
     }
     // Responses: the exact strings Go writes for these values.
-    let mut f = wire::ExtenderFilterResult {
-        node_names: Some(vec!["node1".into()]),
-        error: "myerror".into(),
-        ..Default::default()
-    };
+    let mut f =
+        wire::ExtenderFilterResult { node_names: Some(vec!["node1"]), error: "myerror".into(), ..Default::default() };
     f.failed_nodes.insert("foo", "bar");
     f.failed_and_unresolvable_nodes.insert("baz", "qux");
     assert_eq!(
         serde_json::to_string(&f).unwrap(),
         r#"{"Nodes":null,"NodeNames":["node1"],"FailedNodes":{"foo":"bar"},"FailedAndUnresolvableNodes":{"baz":"qux"},"Error":"myerror"}"#
     );
-    let list = vec![
-        wire::HostPriority { host: "node1".into(), score: 1 },
-        wire::HostPriority { host: "node2".into(), score: 2 },
-    ];
+    let list = vec![wire::HostPriority { host: "node1", score: 1 }, wire::HostPriority { host: "node2", score: 2 }];
     assert_eq!(serde_json::to_string(&list).unwrap(), r#"[{"Host":"node1","Score":1},{"Host":"node2","Score":2}]"#);
     assert_eq!(
         serde_json::to_string(&wire::ExtenderBindingResult { error: "myerror".into() }).unwrap(),
@@ -173,7 +168,7 @@ async fn checklist_5_unresolvable_reasons() {
     let hyper = unres["gpu-hyper-1"].as_str().unwrap();
     assert!(hyper.contains("zone de-hyper fails residency class eu-restricted"), "{hyper}");
     assert!(hyper.contains("headquartered in US, not in [EU]"), "{hyper}");
-    assert!(unres["gpu-fr-infer-1"].as_str().unwrap().contains("is for inference, the job is training"));
+    assert_eq!(unres["gpu-fr-infer-1"], "inference pool, the pod is training (label sovra.io/kind)");
     assert!(unres["gpu-fr-small"].as_str().unwrap().contains("node too small: 2 GPUs"), "{unres}");
     let ghost = v["FailedNodes"]["ghost-node"].as_str().unwrap();
     assert!(ghost.contains("not in Sovra's node cache"), "{ghost}");

@@ -266,13 +266,15 @@ async fn watches_fill_the_cache_and_unknown_pools_are_never_offered() {
     let mut req = json(&fixture("filter_cache_mode.json"));
     req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "1"}});
     req["NodeNames"] = serde_json::json!(["k8s-gpu-1", "k8s-nopool", "k8s-badpool"]);
-    let args = sovra_extender::wire::decode_args("filter", &serde_json::to_vec(&req).unwrap()).unwrap();
+    let body = serde_json::to_vec(&req).unwrap();
+    let args = sovra_extender::wire::decode_args("filter", &body).unwrap();
     let out = ext.filter(&args);
-    assert_eq!(out.node_names, Some(vec!["k8s-gpu-1".to_string()]));
+    assert_eq!(out.node_names, Some(vec!["k8s-gpu-1"]));
     assert_eq!(out.failed_and_unresolvable_nodes.len(), 2);
     // 2 GPUs no longer fit there (3 of 4 taken): a capacity failure.
     req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "2"}});
-    let args = sovra_extender::wire::decode_args("filter", &serde_json::to_vec(&req).unwrap()).unwrap();
+    let body = serde_json::to_vec(&req).unwrap();
+    let args = sovra_extender::wire::decode_args("filter", &body).unwrap();
     assert_eq!(ext.filter(&args).failed_nodes.get("k8s-gpu-1"), Some("fewer than 2 fully free GPUs"));
     // The watches asked for Nodes and for unfinished Pods.
     let paths: Vec<String> = log.lock().unwrap().iter().map(|s| s.path_and_query.clone()).collect();
