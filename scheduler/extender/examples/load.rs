@@ -2,8 +2,13 @@
 //! pod, one filter call with every node's name, then one prioritize call with the nodes that passed.
 //!
 //! ```sh
-//! cargo run --release -p sovra-extender --example load -- --nodes 5000 --seconds 20 --concurrency 1
+//! cargo run --release -p sovra-extender --example load -- --nodes 5000 --seconds 20 --concurrency 2
+//! cargo run --release -p sovra-extender --example load -- --nodes 5000 --candidates 500   # a 10% sample
 //! ```
+//!
+//! Options: `--nodes N` (cluster size), `--candidates N` (names per filter; default all), `--concurrency N`
+//! (clients, one connection each), `--server-threads N`, `--seconds S` (measured, after 2 s of warm-up),
+//! `--pods N` (distinct pods cycled through). `SOVRA_PROFILE=1` first prints where one filter call's time goes.
 //!
 //! The server runs in this process on its own runtime (`--server-threads`) and listens on 127.0.0.1; the clients
 //! keep one HTTP/1.1 connection each. Pods come from `sovra_placement::synth::jobs` (GPU shares, 1–8 GPUs, five
@@ -23,10 +28,11 @@ struct Args {
     concurrency: usize,
     server_threads: usize,
     pods: usize,
+    candidates: Option<usize>,
 }
 
 fn args() -> Args {
-    let mut a = Args { nodes: 5000, seconds: 20.0, concurrency: 1, server_threads: 2, pods: 2000 };
+    let mut a = Args { nodes: 5000, seconds: 20.0, concurrency: 1, server_threads: 2, pods: 2000, candidates: None };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -37,6 +43,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().expect("--concurrency N"),
             "--server-threads" => a.server_threads = v.parse().expect("--server-threads N"),
             "--pods" => a.pods = v.parse().expect("--pods N"),
+            "--candidates" => a.candidates = Some(v.parse().expect("--candidates N")),
             other => panic!("unknown argument {other}; see the example's documentation"),
         }
         i += 2;
@@ -93,6 +100,14 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cfg = sovra_placement::synth::cluster(a.nodes, 1);
     let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+    // `--candidates N`: each pod's filter gets N names, a different window of the node list per pod (as
+    // kube-scheduler sends a sample of the feasible nodes when percentageOfNodesToScore is below 100).
+    let window = |i: usize| -> Vec<&String> {
+        match a.candidates {
+            None => names.iter().collect(),
+            Some(n) => names.iter().cycle().skip(i * 7919 % names.len()).take(n.min(names.len())).collect(),
+        }
+    };
     let jobs = sovra_placement::synth::jobs(a.pods, 2);
     let gpu_jobs: Vec<&Job> = jobs.iter().filter(|j| j.resources.gpus > 0).collect();
     // Filter bodies, prepared up front (kube-scheduler's encoding work is not the extender's).
@@ -101,7 +116,7 @@ fn main() {
         .enumerate()
         .map(|(i, j)| {
             let pod = pod_json(i, j);
-            let body = serde_json::json!({"Pod": pod, "Nodes": null, "NodeNames": names});
+            let body = serde_json::json!({"Pod": pod, "Nodes": null, "NodeNames": window(i)});
             (serde_json::to_vec(&pod).unwrap(), Bytes::from(serde_json::to_vec(&body).unwrap()))
         })
         .collect();
@@ -214,8 +229,9 @@ fn main() {
     prio.sort_unstable();
     let pods = cycle.len();
     println!(
-        "nodes {} | concurrency {} | server threads {} | {:.1} s measured after {:.0} s warm-up",
+        "nodes {} | candidates per filter {} | concurrency {} | server threads {} | {:.1} s measured after {:.0} s warm-up",
         a.nodes,
+        a.candidates.unwrap_or(a.nodes).min(a.nodes),
         a.concurrency,
         a.server_threads,
         a.seconds,

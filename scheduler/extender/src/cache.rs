@@ -80,12 +80,8 @@ pub struct Snapshot {
     pub state: ClusterState,
     /// Nodes that are known but never offered, with the reason (no pool, unknown pool, bad inventory).
     pub not_offered: BTreeMap<String, Arc<str>>,
-    /// Pods accounted on nodes: UID → (node name, what it takes).
-    pub accounted: BTreeMap<String, Decision>,
     /// Gangs by `namespace/group`.
     pub gangs: BTreeMap<String, GangCount>,
-    /// Pods by UID.
-    pub pods: BTreeMap<String, PodRecord>,
     /// Node name → index in the state's topology (a hash map: filter looks up every candidate).
     pub index: Arc<NameIndex>,
 }
@@ -143,9 +139,7 @@ impl Cache {
         let snapshot = Snapshot {
             state: state.clone(),
             not_offered: BTreeMap::new(),
-            accounted: BTreeMap::new(),
             gangs: BTreeMap::new(),
-            pods: BTreeMap::new(),
             index: index.clone(),
         };
         Ok(Cache {
@@ -279,6 +273,17 @@ impl Cache {
         }
     }
 
+    /// What the pods with these UIDs hold, where Sovra accounted them.
+    pub fn accounted<'a>(&self, uids: impl IntoIterator<Item = &'a str>) -> Vec<Decision> {
+        let inner = self.lock();
+        uids.into_iter().filter_map(|u| inner.accounted.get(u).cloned()).collect()
+    }
+
+    /// How many pods are accounted on nodes.
+    pub fn accounted_pods(&self) -> usize {
+        self.lock().accounted.len()
+    }
+
     /// What the cache knows of a pod: from the API, or remembered from a filter call.
     pub fn record(&self, uid: &str) -> Option<PodRecord> {
         if uid.is_empty() {
@@ -397,14 +402,7 @@ impl Inner {
                 c.bound += u32::from(p.node.is_some());
             }
         }
-        Snapshot {
-            state: self.state.clone(),
-            not_offered: self.not_offered.clone(),
-            accounted: self.accounted.clone(),
-            gangs,
-            pods: self.pods.clone(),
-            index: self.index.clone(),
-        }
+        Snapshot { state: self.state.clone(), not_offered: self.not_offered.clone(), gangs, index: self.index.clone() }
     }
 }
 

@@ -124,7 +124,7 @@ impl Extender {
                 }
                 let snap = self.cache.snapshot();
                 match request {
-                    Ok(req) => evaluate(&snap, &req, &names, Some(&pod.metadata.uid)),
+                    Ok(req) => evaluate(&snap, &req, &names),
                     Err(why) => {
                         let why: Arc<str> = why.into();
                         names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect()
@@ -225,11 +225,10 @@ impl Extender {
             };
         let snap = self.cache.snapshot();
         let mut freed = snap.state.clone();
-        for (_, uids, _) in &candidates {
-            for uid in uids {
-                if let Some(d) = snap.accounted.get(uid) {
-                    freed.release(d);
-                }
+        for d in self.cache.accounted(candidates.iter().flat_map(|(_, uids, _)| uids.iter().map(String::as_str))) {
+            // A victim accounted on a node the snapshot does not have (changed since) is skipped.
+            if d.replicas.iter().all(|r| snap.node_index(&r.node_name) == Some(r.node)) {
+                freed.release(&d);
             }
         }
         let freed_snap = Snapshot { state: freed, ..(*snap).clone() };
@@ -276,17 +275,36 @@ impl Extender {
         if snap.node_index(&a.node).is_none() {
             return Err(format!("refusing to bind {key} to {}: the node is not in Sovra's node cache", a.node));
         }
-        if let Some(rec) = self.cache.record(&a.pod_uid) {
-            if let Ok(req) = &rec.request
-                && let Some(Verdict::Unresolvable(why)) = evaluate_nodes(&snap, req, &[a.node.as_str()]).pop()
-            {
-                return Err(format!("refusing to bind {key} to {}: {why}", a.node));
-            }
-            match &rec.node {
-                Some(n) if *n == a.node => return Ok(()),
-                Some(n) => return Err(format!("pod {key} is already bound to node {n}")),
-                None => {}
-            }
+        // The pod's request: from a filter call or the watch; else, with the API, read the pod. Sovra binds only pods
+        // whose residency it could check.
+        let record = match (self.cache.record(&a.pod_uid), &self.binder) {
+            (Some(r), _) => Some(r),
+            (None, Binder::Kube(client)) => crate::k8s::fetch_pod(client, ns, &a.pod_name).await?,
+            (None, Binder::CacheOnly) => None,
+        };
+        let Some(rec) = record else {
+            return Err(format!(
+                "refusing to bind {key}: Sovra has not seen this pod (no filter call, not in its Pod watch), so it \
+                 cannot check its residency class"
+            ));
+        };
+        if !a.pod_uid.is_empty() && !rec.uid.is_empty() && rec.uid != a.pod_uid {
+            return Err(format!(
+                "refusing to bind {key}: the pod has UID {}, the request names {}",
+                rec.uid, a.pod_uid
+            ));
+        }
+        let req = rec.request.as_ref().map_err(|why| format!("refusing to bind {key}: {why}"))?;
+        if let Some(Verdict::Unresolvable(why)) = evaluate_nodes(&snap, req, &[a.node.as_str()]).pop() {
+            return Err(format!("refusing to bind {key} to {}: {why}", a.node));
+        }
+        match &rec.node {
+            Some(n) if *n == a.node => return Ok(()),
+            Some(n) => return Err(format!("pod {key} is already bound to node {n}")),
+            None => {}
+        }
+        if self.cache.record(&a.pod_uid).is_none() {
+            self.cache.remember(rec.clone(), false);
         }
         if let Binder::Kube(client) = &self.binder {
             crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
@@ -305,15 +323,16 @@ pub fn candidate_names<'a>(args: &'a ExtenderArgs<'_>) -> Vec<&'a str> {
     }
 }
 
-/// Verdicts for the candidate nodes, gang rules included (`uid` is the pod's, to count it as a member).
-pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], uid: Option<&str>) -> Vec<Verdict> {
+/// Verdicts for the candidate nodes, gang rules included.
+pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
     let mut verdicts = evaluate_nodes(snap, req, names);
     let Some(gang) = &req.gang else { return verdicts };
     if !verdicts.contains(&Verdict::Pass) {
         return verdicts;
     }
     let mut count = snap.gangs.get(&gang.key).copied().unwrap_or_default();
-    if uid.is_none_or(|u| !snap.pods.contains_key(u)) && count.members == 0 {
+    // The pod itself counts (a remembered gang member already does).
+    if count.members == 0 {
         count.members = 1;
     }
     let wait = if count.members < gang.min_member {

@@ -49,6 +49,17 @@ pub async fn bind_pod(client: &kube::Client, ns: &str, name: &str, uid: &str, no
     }
 }
 
+/// Reads a pod from the API (for a bind request about a pod the cache has not seen). `Ok(None)` when it does not
+/// exist.
+pub async fn fetch_pod(client: &kube::Client, ns: &str, name: &str) -> Result<Option<PodRecord>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match pods.get_opt(name).await {
+        Ok(Some(p)) => Ok(pod_record(&p)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("reading pod {ns}/{name}: {e}")),
+    }
+}
+
 /// A label value as Kubernetes accepts it: at most 63 characters of `[A-Za-z0-9._-]`, starting and ending with an
 /// alphanumeric; other characters become `-`.
 pub fn label_value(v: &str) -> String {

@@ -75,10 +75,21 @@ async fn fake_api(
         ("POST", "/api/v1/namespaces/ml/pods/forbidden/binding") => {
             status(403, "Forbidden", "pods \"forbidden\" is forbidden: cannot create resource \"pods/binding\"")
         }
-        ("GET", "/api/v1/namespaces/ml/pods/taken-same") | ("GET", "/api/v1/namespaces/ml/pods/taken-other") => {
-            let node = if path.ends_with("same") { "gpu-fr-1" } else { "gpu-nl-1" };
+        ("GET", p) if p.starts_with("/api/v1/namespaces/ml/pods/") && !p.ends_with("/missing") => {
+            // The first read finds the pod pending; after a binding attempt, taken-* pods are bound.
+            let name = p.rsplit('/').next().unwrap();
+            let reads = log.lock().unwrap().iter().filter(|s| s.method == "GET" && s.path_and_query == p).count();
+            let node = match name {
+                "taken-same" if reads > 1 => Some("gpu-fr-1"),
+                "taken-other" if reads > 1 => Some("gpu-nl-1"),
+                _ => None,
+            };
+            let class = if name == "health-pod" { "fr-health" } else { "eu-restricted" };
             object(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": path.rsplit('/').next().unwrap(), "namespace": "ml"}, "spec": {"containers": [], "nodeName": node}}))
+                "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
+                             "labels": {"sovra.io/residency": class}},
+                "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}], "nodeName": node},
+                "status": {"phase": "Pending"}}))
         }
         ("PATCH", "/api/v1/nodes/gpu-fr-1") => object(api_node("gpu-fr-1", serde_json::json!({}), "8")),
         ("GET", "/api/v1/nodes") => object(serde_json::json!({"apiVersion": "v1", "kind": "NodeList",
@@ -166,16 +177,44 @@ async fn bind_conflict_is_success_on_the_same_node_and_an_error_elsewhere() {
     assert!(e.contains("answered 403 Forbidden") && e.contains("pods/binding"), "{e}");
     let seen: Vec<(String, String)> =
         log.lock().unwrap().iter().map(|s| (s.method.clone(), s.path_and_query.clone())).collect();
+    let get = |p: &str| ("GET".to_string(), format!("/api/v1/namespaces/ml/pods/{p}"));
+    let post = |p: &str| ("POST".to_string(), format!("/api/v1/namespaces/ml/pods/{p}/binding?"));
     assert_eq!(
         seen,
         vec![
-            ("POST".into(), "/api/v1/namespaces/ml/pods/taken-same/binding?".into()),
-            ("GET".into(), "/api/v1/namespaces/ml/pods/taken-same".into()),
-            ("POST".into(), "/api/v1/namespaces/ml/pods/taken-other/binding?".into()),
-            ("GET".into(), "/api/v1/namespaces/ml/pods/taken-other".into()),
-            ("POST".into(), "/api/v1/namespaces/ml/pods/forbidden/binding?".into()),
+            get("taken-same"), // the pod was not seen before: read it to check its residency class
+            post("taken-same"),
+            get("taken-same"), // 409: where is it bound?
+            get("taken-other"),
+            post("taken-other"),
+            get("taken-other"),
+            get("forbidden"),
+            post("forbidden"),
         ]
     );
+}
+
+#[tokio::test]
+async fn bind_of_an_unseen_pod_reads_it_and_refuses_a_forbidden_zone() {
+    let (client, log) = api_server().await;
+    let (addr, _srv) = start(kube_extender(client)).await;
+    // A fr-health pod may not go to the Dutch zone: refused after reading the pod, with no Binding.
+    let bind = serde_json::json!({"PodName": "health-pod", "PodNamespace": "ml", "PodUID": "uid-health-pod", "Node": "gpu-nl-1"});
+    let (_, b) = post(addr, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
+    let e = json(&b)["Error"].as_str().unwrap().to_string();
+    assert!(
+        e.starts_with("refusing to bind ml/health-pod to gpu-nl-1: zone nl-ams fails residency class fr-health"),
+        "{e}"
+    );
+    // A pod that does not exist, and a UID that is not the pod's.
+    let bind = serde_json::json!({"PodName": "missing", "PodNamespace": "ml", "PodUID": "u", "Node": "gpu-fr-1"});
+    let (_, b) = post(addr, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
+    assert!(json(&b)["Error"].as_str().unwrap().contains("Sovra has not seen this pod"));
+    let bind =
+        serde_json::json!({"PodName": "health-pod", "PodNamespace": "ml", "PodUID": "other-uid", "Node": "gpu-fr-1"});
+    let (_, b) = post(addr, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
+    assert!(json(&b)["Error"].as_str().unwrap().contains("the pod has UID uid-health-pod"));
+    assert!(posts(&log).is_empty(), "no Binding was attempted");
 }
 
 fn inventory() -> Inventory {
@@ -246,7 +285,7 @@ async fn watches_fill_the_cache_and_unknown_pools_are_never_offered() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let snap = ext.cache().snapshot();
-        if snap.state.topology().node_index("k8s-gpu-1").is_some() && !snap.accounted.is_empty() {
+        if snap.state.topology().node_index("k8s-gpu-1").is_some() && ext.cache().accounted_pods() > 0 {
             break;
         }
         assert!(
