@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use sovra_node_daemon::inventory::{Inventory, model_name};
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -47,6 +47,57 @@ pub async fn bind_pod(client: &kube::Client, ns: &str, name: &str, uid: &str, no
         )),
         Err(e) => Err(format!("binding pod {ns}/{name} to {node}: {e}")),
     }
+}
+
+/// The parts of a node daemon inventory (the JSON `sovra-node-daemon inventory` prints) that the GPU labels need;
+/// other fields are ignored, so newer inventories still read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Inventory {
+    /// Driver version, e.g. `550.54.15`.
+    #[serde(default)]
+    pub driver_version: Option<String>,
+    /// The GPUs.
+    #[serde(default)]
+    pub gpus: Vec<InventoryGpu>,
+}
+
+/// One GPU of an [`Inventory`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InventoryGpu {
+    /// NVML index.
+    #[serde(default)]
+    pub index: u32,
+    /// NVML name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// Memory, MiB.
+    pub memory_total_mib: u64,
+    /// CUDA compute capability (major, minor).
+    #[serde(default)]
+    pub compute_capability: [i32; 2],
+    /// PCI bus id.
+    #[serde(default)]
+    pub pci_bus_id: String,
+    /// PCI bus ids of the GPUs this one has NVLink to.
+    #[serde(default)]
+    pub nvlink_peers: Vec<String>,
+    /// MIG mode.
+    #[serde(default)]
+    pub mig_enabled: bool,
+    /// `{"state": "healthy"}` or `{"state": "unhealthy", "reason": …}`.
+    #[serde(default)]
+    pub health: Option<serde_json::Value>,
+}
+
+impl InventoryGpu {
+    fn healthy(&self) -> bool {
+        self.health.as_ref().is_none_or(|h| h.get("state").and_then(|s| s.as_str()) == Some("healthy"))
+    }
+}
+
+/// The model name Sovra uses for an NVML name, as the node daemon derives it: without `NVIDIA `, spaces as `-`
+/// (`NVIDIA H100 80GB HBM3` → `H100-80GB-HBM3`).
+pub fn model_name(nvml_name: &str) -> String {
+    nvml_name.trim().trim_start_matches("NVIDIA ").split_whitespace().collect::<Vec<_>>().join("-")
 }
 
 /// Reads a pod from the API (for a bind request about a pod the cache has not seen). `Ok(None)` when it does not
@@ -94,11 +145,17 @@ pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<
             labels.insert(format!("nvidia.com/cuda.driver.{key}"), label_value(part));
         }
     }
-    let healthy = inv.gpus.iter().filter(|g| g.health == Default::default()).count();
+    let healthy = inv.gpus.iter().filter(|g| g.healthy()).count();
     labels.insert("sovra.io/gpu.healthy".into(), healthy.to_string());
-    // NVLink islands: connected components of the peer links, by GPU index.
-    let domain = sovra_node_daemon::inventory::to_domain_node(inv, "n", "p", 0, 0);
-    let n = domain.gpus.len();
+    // NVLink islands: connected components of the peer links (PCI bus ids), by position in the inventory.
+    let n = inv.gpus.len();
+    let by_bus: BTreeMap<&str, usize> = inv
+        .gpus
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.pci_bus_id.is_empty())
+        .map(|(i, g)| (g.pci_bus_id.as_str(), i))
+        .collect();
     let mut island: Vec<usize> = (0..n).collect();
     fn root(island: &mut [usize], mut i: usize) -> usize {
         while island[i] != i {
@@ -107,12 +164,10 @@ pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<
         }
         i
     }
-    for (i, g) in domain.gpus.iter().enumerate() {
-        for &p in &g.nvlink_peers {
-            if (p as usize) < n {
-                let (a, b) = (root(&mut island, i), root(&mut island, p as usize));
-                island[a.max(b)] = a.min(b);
-            }
+    for (i, g) in inv.gpus.iter().enumerate() {
+        for p in g.nvlink_peers.iter().filter_map(|b| by_bus.get(b.as_str()).copied()) {
+            let (a, b) = (root(&mut island, i), root(&mut island, p));
+            island[a.max(b)] = a.min(b);
         }
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_inventory(path: &PathBuf) -> Result<sovra_node_daemon::inventory::Inventory, String> {
+fn read_inventory(path: &PathBuf) -> Result<k8s::Inventory, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--inventory {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| {
         format!("--inventory {}: {e}; give the JSON that `sovra-node-daemon inventory` prints", path.display())

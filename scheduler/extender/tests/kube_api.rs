@@ -12,7 +12,6 @@ use common::*;
 use sovra_domain::PolicySpec;
 use sovra_extender::extender::{Binder, Extender};
 use sovra_extender::{Cache, k8s};
-use sovra_node_daemon::inventory::{BackendState, GpuHealth, GpuRecord, Inventory};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -217,35 +216,24 @@ async fn bind_of_an_unseen_pod_reads_it_and_refuses_a_forbidden_zone() {
     assert!(posts(&log).is_empty(), "no Binding was attempted");
 }
 
-fn inventory() -> Inventory {
-    let gpu = |index: u32, bus: &str, peers: &[&str]| GpuRecord {
-        index,
-        uuid: format!("GPU-{index}"),
-        name: "NVIDIA H100 80GB HBM3".into(),
-        memory_total_mib: 81559,
-        memory_used_mib: 0,
-        compute_capability: [9, 0],
-        pci_bus_id: bus.into(),
-        numa_node: Some(0),
-        nvlink_peers: peers.iter().map(|p| p.to_string()).collect(),
-        mig_enabled: false,
-        mig_instances: vec![],
-        temperature_c: None,
-        power_mw: None,
-        utilization_pct: None,
-        health: if index == 2 { GpuHealth::Unhealthy { reason: "XID 79".into() } } else { GpuHealth::Healthy },
+/// An inventory as `sovra-node-daemon inventory` prints it: three H100, two joined by NVLink, one unhealthy.
+fn inventory() -> k8s::Inventory {
+    let gpu = |index: u32, bus: &str, peers: &[&str], health: serde_json::Value| {
+        serde_json::json!({"index": index, "uuid": format!("GPU-{index}"), "name": "NVIDIA H100 80GB HBM3",
+            "memory_total_mib": 81559, "memory_used_mib": 0, "compute_capability": [9, 0], "pci_bus_id": bus,
+            "numa_node": 0, "nvlink_peers": peers, "mig_enabled": false, "mig_instances": [],
+            "temperature_c": null, "power_mw": null, "utilization_pct": null, "health": health})
     };
-    Inventory {
-        backend: "nvml".into(),
-        state: BackendState::Ready,
-        driver_version: Some("550.54.15".into()),
-        cuda_driver_version: Some("12.4".into()),
-        gpus: vec![
-            gpu(0, "0000:01:00.0", &["0000:02:00.0"]),
-            gpu(1, "0000:02:00.0", &["0000:01:00.0"]),
-            gpu(2, "0000:03:00.0", &[]),
-        ],
-    }
+    let healthy = serde_json::json!({"state": "healthy"});
+    serde_json::from_value(serde_json::json!({
+        "backend": "nvml", "state": {"state": "ready"}, "driver_version": "550.54.15", "cuda_driver_version": "12.4",
+        "gpus": [
+            gpu(0, "0000:01:00.0", &["0000:02:00.0"], healthy.clone()),
+            gpu(1, "0000:02:00.0", &["0000:01:00.0"], healthy),
+            gpu(2, "0000:03:00.0", &[], serde_json::json!({"state": "unhealthy", "reason": "XID 79"})),
+        ]
+    }))
+    .unwrap()
 }
 
 #[tokio::test]
