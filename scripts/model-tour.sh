@@ -40,6 +40,18 @@ step model status radiology
 step model list
 step model pull radiology@latest pulled --stage inference
 step model verify pulled --signature pulled.sig --public-key keys/trainer.pub.pem
+
+# Break-glass: a retrained version misses the accuracy threshold; an admin lets it into the registry for 1 hour.
+head -c 1048576 /dev/urandom > model/weights/w0.bin
+printf '{"accuracy": 0.88, "toxicity": 0.01}\n' > metrics.json
+step model sign model --private-key keys/trainer.pem --signature model.sig
+step model push radiology model --signature model.sig --residency-class fr-health \
+  --provenance provenance.yaml --metrics metrics.json
+expect_fail model promote radiology --to registry                   # accuracy 0.88 < 0.9
+expect_fail exception grant --model radiology --gate evaluation --ttl 1h --reason "hotfix, incident 7" --key keys/alice.pem
+step exception grant --model radiology --gate evaluation --ttl 1h --reason "hotfix, incident 7" --key keys/secops.pem
+step model promote radiology --to registry                          # marked UNDER EXCEPTION
+step model list
 step audit log
 step audit verify
 echo; echo "== done: registry in $work/registry"

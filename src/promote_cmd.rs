@@ -246,6 +246,26 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Unix seconds as UTC `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a 400-year era.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn utc_of(v: &Value) -> String {
+    v.as_u64().map(utc).unwrap_or_else(|| "?".into())
+}
+
 fn short(d: &str) -> String {
     d.chars().take(12).collect()
 }
@@ -541,12 +561,12 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
             "expires_at": rec.fields["expires_at"], "recorded": !a.no_record, "record": rec.id,
             "out": a.out, "envelope": rec.envelope})),
         Output::Text => println!(
-            "Approved {}@{} {} → {} by {approver} (expires at {}){}",
+            "Approved {}@{} {} → {} by {approver} (expires {}){}",
             rec.model,
             short(&rec.digest),
             rec.fields["from"].as_str().unwrap_or(""),
             rec.fields["to"].as_str().unwrap_or(""),
-            rec.fields["expires_at"],
+            utc_of(&rec.fields["expires_at"]),
             a.out.as_ref().map(|o| format!("; written to {}", o.display())).unwrap_or_default()
         ),
     }
@@ -569,7 +589,7 @@ pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
             rec.fields["admin"].as_str().unwrap_or(""),
             rec.model,
             short(&rec.digest),
-            rec.fields["expires_at"]
+            utc_of(&rec.fields["expires_at"])
         ),
     }
     Ok(0)
@@ -610,12 +630,27 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
                     for e in &entries {
                         println!(
                             "{:>5} {} {:<10} {:<40} by {}",
-                            e.seq, e.time, e.event.kind, e.event.subject, e.event.actor
+                            e.seq,
+                            utc(e.time),
+                            e.event.kind,
+                            e.event.subject,
+                            e.event.actor
                         );
                     }
                 }
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_795_406_068), "2026-11-23T03:54:28Z");
+        assert_eq!(super::utc(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 }
