@@ -410,6 +410,18 @@ pub(crate) fn status(a: StatusArgs) -> Result<u8, Failure> {
                 s["current"].as_str().unwrap_or("-"),
                 s["next_stage"].as_str().unwrap_or("none")
             );
+            for l in s["locations"].as_array().into_iter().flatten() {
+                let zone = format!("{}/{}", l["zone"].as_str().unwrap_or("?"), l["stage"].as_str().unwrap_or("?"));
+                let aliases: Vec<&str> = s["aliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["data_zone"].as_str() == Some(zone.as_str()))
+                    .filter_map(|a| a["alias"].as_str())
+                    .collect();
+                let tags = if aliases.is_empty() { String::new() } else { format!(" [{}]", aliases.join(", ")) };
+                println!("  in {zone} since {}{tags}", utc_of(&l["since"]));
+            }
             for pr in s["promotions"].as_array().into_iter().flatten() {
                 println!(
                     "  promotion #{}: {} → {}{}  statement {}",
