@@ -198,3 +198,62 @@ fn a_second_opener_waits_for_the_first_to_close() {
     drop(first);
     assert_eq!(second.join().unwrap().unwrap(), 1);
 }
+
+mod tamper_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        Edit(usize),
+        Delete(usize),
+        Swap(usize, usize),
+        EditAndRehash(usize),
+    }
+
+    fn tamper() -> impl Strategy<Value = (usize, Tamper)> {
+        (2usize..10).prop_flat_map(|n| {
+            let t = prop_oneof![
+                (0..n).prop_map(Tamper::Edit),
+                (0..n).prop_map(Tamper::Delete),
+                (0..n, 1..n).prop_map(move |(i, d)| Tamper::Swap(i, (i + d) % n)),
+                (0..n).prop_map(Tamper::EditAndRehash),
+            ];
+            (Just(n), t)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// DESIGN invariant 8: any edit, deletion or reordering of the audit log is detected.
+        #[test]
+        fn every_edit_deletion_or_reordering_is_detected((n, t) in tamper()) {
+            let (_dir, reg) = registry_with_log(n as u32);
+            let tree = reg.raw_audit_tree();
+            let key = |i: usize| (i as u64).to_be_bytes();
+            let get = |i: usize| -> AuditEntry { serde_json::from_slice(&tree.get(key(i)).unwrap().unwrap()).unwrap() };
+            match t {
+                Tamper::Edit(i) => {
+                    let mut e = get(i);
+                    e.event.subject.push('!');
+                    tree.insert(key(i), serde_json::to_vec(&e).unwrap()).unwrap();
+                }
+                Tamper::EditAndRehash(i) => {
+                    let mut e = get(i);
+                    e.event.actor = "mallory".into();
+                    e.hash = e.compute_hash();
+                    tree.insert(key(i), serde_json::to_vec(&e).unwrap()).unwrap();
+                }
+                Tamper::Delete(i) => {
+                    tree.remove(key(i)).unwrap();
+                }
+                Tamper::Swap(i, j) => {
+                    let (a, b) = (tree.get(key(i)).unwrap().unwrap(), tree.get(key(j)).unwrap().unwrap());
+                    tree.insert(key(i), b).unwrap();
+                    tree.insert(key(j), a).unwrap();
+                }
+            }
+            prop_assert!(!reg.verify_audit().unwrap().ok());
+        }
+    }
+}
