@@ -861,6 +861,30 @@ scheduling:
     }
 
     #[test]
+    fn score_nodes_ranks_as_place_chooses() {
+        let cfg = crate::synth::cluster(200, 1);
+        let state = ClusterState::from_config(&cfg).unwrap();
+        let all: Vec<NodeIdx> = (0..state.topology().nodes.len() as NodeIdx).collect();
+        for policy in ["best-fit,topology", "fgd,first-fit", "spread"] {
+            let policy: PolicySpec = policy.parse().unwrap();
+            let workload = crate::synth::workload();
+            let mut scorer = Placer::new(policy.clone(), 5).with_target_workload(&workload);
+            let mut placer = Placer::new(policy, 5).with_target_workload(&workload);
+            for job in crate::synth::jobs(40, 3) {
+                let scores = scorer.score_nodes(&state, &job, &all);
+                let best = scores
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.map(|(total, rank)| (total, std::cmp::Reverse(rank), i)))
+                    .max()
+                    .map(|(_, _, i)| i as NodeIdx);
+                let chosen = placer.place(&state, &job).ok().map(|d| d.replicas[0].node);
+                assert_eq!(best, chosen, "job {}", job.name);
+            }
+        }
+    }
+
+    #[test]
     fn unknown_class_is_refused_not_panicked() {
         let s = cluster(
             "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024}",
