@@ -140,7 +140,8 @@ pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<
         labels.insert("nvidia.com/gpu.compute.minor".into(), g.compute_capability[1].to_string());
         labels.insert("nvidia.com/mig.capable".into(), inv.gpus.iter().any(|g| g.mig_enabled).to_string());
     }
-    if let Some(driver) = &inv.driver_version {
+    // Only a numeric driver version (`550.54.15`), not a fake backend's `fake`.
+    if let Some(driver) = inv.driver_version.as_ref().filter(|d| d.split('.').all(|p| p.parse::<u32>().is_ok())) {
         for (part, key) in driver.split('.').zip(["major", "minor", "rev"]) {
             labels.insert(format!("nvidia.com/cuda.driver.{key}"), label_value(part));
         }
