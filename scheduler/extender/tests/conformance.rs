@@ -451,3 +451,49 @@ fn deploy_manifests_parse_and_the_shipped_cluster_file_loads() {
         assert!(kinds.iter().any(|k| k == want), "{want} in {kinds:?}");
     }
 }
+
+/// Gangs: a member passes only when the whole gang can be placed; until then every node answers `FailedNodes`
+/// (resolvable: the pod is retried) and nothing is held.
+#[tokio::test]
+async fn gang_members_wait_until_the_whole_gang_fits() {
+    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let names = ["gpu-fr-1", "gpu-fr-2", "gpu-nl-1", "gpu-hyper-1"];
+    let member = |group: &str, min: u32, i: u32| {
+        let mut req = json(&fixture("filter_cache_mode.json"));
+        req["Pod"]["metadata"]["name"] = format!("{group}-{i}").into();
+        req["Pod"]["metadata"]["uid"] = format!("uid-{group}-{i}").into();
+        req["Pod"]["metadata"]["labels"]["sovra.io/pod-group"] = group.into();
+        req["Pod"]["metadata"]["annotations"]["sovra.io/pod-group-min-member"] = min.to_string().into();
+        req["NodeNames"] = serde_json::json!(names);
+        serde_json::to_vec(&req).unwrap()
+    };
+    // Three members of 8 GPUs; three permitted 8-GPU nodes.
+    for i in 0..2 {
+        let (_, b) = post(addr, "/sovra/filter", member("trio", 3, i)).await;
+        let v = json(&b);
+        assert_eq!(v["NodeNames"], serde_json::json!([]), "member {i} waits");
+        assert_eq!(
+            v["FailedNodes"]["gpu-fr-1"],
+            format!("gang ml/trio waits for its members: {} of 3 pods exist; it holds no GPU while it waits", i + 1)
+        );
+        assert!(v["FailedAndUnresolvableNodes"]["gpu-hyper-1"].is_string(), "residency still unresolvable");
+    }
+    let (_, b) = post(addr, "/sovra/filter", member("trio", 3, 2)).await;
+    assert_eq!(json(&b)["NodeNames"], serde_json::json!(["gpu-fr-1", "gpu-fr-2", "gpu-nl-1"]), "the gang fits");
+    // Four members of 8 GPUs can never fit three nodes: the gang waits (and says why).
+    for i in 0..4 {
+        let (_, b) = post(addr, "/sovra/filter", member("quad", 4, i)).await;
+        let v = json(&b);
+        assert_eq!(v["NodeNames"], serde_json::json!([]));
+        if i == 3 {
+            let why = v["FailedNodes"]["gpu-fr-1"].as_str().unwrap();
+            assert!(why.starts_with("gang ml/quad: its 4 unbound pods do not fit together now"), "{why}");
+        }
+    }
+    // Binding one trio member leaves two to place: they still fit on the two other nodes.
+    let bind = serde_json::json!({"PodName":"trio-0","PodNamespace":"ml","PodUID":"uid-trio-0","Node":"gpu-fr-1"});
+    let (_, b) = post(addr, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
+    assert_eq!(json(&b)["Error"], "");
+    let (_, b) = post(addr, "/sovra/filter", member("trio", 3, 1)).await;
+    assert_eq!(json(&b)["NodeNames"], serde_json::json!(["gpu-fr-2", "gpu-nl-1"]));
+}
