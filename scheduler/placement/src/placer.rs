@@ -84,6 +84,15 @@ impl FgdCache {
     }
 }
 
+/// The scorers of one job: weights by scorer index, the scorers with a weight, whether ties go to a per-job random
+/// order, and the job's FGD shape id when FGD scores.
+struct Scoring {
+    weights: [u32; SCORERS],
+    active: Vec<(usize, ScorerKind)>,
+    random_ties: bool,
+    shape: Option<usize>,
+}
+
 /// Per-job facts computed once: permitted pools and what rejected the others.
 struct Plan {
     needs: JobNeeds,
@@ -255,16 +264,7 @@ impl Placer {
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else { return vec![None; nodes.len()] };
         let plan = self.plan(&topo, job, class);
-        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
-        let active: Vec<(usize, ScorerKind)> =
-            ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
-        let random_ties = self.random_leads();
-        let shape = if weights[1] > 0 {
-            self.memo_for(&topo);
-            self.fgd_cache.shape(job, topo.nodes.len())
-        } else {
-            None
-        };
+        let scoring = self.scoring(&topo, job);
         let mut permitted = vec![false; topo.pools.len()];
         for &p in &plan.pools {
             permitted[p as usize] = true;
@@ -276,7 +276,7 @@ impl Placer {
                 if !permitted[info.pool as usize] || check_node(state, node, &plan.needs).is_err() {
                     return None;
                 }
-                let c = self.score_node(state, &topo, node, &plan, 0, (&weights, &active, random_ties), shape);
+                let c = self.score_node(state, &topo, node, &plan, 0, &scoring);
                 Some((c.total, c.rank))
             })
             .collect()
@@ -305,17 +305,7 @@ impl Placer {
         counts: &mut [u32; Reason::ALL.len()],
     ) -> Option<ReplicaPlacement> {
         let topo = state.topology().clone();
-        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
-        // The scorers with a weight, and how ties are broken: computed once, read for every node.
-        let active: Vec<(usize, ScorerKind)> =
-            ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
-        let random_ties = self.random_leads();
-        let shape = if weights[1] > 0 {
-            self.memo_for(&topo);
-            self.fgd_cache.shape(job, topo.nodes.len())
-        } else {
-            None
-        };
+        let scoring = self.scoring(&topo, job);
         let mut best: Option<Candidate> = None;
         let mut feasible = 0u32;
         for &pool in &plan.pools {
@@ -328,7 +318,7 @@ impl Placer {
                     continue;
                 }
                 feasible += 1;
-                let c = self.score_node(state, &topo, node, plan, replica, (&weights, &active, random_ties), shape);
+                let c = self.score_node(state, &topo, node, plan, replica, &scoring);
                 if best.is_none_or(|b| (c.total, std::cmp::Reverse(c.rank)) > (b.total, std::cmp::Reverse(b.rank))) {
                     best = Some(c);
                 }
@@ -351,7 +341,7 @@ impl Placer {
             scores: ScoreBreakdown {
                 parts: ScorerKind::ALL
                     .iter()
-                    .zip(weights)
+                    .zip(scoring.weights)
                     .zip(best.parts)
                     .filter(|((_, w), _)| *w > 0)
                     .map(|((k, w), s)| (*k, w, s))
@@ -362,9 +352,21 @@ impl Placer {
         })
     }
 
-    /// Scores one feasible node. `scorers` = (weights by scorer index, the scorers with a weight, whether ties go
-    /// to a per-job random order).
-    #[allow(clippy::too_many_arguments)]
+    /// How a job's nodes are scored, computed once per replica (or per `score_nodes` call) and read for every node.
+    fn scoring(&mut self, topo: &Arc<Topology>, job: &Job) -> Scoring {
+        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let active = ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
+        let random_ties = self.random_leads();
+        let shape = if weights[1] > 0 {
+            self.memo_for(topo);
+            self.fgd_cache.shape(job, topo.nodes.len())
+        } else {
+            None
+        };
+        Scoring { weights, active, random_ties, shape }
+    }
+
+    /// Scores one feasible node.
     fn score_node(
         &mut self,
         state: &ClusterState,
@@ -372,10 +374,10 @@ impl Placer {
         node: NodeIdx,
         plan: &Plan,
         replica: u32,
-        scorers: (&[u32; SCORERS], &[(usize, ScorerKind)], bool),
-        shape: Option<usize>,
+        scoring: &Scoring,
     ) -> Candidate {
-        let (weights, active, random_ties) = scorers;
+        let Scoring { weights, active, random_ties, shape } = scoring;
+        let (random_ties, shape) = (*random_ties, *shape);
         let s = state.summary(node);
         let needs = &plan.needs;
         let mut parts = [0u32; SCORERS];
