@@ -58,33 +58,10 @@ fn fail(code: u8) -> impl Fn(String) -> Failure {
     move |message| Failure { code, message }
 }
 
-/// A fake-backend fixture for a node as the cluster file describes it.
+/// A fake-backend fixture for a node as the cluster file describes it: the GPUs of [`FakeBackend::of_node`], and
+/// an XID 79 two seconds in for each GPU the file marks unhealthy.
 fn fixture(node: &Node) -> serde_json::Value {
-    let bus = |i: usize| format!("0000:{:02x}:00.0", 0x10 + i);
-    let gpus: Vec<serde_json::Value> = node
-        .gpus
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let name = format!("NVIDIA {}", g.model.replace('-', " "));
-            serde_json::json!({
-                "index": i,
-                "uuid": format!("GPU-fake-{}-{i}", node.name),
-                "name": name,
-                "memory_total_mib": g.memory_mib,
-                "compute_capability": [9, 0],
-                "pci_bus_id": bus(i),
-                "numa_node": g.numa_node,
-                "nvlink_peers": g.nvlink_peers.iter().map(|&p| bus(p as usize)).collect::<Vec<_>>(),
-                "mig_enabled": !g.mig.is_empty(),
-                "mig_instances": g.mig.iter().enumerate().map(|(m, inst)| serde_json::json!({
-                    "uuid": format!("MIG-fake-{}-{i}-{m}", node.name),
-                    "name": format!("{name} MIG {}", inst.profile),
-                    "memory_total_mib": inst.memory_mib,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let gpus = FakeBackend::of_node(node, "").inventory().gpus;
     let events: Vec<serde_json::Value> = node
         .gpus
         .iter()
@@ -140,7 +117,7 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
     let metrics_addr = mlistener.local_addr().map_err(|e| fail(1)(e.to_string()))?;
     let token = match &args.token {
         Some(t) if !t.is_empty() => t.clone(),
-        _ => format!("dev-{:016x}", fastrand_token()),
+        _ => sovra_scheduler::service::random_token().map_err(fail(1))?,
     };
     let server_tls = tls.server_config().map_err(&bad)?;
     let (s1, s2, t) = (scheduler.clone(), scheduler.clone(), token.clone());
@@ -202,16 +179,6 @@ fn write_fixture(path: &Path, node: &Node) -> Result<(), String> {
     }
     let text = serde_json::to_string_pretty(&fixture(node)).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// A random-enough token for a local session (time and process id through SplitMix64).
-fn fastrand_token() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut z = t ^ (u64::from(std::process::id()) << 32);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Runs `sovra dev`.

@@ -179,10 +179,11 @@ fn apply(inv: &mut Inventory, u: &Update) -> NodeReport {
     NodeReport { body: Some(body) }
 }
 
-/// How a session ended.
-enum End {
-    /// The stream broke or was refused; reconnect. `registered` tells whether it got as far as registering.
-    Retry { reason: String, registered: bool },
+/// Why a session ended (the stream broke or was refused; the reporter reconnects), and whether it had got as far as
+/// registering (which resets the backoff).
+struct End {
+    reason: String,
+    registered: bool,
 }
 
 impl Reporter {
@@ -207,7 +208,7 @@ impl Reporter {
         let mut failures: u32 = 0;
         let mut updates_open = true;
         loop {
-            let End::Retry { reason, registered } =
+            let End { reason, registered } =
                 self.session(&endpoint, &mut inventory, &mut updates, &mut updates_open, &metrics).await;
             metrics.connected.set(0);
             failures = if registered { 1 } else { failures.saturating_add(1) };
@@ -233,7 +234,7 @@ impl Reporter {
         updates_open: &mut bool,
         metrics: &DaemonMetrics,
     ) -> End {
-        let retry = |reason: String| End::Retry { reason, registered: false };
+        let retry = |reason: String| End { reason, registered: false };
         // Updates that came while disconnected go into the registration itself.
         while let Ok(u) = updates.try_recv() {
             apply(inv, &u);
@@ -278,7 +279,7 @@ impl Reporter {
         tick.tick().await;
         let mut seq = 0u64;
         let started = Instant::now();
-        let end = |reason: String| End::Retry { reason, registered: true };
+        let end = |reason: String| End { reason, registered: true };
         loop {
             tokio::select! {
                 _ = tick.tick() => {

@@ -15,7 +15,6 @@ use sovra_domain::ClusterConfig;
 use sovra_scheduler::service::{Options, Scheduler, serve_metrics, serve_with};
 use sovra_scheduler::store::Store;
 use sovra_scheduler::tls::TlsDir;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,14 +77,6 @@ enum Command {
     },
 }
 
-fn random_token() -> Result<String, String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("no randomness for a token: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let bad = |m: String| (2u8, m);
     let (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons) =
@@ -128,7 +119,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
     let token = match token {
         Some(t) if !t.is_empty() => t,
-        _ => random_token().map_err(|m| (1, m))?,
+        _ => sovra_scheduler::service::random_token().map_err(|m| (1, m))?,
     };
     if let Some(m) = metrics_listen {
         let l = tokio::net::TcpListener::bind(&m).await.map_err(|e| bad(format!("--metrics-listen {m}: {e}")))?;

@@ -52,6 +52,16 @@ impl Default for Options {
     }
 }
 
+/// A random bearer token (128 bits from the operating system, hex), for a scheduler started without one.
+pub fn random_token() -> Result<String, String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("no randomness for a token: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// What the scheduler knows about a node's daemon.
 #[derive(Debug, Clone, Default)]
 struct NodeLive {
