@@ -111,14 +111,8 @@ impl Metrics {
         }
         let topo = state.topology();
         let mut zones: std::collections::BTreeMap<&str, [i64; 3]> = std::collections::BTreeMap::new();
-        let (mut ready, mut not_ready) = (0, 0);
-        for (i, _) in topo.nodes.iter().enumerate() {
-            if state.node_ready(i as u32) {
-                ready += 1;
-            } else {
-                not_ready += 1;
-            }
-        }
+        let ready = (0..topo.nodes.len() as u32).filter(|&n| state.node_ready(n)).count() as i64;
+        let not_ready = topo.nodes.len() as i64 - ready;
         for (p, pool) in topo.pools.iter().enumerate() {
             let mut v = [0i64; 3]; // free, used, unavailable
             for &n in &topo.pool_nodes[p] {
