@@ -15,6 +15,7 @@ mod dev;
 mod model_cmd;
 mod plot;
 mod promote_cmd;
+mod registry_cmd;
 mod remote;
 mod replay_cmd;
 mod simulate;
@@ -122,6 +123,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: promote_cmd::AuditCommand,
+    },
+    /// The model registry itself: `gc` lists (and removes) what killed or failed writers left behind.
+    Registry {
+        #[command(subcommand)]
+        command: registry_cmd::RegistryCommand,
     },
     /// Submit a job file to the scheduler (`sovra-scheduler serve`); prints where it runs or why it waits.
     Submit {
@@ -315,6 +321,7 @@ fn main() -> ExitCode {
         Command::Model { command } => model_cmd::run(command),
         Command::Exception { command } => promote_cmd::exception(command),
         Command::Audit { command } => promote_cmd::audit(command),
+        Command::Registry { command } => registry_cmd::run(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {

@@ -41,6 +41,9 @@ pub(crate) enum ModelCommand {
         /// Hashing threads. Default: all cores.
         #[arg(long)]
         threads: Option<usize>,
+        /// Sign even if the model has no files (refused by default; the registry never stores an empty model).
+        #[arg(long)]
+        allow_empty: bool,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -110,6 +113,7 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
             allow_symlinks,
             shard_size,
             threads,
+            allow_empty,
             output,
         } => {
             let options = SignOptions {
@@ -118,6 +122,7 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
                 allow_symlinks,
                 shard_size,
                 threads,
+                allow_empty,
             };
             let start = Instant::now();
             let out = sign_model(&model_path, &private_key, &signature, &options).map_err(failure)?;

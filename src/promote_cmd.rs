@@ -4,14 +4,57 @@
 //! The registry directory comes from `--registry` or `SOVRA_REGISTRY` (default `./sovra-registry`), the promotion
 //! config from `--promotion-config` or `SOVRA_PROMOTION_CONFIG` (default `./promotion.yaml`). Exit codes: 0 done;
 //! 1 denied by the gates (every failed gate is listed), a signature or digest did not verify, or the audit chain
-//! is broken; 2 bad input (a file, key, name or flag is wrong; nothing was written or promoted).
+//! is broken or the registry is damaged (its log does not reach the recorded audit head); 2 bad input (a file,
+//! key, name or flag is wrong; nothing was written or promoted). The `audit` and `registry` subcommands live in
+//! `registry_cmd`.
 
 use crate::{Failure, Output};
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
 use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
-use sovra_registry::{Registry, Stage};
+use sovra_registry::{OpenOptions, Registry, Stage};
 use std::path::{Path, PathBuf};
+
+pub(crate) use crate::registry_cmd::{AuditCommand, audit};
+
+/// A stage on the command line (clap lists these on a bad value).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StageArg {
+    /// Where training jobs write models.
+    Training,
+    /// The curated registry.
+    Registry,
+    /// Where inference jobs read models.
+    Inference,
+}
+
+impl From<StageArg> for Stage {
+    fn from(s: StageArg) -> Stage {
+        match s {
+            StageArg::Training => Stage::Training,
+            StageArg::Registry => Stage::Registry,
+            StageArg::Inference => Stage::Inference,
+        }
+    }
+}
+
+/// A stage a model can be promoted (or approved) into: nothing is promoted into training.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TargetStage {
+    /// The curated registry.
+    Registry,
+    /// Where inference jobs read models.
+    Inference,
+}
+
+impl From<TargetStage> for Stage {
+    fn from(s: TargetStage) -> Stage {
+        match s {
+            TargetStage::Registry => Stage::Registry,
+            TargetStage::Inference => Stage::Inference,
+        }
+    }
+}
 
 /// Where the registry and the promotion config are.
 #[derive(clap::Args, Clone)]
@@ -23,6 +66,10 @@ pub(crate) struct Where {
     /// examples/promotion.yaml.
     #[arg(long, env = "SOVRA_PROMOTION_CONFIG", default_value = "promotion.yaml")]
     promotion_config: PathBuf,
+    /// A second file that keeps the audit head (e.g. on another volume): written after every commit beside
+    /// REGISTRY/audit.head and checked at every open; see docs/registry.md.
+    #[arg(long, env = "SOVRA_AUDIT_WITNESS", value_name = "FILE")]
+    audit_witness: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -74,12 +121,12 @@ pub(crate) struct PullArgs {
     model: String,
     /// Directory to write (must not exist or be empty).
     dest: PathBuf,
-    /// Where to write the bundle. Default: DEST.sig.
+    /// Where to write the bundle. Default: DEST.sig beside DEST (never inside it; `out/` gives `out.sig`).
     #[arg(long)]
     signature: Option<PathBuf>,
     /// Pull from this stage's data zone. Default: the furthest stage reached.
-    #[arg(long)]
-    stage: Option<Stage>,
+    #[arg(long, value_enum)]
+    stage: Option<StageArg>,
     #[command(flatten)]
     at: Where,
 }
@@ -107,9 +154,9 @@ pub(crate) struct StatusArgs {
 pub(crate) struct PromoteArgs {
     /// NAME or NAME@DIGEST-PREFIX.
     model: String,
-    /// Target stage: registry or inference (only the next stage is allowed).
-    #[arg(long)]
-    to: Stage,
+    /// Target stage (only the next stage is allowed).
+    #[arg(long, value_enum)]
+    to: TargetStage,
     /// Target zone. Default: the stage's first zone in the promotion config.
     #[arg(long)]
     zone: Option<String>,
@@ -132,9 +179,9 @@ pub(crate) struct PromoteArgs {
 pub(crate) struct ApproveArgs {
     /// NAME or NAME@DIGEST-PREFIX.
     model: String,
-    /// The stage the approval lets it enter (registry or inference).
-    #[arg(long)]
-    to: Stage,
+    /// The stage the approval lets it enter.
+    #[arg(long, value_enum)]
+    to: TargetStage,
     /// The approver's PEM private key.
     #[arg(long)]
     key: PathBuf,
@@ -163,7 +210,7 @@ pub(crate) enum ExceptionCommand {
         /// The gate to override (e.g. approvals, evaluation).
         #[arg(long)]
         gate: String,
-        /// How long it lasts, e.g. 30m, 4h.
+        /// How long it lasts, e.g. 30m, 4h; at most exceptions.max_ttl of the promotion config (default 24h).
         #[arg(long)]
         ttl: String,
         /// Why (recorded in the audit log).
@@ -177,30 +224,7 @@ pub(crate) enum ExceptionCommand {
     },
 }
 
-/// `sovra audit ...`.
-#[derive(clap::Subcommand)]
-pub(crate) enum AuditCommand {
-    /// Check the audit log's hash chain: detects edited, deleted and reordered entries. Exit 1 when broken.
-    Verify {
-        /// Registry directory.
-        #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
-        registry: PathBuf,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// Print the audit log.
-    Log {
-        /// Registry directory.
-        #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
-        registry: PathBuf,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-}
-
-fn fail(code: u8, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
@@ -208,19 +232,30 @@ fn from_promote(e: PromoteError) -> Failure {
     fail(e.exit_code(), e.to_string())
 }
 
-fn open_registry(path: &Path) -> Result<Registry, Failure> {
-    Registry::open(path).map_err(|e| fail(2, e.to_string()))
+/// A registry error on the command line: damage (a rolled-back or unreadable store) exits 1, the rest 2.
+pub(crate) fn from_registry(e: sovra_registry::Error) -> Failure {
+    fail(if e.is_damage() { 1 } else { 2 }, e.to_string())
+}
+
+/// Opens (or creates) a registry; refuses a damaged one (exit 1) — every command but `sovra audit verify | log |
+/// reset-head`, which report on it instead.
+pub(crate) fn open_registry(path: &Path, options: &OpenOptions) -> Result<Registry, Failure> {
+    Registry::open_opts(path, options).map_err(from_registry)
 }
 
 /// Opens an existing registry only (reading commands never create one).
-fn open_existing(path: &Path) -> Result<Registry, Failure> {
-    if !path.join("meta.sled").exists() {
+pub(crate) fn open_existing(path: &Path, options: &OpenOptions) -> Result<Registry, Failure> {
+    if !path.join("meta.sled").exists() && !path.join(sovra_registry::head::HEAD_FILE).exists() {
         return Err(fail(
             2,
             format!("{}: no registry here; give --registry or SOVRA_REGISTRY (push creates one)", path.display()),
         ));
     }
-    open_registry(path)
+    open_registry(path, options)
+}
+
+fn options(at: &Where) -> OpenOptions {
+    OpenOptions { witness: at.audit_witness.clone(), inspect: false }
 }
 
 fn promoter(at: &Where) -> Result<Promoter, Failure> {
@@ -231,7 +266,7 @@ fn promoter(at: &Where) -> Result<Promoter, Failure> {
         Some(p) => ClusterConfig::load(p)?,
         None => ClusterConfig::from_yaml("<built-in examples/cluster.yaml>", crate::EXAMPLE_CLUSTER)?,
     };
-    let registry = open_registry(&at.registry)?;
+    let registry = open_registry(&at.registry, &options(at))?;
     Promoter::new(registry, config, cluster).map_err(from_promote)
 }
 
@@ -242,12 +277,12 @@ fn split_ref(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Unix seconds as UTC `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
-fn utc(secs: u64) -> String {
+pub(crate) fn utc(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Shift the epoch to 0000-03-01 so that leap days fall at the end of a 400-year era.
     let z = days as i64 + 719_468;
@@ -266,7 +301,7 @@ fn utc_of(v: &Value) -> String {
     v.as_u64().map(utc).unwrap_or_else(|| "?".into())
 }
 
-fn short(d: &str) -> String {
+pub(crate) fn short(d: &str) -> String {
     d.chars().take(12).collect()
 }
 
@@ -337,28 +372,36 @@ pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
 
 /// `sovra model pull`.
 pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
+    let sig = match a.signature.clone() {
+        Some(s) => s,
+        None => sovra_promotion::default_signature_path(&a.dest).ok_or_else(|| {
+            fail(2, format!("{}: has no name to put `.sig` after; give --signature", a.dest.display()))
+        })?,
+    };
     let p = promoter(&a.at)?;
     let (name, r) = split_ref(&a.model);
-    let sig = a.signature.unwrap_or_else(|| PathBuf::from(format!("{}.sig", a.dest.display())));
-    let (v, dz) = p.pull(name, r, a.stage, &a.dest, &sig).map_err(from_promote)?;
+    let (v, dz) = p.pull(name, r, a.stage.map(Stage::from), &a.dest, &sig).map_err(from_promote)?;
     match a.at.output {
         Output::Json => print_json(&json!({"status": "pulled", "model": v.model, "digest": v.digest,
             "data_zone": dz.to_string(), "dest": a.dest, "signature": sig, "files": v.files.len()})),
-        Output::Text => println!(
-            "Pulled {}@{} from {dz} → {} (bundle {}; every digest checked)",
-            v.model,
-            short(&v.digest),
-            a.dest.display(),
-            sig.display()
-        ),
+        Output::Text => {
+            println!("Pulled {}@{} from {dz} (every digest checked):", v.model, short(&v.digest),);
+            println!("  files  → {} ({} file(s), {} bytes)", a.dest.display(), v.files.len(), v.size());
+            println!("  bundle → {} (the OMS signature, beside the files, not inside them)", sig.display());
+            println!(
+                "  check: sovra model verify {} --signature {} --public-key SIGNER.pub.pem",
+                a.dest.display(),
+                sig.display()
+            );
+        }
     }
     Ok(0)
 }
 
 /// `sovra model list`.
 pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
-    let reg = open_existing(&a.at.registry)?;
-    let versions = reg.versions(a.name.as_deref()).map_err(|e| fail(2, e.to_string()))?;
+    let reg = open_existing(&a.at.registry, &options(&a.at))?;
+    let versions = reg.versions(a.name.as_deref()).map_err(from_registry)?;
     match a.at.output {
         Output::Json => print_json(&json!(
             versions
@@ -462,7 +505,7 @@ pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
     let p = promoter(&a.at)?;
     let (name, r) = split_ref(&a.model);
     if a.dry_run {
-        let d = p.evaluate(name, r, a.to, a.zone.as_deref(), &a.approvals).map_err(from_promote)?;
+        let d = p.evaluate(name, r, a.to.into(), a.zone.as_deref(), &a.approvals).map_err(from_promote)?;
         let failed: Vec<_> = d.gates.iter().filter(|g| !g.allows()).collect();
         match a.at.output {
             Output::Json => {
@@ -494,7 +537,7 @@ pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
         }
         return Ok(if d.allowed { 0 } else { 1 });
     }
-    match p.promote(name, r, a.to, a.zone.as_deref(), &a.approvals) {
+    match p.promote(name, r, a.to.into(), a.zone.as_deref(), &a.approvals) {
         Ok(done) => {
             match a.at.output {
                 Output::Json => print_json(&json!({"status": "promoted", "model": done.version.model,
@@ -558,7 +601,7 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
         .map(sovra_promotion::config::parse_duration)
         .transpose()
         .map_err(|e| fail(2, format!("--ttl: {e}")))?;
-    let rec = p.approve(name, r, a.to, &a.key, ttl, !a.no_record).map_err(from_promote)?;
+    let rec = p.approve(name, r, a.to.into(), &a.key, ttl, !a.no_record).map_err(from_promote)?;
     if let Some(out) = &a.out {
         let bytes = serde_json::to_vec_pretty(&rec.envelope).unwrap_or_default();
         std::fs::write(out, bytes).map_err(|e| fail(2, format!("{}: cannot write: {e}", out.display())))?;
@@ -605,55 +648,6 @@ pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
         ),
     }
     Ok(0)
-}
-
-/// `sovra audit ...`.
-pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
-    match c {
-        AuditCommand::Verify { registry, output } => {
-            let reg = open_existing(&registry)?;
-            let report = reg.verify_audit().map_err(|e| fail(2, e.to_string()))?;
-            match output {
-                Output::Json => print_json(&json!({"status": if report.ok() { "intact" } else { "broken" },
-                    "entries": report.entries, "head": report.head, "problems": report.problems})),
-                Output::Text => {
-                    if report.ok() {
-                        println!("Audit log intact: {} entries, head {}", report.entries, report.head.hash);
-                    } else {
-                        println!("Audit log BROKEN ({} entries read):", report.entries);
-                        for p in &report.problems {
-                            println!("  at {}: {}", p.position, p.message);
-                        }
-                    }
-                }
-            }
-            if report.ok() {
-                Ok(0)
-            } else {
-                Err(fail(1, format!("the audit chain is broken ({} problem(s))", report.problems.len())))
-            }
-        }
-        AuditCommand::Log { registry, output } => {
-            let reg = open_existing(&registry)?;
-            let entries = reg.audit_entries().map_err(|e| fail(2, e.to_string()))?;
-            match output {
-                Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),
-                Output::Text => {
-                    for e in &entries {
-                        println!(
-                            "{:>5} {} {:<10} {:<40} by {}",
-                            e.seq,
-                            utc(e.time),
-                            e.event.kind,
-                            e.event.subject,
-                            e.event.actor
-                        );
-                    }
-                }
-            }
-            Ok(0)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,25 @@ impl Default for ApprovalRules {
     }
 }
 
+/// Break-glass exception rules.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionRules {
+    /// Longest time an exception may last, e.g. `24h` (default 24 hours); a longer `--ttl` is refused.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: String,
+}
+
+fn default_max_ttl() -> String {
+    "24h".into()
+}
+
+impl Default for ExceptionRules {
+    fn default() -> Self {
+        ExceptionRules { max_ttl: default_max_ttl() }
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +114,8 @@ struct RawConfig {
     service_key: PathBuf,
     #[serde(default)]
     approvals: ApprovalRules,
+    #[serde(default)]
+    exceptions: ExceptionRules,
     #[serde(default)]
     evaluation: BTreeMap<String, Threshold>,
     #[serde(default)]
@@ -135,17 +156,30 @@ pub struct PromotionConfig {
     pub approvals: ApprovalRules,
     /// Longest approval validity, seconds.
     pub approval_max_age: u64,
+    /// Exception rules.
+    pub exceptions: ExceptionRules,
+    /// Longest exception validity, seconds.
+    pub exception_max_ttl: u64,
     /// Evaluation thresholds.
     pub evaluation: BTreeMap<String, Threshold>,
     /// A directory of `.rego` files that override or add to the built-in policies.
     pub policies: Option<PathBuf>,
 }
 
-/// Parses `30s`, `15m`, `2h`, `7d` (or plain seconds) into seconds.
+/// The longest duration [`parse_duration`] accepts: 3650 days (about ten years). Every validity in the
+/// promotion config and on the command line is far shorter; the bound keeps `now + duration` far from overflow.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
+
+/// Parses `30s`, `15m`, `2h`, `7d` (or plain seconds) into seconds; at most [`MAX_DURATION_SECS`].
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. 30m, 2h or 7d"))?;
+    let too_long = || format!("`{s}` is longer than the limit of 3650d (about ten years)");
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Err(too_long()),
+        Err(_) => return Err(format!("`{s}` is not a duration; write e.g. 30m, 2h or 7d")),
+    };
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -156,7 +190,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     if n == 0 {
         return Err(format!("`{s}`: a duration must be positive"));
     }
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too long"))
+    n.checked_mul(mult).filter(|&secs| secs <= MAX_DURATION_SECS).ok_or_else(too_long)
 }
 
 impl PromotionConfig {
@@ -192,6 +226,8 @@ impl PromotionConfig {
             .map_err(|e| format!("{}: field `service_key`: {e}", path.display()))?;
         let approval_max_age = parse_duration(&raw.approvals.max_age)
             .map_err(|e| format!("{}: field `approvals.max_age`: {e}", path.display()))?;
+        let exception_max_ttl = parse_duration(&raw.exceptions.max_ttl)
+            .map_err(|e| format!("{}: field `exceptions.max_ttl`: {e}", path.display()))?;
         let approvers = ids(&raw.approvers, "approvers")?;
         for (stage, n) in [("registry", raw.approvals.registry), ("inference", raw.approvals.inference)] {
             if n > approvers.len() {
@@ -223,6 +259,8 @@ impl PromotionConfig {
             service_key,
             approvals: raw.approvals,
             approval_max_age,
+            exceptions: raw.exceptions,
+            exception_max_ttl,
             evaluation: raw.evaluation,
             policies: raw.policies.as_deref().map(at),
         })

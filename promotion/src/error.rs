@@ -140,6 +140,16 @@ pub enum Error {
         /// Changed, added and missing files.
         diff: ManifestDiff,
     },
+    /// The model has no files to sign (after the ignore list); nothing was written.
+    #[error(
+        "{}: the model has no files to sign (after leaving out the ignored paths); check the path, or pass \
+         --allow-empty if an empty model is really meant (the registry refuses to store one)",
+        path.display()
+    )]
+    EmptyModel {
+        /// The model path as given.
+        path: PathBuf,
+    },
     /// An option value that cannot be used.
     #[error("{0}")]
     InvalidOption(String),

@@ -9,16 +9,12 @@
 use crate::config::{Identity, PromotionConfig};
 use crate::dsse::Envelope;
 use crate::gates::{GateResult, Gates};
-use crate::keys::{PublicKey, SigningKey};
-use crate::manifest::Method;
-use crate::paths::normalize_name;
-use crate::verifying::{VerifyOptions, verify_bundle, verify_model_with_key};
+use crate::keys::PublicKey;
+use crate::verifying::verify_bundle;
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
-use sovra_registry::{
-    AuditEvent, DataZone, FileEntry, Location, Registry, SignedRecord, Stage, VersionRecord, check_name,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use sovra_registry::{AuditEvent, DataZone, Location, Registry, SignedRecord, Stage, VersionRecord};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// payloadType of approvals.
@@ -56,7 +52,7 @@ pub enum PromoteError {
 }
 
 /// The first 12 characters (never splits a character: names and ids may come from untrusted files).
-fn short(s: &str) -> String {
+pub(crate) fn short(s: &str) -> String {
     s.chars().take(12).collect()
 }
 
@@ -93,9 +89,9 @@ impl From<crate::Error> for PromoteError {
     }
 }
 
-type Res<T> = std::result::Result<T, PromoteError>;
+pub(crate) type Res<T> = std::result::Result<T, PromoteError>;
 
-fn bad(m: impl Into<String>) -> PromoteError {
+pub(crate) fn bad(m: impl Into<String>) -> PromoteError {
     PromoteError::BadInput(m.into())
 }
 
@@ -192,17 +188,6 @@ pub struct Promoter {
     now: Option<u64>,
 }
 
-fn read_doc(path: &Path, what: &str) -> Res<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(format!("{}: cannot read the {what} file: {e}", path.display())))?;
-    let v: Value = serde_yaml_ng::from_str(&text)
-        .map_err(|e| bad(format!("{}: the {what} file is not valid YAML/JSON: {e}", path.display())))?;
-    if !v.is_object() {
-        return Err(bad(format!("{}: the {what} file must be a mapping of fields", path.display())));
-    }
-    Ok(v)
-}
-
 fn zone_doc(z: &sovra_domain::Zone) -> Value {
     serde_json::to_value(z).unwrap_or(Value::Null)
 }
@@ -231,7 +216,7 @@ impl Promoter {
         self.now.unwrap_or_else(sovra_registry::now)
     }
 
-    fn data_zone(&self, zone: &str, stage: Stage) -> Res<DataZone> {
+    pub(crate) fn data_zone(&self, zone: &str, stage: Stage) -> Res<DataZone> {
         if !self.config.stages.zones(stage).iter().any(|z| z == zone) {
             return Err(bad(format!(
                 "zone `{zone}` holds no {stage} data zone in {} (stages.{stage}: {})",
@@ -242,347 +227,8 @@ impl Promoter {
         Ok(DataZone::new(zone, stage)?)
     }
 
-    fn signer(&self, hint: &str) -> Option<&Identity> {
+    pub(crate) fn signer(&self, hint: &str) -> Option<&Identity> {
         self.config.signers.iter().find(|s| s.hint == hint)
-    }
-
-    /// Verifies a model against its bundle and stores it in a training data zone. Nothing is stored unless the
-    /// signature and every file verify.
-    pub fn push(&self, req: &PushRequest) -> Res<VersionRecord> {
-        check_name("model name", &req.name)?;
-        if self.cluster.class(&req.residency_class).is_none() {
-            return Err(bad(format!(
-                "--residency-class `{}` is not a residency class of the cluster config (classes: {})",
-                req.residency_class,
-                self.cluster.residency_classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let provenance = match &req.provenance {
-            Some(p) => read_doc(p, "provenance")?,
-            None => json!({}),
-        };
-        let metrics = match &req.metrics {
-            Some(p) => {
-                let m = read_doc(p, "metrics")?;
-                if let Some((k, _)) = m.as_object().into_iter().flatten().find(|(_, v)| !v.is_number()) {
-                    return Err(bad(format!("{}: metric `{k}` is not a number", p.display())));
-                }
-                m
-            }
-            None => json!({}),
-        };
-        let zone = req
-            .zone
-            .clone()
-            .or_else(|| provenance.get("training_zone").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| self.config.stages.training[0].clone());
-        let dz = self.data_zone(&zone, Stage::Training)?;
-        let bundle = std::fs::read(&req.signature)
-            .map_err(|e| bad(format!("{}: cannot read the signature: {e}", req.signature.display())))?;
-        let (key, key_label) = match &req.public_key {
-            Some(p) => (PublicKey::from_pem_file(p)?, p.clone()),
-            None => {
-                let hint = crate::bundle::Bundle::from_json(&bundle)
-                    .map_err(|m| bad(format!("{}: not a valid OMS signature bundle: {m}", req.signature.display())))?
-                    .verification_material
-                    .public_key
-                    .hint
-                    .unwrap_or_default();
-                let s = self.signer(&hint).ok_or_else(|| {
-                    bad(format!(
-                        "{}: signed by key {hint}, which is not a configured signer; pass --public-key",
-                        req.signature.display()
-                    ))
-                })?;
-                (s.key.clone(), PathBuf::from(format!("signer `{}`", s.name)))
-            }
-        };
-        let out = verify_model_with_key(&req.model, &req.signature, &key, &key_label, &VerifyOptions::default())?;
-        if !matches!(out.manifest.serialization.method, Method::Files) {
-            return Err(bad(format!(
-                "{}: the registry stores models signed file by file; re-sign without --shard-size",
-                req.signature.display()
-            )));
-        }
-        if let Some(existing) = self.registry.version(&req.name, &out.root_digest)? {
-            return Err(bad(format!(
-                "{}@{} is already in the registry (pushed {}, now in {}); nothing to do",
-                req.name,
-                short(&out.root_digest),
-                existing.pushed_at,
-                existing.current().map(|l| l.data_zone.to_string()).unwrap_or_default()
-            )));
-        }
-        let mut files = Vec::new();
-        let mut stored: Vec<String> = Vec::new();
-        let cleanup = |stored: &[String]| {
-            for d in stored {
-                let _ = self.registry.blobs().delete(&dz, d);
-            }
-        };
-        for r in &out.manifest.resources {
-            let name = normalize_name(&r.name)
-                .ok_or_else(|| bad(format!("manifest names `{}`, outside the model", r.name)))?;
-            let path = if name == "." { req.model.clone() } else { req.model.join(&name) };
-            let existed = self.registry.blobs().exists(&dz, &r.digest)?;
-            match self.registry.blobs().put_file(&dz, &path, &r.digest) {
-                Ok(size) => {
-                    if !existed {
-                        stored.push(r.digest.clone());
-                    }
-                    files.push(FileEntry { name, digest: r.digest.clone(), size });
-                }
-                Err(e) => {
-                    cleanup(&stored);
-                    return Err(e.into());
-                }
-            }
-        }
-        let bundle_digest = match self.registry.blobs().put_bytes(&dz, &bundle) {
-            Ok(d) => d,
-            Err(e) => {
-                cleanup(&stored);
-                return Err(e.into());
-            }
-        };
-        let now = self.now();
-        let v = VersionRecord {
-            model: req.name.clone(),
-            digest: out.root_digest.clone(),
-            residency_class: req.residency_class.clone(),
-            files,
-            bundle: bundle_digest,
-            signer_hint: key.hint(),
-            signer_key_pem: key.to_pem().to_string(),
-            provenance,
-            metrics,
-            pushed_at: now,
-            locations: vec![Location { data_zone: dz.clone(), since: now, promotion: None }],
-        };
-        let event = AuditEvent {
-            kind: "push".into(),
-            subject: format!("{}@{}", v.model, v.digest),
-            actor: self.signer(&v.signer_hint).map(|s| s.name.clone()).unwrap_or_else(|| v.signer_hint.clone()),
-            details: json!({"data_zone": dz.to_string(), "files": v.files.len(), "bytes": v.size(),
-                            "residency_class": v.residency_class}),
-        };
-        let writes = [Registry::version_write(&v), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
-        if let Err(e) = self.registry.commit(&writes, event) {
-            cleanup(&stored);
-            return Err(e.into());
-        }
-        Ok(v)
-    }
-
-    /// Signs an approval of `model@reference` entering stage `to` with the approver's private key and records it
-    /// (unless `record` is false). An approval by a key that is not a configured approver is recorded but never
-    /// counts. Returns the record (its envelope is what CI passes around).
-    pub fn approve(
-        &self,
-        model: &str,
-        reference: Option<&str>,
-        to: Stage,
-        key: &Path,
-        ttl: Option<u64>,
-        record: bool,
-    ) -> Res<SignedRecord> {
-        let v = self.registry.resolve(model, reference)?;
-        let from = match to {
-            Stage::Registry => Stage::Training,
-            Stage::Inference => Stage::Registry,
-            Stage::Training => {
-                return Err(bad("--to training: nothing is promoted into training; use registry or inference"));
-            }
-        };
-        let key = SigningKey::from_pem_file(key)?;
-        let ttl = ttl.unwrap_or(self.config.approval_max_age);
-        if ttl > self.config.approval_max_age {
-            return Err(bad(format!(
-                "--ttl: {ttl} s exceeds approvals.max_age ({}) of {}",
-                self.config.approvals.max_age,
-                self.config.path.display()
-            )));
-        }
-        let hint = key.public_key().hint();
-        let approver = self.config.approvers.iter().find(|a| a.hint == hint).map(|a| a.name.clone());
-        let now = self.now();
-        let payload = json!({
-            "_type": "https://sovra.dev/approval/v1",
-            "model": v.model, "digest": v.digest, "from": from, "to": to,
-            "approver": approver.clone().unwrap_or_else(|| "unknown".into()),
-            "issued_at": now, "expires_at": now + ttl,
-        });
-        let env = Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
-        let rec = SignedRecord {
-            id: self.registry.next_id()?,
-            kind: "approval".into(),
-            model: v.model.clone(),
-            digest: v.digest.clone(),
-            recorded_at: now,
-            fields: payload,
-            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
-        };
-        if record {
-            let event = AuditEvent {
-                kind: "approval".into(),
-                subject: format!("{}@{}", v.model, v.digest),
-                actor: approver.unwrap_or_else(|| format!("unknown key {hint}")),
-                details: json!({"from": from, "to": to, "expires_at": now + ttl, "record": rec.id}),
-            };
-            self.registry.commit(&[Registry::record_write(&rec)], event)?;
-        }
-        Ok(rec)
-    }
-
-    /// Grants a break-glass exception to one gate for one model version, signed by an admin key; it expires by
-    /// itself after `ttl` seconds.
-    pub fn grant_exception(
-        &self,
-        model: &str,
-        reference: Option<&str>,
-        gate: &str,
-        ttl: u64,
-        reason: &str,
-        admin_key: &Path,
-    ) -> Res<SignedRecord> {
-        let v = self.registry.resolve(model, reference)?;
-        let key = SigningKey::from_pem_file(admin_key)?;
-        let hint = key.public_key().hint();
-        let admin = self.config.admins.iter().find(|a| a.hint == hint).ok_or_else(|| {
-            bad(format!(
-                "{}: not an admin key (admins in {}: {}); only an admin may grant an exception",
-                admin_key.display(),
-                self.config.path.display(),
-                self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let known = self.gates.names();
-        if !known.iter().any(|g| g == gate) {
-            return Err(bad(format!("--gate `{gate}` is not a gate (gates: {})", known.join(", "))));
-        }
-        if reason.trim().is_empty() {
-            return Err(bad("--reason: give the reason for the exception (it is audited)"));
-        }
-        if ttl == 0 {
-            return Err(bad("--ttl must be positive"));
-        }
-        let now = self.now();
-        let payload = json!({
-            "_type": "https://sovra.dev/exception/v1",
-            "model": v.model, "digest": v.digest, "gate": gate, "reason": reason,
-            "admin": admin.name, "granted_at": now, "expires_at": now + ttl,
-        });
-        let env = Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
-        let rec = SignedRecord {
-            id: self.registry.next_id()?,
-            kind: "exception".into(),
-            model: v.model.clone(),
-            digest: v.digest.clone(),
-            recorded_at: now,
-            fields: payload,
-            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
-        };
-        let event = AuditEvent {
-            kind: "exception".into(),
-            subject: format!("{}@{}", v.model, v.digest),
-            actor: admin.name.clone(),
-            details: json!({"gate": gate, "reason": reason, "expires_at": now + ttl, "record": rec.id}),
-        };
-        self.registry.commit(&[Registry::record_write(&rec)], event)?;
-        Ok(rec)
-    }
-
-    /// Counts approvals of (digest, from, to): (valid (approver, record id), reasons for those not counted).
-    fn count_approvals(
-        &self,
-        v: &VersionRecord,
-        from: Stage,
-        to: Stage,
-        extra: &[Envelope],
-    ) -> (Vec<(String, Option<u64>)>, Vec<String>) {
-        let now = self.now();
-        let mut candidates: Vec<(Envelope, Option<u64>)> = Vec::new();
-        for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
-            if r.kind == "approval"
-                && let Ok(env) = serde_json::from_value::<Envelope>(r.envelope.clone())
-            {
-                candidates.push((env, Some(r.id)));
-            }
-        }
-        candidates.extend(extra.iter().cloned().map(|e| (e, None)));
-        let mut valid: Vec<(String, Option<u64>)> = Vec::new();
-        let mut rejected = Vec::new();
-        for (env, id) in candidates {
-            let keyid = env.keyid().unwrap_or("").to_string();
-            let Some(a) = self.config.approvers.iter().find(|a| a.hint == keyid) else {
-                rejected.push(format!("approval by unknown key {}", short(&keyid)));
-                continue;
-            };
-            let payload = match env.verify(APPROVAL_TYPE, &a.key) {
-                Ok(p) => p,
-                Err(e) => {
-                    rejected.push(format!("approval by {}: {e}", a.name));
-                    continue;
-                }
-            };
-            let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-            let (pm, pd, pf, pt) = (p["model"].as_str(), p["digest"].as_str(), p["from"].as_str(), p["to"].as_str());
-            if pm != Some(v.model.as_str())
-                || pd != Some(v.digest.as_str())
-                || pf != Some(from.as_str())
-                || pt != Some(to.as_str())
-            {
-                rejected.push(format!(
-                    "approval by {} is for {}@{} {} → {}, not this promotion",
-                    a.name,
-                    pm.unwrap_or("?"),
-                    short(pd.unwrap_or("?")),
-                    pf.unwrap_or("?"),
-                    pt.unwrap_or("?")
-                ));
-                continue;
-            }
-            let (issued, expires) = (p["issued_at"].as_u64().unwrap_or(0), p["expires_at"].as_u64().unwrap_or(0));
-            if expires <= now {
-                rejected.push(format!("approval by {} expired at {expires}", a.name));
-                continue;
-            }
-            if expires.saturating_sub(issued) > self.config.approval_max_age {
-                rejected.push(format!("approval by {} is valid longer than approvals.max_age", a.name));
-                continue;
-            }
-            if valid.iter().any(|(n, _)| *n == a.name) {
-                rejected.push(format!("duplicate approval by {}", a.name));
-                continue;
-            }
-            valid.push((a.name.clone(), id));
-        }
-        (valid, rejected)
-    }
-
-    /// Live exceptions of a version: gate → record id.
-    fn live_exceptions(&self, v: &VersionRecord) -> BTreeMap<String, u64> {
-        let now = self.now();
-        let mut out = BTreeMap::new();
-        for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
-            if r.kind != "exception" {
-                continue;
-            }
-            let Ok(env) = serde_json::from_value::<Envelope>(r.envelope.clone()) else { continue };
-            let Some(admin) = self.config.admins.iter().find(|a| Some(a.hint.as_str()) == env.keyid()) else {
-                continue;
-            };
-            let Ok(payload) = env.verify(EXCEPTION_TYPE, &admin.key) else { continue };
-            let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-            if p["model"].as_str() == Some(&v.model)
-                && p["digest"].as_str() == Some(&v.digest)
-                && p["expires_at"].as_u64().is_some_and(|t| t > now)
-                && let Some(gate) = p["gate"].as_str()
-            {
-                out.insert(gate.to_string(), r.id);
-            }
-        }
-        out
     }
 
     /// Re-verifies the signature and every blob of `v` in data zone `dz`: Ok, or what failed.
@@ -606,7 +252,7 @@ impl Promoter {
         Ok(())
     }
 
-    fn promotion_record(&self, id: u64, v: &VersionRecord) -> Option<SignedRecord> {
+    pub(crate) fn promotion_record(&self, id: u64, v: &VersionRecord) -> Option<SignedRecord> {
         let r = self
             .registry
             .records(&v.model, &v.digest)
@@ -751,6 +397,16 @@ impl Promoter {
             let g = stage_order(format!("the version is already in {target}"));
             return Ok(Decision::refused(v, from, target, g));
         }
+        // Content: an empty model (pushed before push refused them) is never promoted; no exception covers it.
+        if v.files.is_empty() {
+            let g = GateResult {
+                gate: "content".into(),
+                result: "fail".into(),
+                reasons: vec!["the version has no files; empty models are never promoted".into()],
+                exception: None,
+            };
+            return Ok(Decision::refused(v, from, target, g));
+        }
         // Chain: a version outside training must have arrived by a verified promotion.
         if from.stage != Stage::Training {
             let ok = cur.promotion.and_then(|id| self.promotion_record(id, &v)).is_some();
@@ -880,78 +536,5 @@ impl Promoter {
         ];
         let entry = self.registry.commit(&writes, event)?;
         Ok(Promoted { version, record, from, to: target, gates, under_exception, audit_seq: entry.seq })
-    }
-
-    /// Writes a version's files from a data zone (default: its current one) into `dest` (which must not exist or
-    /// be empty) and its bundle to `signature`; every digest is checked on the way.
-    pub fn pull(
-        &self,
-        model: &str,
-        reference: Option<&str>,
-        stage: Option<Stage>,
-        dest: &Path,
-        signature: &Path,
-    ) -> Res<(VersionRecord, DataZone)> {
-        let v = self.registry.resolve(model, reference)?;
-        let loc = match stage {
-            Some(s) => v
-                .locations
-                .iter()
-                .rev()
-                .find(|l| l.data_zone.stage == s)
-                .ok_or_else(|| bad(format!("{model}@{}: not in any {s} data zone", short(&v.digest))))?,
-            None => v.current().ok_or_else(|| bad("the version has no location"))?,
-        };
-        if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(bad(format!(
-                "{}: exists and is not an empty directory; choose a new directory",
-                dest.display()
-            )));
-        }
-        for f in &v.files {
-            let name = normalize_name(&f.name)
-                .ok_or_else(|| bad(format!("stored file name `{}` leaves the model", f.name)))?;
-            let path = if name == "." { dest.to_path_buf() } else { dest.join(&name) };
-            self.registry.blobs().get_to_file(&loc.data_zone, &f.digest, &path)?;
-        }
-        let bundle = self.registry.blobs().get_bytes(&loc.data_zone, &v.bundle)?;
-        std::fs::write(signature, bundle).map_err(|e| bad(format!("{}: cannot write: {e}", signature.display())))?;
-        Ok((v.clone(), loc.data_zone.clone()))
-    }
-
-    /// A version's status: where it is, its promotion chain (statements verified), approvals, exceptions.
-    pub fn status(&self, model: &str, reference: Option<&str>) -> Res<Value> {
-        let v = self.registry.resolve(model, reference)?;
-        let now = self.now();
-        let live = self.live_exceptions(&v);
-        let mut promotions = Vec::new();
-        let mut approvals = Vec::new();
-        let mut exceptions = Vec::new();
-        for r in self.registry.records(&v.model, &v.digest)? {
-            match r.kind.as_str() {
-                "promotion" => promotions.push(json!({"id": r.id, "at": r.recorded_at, "from": r.fields["from"],
-                    "to": r.fields["to"], "under_exception": r.fields["under_exception"],
-                    "statement_verified": self.promotion_record(r.id, &v).is_some()})),
-                "approval" => approvals.push(json!({"id": r.id, "approver": r.fields["approver"],
-                    "from": r.fields["from"], "to": r.fields["to"],
-                    "expired": r.fields["expires_at"].as_u64().is_none_or(|t| t <= now)})),
-                "exception" => {
-                    exceptions.push(json!({"id": r.id, "gate": r.fields["gate"], "reason": r.fields["reason"],
-                    "admin": r.fields["admin"], "expires_at": r.fields["expires_at"],
-                    "live": live.values().any(|id| *id == r.id)}))
-                }
-                _ => {}
-            }
-        }
-        let current = v.current().map(|l| l.data_zone.to_string());
-        Ok(json!({
-            "model": v.model, "digest": v.digest, "residency_class": v.residency_class,
-            "files": v.files.len(), "bytes": v.size(), "current": current,
-            "next_stage": v.current().and_then(|l| l.data_zone.stage.next()),
-            "aliases": self.registry.aliases(&v.model)?.into_iter().filter(|(_, _, d)| *d == v.digest)
-                .map(|(zone, alias, _)| json!({"data_zone": zone, "alias": alias})).collect::<Vec<_>>(),
-            "locations": v.locations, "promotions": promotions, "approvals": approvals, "exceptions": exceptions,
-            "provenance": v.provenance, "metrics": v.metrics,
-        }))
     }
 }

@@ -25,6 +25,9 @@ pub struct SignOptions {
     pub shard_size: Option<u64>,
     /// Hashing threads; `None` = all cores.
     pub threads: Option<usize>,
+    /// Sign a model with no files (refused by default: it is almost always a wrong path or ignore list, and the
+    /// registry refuses to store one).
+    pub allow_empty: bool,
 }
 
 impl Default for SignOptions {
@@ -35,6 +38,7 @@ impl Default for SignOptions {
             allow_symlinks: false,
             shard_size: None,
             threads: None,
+            allow_empty: false,
         }
     }
 }
@@ -97,6 +101,9 @@ pub fn sign_model(model: &Path, private_key: &Path, signature: &Path, options: &
         threads: options.threads,
     };
     let (manifest, bytes) = hash_model(model, &config)?;
+    if manifest.resources.is_empty() && !options.allow_empty {
+        return Err(Error::EmptyModel { path: model.to_path_buf() });
+    }
     let root_digest = manifest.root_digest().map_err(Error::InvalidOption)?;
     let json = sign_manifest(&manifest, &key)
         .map_err(|m| Error::Key { path: private_key.to_path_buf(), message: format!("signing failed: {m}") })?;

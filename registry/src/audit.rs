@@ -4,8 +4,9 @@
 //! the first), and `hash`, the SHA-256 of its own JSON form without `hash`. A separate head record holds the number
 //! of entries and the last hash. [`verify`] walks the tree: a changed entry no longer hashes to its `hash`, a
 //! deleted one leaves a gap in the numbering and a broken `prev` link, a reordered one sits under the wrong key or
-//! breaks the links, and a dropped tail no longer matches the head. Publishing the head hash elsewhere (CI logs,
-//! a ticket) anchors the whole chain.
+//! breaks the links, and a dropped tail no longer matches the head. The head record rolls back with the database,
+//! so the head is also kept in files outside it ([`crate::head`]); publishing the head hash elsewhere (CI logs, a
+//! ticket, `sovra audit verify --expect-head`) anchors the whole chain.
 
 use crate::error::{Error, Result};
 use crate::hex;
@@ -108,6 +109,13 @@ pub struct AuditReport {
     pub head: AuditHead,
     /// Everything wrong; empty when the chain is intact.
     pub problems: Vec<AuditProblem>,
+    /// Remarks that are not problems (a head file one commit behind, where an expected head sits).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The last entry before the first problem (the last entry when there is none): where a damaged log is
+    /// still good.
+    #[serde(default)]
+    pub last_good: Option<AuditEntry>,
 }
 
 impl AuditReport {
@@ -178,7 +186,7 @@ pub fn verify(entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>, head: AuditHead
             ),
         });
     }
-    AuditReport { entries: count, head, problems }
+    AuditReport { entries: count, head, problems, notes: Vec::new(), last_good: None }
 }
 
 fn short(h: &str) -> String {

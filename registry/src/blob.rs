@@ -5,6 +5,12 @@
 //! S3-compatible stores through object_store's `aws` feature) plugs into [`BlobStore::with_store`] unchanged. Every
 //! write is hashed while it streams and refused (and removed) when the content does not match the expected digest;
 //! [`BlobStore::digest`] re-reads a stored blob and hashes it, which is how promotions re-verify a copy.
+//!
+//! On the local filesystem the store writes blobs itself rather than through `object_store`'s multipart upload:
+//! that upload stages to `<name>#<n>`, a name that says neither who wrote it nor that it is temporary, and leaves
+//! it behind when the process is killed (a 1 GiB promotion left 214 MiB). Here each blob streams into a
+//! `.sovra-tmp-<pid>-…` file in its destination directory, is synced, renamed into place and the directory synced;
+//! a killed writer's file is found and removed by [`crate::sweep`] at the next open.
 
 use crate::error::{Error, Result};
 use crate::{DataZone, hex};
@@ -14,7 +20,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Read size while streaming a file into the store, and part size of uploads: 8 MiB.
@@ -75,6 +81,8 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
     description: String,
+    /// The directory of a local filesystem store (blobs are then written directly, see the module docs).
+    local: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -82,6 +90,9 @@ impl std::fmt::Debug for BlobStore {
         f.debug_struct("BlobStore").field("store", &self.description).finish()
     }
 }
+
+/// A stored blob as [`BlobStore::list_all`] lists it: data zone, digest, size in bytes.
+pub type StoredBlob = (DataZone, String, u64);
 
 /// True when `digest` is 64 lowercase hex characters.
 pub fn is_sha256_hex(digest: &str) -> bool {
@@ -98,7 +109,14 @@ impl BlobStore {
         })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::Blob(format!("{}: {e}", dir.display())))?;
-        Self::with_store(Arc::new(fs), format!("local filesystem {}", dir.display()))
+        let mut store = Self::with_store(Arc::new(fs), format!("local filesystem {}", dir.display()))?;
+        store.local = Some(dir.to_path_buf());
+        Ok(store)
+    }
+
+    /// The directory of a local filesystem store, if this is one.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local.as_deref()
     }
 
     /// A store over any `object_store` backend (e.g. `AmazonS3Builder::from_env().build()` for S3).
@@ -106,7 +124,7 @@ impl BlobStore {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| Error::Blob(format!("cannot start the I/O runtime: {e}")))?;
-        Ok(BlobStore { store, rt, description })
+        Ok(BlobStore { store, rt, description, local: None })
     }
 
     /// The object path of a blob.
@@ -154,6 +172,27 @@ impl BlobStore {
             action: "cannot open",
             source,
         })?;
+        if let Some(dir) = &self.local {
+            let mut next = || -> Result<Option<Bytes>> {
+                let mut buf = vec![0u8; CHUNK];
+                let n = read_full(&mut f, &mut buf).map_err(|source| Error::Io {
+                    path: file.to_path_buf(),
+                    action: "cannot read",
+                    source,
+                })?;
+                buf.truncate(n);
+                Ok((n > 0).then(|| Bytes::from(buf)))
+            };
+            let (actual, size) = write_local(dir, &loc, expected, &mut next)?;
+            if actual != expected {
+                return Err(Error::DigestMismatch {
+                    location: file.display().to_string(),
+                    expected: expected.into(),
+                    actual,
+                });
+            }
+            return Ok(size);
+        }
         let blob_err = |e: object_store::Error| Error::Blob(format!("{loc}: {e}"));
         let result: Result<(String, u64)> = self.rt.block_on(async {
             let upload = self.store.put_multipart(&loc).await.map_err(blob_err)?;
@@ -197,6 +236,11 @@ impl BlobStore {
     pub fn put_bytes(&self, zone: &DataZone, bytes: &[u8]) -> Result<String> {
         let digest = hex(&Sha256::digest(bytes));
         let loc = Self::location(zone, &digest);
+        if let Some(dir) = &self.local {
+            let mut once = Some(Bytes::copy_from_slice(bytes));
+            write_local(dir, &loc, &digest, &mut || Ok(once.take()))?;
+            return Ok(digest);
+        }
         self.rt
             .block_on(self.store.put(&loc, Bytes::copy_from_slice(bytes).into()))
             .map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
@@ -258,6 +302,15 @@ impl BlobStore {
         }
         let (src, dst) = (Self::location(from, digest), Self::location(to, digest));
         let err = |e: object_store::Error| Error::Blob(format!("copy {src} → {dst}: {e}"));
+        if let Some(dir) = &self.local {
+            let mut stream = self.rt.block_on(Source::open(self.store.as_ref(), &src)).map_err(err)?;
+            let mut next = || self.rt.block_on(stream.next()).transpose().map_err(err);
+            let (actual, _) = write_local(dir, &dst, digest, &mut next)?;
+            if actual != digest {
+                return Err(Error::DigestMismatch { location: src.to_string(), expected: digest.into(), actual });
+            }
+            return Ok(());
+        }
         let actual = self.rt.block_on(async {
             let mut stream = Source::open(self.store.as_ref(), &src).await.map_err(err)?;
             let upload = self.store.put_multipart(&dst).await.map_err(err)?;
@@ -293,7 +346,8 @@ impl BlobStore {
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(io("cannot create the directory"))?;
         }
-        let tmp = dest.with_extension(format!("sovra-tmp-{}", std::process::id()));
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dest.with_file_name(format!("{}{}-{name}", crate::sweep::TEMP_PREFIX, std::process::id()));
         let result = self.rt.block_on(async {
             let mut out = std::fs::File::create(&tmp).map_err(io("cannot write"))?;
             let mut stream =
@@ -325,6 +379,40 @@ impl BlobStore {
         }
     }
 
+    /// Every blob in the store: (data zone, digest, size), in path order, and the paths of other objects under
+    /// `zones/` that are not named like blobs.
+    pub fn list_all(&self) -> Result<(Vec<StoredBlob>, Vec<String>)> {
+        let metas = self.rt.block_on(async {
+            let mut stream = self.store.list(Some(&StorePath::from("zones")));
+            let mut out = Vec::new();
+            while let Some(m) = stream.next().await {
+                out.push(m?);
+            }
+            Ok::<_, object_store::Error>(out)
+        });
+        let metas = metas.map_err(|e| Error::Blob(format!("cannot list the blobs: {e}")))?;
+        let (mut blobs, mut other) = (Vec::new(), Vec::new());
+        for m in metas {
+            let path = m.location.to_string();
+            let parts: Vec<&str> = path.split('/').collect();
+            let parsed = match parts.as_slice() {
+                ["zones", zone, stage, "sha256", xx, digest]
+                    if is_sha256_hex(digest) && digest.get(..2) == Some(*xx) =>
+                {
+                    stage.parse().ok().and_then(|s| DataZone::new(zone, s).ok()).map(|dz| (dz, digest.to_string()))
+                }
+                _ => None,
+            };
+            match parsed {
+                Some((dz, digest)) => blobs.push((dz, digest, m.size)),
+                None => other.push(path),
+            }
+        }
+        blobs.sort();
+        other.sort();
+        Ok((blobs, other))
+    }
+
     /// Deletes a blob (missing is fine).
     pub fn delete(&self, zone: &DataZone, digest: &str) -> Result<()> {
         Self::check(digest)?;
@@ -334,6 +422,45 @@ impl BlobStore {
             Err(e) => Err(Error::Blob(format!("{loc}: {e}"))),
         }
     }
+}
+
+/// Streams chunks from `next` into blob `loc` of the local store at `dir`: a `.sovra-tmp-<pid>-…` file in the
+/// blob's directory, hashed on the way; renamed into place (file and directory synced) only when the content
+/// hashes to `expected`, else removed. Returns what the content hashed to and its size.
+fn write_local(
+    dir: &Path,
+    loc: &StorePath,
+    expected: &str,
+    next: &mut dyn FnMut() -> Result<Option<Bytes>>,
+) -> Result<(String, u64)> {
+    let dest = dir.join(loc.as_ref());
+    let parent = dest.parent().unwrap_or(dir).to_path_buf();
+    let io = |action: &'static str| {
+        let dest = dest.clone();
+        move |source| Error::Io { path: dest, action, source }
+    };
+    std::fs::create_dir_all(&parent).map_err(io("cannot create the blob directory"))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{}{}-", crate::sweep::TEMP_PREFIX, std::process::id()))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(&parent)
+        .map_err(io("cannot create a temporary file"))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    // On any error `tmp` is dropped, which removes the temporary file.
+    while let Some(chunk) = next()? {
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        tmp.write_all(&chunk).map_err(io("cannot write"))?;
+    }
+    let actual = hex(&hasher.finalize());
+    if actual != expected {
+        return Ok((actual, size));
+    }
+    tmp.as_file().sync_all().map_err(io("cannot write"))?;
+    tmp.persist(&dest).map_err(|e| Error::Io { path: dest.clone(), action: "cannot write", source: e.error })?;
+    std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io("cannot sync the blob directory"))?;
+    Ok((actual, size))
 }
 
 fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

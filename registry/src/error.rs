@@ -50,9 +50,38 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The registry's metadata does not match its audit head (rolled back, truncated or rewritten), or cannot be
+    /// read: nothing was done. The message names what is missing and the way out.
+    #[error("registry at {}: DAMAGED: {message}", path.display())]
+    Damaged {
+        /// The registry root (or the damaged file).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The commit is durable but an audit head file could not be written; the next command rewrites it.
+    #[error(
+        "audit entry {seq} is committed, but the audit head {} could not be written: {message}; fix the disk or \
+         permissions, the next sovra command writes it again",
+        path.display()
+    )]
+    HeadNotWritten {
+        /// The committed entry.
+        seq: u64,
+        /// The head file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 impl Error {
+    /// True when the registry was found damaged (a rolled-back or unreadable metadata store): exit code 1 on the
+    /// command line, as for any failed check, rather than 2 (bad input).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Damaged { .. })
+    }
+
     pub(crate) fn store(path: &std::path::Path) -> impl FnOnce(sled::Error) -> Error + '_ {
         move |e| Error::Store { path: path.to_path_buf(), message: e.to_string() }
     }

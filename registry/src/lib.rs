@@ -5,7 +5,10 @@
 //! <root>/meta.sled/                                 sled: models, versions, aliases, promotions, approvals,
 //!                                                   exceptions, the hash-chained audit log
 //! <root>/blobs/zones/<zone>/<stage>/sha256/<xx>/<digest>   file contents, bundles and statements by SHA-256
+//! <root>/audit.head                                 the audit head (count, last hash) outside sled, see [`head`]
 //! ```
+//! [`Registry::open`] refuses a registry whose log does not reach its recorded head (a rolled-back or truncated
+//! `meta.sled`) with [`Error::Damaged`], and removes temporary files left by a killed writer ([`sweep`]).
 //! A *data zone* is a zone of the cluster configuration at one stage (`training`, `registry`, `inference`). The
 //! registry stores and retrieves; the rules (signatures, gates, the stage order) live in `sovra-promotion`, which
 //! calls [`Registry::commit`] to write a promotion, its metadata and its audit entry in one sled transaction.
@@ -13,10 +16,17 @@
 pub mod audit;
 pub mod blob;
 pub mod error;
+pub mod gc;
+pub mod head;
+mod integrity;
+pub mod sweep;
 
 pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditProblem, AuditReport};
 pub use blob::BlobStore;
 pub use error::{Error, Result};
+pub use gc::{GcReport, OrphanBlob};
+pub use integrity::ReplacedHead;
+pub use sweep::StrayFile;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -228,10 +238,23 @@ pub struct Write {
     pub value: Vec<u8>,
 }
 
+/// How to open a registry.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// A second file that keeps the audit head (the operator's witness, e.g. on another volume): written after
+    /// every commit like `<root>/audit.head`, and checked at open and by [`Registry::verify_audit`].
+    pub witness: Option<PathBuf>,
+    /// Open for inspection: no audit head check and no cleanup, so that `sovra audit verify`, `log` and
+    /// `reset-head` can report on (or explicitly accept) a damaged registry instead of being refused.
+    pub inspect: bool,
+}
+
 /// The registry: blobs plus metadata.
 #[derive(Debug)]
 pub struct Registry {
     root: PathBuf,
+    witness: Option<PathBuf>,
+    swept: Vec<StrayFile>,
     db: sled::Db,
     versions: sled::Tree,
     aliases: sled::Tree,
@@ -258,40 +281,84 @@ fn record_key(model: &str, digest: &str, id: u64) -> Vec<u8> {
 }
 
 impl Registry {
-    /// Opens (or creates) a registry at `root` with blobs on the local filesystem under `root/blobs`.
+    /// Opens (or creates) a registry at `root` with blobs on the local filesystem under `root/blobs`; refuses a
+    /// damaged one ([`Error::Damaged`]) and removes stale temporary files (see [`OpenOptions`] for the choices).
     pub fn open(root: &Path) -> Result<Registry> {
+        Self::open_opts(root, &OpenOptions::default())
+    }
+
+    /// [`Registry::open`] with options.
+    pub fn open_opts(root: &Path, options: &OpenOptions) -> Result<Registry> {
         let blobs = BlobStore::local(&root.join("blobs"))?;
-        Self::open_with_blobs(root, blobs)
+        Self::open_with_blobs_opts(root, blobs, options)
     }
 
     /// Opens (or creates) the metadata at `root/meta.sled` with any blob store (e.g. S3).
     pub fn open_with_blobs(root: &Path, blobs: BlobStore) -> Result<Registry> {
+        Self::open_with_blobs_opts(root, blobs, &OpenOptions::default())
+    }
+
+    /// [`Registry::open_with_blobs`] with options.
+    pub fn open_with_blobs_opts(root: &Path, blobs: BlobStore, options: &OpenOptions) -> Result<Registry> {
         std::fs::create_dir_all(root).map_err(|source| Error::Io {
             path: root.to_path_buf(),
             action: "cannot create the registry directory",
             source,
         })?;
         let path = root.join("meta.sled");
+        if !path.exists()
+            && let Some(h) = head::read(&root.join(head::HEAD_FILE))?.filter(|h| h.count > 0)
+        {
+            // Never create an empty database where the head says entries were written.
+            return Err(Error::Damaged {
+                path: root.to_path_buf(),
+                message: format!(
+                    "meta.sled is missing but {} records {} audit entries ending in {}; restore meta.sled from a \
+                     backup",
+                    head::HEAD_FILE,
+                    h.count,
+                    h.hash
+                ),
+            });
+        }
         // One process holds a registry at a time (sled's file lock); wait up to 10 s for another sovra command
         // (e.g. a parallel CI job) to finish before giving up.
         let mut attempts = 0;
         let db = loop {
-            match sled::open(&path) {
+            // sled may panic on a damaged file instead of returning an error; that is damage, not a crash.
+            let opened = std::panic::catch_unwind(|| sled::open(&path)).map_err(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Error::Damaged {
+                    path: path.clone(),
+                    message: format!("the metadata store cannot be read ({why}); restore meta.sled from a backup"),
+                }
+            })?;
+            match opened {
                 Ok(db) => break db,
                 Err(e) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                Err(e) => {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
                     return Err(Error::Store {
                         path: path.clone(),
                         message: format!("{e} (is another sovra process using this registry?)"),
                     });
                 }
+                Err(e) => {
+                    return Err(Error::Damaged {
+                        path: path.clone(),
+                        message: format!("the metadata store cannot be opened ({e}); restore meta.sled from a backup"),
+                    });
+                }
             }
         };
         let tree = |name: &str| db.open_tree(name).map_err(Error::store(&path));
-        Ok(Registry {
+        let mut reg = Registry {
             versions: tree("versions")?,
             aliases: tree("aliases")?,
             records: tree("records")?,
@@ -299,8 +366,24 @@ impl Registry {
             meta: tree("meta")?,
             db,
             root: root.to_path_buf(),
+            witness: options.witness.clone(),
+            swept: Vec::new(),
             blobs,
-        })
+        };
+        if !options.inspect {
+            reg.check_at_open()?;
+            // The sled lock is held from here on: no other process writes into this registry, so every
+            // temporary file is a dead writer's (see `sweep`).
+            if reg.blobs.local_dir().is_some() {
+                reg.swept = sweep::sweep(root, true)?;
+            }
+        }
+        Ok(reg)
+    }
+
+    /// The temporary files a killed writer had left, removed when this registry was opened.
+    pub fn swept(&self) -> &[StrayFile] {
+        &self.swept
     }
 
     /// The root directory.
@@ -495,6 +578,7 @@ impl Registry {
             }
         })?;
         self.db.flush().map_err(Error::store(&self.sled_path()))?;
+        self.write_heads(&AuditHead { count: entry.seq + 1, hash: entry.hash.clone() }, entry.seq)?;
         Ok(entry)
     }
 
@@ -514,18 +598,6 @@ impl Registry {
             }
         }
         Ok(out)
-    }
-
-    /// Checks the audit chain.
-    pub fn verify_audit(&self) -> Result<AuditReport> {
-        let meta = |k: &[u8]| self.meta.get(k).ok().flatten().map(|v| v.to_vec());
-        let head = audit::read_head(&meta)?;
-        let mut entries = Vec::new();
-        for kv in self.audit.iter() {
-            let (k, v) = kv.map_err(Error::store(&self.sled_path()))?;
-            entries.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(audit::verify(entries.into_iter(), head))
     }
 
     /// Raw access to the audit tree, for forensic tools and the tamper-detection tests. Writing through it

@@ -1,0 +1,244 @@
+//! `sovra audit verify | log | reset-head` and `sovra registry gc`: the registry's own health (docs/registry.md).
+//!
+//! Exit codes: 0 intact / done; 1 the audit chain is broken or the registry is damaged (the last good entry is
+//! named); 2 bad input (no registry there, a malformed `--expect-head`).
+
+use crate::promote_cmd::{fail, from_registry, open_existing, print_json, short, utc};
+use crate::{Failure, Output};
+use serde_json::{Value, json};
+use sovra_registry::{AuditReport, OpenOptions, Registry};
+use std::path::PathBuf;
+
+/// The registry directory and the witness, for the audit and registry subcommands.
+#[derive(clap::Args, Clone)]
+pub(crate) struct At {
+    /// Registry directory.
+    #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+    registry: PathBuf,
+    /// The witness file that also keeps the audit head (as given to the commands that write).
+    #[arg(long, env = "SOVRA_AUDIT_WITNESS", value_name = "FILE")]
+    audit_witness: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+impl At {
+    fn options(&self, inspect: bool) -> OpenOptions {
+        OpenOptions { witness: self.audit_witness.clone(), inspect }
+    }
+}
+
+/// `sovra audit ...`.
+#[derive(clap::Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the audit log: its hash chain (edited, deleted, reordered entries) and the audit head kept outside
+    /// the database (REGISTRY/audit.head and the witness), which catches a rolled-back or truncated meta.sled.
+    /// Exit 1 when broken, naming the last good entry.
+    Verify {
+        /// Also require the log to contain this entry hash (a head a pipeline recorded earlier): it must be the
+        /// head, or entries were appended after it.
+        #[arg(long, value_name = "HASH", value_parser = parse_hash)]
+        expect_head: Option<String>,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Print the audit log (a warning first when the registry is damaged).
+    Log {
+        #[command(flatten)]
+        at: At,
+    },
+    /// Accept the current log as the audit head: for a registry that predates head files, or one restored from a
+    /// backup on purpose. Refused unless the chain itself verifies; appends a `head_reset` entry recording the
+    /// heads it replaced.
+    ResetHead {
+        /// Who does it (recorded in the entry).
+        #[arg(long, env = "USER", default_value = "operator")]
+        actor: String,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+/// `sovra registry ...`.
+#[derive(clap::Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// What killed or failed writers left: temporary files (removed at every open, listed here) and orphan blobs
+    /// (referenced by no version in their data zone; listed, deleted only with --remove-orphans).
+    Gc {
+        /// Delete the orphan blobs listed.
+        #[arg(long)]
+        remove_orphans: bool,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+fn parse_hash(s: &str) -> Result<String, String> {
+    let h = s.trim().trim_start_matches("sha256:").to_ascii_lowercase();
+    if sovra_registry::blob::is_sha256_hex(&h) {
+        Ok(h)
+    } else {
+        Err(format!("`{s}` is not an audit entry hash (64 hex characters, as `sovra audit verify` prints the head)"))
+    }
+}
+
+fn entry_line(e: &sovra_registry::AuditEntry) -> String {
+    format!("#{} {} {} at {}, hash {}", e.seq, e.event.kind, e.event.subject, utc(e.time), e.hash)
+}
+
+/// `sovra audit ...`.
+pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
+    match c {
+        AuditCommand::Verify { expect_head, at } => {
+            let reg = match open_existing(&at.registry, &at.options(true)) {
+                Ok(r) => r,
+                Err(mut f) if f.code == 1 => {
+                    let head = sovra_registry::head::read(&at.registry.join(sovra_registry::head::HEAD_FILE));
+                    if let Ok(Some(h)) = head {
+                        f.message.push_str(&format!(
+                            "; the last entry recorded in {} is #{} ({})",
+                            sovra_registry::head::HEAD_FILE,
+                            h.count.saturating_sub(1),
+                            h.hash
+                        ));
+                    }
+                    println!("Audit log BROKEN: {}", f.message);
+                    return Err(f);
+                }
+                Err(f) => return Err(f),
+            };
+            let report = reg.verify_audit_expecting(expect_head.as_deref()).map_err(from_registry)?;
+            print_report(&report, &reg, at.output);
+            if report.ok() {
+                return Ok(0);
+            }
+            let last = match &report.last_good {
+                Some(e) => format!("the last good entry is #{} ({})", e.seq, short(&e.hash)),
+                None => "no entry is good".into(),
+            };
+            Err(fail(1, format!("the audit log is broken ({} problem(s)); {last}", report.problems.len())))
+        }
+        AuditCommand::Log { at } => {
+            let reg = match open_existing(&at.registry, &at.options(false)) {
+                Ok(r) => r,
+                Err(f) if f.code == 1 => {
+                    eprintln!("warning: {}", f.message);
+                    open_existing(&at.registry, &at.options(true))?
+                }
+                Err(f) => return Err(f),
+            };
+            let entries = reg.audit_entries().map_err(from_registry)?;
+            match at.output {
+                Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),
+                Output::Text => {
+                    for e in &entries {
+                        println!(
+                            "{:>5} {} {:<10} {:<40} by {}",
+                            e.seq,
+                            utc(e.time),
+                            e.event.kind,
+                            e.event.subject,
+                            e.event.actor
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::ResetHead { actor, at } => {
+            let reg = open_existing(&at.registry, &at.options(true))?;
+            let (old, entry) = reg.reset_head(&actor).map_err(from_registry)?;
+            match at.output {
+                Output::Json => print_json(&json!({"status": "reset", "entry": entry,
+                    "replaced": old.iter().map(|(a, h)| json!({"anchor": a.label, "path": a.path, "head": h}))
+                        .collect::<Vec<_>>()})),
+                Output::Text => {
+                    for (a, h) in &old {
+                        let was = h.as_ref().map(|h| format!("{} entries, {}", h.count, h.hash));
+                        println!("{} {}: was {}", a.label, a.path.display(), was.unwrap_or_else(|| "missing".into()));
+                    }
+                    println!(
+                        "Audit head reset: {} entries, head {} (entry {})",
+                        entry.seq + 1,
+                        entry.hash,
+                        entry_line(&entry)
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_report(report: &AuditReport, reg: &Registry, output: Output) {
+    let anchors: Vec<Value> = reg.anchors().iter().map(|a| json!({"anchor": a.label, "path": a.path})).collect();
+    match output {
+        Output::Json => print_json(&json!({"status": if report.ok() { "intact" } else { "broken" },
+            "entries": report.entries, "head": report.head, "problems": report.problems, "notes": report.notes,
+            "last_good": report.last_good, "anchors": anchors})),
+        Output::Text => {
+            if report.ok() {
+                println!("Audit log intact: {} entries, head {}", report.entries, report.head.hash);
+                let where_: Vec<String> = reg.anchors().iter().map(|a| a.path.display().to_string()).collect();
+                println!("  matches the audit head in {}", where_.join(" and "));
+            } else {
+                println!("Audit log BROKEN ({} entries read):", report.entries);
+                for p in &report.problems {
+                    println!("  at {}: {}", p.position, p.message);
+                }
+                match &report.last_good {
+                    Some(e) => println!("  last good entry: {}", entry_line(e)),
+                    None => println!("  last good entry: none (the first entry is already wrong or missing)"),
+                }
+            }
+            for n in &report.notes {
+                println!("  note: {n}");
+            }
+        }
+    }
+}
+
+/// `sovra registry ...`.
+pub(crate) fn run(c: RegistryCommand) -> Result<u8, Failure> {
+    let RegistryCommand::Gc { remove_orphans, at } = c;
+    let reg = open_existing(&at.registry, &at.options(false))?;
+    let report = reg.gc(remove_orphans).map_err(from_registry)?;
+    match at.output {
+        Output::Json => print_json(&serde_json::to_value(&report).unwrap_or(Value::Null)),
+        Output::Text => {
+            let temp_bytes: u64 = report.temp_files.iter().map(|t| t.bytes).sum();
+            if report.temp_files.is_empty() {
+                println!("No temporary files left by killed writers.");
+            } else {
+                println!(
+                    "Removed {} temporary file(s) left by a killed writer ({temp_bytes} bytes):",
+                    report.temp_files.len()
+                );
+                for t in &report.temp_files {
+                    println!("  {} ({} bytes)", t.path.display(), t.bytes);
+                }
+            }
+            let orphan_bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
+            if report.orphans.is_empty() {
+                println!("No orphan blobs.");
+            } else {
+                println!(
+                    "{} {} orphan blob(s) ({orphan_bytes} bytes), referenced by no version in their data zone:",
+                    if report.removed_orphans { "Removed" } else { "Found" },
+                    report.orphans.len()
+                );
+                for o in &report.orphans {
+                    println!("  {} sha256:{} ({} bytes)", o.data_zone, o.digest, o.bytes);
+                }
+                if !report.removed_orphans {
+                    println!("Run `sovra registry gc --remove-orphans` to delete them.");
+                }
+            }
+            for u in &report.unknown {
+                println!("  not a blob (left alone): {u}");
+            }
+        }
+    }
+    Ok(0)
+}
