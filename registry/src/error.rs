@@ -83,7 +83,18 @@ impl Error {
     }
 
     pub(crate) fn store(path: &std::path::Path) -> impl FnOnce(sled::Error) -> Error + '_ {
-        move |e| Error::Store { path: path.to_path_buf(), message: e.to_string() }
+        move |e| match e {
+            // What a truncated or overwritten file gives: corrupt data, a read past its end, a "bug" report.
+            sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => Error::Damaged {
+                path: path.to_path_buf(),
+                message: format!("the metadata store is corrupt ({e}); restore meta.sled from a backup"),
+            },
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Error::Damaged {
+                path: path.to_path_buf(),
+                message: format!("the metadata store is corrupt ({e}); restore meta.sled from a backup"),
+            },
+            e => Error::Store { path: path.to_path_buf(), message: e.to_string() },
+        }
     }
 }
 

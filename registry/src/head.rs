@@ -56,6 +56,7 @@ pub fn write(path: &Path, head: &AuditHead) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(io("cannot create the directory of the audit head"))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!("{}{}-", crate::sweep::TEMP_PREFIX, std::process::id()))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&dir)
         .map_err(io("cannot write the audit head"))?;
     let mut bytes = serde_json::to_vec(head).unwrap_or_default();

@@ -104,14 +104,28 @@ impl Registry {
     pub fn verify_audit_expecting(&self, expect: Option<&str>) -> Result<AuditReport> {
         let head = self.sled_head()?;
         let mut raw = Vec::new();
+        let mut unreadable = None;
         for kv in self.audit.iter() {
-            let (k, v) = kv.map_err(Error::store(&self.root.join("meta.sled")))?;
-            raw.push((k.to_vec(), v.to_vec()));
+            match kv.map_err(Error::store(&self.root.join("meta.sled"))) {
+                Ok((k, v)) => raw.push((k.to_vec(), v.to_vec())),
+                // A corrupt page: report what was read before it, and the damage, rather than nothing.
+                Err(e @ Error::Damaged { .. }) => {
+                    unreadable = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let decoded: Vec<Option<AuditEntry>> = raw.iter().map(|(_, v)| serde_json::from_slice(v).ok()).collect();
         let keys: Vec<u64> =
             raw.iter().map(|(k, _)| k.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX)).collect();
         let mut report = audit::verify(raw.into_iter(), head);
+        if let Some(message) = unreadable {
+            let position = keys.last().map(|k| k.saturating_add(1)).unwrap_or(0);
+            report
+                .problems
+                .push(AuditProblem { position, message: format!("the log cannot be read from here: {message}") });
+        }
         let len = keys.last().map(|k| k.saturating_add(1)).unwrap_or(0);
         let entry = |i: u64| keys.iter().position(|k| *k == i).and_then(|p| decoded[p].clone());
         for anchor in self.anchors() {
