@@ -610,3 +610,6 @@ impl Registry {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_hardening;
