@@ -4,11 +4,12 @@
 //! Exit codes: 0 signed / verified; 1 the signature does not verify or the model differs from it (the changed,
 //! added and missing files are printed); 2 bad input (a file, key or flag is wrong; nothing was written).
 
+use crate::promote_cmd::{fail, from_promote, print_json, promoter, short, split_ref, utc_of};
 use crate::{Failure, Output};
 use clap::Subcommand;
 use serde_json::json;
 use sovra_promotion::{Error, SignOptions, VerifyOptions, sign_model, verify_model};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The `sovra model` subcommands.
@@ -77,7 +78,7 @@ pub(crate) enum ModelCommand {
     },
     /// Generate an EC P-256 key pair (PREFIX.pem, PREFIX.pub.pem) for a signer, approver, admin or the promotion
     /// service.
-    Keygen(crate::promote_cmd::KeygenArgs),
+    Keygen(KeygenArgs),
     /// Verify a signed model and store it in a training data zone of the registry.
     Push(crate::promote_cmd::PushArgs),
     /// Write a version's files (and bundle) from the registry, checking every digest.
@@ -85,7 +86,7 @@ pub(crate) enum ModelCommand {
     /// List the registry's model versions and the data zones holding them.
     List(crate::promote_cmd::ListArgs),
     /// Show a version: where it is, its promotions (statements verified), approvals and exceptions.
-    Status(crate::promote_cmd::StatusArgs),
+    Status(StatusArgs),
     /// Promote a version to the next stage (training → registry → inference) through the gates; exit 1 with every
     /// failed gate and its reason when denied.
     Promote(crate::promote_cmd::PromoteArgs),
@@ -93,15 +94,34 @@ pub(crate) enum ModelCommand {
     Approve(crate::promote_cmd::ApproveArgs),
 }
 
+/// `sovra model keygen`.
+#[derive(clap::Args)]
+pub(crate) struct KeygenArgs {
+    /// Path prefix: writes PREFIX.pem (private, mode 0600) and PREFIX.pub.pem.
+    prefix: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `sovra model status`.
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    #[command(flatten)]
+    at: crate::promote_cmd::Where,
+}
+
 /// Runs a `sovra model` subcommand; returns the exit code.
 pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
     use crate::promote_cmd;
     match command {
-        ModelCommand::Keygen(a) => promote_cmd::keygen(a),
+        ModelCommand::Keygen(a) => keygen(a),
         ModelCommand::Push(a) => promote_cmd::push(a),
         ModelCommand::Pull(a) => promote_cmd::pull(a),
         ModelCommand::List(a) => promote_cmd::list(a),
-        ModelCommand::Status(a) => promote_cmd::status(a),
+        ModelCommand::Status(a) => status(a),
         ModelCommand::Promote(a) => promote_cmd::promote(a),
         ModelCommand::Approve(a) => promote_cmd::approve(a),
         ModelCommand::Sign {
@@ -241,6 +261,110 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
             }
         }
     }
+}
+
+/// `sovra model keygen`.
+fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
+    let private = PathBuf::from(format!("{}.pem", a.prefix.display()));
+    let public = PathBuf::from(format!("{}.pub.pem", a.prefix.display()));
+    for p in [&private, &public] {
+        if p.exists() {
+            return Err(fail(2, format!("{}: exists; keys are never overwritten, choose another prefix", p.display())));
+        }
+    }
+    let (sk, pk) = sovra_promotion::keys::generate_p256().map_err(|e| fail(2, e))?;
+    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(2, format!("{}: cannot create: {e}", dir.display())))?;
+    }
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), Failure> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))?;
+        f.write_all(text.as_bytes()).map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))
+    };
+    write(&private, &sk, 0o600)?;
+    write(&public, &pk, 0o644)?;
+    let hint = sovra_promotion::PublicKey::from_pem(&pk).map(|k| k.hint()).unwrap_or_default();
+    match a.output {
+        Output::Json => {
+            print_json(&json!({"private_key": private, "public_key": public, "curve": "P-256", "hint": hint}))
+        }
+        Output::Text => println!("Wrote {} and {} (P-256, hint {})", private.display(), public.display(), short(&hint)),
+    }
+    Ok(0)
+}
+
+/// `sovra model status`.
+fn status(a: StatusArgs) -> Result<u8, Failure> {
+    let p = promoter(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    let s = p.status(name, r).map_err(from_promote)?;
+    match a.at.output {
+        Output::Json => print_json(&s),
+        Output::Text => {
+            println!(
+                "{}@{}  class {}  {} file(s), {} bytes",
+                s["model"].as_str().unwrap_or(""),
+                short(s["digest"].as_str().unwrap_or("")),
+                s["residency_class"].as_str().unwrap_or(""),
+                s["files"],
+                s["bytes"]
+            );
+            println!(
+                "  current: {}   next stage: {}",
+                s["current"].as_str().unwrap_or("-"),
+                s["next_stage"].as_str().unwrap_or("none")
+            );
+            for l in s["locations"].as_array().into_iter().flatten() {
+                let zone = format!("{}/{}", l["zone"].as_str().unwrap_or("?"), l["stage"].as_str().unwrap_or("?"));
+                let aliases: Vec<&str> = s["aliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["data_zone"].as_str() == Some(zone.as_str()))
+                    .filter_map(|a| a["alias"].as_str())
+                    .collect();
+                let tags = if aliases.is_empty() { String::new() } else { format!(" [{}]", aliases.join(", ")) };
+                println!("  in {zone} since {}{tags}", utc_of(&l["since"]));
+            }
+            for pr in s["promotions"].as_array().into_iter().flatten() {
+                println!(
+                    "  promotion #{}: {} → {}{}  statement {}",
+                    pr["id"],
+                    pr["from"].as_str().unwrap_or(""),
+                    pr["to"].as_str().unwrap_or(""),
+                    if pr["under_exception"] == true { " (UNDER EXCEPTION)" } else { "" },
+                    if pr["statement_verified"] == true { "verified" } else { "DOES NOT VERIFY" }
+                );
+            }
+            for ap in s["approvals"].as_array().into_iter().flatten() {
+                println!(
+                    "  approval #{} by {}: {} → {}{}",
+                    ap["id"],
+                    ap["approver"].as_str().unwrap_or("?"),
+                    ap["from"].as_str().unwrap_or(""),
+                    ap["to"].as_str().unwrap_or(""),
+                    if ap["expired"] == true { " (expired)" } else { "" }
+                );
+            }
+            for ex in s["exceptions"].as_array().into_iter().flatten() {
+                println!(
+                    "  exception #{} on gate {} by {}: {}{}",
+                    ex["id"],
+                    ex["gate"].as_str().unwrap_or(""),
+                    ex["admin"].as_str().unwrap_or(""),
+                    ex["reason"].as_str().unwrap_or(""),
+                    if ex["live"] == true { " (live)" } else { " (expired)" }
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn failure(e: Error) -> Failure {

@@ -72,17 +72,7 @@ pub(crate) struct Where {
     audit_witness: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-    output: Output,
-}
-
-/// `sovra model keygen`.
-#[derive(clap::Args)]
-pub(crate) struct KeygenArgs {
-    /// Path prefix: writes PREFIX.pem (private, mode 0600) and PREFIX.pub.pem.
-    prefix: PathBuf,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub(crate) output: Output,
 }
 
 /// `sovra model push`.
@@ -136,15 +126,6 @@ pub(crate) struct PullArgs {
 pub(crate) struct ListArgs {
     /// Only this model.
     name: Option<String>,
-    #[command(flatten)]
-    at: Where,
-}
-
-/// `sovra model status`.
-#[derive(clap::Args)]
-pub(crate) struct StatusArgs {
-    /// NAME or NAME@DIGEST-PREFIX.
-    model: String,
     #[command(flatten)]
     at: Where,
 }
@@ -228,7 +209,7 @@ pub(crate) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
-fn from_promote(e: PromoteError) -> Failure {
+pub(crate) fn from_promote(e: PromoteError) -> Failure {
     fail(e.exit_code(), e.to_string())
 }
 
@@ -258,7 +239,7 @@ fn options(at: &Where) -> OpenOptions {
     OpenOptions { witness: at.audit_witness.clone(), inspect: false }
 }
 
-fn promoter(at: &Where) -> Result<Promoter, Failure> {
+pub(crate) fn promoter(at: &Where) -> Result<Promoter, Failure> {
     let config = PromotionConfig::load(&at.promotion_config).map_err(|e| {
         fail(2, format!("{e}\n  (give the promotion config with --promotion-config or SOVRA_PROMOTION_CONFIG; see examples/promotion.yaml)"))
     })?;
@@ -270,7 +251,7 @@ fn promoter(at: &Where) -> Result<Promoter, Failure> {
     Promoter::new(registry, config, cluster).map_err(from_promote)
 }
 
-fn split_ref(s: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_ref(s: &str) -> (&str, Option<&str>) {
     match s.split_once('@') {
         Some((n, r)) => (n, Some(r)),
         None => (s, None),
@@ -297,48 +278,12 @@ pub(crate) fn utc(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn utc_of(v: &Value) -> String {
+pub(crate) fn utc_of(v: &Value) -> String {
     v.as_u64().map(utc).unwrap_or_else(|| "?".into())
 }
 
 pub(crate) fn short(d: &str) -> String {
     d.chars().take(12).collect()
-}
-
-/// `sovra model keygen`.
-pub(crate) fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
-    let private = PathBuf::from(format!("{}.pem", a.prefix.display()));
-    let public = PathBuf::from(format!("{}.pub.pem", a.prefix.display()));
-    for p in [&private, &public] {
-        if p.exists() {
-            return Err(fail(2, format!("{}: exists; keys are never overwritten, choose another prefix", p.display())));
-        }
-    }
-    let (sk, pk) = sovra_promotion::keys::generate_p256().map_err(|e| fail(2, e))?;
-    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail(2, format!("{}: cannot create: {e}", dir.display())))?;
-    }
-    let write = |path: &Path, text: &str, mode: u32| -> Result<(), Failure> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))?;
-        f.write_all(text.as_bytes()).map_err(|e| fail(2, format!("{}: cannot write: {e}", path.display())))
-    };
-    write(&private, &sk, 0o600)?;
-    write(&public, &pk, 0o644)?;
-    let hint = sovra_promotion::PublicKey::from_pem(&pk).map(|k| k.hint()).unwrap_or_default();
-    match a.output {
-        Output::Json => {
-            print_json(&json!({"private_key": private, "public_key": public, "curve": "P-256", "hint": hint}))
-        }
-        Output::Text => println!("Wrote {} and {} (P-256, hint {})", private.display(), public.display(), short(&hint)),
-    }
-    Ok(0)
 }
 
 /// `sovra model push`.
@@ -425,74 +370,6 @@ pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
                     v.files.len(),
                     v.size(),
                     zones.join(", ")
-                );
-            }
-        }
-    }
-    Ok(0)
-}
-
-/// `sovra model status`.
-pub(crate) fn status(a: StatusArgs) -> Result<u8, Failure> {
-    let p = promoter(&a.at)?;
-    let (name, r) = split_ref(&a.model);
-    let s = p.status(name, r).map_err(from_promote)?;
-    match a.at.output {
-        Output::Json => print_json(&s),
-        Output::Text => {
-            println!(
-                "{}@{}  class {}  {} file(s), {} bytes",
-                s["model"].as_str().unwrap_or(""),
-                short(s["digest"].as_str().unwrap_or("")),
-                s["residency_class"].as_str().unwrap_or(""),
-                s["files"],
-                s["bytes"]
-            );
-            println!(
-                "  current: {}   next stage: {}",
-                s["current"].as_str().unwrap_or("-"),
-                s["next_stage"].as_str().unwrap_or("none")
-            );
-            for l in s["locations"].as_array().into_iter().flatten() {
-                let zone = format!("{}/{}", l["zone"].as_str().unwrap_or("?"), l["stage"].as_str().unwrap_or("?"));
-                let aliases: Vec<&str> = s["aliases"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a["data_zone"].as_str() == Some(zone.as_str()))
-                    .filter_map(|a| a["alias"].as_str())
-                    .collect();
-                let tags = if aliases.is_empty() { String::new() } else { format!(" [{}]", aliases.join(", ")) };
-                println!("  in {zone} since {}{tags}", utc_of(&l["since"]));
-            }
-            for pr in s["promotions"].as_array().into_iter().flatten() {
-                println!(
-                    "  promotion #{}: {} → {}{}  statement {}",
-                    pr["id"],
-                    pr["from"].as_str().unwrap_or(""),
-                    pr["to"].as_str().unwrap_or(""),
-                    if pr["under_exception"] == true { " (UNDER EXCEPTION)" } else { "" },
-                    if pr["statement_verified"] == true { "verified" } else { "DOES NOT VERIFY" }
-                );
-            }
-            for ap in s["approvals"].as_array().into_iter().flatten() {
-                println!(
-                    "  approval #{} by {}: {} → {}{}",
-                    ap["id"],
-                    ap["approver"].as_str().unwrap_or("?"),
-                    ap["from"].as_str().unwrap_or(""),
-                    ap["to"].as_str().unwrap_or(""),
-                    if ap["expired"] == true { " (expired)" } else { "" }
-                );
-            }
-            for ex in s["exceptions"].as_array().into_iter().flatten() {
-                println!(
-                    "  exception #{} on gate {} by {}: {}{}",
-                    ex["id"],
-                    ex["gate"].as_str().unwrap_or(""),
-                    ex["admin"].as_str().unwrap_or(""),
-                    ex["reason"].as_str().unwrap_or(""),
-                    if ex["live"] == true { " (live)" } else { " (expired)" }
                 );
             }
         }
