@@ -38,7 +38,7 @@ expect_fail model promote radiology --to inference --zone de-fra-c5 --approval b
 step model promote radiology --to inference --zone fr-par-secnum --approval bob.approval.json
 step model status radiology
 step model list
-step model pull radiology@latest pulled --stage inference
+step model pull radiology@latest pulled/ --stage inference     # files in pulled/, the bundle beside it: pulled.sig
 step model verify pulled --signature pulled.sig --public-key keys/trainer.pub.pem
 
 # Break-glass: a retrained version misses the accuracy threshold; an admin lets it into the registry for 1 hour.
@@ -54,4 +54,8 @@ step model promote radiology --to registry                          # marked UND
 step model list
 step audit log
 step audit verify
+head="$("$sovra" audit verify -o json | sed -n 's/.*"hash": "\([0-9a-f]\{64\}\)".*/\1/p' | head -n 1)"
+step audit verify --expect-head "$head"                          # what a pipeline that recorded the head runs later
+expect_fail exception grant --model radiology --gate evaluation --ttl 30d --reason "too long" --key keys/secops.pem  # > exceptions.max_ttl
+step registry gc                                                 # nothing left behind by killed writers
 echo; echo "== done: registry in $work/registry"
