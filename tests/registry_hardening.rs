@@ -390,12 +390,23 @@ fn an_exception_longer_than_max_ttl_is_refused() {
     let (code, out, err) = grant("24h");
     assert_eq!(code, 0, "{out}{err}");
     // The limit is configurable.
-    let cfg = std::fs::read_to_string(t.p("promotion.yaml")).unwrap() + "exceptions:\n  max_ttl: 2h\n";
+    let cfg = std::fs::read_to_string(t.p("promotion.yaml")).unwrap();
+    assert!(cfg.contains("max_ttl: 24h"), "examples/promotion.yaml shows the field");
+    let cfg = cfg.replace("max_ttl: 24h", "max_ttl: 2h");
     std::fs::write(t.p("promotion.yaml"), cfg).unwrap();
     let (code, _, err) = grant("3h");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("exceptions.max_ttl (2h"), "{err}");
     assert_eq!(grant("2h").0, 0);
+    // Without the field, the default is 24 hours.
+    let cfg = std::fs::read_to_string(t.p("promotion.yaml"))
+        .unwrap()
+        .replace("exceptions:\n", "")
+        .replace("  max_ttl: 2h", "");
+    std::fs::write(t.p("promotion.yaml"), cfg).unwrap();
+    let (code, _, err) = grant("25h");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exceptions.max_ttl (24h"), "{err}");
 }
 
 #[test]
