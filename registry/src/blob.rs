@@ -445,15 +445,36 @@ fn write_local(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&parent)
         .map_err(io("cannot create a temporary file"))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    // On any error `tmp` is dropped, which removes the temporary file.
-    while let Some(chunk) = next()? {
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
-        tmp.write_all(&chunk).map_err(io("cannot write"))?;
-    }
-    let actual = hex(&hasher.finalize());
+    // Read and hash here while a second thread writes (two chunks in flight), so that the disk and the hash
+    // overlap as they did in object_store's upload. On any error `tmp` is dropped, which removes the file.
+    let file = tmp.as_file_mut();
+    let (hashed, written) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            for chunk in rx {
+                file.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut read = || -> Result<()> {
+            while let Some(chunk) = next()? {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                if tx.send(chunk).is_err() {
+                    break; // the writer stopped on an error, returned below
+                }
+            }
+            Ok(())
+        };
+        let read = read();
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("the blob writer thread panicked")));
+        (read.map(|()| (hex(&hasher.finalize()), size)), written)
+    });
+    written.map_err(io("cannot write"))?;
+    let (actual, size) = hashed?;
     if actual != expected {
         return Ok((actual, size));
     }
