@@ -73,7 +73,10 @@ impl PromoteError {
 impl From<sovra_registry::Error> for PromoteError {
     fn from(e: sovra_registry::Error) -> Self {
         match e {
-            sovra_registry::Error::DigestMismatch { .. } => PromoteError::Verification(e.to_string()),
+            // A corrupt blob or a damaged metadata store: a check failed (exit 1), not bad input.
+            sovra_registry::Error::DigestMismatch { .. } | sovra_registry::Error::Damaged { .. } => {
+                PromoteError::Verification(e.to_string())
+            }
             other => PromoteError::BadInput(other.to_string()),
         }
     }
