@@ -81,7 +81,7 @@ pub(crate) enum ModelCommand {
     Keygen(KeygenArgs),
     /// Verify a signed model and store it in a training data zone of the registry.
     Push(crate::promote_cmd::PushArgs),
-    /// Write a version's files (and bundle) from the registry, checking every digest.
+    /// Write a version's files into DEST and its bundle beside it (DEST.sig), checking every digest.
     Pull(crate::promote_cmd::PullArgs),
     /// List the registry's model versions and the data zones holding them.
     List(crate::promote_cmd::ListArgs),
