@@ -1,11 +1,11 @@
-//! Criterion benchmark of OMS model signing (`sovra_promotion::sign_model`): a synthetic 256 MiB model of five
+//! Criterion benchmark of OMS model signing (`sovra_oms::sign_model`): a synthetic 256 MiB model of five
 //! files (one of 128 MiB), hashed in parallel, signed with the P-256 test key. The 4 GiB measurement against
 //! `sha256sum` and `model_signing` is in docs/signing.md ("Measured").
 //!
 //! Run: `cargo bench --bench signing`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sovra_promotion::{SignOptions, sign_model};
+use sovra_oms::{SignOptions, sign_model};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ fn model_dir() -> PathBuf {
 fn signing(c: &mut Criterion) {
     let dir = model_dir();
     let model = dir.join("model");
-    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("promotion/tests/data/key.pem");
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("oms/tests/data/key.pem");
     let sig = dir.join("model.sig");
     let bytes = 256 * MIB as u64 + 15;
     let mut g = c.benchmark_group("oms_sign");

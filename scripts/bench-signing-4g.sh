@@ -8,7 +8,7 @@ S="${SOVRA:-$repo/target/release/sovra}"
 [ -x "$S" ] || cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin sovra
 work="${1:-$(mktemp -d -t sovra-4g-XXXXXX)}"
 mkdir -p "$work/model/shards" && cd "$work"
-cp "$repo/promotion/tests/data/key.pem" "$repo/promotion/tests/data/key.pub.pem" .
+cp "$repo/oms/tests/data/key.pem" "$repo/oms/tests/data/key.pub.pem" .
 if [ ! -f model/config.json ]; then
   head -c $((1536*1024*1024)) /dev/urandom > model/shards/model-00001-of-00006.safetensors
   for i in 2 3 4 5 6; do head -c $((512*1024*1024)) /dev/urandom > "model/shards/model-0000$i-of-00006.safetensors"; done

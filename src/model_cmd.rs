@@ -8,7 +8,7 @@ use crate::promote_cmd::{fail, from_promote, print_json, promoter, short, split_
 use crate::{Failure, Output};
 use clap::Subcommand;
 use serde_json::json;
-use sovra_promotion::{Error, SignOptions, VerifyOptions, sign_model, verify_model};
+use sovra_oms::{Error, SignOptions, VerifyOptions, sign_model, verify_model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -272,7 +272,7 @@ fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
             return Err(fail(2, format!("{}: exists; keys are never overwritten, choose another prefix", p.display())));
         }
     }
-    let (sk, pk) = sovra_promotion::keys::generate_p256().map_err(|e| fail(2, e))?;
+    let (sk, pk) = sovra_oms::keys::generate_p256().map_err(|e| fail(2, e))?;
     if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| fail(2, format!("{}: cannot create: {e}", dir.display())))?;
     }
@@ -289,7 +289,7 @@ fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
     };
     write(&private, &sk, 0o600)?;
     write(&public, &pk, 0o644)?;
-    let hint = sovra_promotion::PublicKey::from_pem(&pk).map(|k| k.hint()).unwrap_or_default();
+    let hint = sovra_oms::PublicKey::from_pem(&pk).map(|k| k.hint()).unwrap_or_default();
     match a.output {
         Output::Json => {
             print_json(&json!({"private_key": private, "public_key": public, "curve": "P-256", "hint": hint}))

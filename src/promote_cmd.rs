@@ -11,8 +11,9 @@
 use crate::{Failure, Output};
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
+use sovra_domain::datazone::Stage;
 use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
-use sovra_registry::{OpenOptions, Registry, Stage};
+use sovra_registry::{OpenOptions, Registry};
 use std::path::{Path, PathBuf};
 
 pub(crate) use crate::registry_cmd::{AuditCommand, audit};

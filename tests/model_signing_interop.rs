@@ -6,7 +6,7 @@
 //! Needs `python3 -m pip install model-signing==1.1.1 pyopenssl` (1.1.1 forgets to declare pyOpenSSL). Without the
 //! CLI on PATH the tests print a skip line and pass, except under CI (`CI` set), where they fail.
 
-use sovra_promotion::{Error, VerifyOptions, verify_model};
+use sovra_oms::{Error, VerifyOptions, verify_model};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,7 +47,7 @@ fn show(o: &Output) -> String {
 }
 
 fn data(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("promotion/tests/data").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("oms/tests/data").join(p)
 }
 
 /// A scratch directory with a model of several files (nested, empty, multi-chunk, non-ASCII name); removed on drop.

@@ -5,6 +5,7 @@
 //! (the placement core, the scheduler service, the simulator, promotion) builds on these types.
 
 pub mod config;
+pub mod datazone;
 pub mod job;
 pub mod node;
 pub mod policy;

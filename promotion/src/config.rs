@@ -2,8 +2,8 @@
 //! admins and the promotion service, approval counts, evaluation thresholds and where the policies are.
 //! Paths in the file are relative to the file. See docs/registry.md for the format.
 
-use crate::keys::{PublicKey, SigningKey};
-use sovra_registry::Stage;
+use sovra_domain::datazone::Stage;
+use sovra_oms::keys::{PublicKey, SigningKey};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

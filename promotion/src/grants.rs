@@ -1,10 +1,11 @@
 //! Approvals and break-glass exceptions: signed, recorded and audited grants that the gates read back.
 
-use crate::dsse::Envelope;
-use crate::keys::SigningKey;
 use crate::service::{APPROVAL_TYPE, EXCEPTION_TYPE, Promoter, Res, bad, short};
 use serde_json::{Value, json};
-use sovra_registry::{AuditEvent, Registry, SignedRecord, Stage, VersionRecord};
+use sovra_domain::datazone::Stage;
+use sovra_oms::dsse::Envelope;
+use sovra_oms::keys::SigningKey;
+use sovra_registry::{AuditEvent, Registry, SignedRecord, VersionRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 

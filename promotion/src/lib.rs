@@ -1,50 +1,21 @@
-//! OpenSSF Model Signing (OMS v1.0) in key mode, byte-compatible with `model_signing` 1.1.1.
+//! Gated promotion of signed models across data zones (docs/registry.md), on top of the OMS signing format of
+//! `sovra-oms`.
 //!
-//! A model (a directory, or one file) is hashed file by file with SHA-256 (or shard by shard), the digests go into
-//! an in-toto Statement v1 with predicate type `https://model_signing/signature/v1.0`, the statement is signed with
-//! an EC P-256 or P-384 key over its DSSE PAE, and the envelope is written as a Sigstore bundle v0.3 (JSON).
-//! Verification checks the bundle, the key hint and the signature, then re-hashes the model and reports what
-//! changed, was added or is missing.
+//! [`config`] (the promotion config), [`gates`] (Rego policies evaluated with `regorus`) and [`service`] (the
+//! [`Promoter`]: push, approve, grant exceptions, promote, pull, status, over a `sovra_registry::Registry`).
+//! Approvals, exceptions and promotion statements are DSSE envelopes (`sovra_oms::dsse`) signed with OMS keys.
 //!
-//! On top of signing, the crate holds gated promotion across data zones (docs/registry.md): [`config`] (the
-//! promotion config), [`gates`] (Rego policies evaluated with `regorus`), [`dsse`] (envelopes for approvals,
-//! exceptions and promotion statements) and [`service`] (the [`Promoter`]: push, approve, grant exceptions,
-//! promote, pull, status, over a `sovra_registry::Registry`).
-//!
-//! The modules follow model-transparency's layout: [`manifest`] (data types and the statement), [`hashing`]
-//! (walking and parallel streaming hashes), [`signing`] / [`verifying`] (paired), [`bundle`] (Sigstore bundle and
-//! DSSE PAE), [`keys`] (PEM keys). `docs/signing.md` describes the format decisions.
-//!
-//! ```no_run
-//! use sovra_promotion::{SignOptions, VerifyOptions, sign_model, verify_model};
-//! use std::path::Path;
-//! sign_model(Path::new("model"), Path::new("key.pem"), Path::new("model.sig"), &SignOptions::default())?;
-//! verify_model(Path::new("model"), Path::new("model.sig"), Path::new("key.pub.pem"), &VerifyOptions::default())?;
-//! # Ok::<(), sovra_promotion::Error>(())
-//! ```
+//! Signing, verifying, manifests, bundles and keys are not re-exported here: import them from `sovra_oms`, so
+//! each item has one path.
 
-pub mod bundle;
 pub mod config;
-pub mod dsse;
-pub mod error;
 pub mod gates;
 mod grants;
-pub mod hashing;
-pub mod keys;
-pub mod manifest;
-pub mod paths;
 mod push;
 mod reading;
 pub mod service;
-pub mod signing;
-pub mod verifying;
 
 pub use config::PromotionConfig;
-pub use error::{Error, Result};
 pub use gates::{GateResult, Gates};
-pub use keys::{Curve, PublicKey, SigningKey};
-pub use manifest::{Manifest, ManifestDiff, Method, Resource, Serialization};
 pub use reading::default_signature_path;
 pub use service::{Decision, PromoteError, Promoted, Promoter, PushRequest};
-pub use signing::{SignOptions, SignOutcome, sign_manifest, sign_model};
-pub use verifying::{VerifyOptions, VerifyOutcome, verify_bundle, verify_model, verify_model_with_key};

@@ -1,12 +1,13 @@
 //! Push: verify a signed model and store it in a training data zone.
 
-use crate::keys::PublicKey;
-use crate::manifest::Method;
-use crate::paths::normalize_name;
 use crate::service::{Promoter, PushRequest, Res, bad, short};
-use crate::verifying::{VerifyOptions, verify_model_with_key};
 use serde_json::{Value, json};
-use sovra_registry::{AuditEvent, FileEntry, Location, Registry, Stage, VersionRecord, check_name};
+use sovra_domain::datazone::{Stage, check_name};
+use sovra_oms::keys::PublicKey;
+use sovra_oms::manifest::Method;
+use sovra_oms::paths::normalize_name;
+use sovra_oms::verifying::{VerifyOptions, verify_model_with_key};
+use sovra_registry::{AuditEvent, FileEntry, Location, Registry, VersionRecord};
 use std::path::{Path, PathBuf};
 
 fn read_doc(path: &Path, what: &str) -> Res<Value> {
@@ -57,7 +58,7 @@ impl Promoter {
         let (key, key_label) = match &req.public_key {
             Some(p) => (PublicKey::from_pem_file(p)?, p.clone()),
             None => {
-                let hint = crate::bundle::Bundle::from_json(&bundle)
+                let hint = sovra_oms::bundle::Bundle::from_json(&bundle)
                     .map_err(|m| bad(format!("{}: not a valid OMS signature bundle: {m}", req.signature.display())))?
                     .verification_material
                     .public_key

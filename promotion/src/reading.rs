@@ -1,9 +1,10 @@
 //! Reading a version back: pull (files and bundle, every digest checked) and status.
 
-use crate::paths::normalize_name;
 use crate::service::{Promoter, Res, bad, short};
 use serde_json::{Value, json};
-use sovra_registry::{DataZone, Stage, VersionRecord};
+use sovra_domain::datazone::{DataZone, Stage};
+use sovra_oms::paths::normalize_name;
+use sovra_registry::VersionRecord;
 use std::path::{Path, PathBuf};
 
 /// Where `pull` writes the bundle by default: `DEST.sig` *beside* the pulled directory (or file), never inside it

@@ -7,13 +7,14 @@
 //! all land in the registry's hash-chained audit log.
 
 use crate::config::{Identity, PromotionConfig};
-use crate::dsse::Envelope;
 use crate::gates::{GateResult, Gates};
-use crate::keys::PublicKey;
-use crate::verifying::verify_bundle;
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
-use sovra_registry::{AuditEvent, DataZone, Location, Registry, SignedRecord, Stage, VersionRecord};
+use sovra_domain::datazone::{DataZone, Stage};
+use sovra_oms::dsse::Envelope;
+use sovra_oms::keys::PublicKey;
+use sovra_oms::verifying::verify_bundle;
+use sovra_registry::{AuditEvent, Location, Registry, SignedRecord, VersionRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -82,8 +83,14 @@ impl From<sovra_registry::Error> for PromoteError {
     }
 }
 
-impl From<crate::Error> for PromoteError {
-    fn from(e: crate::Error) -> Self {
+impl From<sovra_domain::datazone::NameError> for PromoteError {
+    fn from(e: sovra_domain::datazone::NameError) -> Self {
+        PromoteError::BadInput(e.to_string())
+    }
+}
+
+impl From<sovra_oms::Error> for PromoteError {
+    fn from(e: sovra_oms::Error) -> Self {
         if e.is_verification_failure() {
             PromoteError::Verification(e.to_string())
         } else {

@@ -3,11 +3,13 @@
 //! nothing promoted), promotion statements and the audit log.
 
 use sovra_domain::ClusterConfig;
-use sovra_promotion::dsse::Envelope;
-use sovra_promotion::keys::generate_p256;
+use sovra_domain::datazone::{DataZone, Stage};
+use sovra_oms::dsse::Envelope;
+use sovra_oms::keys::generate_p256;
+use sovra_oms::{SignOptions, sign_model};
 use sovra_promotion::service::STATEMENT_TYPE;
-use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest, SignOptions, sign_model};
-use sovra_registry::{Registry, Stage};
+use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
+use sovra_registry::Registry;
 use std::path::{Path, PathBuf};
 
 struct Fx {
@@ -152,8 +154,7 @@ fn full_flow_training_registry_inference_with_two_approvals() {
     // Pull from inference gives back the same files, which verify against the bundle.
     let out = fx.p("pulled");
     p.pull("resnet", None, Some(Stage::Inference), &out, &fx.p("pulled.sig")).unwrap();
-    sovra_promotion::verify_model(&out, &fx.p("pulled.sig"), &fx.p("keys/signer.pub.pem"), &Default::default())
-        .unwrap();
+    sovra_oms::verify_model(&out, &fx.p("pulled.sig"), &fx.p("keys/signer.pub.pem"), &Default::default()).unwrap();
     // Every step is on the audit log, and the chain verifies.
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
     assert_eq!(kinds, ["push", "promotion", "approval", "approval", "promotion"]);
@@ -472,7 +473,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_manifest_naming_a_path_outside_the_model_is_refused() {
-    use sovra_promotion::manifest::{Manifest, Method, Resource, Serialization};
+    use sovra_oms::manifest::{Manifest, Method, Resource, Serialization};
     let fx = Fx::new();
     let p = fx.promoter();
     let manifest = Manifest {
@@ -489,8 +490,8 @@ fn a_manifest_naming_a_path_outside_the_model_is_refused() {
             ignore_paths: vec![],
         },
     };
-    let key = sovra_promotion::SigningKey::from_pem_file(&fx.key("signer")).unwrap();
-    std::fs::write(fx.p("evil.sig"), sovra_promotion::sign_manifest(&manifest, &key).unwrap()).unwrap();
+    let key = sovra_oms::SigningKey::from_pem_file(&fx.key("signer")).unwrap();
+    std::fs::write(fx.p("evil.sig"), sovra_oms::sign_manifest(&manifest, &key).unwrap()).unwrap();
     let mut req = fx.push_req("eu-any");
     req.signature = fx.p("evil.sig");
     let e = p.push(&req).unwrap_err();
@@ -548,7 +549,7 @@ fn a_version_that_reached_registry_without_a_signed_promotion_cannot_go_to_infer
     let mut v = p.push(&fx.push_req("eu-restricted")).unwrap();
     // Someone writes a registry location straight into the metadata, bypassing the promotion service.
     v.locations.push(sovra_registry::Location {
-        data_zone: sovra_registry::DataZone::new("fr-par-secnum", Stage::Registry).unwrap(),
+        data_zone: DataZone::new("fr-par-secnum", Stage::Registry).unwrap(),
         since: v.pushed_at + 1,
         promotion: None,
     });
@@ -590,7 +591,7 @@ fn a_hostile_approval_file_is_set_aside_without_panicking() {
     let env = Envelope {
         payload: "!!not base64!!".into(),
         payload_type: "application/vnd.sovra.approval.v1+json".into(),
-        signatures: vec![sovra_promotion::dsse::EnvelopeSignature { keyid: "é".repeat(20), sig: "x".into() }],
+        signatures: vec![sovra_oms::dsse::EnvelopeSignature { keyid: "é".repeat(20), sig: "x".into() }],
     };
     std::fs::write(fx.p("hostile.json"), serde_json::to_vec(&env).unwrap()).unwrap();
     let d = denied(p.promote("resnet", None, Stage::Inference, None, &[fx.p("hostile.json")]));

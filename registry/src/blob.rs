@@ -13,12 +13,13 @@
 //! a killed writer's file is found and removed by [`crate::sweep`] at the next open.
 
 use crate::error::{Error, Result};
-use crate::{DataZone, hex};
+use crate::hex;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
+use sovra_domain::datazone::DataZone;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

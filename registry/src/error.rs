@@ -100,3 +100,9 @@ impl Error {
 
 /// The registry's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<sovra_domain::datazone::NameError> for Error {
+    fn from(e: sovra_domain::datazone::NameError) -> Self {
+        Error::InvalidName(e.to_string())
+    }
+}

@@ -7,11 +7,12 @@
 //! the operator's decision. The registry lock is held throughout, so no push or promotion can be between its
 //! copy and its commit while orphans are computed.
 
+use crate::Registry;
 use crate::blob::BlobStore;
 use crate::error::Result;
 use crate::sweep::StrayFile;
-use crate::{DataZone, Registry};
 use serde::Serialize;
+use sovra_domain::datazone::DataZone;
 use std::collections::BTreeSet;
 
 /// A blob that no version references in its data zone.

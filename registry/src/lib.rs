@@ -9,9 +9,10 @@
 //! ```
 //! [`Registry::open`] refuses a registry whose log does not reach its recorded head (a rolled-back or truncated
 //! `meta.sled`) with [`Error::Damaged`], and removes temporary files left by a killed writer ([`sweep`]).
-//! A *data zone* is a zone of the cluster configuration at one stage (`training`, `registry`, `inference`). The
-//! registry stores and retrieves; the rules (signatures, gates, the stage order) live in `sovra-promotion`, which
-//! calls [`Registry::commit`] to write a promotion, its metadata and its audit entry in one sled transaction.
+//! A *data zone* ([`sovra_domain::datazone::DataZone`]) is a zone of the cluster configuration at one stage
+//! (`training`, `registry`, `inference`). The registry stores and retrieves; the rules (signatures, gates, the stage
+//! order) live in `sovra-promotion`, which calls [`Registry::commit`] to write a promotion, its metadata and its
+//! audit entry in one sled transaction.
 
 pub mod audit;
 pub mod blob;
@@ -31,6 +32,7 @@ pub use sweep::StrayFile;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
+use sovra_domain::datazone::{DataZone, check_name};
 use std::path::{Path, PathBuf};
 
 /// Lowercase hex.
@@ -41,99 +43,6 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Unix time in seconds.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// The stages a model goes through, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Where training jobs write models.
-    Training,
-    /// The curated registry.
-    Registry,
-    /// Where inference jobs read models.
-    Inference,
-}
-
-impl Stage {
-    /// All stages in promotion order.
-    pub const ALL: [Stage; 3] = [Stage::Training, Stage::Registry, Stage::Inference];
-
-    /// The stage a promotion from this one must go to, if any.
-    pub fn next(self) -> Option<Stage> {
-        match self {
-            Stage::Training => Some(Stage::Registry),
-            Stage::Registry => Some(Stage::Inference),
-            Stage::Inference => None,
-        }
-    }
-
-    /// `training`, `registry` or `inference`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Training => "training",
-            Stage::Registry => "registry",
-            Stage::Inference => "inference",
-        }
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "training" => Ok(Stage::Training),
-            "registry" => Ok(Stage::Registry),
-            "inference" => Ok(Stage::Inference),
-            other => Err(format!("unknown stage `{other}`; use training, registry or inference")),
-        }
-    }
-}
-
-/// A data zone: one stage's namespace inside one zone of the cluster configuration.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DataZone {
-    /// The zone id (cluster configuration).
-    pub zone: String,
-    /// The stage.
-    pub stage: Stage,
-}
-
-impl DataZone {
-    /// A data zone; the zone id must be a safe path component.
-    pub fn new(zone: &str, stage: Stage) -> Result<DataZone> {
-        check_name("zone", zone)?;
-        Ok(DataZone { zone: zone.to_string(), stage })
-    }
-}
-
-impl std::fmt::Display for DataZone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.zone, self.stage)
-    }
-}
-
-/// Refuses names that cannot be keys or path components: empty, `.`/`..`, or with characters other than
-/// letters, digits, `-`, `_`, `.`.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidName(format!(
-            "{what} `{name}`: use 1–128 letters, digits, `-`, `_` or `.` (not `.` or `..` alone)"
-        )))
-    }
 }
 
 /// One file of a model version.
@@ -514,3 +423,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_hardening;
+
+#[cfg(test)]
+mod tests_datazone;

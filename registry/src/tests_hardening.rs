@@ -2,6 +2,7 @@
 
 use super::*;
 use sha2::{Digest, Sha256};
+use sovra_domain::datazone::Stage;
 
 fn event(i: u32) -> AuditEvent {
     AuditEvent {

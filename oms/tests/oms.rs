@@ -1,13 +1,11 @@
-//! The OMS test vectors produced by `model_signing` 1.1.1 (`tests/data/`, copied from the shared reference), and
+//! The OMS test vectors produced by `model_signing` 1.1.1 (`tests/data/`, see its README), and
 //! sign → verify round trips with every way a verification must fail.
 
 use base64::Engine;
-use sovra_promotion::bundle::{Bundle, PAYLOAD_TYPE, pae};
-use sovra_promotion::hashing::{HashConfig, hash_model};
-use sovra_promotion::manifest::{Manifest, Method, Resource, Serialization};
-use sovra_promotion::{
-    Error, PublicKey, SignOptions, SigningKey, VerifyOptions, sign_manifest, sign_model, verify_model,
-};
+use sovra_oms::bundle::{Bundle, PAYLOAD_TYPE, pae};
+use sovra_oms::hashing::{HashConfig, hash_model};
+use sovra_oms::manifest::{Manifest, Method, Resource, Serialization};
+use sovra_oms::{Error, PublicKey, SignOptions, SigningKey, VerifyOptions, sign_manifest, sign_model, verify_model};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -34,11 +32,11 @@ fn model_copy() -> (tempfile::TempDir, PathBuf) {
     (dir, model)
 }
 
-fn verify(model: &Path, sig: &Path, key: &Path) -> Result<sovra_promotion::VerifyOutcome, Error> {
+fn verify(model: &Path, sig: &Path, key: &Path) -> Result<sovra_oms::VerifyOutcome, Error> {
     verify_model(model, sig, key, &VerifyOptions::default())
 }
 
-fn sign(model: &Path, key: &Path, sig: &Path) -> sovra_promotion::SignOutcome {
+fn sign(model: &Path, key: &Path, sig: &Path) -> sovra_oms::SignOutcome {
     sign_model(model, key, sig, &SignOptions::default()).unwrap()
 }
 
