@@ -272,7 +272,7 @@ fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
             return Err(fail(2, format!("{}: exists; keys are never overwritten, choose another prefix", p.display())));
         }
     }
-    let (sk, pk) = sovra_oms::keys::generate_p256().map_err(|e| fail(2, e))?;
+    let (sk, pk) = sovra_oms::keys::generate_p256().map_err(|e| fail(2, e.to_string()))?;
     if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| fail(2, format!("{}: cannot create: {e}", dir.display())))?;
     }

@@ -21,6 +21,26 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why bundle JSON could not be read or decoded. [`crate::Error::BundleInvalid`] adds the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Not JSON, or not the bundle's shape (a missing or unknown key, a wrong type).
+    #[error("{0}")]
+    Json(String),
+    /// `dsseEnvelope.signatures` is empty.
+    #[error("dsseEnvelope.signatures is empty")]
+    NoSignature,
+    /// A field that must be standard base64 is not.
+    #[error("{field} is not standard base64: {message}")]
+    Base64 {
+        /// The JSON path of the field.
+        field: &'static str,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
 /// The bundle. Unknown keys anywhere are refused, as `model_signing` (pydantic `extra="forbid"`) does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -106,23 +126,23 @@ impl Bundle {
     }
 
     /// Parses bundle JSON (any whitespace or key order; unknown keys refused).
-    pub fn from_json(bytes: &[u8]) -> Result<Bundle, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    pub fn from_json(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))
     }
 
     /// The decoded statement bytes.
-    pub fn payload(&self) -> Result<Vec<u8>, String> {
+    pub fn payload(&self) -> Result<Vec<u8>, BundleError> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.dsse_envelope.payload)
-            .map_err(|e| format!("dsseEnvelope.payload is not standard base64: {e}"))
+            .map_err(|e| BundleError::Base64 { field: "dsseEnvelope.payload", message: e.to_string() })
     }
 
     /// The decoded first signature.
-    pub fn signature(&self) -> Result<Vec<u8>, String> {
-        let first = self.dsse_envelope.signatures.first().ok_or("dsseEnvelope.signatures is empty")?;
+    pub fn signature(&self) -> Result<Vec<u8>, BundleError> {
+        let first = self.dsse_envelope.signatures.first().ok_or(BundleError::NoSignature)?;
         base64::engine::general_purpose::STANDARD
             .decode(&first.sig)
-            .map_err(|e| format!("dsseEnvelope.signatures[0].sig is not standard base64: {e}"))
+            .map_err(|e| BundleError::Base64 { field: "dsseEnvelope.signatures[0].sig", message: e.to_string() })
     }
 }
 

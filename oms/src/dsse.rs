@@ -3,9 +3,40 @@
 //! verifier can pick the configured key without trying them all.
 
 use crate::bundle::pae;
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{KeyError, PublicKey, SigningKey};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+
+/// Why an envelope could not be signed or did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The key refused to sign.
+    #[error("{0}")]
+    Signing(#[from] KeyError),
+    /// The envelope holds another kind of payload.
+    #[error("payloadType is `{found}`, expected `{expected}`")]
+    PayloadType {
+        /// The envelope's `payloadType`.
+        found: String,
+        /// The type the caller asked for.
+        expected: String,
+    },
+    /// The envelope has no signature.
+    #[error("the envelope has no signature")]
+    NoSignature,
+    /// A field that must be standard base64 is not.
+    #[error("{field} is not base64: {message}")]
+    Base64 {
+        /// `payload` or `signature`.
+        field: &'static str,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// The signature does not verify with the key.
+    #[error("the signature does not verify with the configured key")]
+    BadSignature,
+}
 
 /// A DSSE envelope (JSON form).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +62,7 @@ pub struct EnvelopeSignature {
 
 impl Envelope {
     /// Signs `payload` of type `payload_type`.
-    pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Result<Envelope, String> {
+    pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Result<Envelope, EnvelopeError> {
         let b64 = &base64::engine::general_purpose::STANDARD;
         let sig = key.sign(&pae(payload_type, payload))?;
         Ok(Envelope {
@@ -47,16 +78,20 @@ impl Envelope {
     }
 
     /// Checks the first signature with `key` and the payload type, and returns the payload bytes.
-    pub fn verify(&self, payload_type: &str, key: &PublicKey) -> Result<Vec<u8>, String> {
+    pub fn verify(&self, payload_type: &str, key: &PublicKey) -> Result<Vec<u8>, EnvelopeError> {
         let b64 = &base64::engine::general_purpose::STANDARD;
         if self.payload_type != payload_type {
-            return Err(format!("payloadType is `{}`, expected `{payload_type}`", self.payload_type));
+            return Err(EnvelopeError::PayloadType {
+                found: self.payload_type.clone(),
+                expected: payload_type.to_string(),
+            });
         }
-        let first = self.signatures.first().ok_or("the envelope has no signature")?;
-        let payload = b64.decode(&self.payload).map_err(|e| format!("payload is not base64: {e}"))?;
-        let sig = b64.decode(&first.sig).map_err(|e| format!("signature is not base64: {e}"))?;
+        let first = self.signatures.first().ok_or(EnvelopeError::NoSignature)?;
+        let base64 = |field| move |e: base64::DecodeError| EnvelopeError::Base64 { field, message: e.to_string() };
+        let payload = b64.decode(&self.payload).map_err(base64("payload"))?;
+        let sig = b64.decode(&first.sig).map_err(base64("signature"))?;
         if !key.verify(&pae(payload_type, &payload), &sig) {
-            return Err("the signature does not verify with the configured key".into());
+            return Err(EnvelopeError::BadSignature);
         }
         Ok(payload)
     }
@@ -72,10 +107,10 @@ mod tests {
         let key = SigningKey::from_pem(&private).unwrap();
         let env = Envelope::sign("application/x-test", b"{\"a\":1}", &key).unwrap();
         assert_eq!(env.verify("application/x-test", key.public_key()).unwrap(), b"{\"a\":1}");
-        assert!(env.verify("application/x-other", key.public_key()).is_err());
+        assert!(matches!(env.verify("application/x-other", key.public_key()), Err(EnvelopeError::PayloadType { .. })));
         let mut bad = env.clone();
         bad.payload = base64::engine::general_purpose::STANDARD.encode(b"{\"a\":2}");
-        assert!(bad.verify("application/x-test", key.public_key()).is_err());
+        assert_eq!(bad.verify("application/x-test", key.public_key()), Err(EnvelopeError::BadSignature));
         let (other, _) = crate::keys::generate_p256().unwrap();
         assert!(env.verify("application/x-test", SigningKey::from_pem(&other).unwrap().public_key()).is_err());
     }

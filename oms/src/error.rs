@@ -1,6 +1,7 @@
 //! The one error type of the crate. Every message names the file it is about and, where there is one, what to do.
 
-use crate::manifest::ManifestDiff;
+use crate::keys::KeyError;
+use crate::manifest::{ManifestDiff, ManifestError};
 use std::path::PathBuf;
 
 /// Everything that can go wrong while hashing, signing or verifying a model.
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 /// [`Error::exit_code`] sorts them for the command line: a signature that does not verify is `1`, anything that
 /// prevented the check from being made (a missing file, a bad key, a malformed bundle) is `2`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file or directory could not be read or written.
     #[error("{}: {action}: {source}", path.display())]
@@ -65,12 +67,12 @@ pub enum Error {
         path: PathBuf,
     },
     /// A key file that cannot be used.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {reason}", path.display())]
     Key {
         /// The key file.
         path: PathBuf,
         /// What is wrong and what to do.
-        message: String,
+        reason: KeyError,
     },
     /// A signature bundle that is not valid JSON or not an OMS v1.0 key-mode bundle.
     #[error("{}: not a valid OMS signature bundle: {message}", path.display())]
@@ -153,6 +155,16 @@ pub enum Error {
     /// An option value that cannot be used.
     #[error("{0}")]
     InvalidOption(String),
+    /// A manifest that cannot be digested or written (a resource digest that is not hex).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The key refused to sign ([`crate::sign_manifest`], which has no key file to name; [`crate::sign_model`]
+    /// reports it as [`Error::Key`] with the file).
+    #[error("{reason}")]
+    Signing {
+        /// What the signing backend said.
+        reason: KeyError,
+    },
 }
 
 impl Error {

@@ -1,20 +1,76 @@
 //! EC P-256 and P-384 keys in PEM form, as `model_signing` loads them.
 //!
-//! Signing and verification go through the `sigstore` crate (`SigStoreSigner`, `CosignVerificationKey`, ECDSA with
-//! the hash of the curve: P-256 → SHA-256, P-384 → SHA-384, DER signatures). Key *parsing* uses the RustCrypto
-//! `p256`/`p384` crates, because sigstore's loaders accept only PKCS#8 `PRIVATE KEY` blocks and take a public key's
-//! DER as given: `openssl ecparam -genkey` writes SEC1 `EC PRIVATE KEY` blocks (often after an `EC PARAMETERS`
+//! Signing and verification go through `aws-lc-rs` (`EcdsaKeyPair`, `UnparsedPublicKey`; ECDSA with the hash of the
+//! curve: P-256 → SHA-256, P-384 → SHA-384, ASN.1 DER signatures), the backend the `sigstore` crate used for the
+//! same calls; calling it directly keeps the `sigstore` crate, and the async runtime it always pulls in, out of
+//! this crate. Key *parsing* uses the RustCrypto `p256`/`p384` crates, because `aws-lc-rs` accepts only PKCS#8
+//! private keys: `openssl ecparam -genkey` writes SEC1 `EC PRIVATE KEY` blocks (often after an `EC PARAMETERS`
 //! block), public keys may carry a compressed point, and the key hint must be computed over the *re-encoded*
-//! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed to sigstore.
+//! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed on.
 
 use crate::error::{Error, Result};
 use crate::manifest::to_hex;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_ASN1_SIGNING,
+    EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, UnparsedPublicKey,
+};
 use base64::Engine;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
-use sigstore::crypto::signing_key::SigStoreKeyPair;
-use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
 use std::path::Path;
+
+/// Why a key could not be read, used or made. The messages say what to do; [`Error::Key`] adds the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file is not UTF-8 text.
+    #[error("not a PEM file (DER keys are not supported; convert with openssl)")]
+    NotPem,
+    /// A PEM block opened with one label and closed with another.
+    #[error("PEM block BEGIN {open} ends with END {close}")]
+    MismatchedBlock {
+        /// The `BEGIN` label.
+        open: String,
+        /// The `END` label.
+        close: String,
+    },
+    /// A PEM block with `Proc-Type`/`DEK-Info` headers (an OpenSSL-encrypted key).
+    #[error("encrypted PEM keys are not supported; decrypt the key first")]
+    EncryptedPem,
+    /// A PEM body that is not base64.
+    #[error("the {label} block is not valid base64: {message}")]
+    Base64 {
+        /// The block's label.
+        label: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// No `PUBLIC KEY` block.
+    #[error("no `-----BEGIN PUBLIC KEY-----` block; give the signer's public key in PEM form")]
+    NoPublicKey,
+    /// An `ENCRYPTED PRIVATE KEY` block (encrypted PKCS#8).
+    #[error("encrypted private keys are not supported; decrypt it with `openssl pkey` first")]
+    EncryptedPrivateKey,
+    /// No `EC PRIVATE KEY` or `PRIVATE KEY` block.
+    #[error("no `EC PRIVATE KEY` or `PRIVATE KEY` PEM block; give an EC P-256 or P-384 private key")]
+    NoPrivateKey,
+    /// A public key on another curve, or not an EC key.
+    #[error("not an EC P-256 or P-384 public key (only those curves are supported)")]
+    UnsupportedPublicKey,
+    /// A private key on another curve, or not an EC key.
+    #[error("not an EC P-256 or P-384 private key (only those curves are supported)")]
+    UnsupportedPrivateKey,
+    /// Re-encoding a parsed key failed.
+    #[error("the key cannot be re-encoded: {0}")]
+    Encoding(String),
+    /// The signing backend refused the key.
+    #[error("the key cannot be used for signing: {0}")]
+    Unusable(String),
+    /// The signing backend failed to sign.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
 
 /// The curves `model_signing` key mode accepts and this crate supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +82,17 @@ pub enum Curve {
 }
 
 impl Curve {
-    fn scheme(self) -> SigningScheme {
+    fn signing(self) -> &'static EcdsaSigningAlgorithm {
         match self {
-            Curve::P256 => SigningScheme::ECDSA_P256_SHA256_ASN1,
-            Curve::P384 => SigningScheme::ECDSA_P384_SHA384_ASN1,
+            Curve::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
+            Curve::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+        }
+    }
+
+    fn verification(self) -> &'static EcdsaVerificationAlgorithm {
+        match self {
+            Curve::P256 => &ECDSA_P256_SHA256_ASN1,
+            Curve::P384 => &ECDSA_P384_SHA384_ASN1,
         }
     }
 }
@@ -41,7 +104,7 @@ struct Block {
 }
 
 /// Every PEM block in `text`; text outside blocks (an `openssl ec -text` preamble) is skipped, CRLF accepted.
-fn pem_blocks(text: &str, path: &Path) -> Result<Vec<Block>> {
+fn pem_blocks(text: &str) -> std::result::Result<Vec<Block>, KeyError> {
     let mut blocks = Vec::new();
     let mut current: Option<(String, String)> = None;
     for line in text.lines() {
@@ -51,14 +114,14 @@ fn pem_blocks(text: &str, path: &Path) -> Result<Vec<Block>> {
         } else if let Some(label) = line.strip_prefix("-----END ").and_then(|l| l.strip_suffix("-----")) {
             if let Some((open, body)) = current.take() {
                 if open != label {
-                    return Err(key_err(path, &format!("PEM block BEGIN {open} ends with END {label}")));
+                    return Err(KeyError::MismatchedBlock { open, close: label.to_string() });
                 }
                 if body.contains(':') {
-                    return Err(key_err(path, "encrypted PEM keys are not supported; decrypt the key first"));
+                    return Err(KeyError::EncryptedPem);
                 }
                 let der = base64::engine::general_purpose::STANDARD
                     .decode(body.replace(|c: char| c.is_whitespace(), ""))
-                    .map_err(|e| key_err(path, &format!("the {open} block is not valid base64: {e}")))?;
+                    .map_err(|e| KeyError::Base64 { label: open.clone(), message: e.to_string() })?;
                 blocks.push(Block { label: open, der });
             }
         } else if let Some((_, body)) = current.as_mut() {
@@ -71,14 +134,13 @@ fn pem_blocks(text: &str, path: &Path) -> Result<Vec<Block>> {
     Ok(blocks)
 }
 
-fn key_err(path: &Path, message: &str) -> Error {
-    Error::Key { path: path.to_path_buf(), message: message.to_string() }
+fn key_err(path: &Path) -> impl FnOnce(KeyError) -> Error + '_ {
+    move |reason| Error::Key { path: path.to_path_buf(), reason }
 }
 
 fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(Error::io(path, "cannot read the key file"))?;
-    String::from_utf8(bytes)
-        .map_err(|_| key_err(path, "not a PEM file (DER keys are not supported; convert with openssl)"))
+    String::from_utf8(bytes).map_err(|_| key_err(path)(KeyError::NotPem))
 }
 
 /// A public key: its curve and its uncompressed SPKI encoding.
@@ -90,39 +152,40 @@ pub struct PublicKey {
     spki_pem: String,
 }
 
+fn encoding(e: impl std::fmt::Display) -> KeyError {
+    KeyError::Encoding(e.to_string())
+}
+
 impl PublicKey {
-    fn from_spki_der(der: &[u8]) -> std::result::Result<PublicKey, String> {
-        let reencode = |der: p256::pkcs8::Document, pem: String| (der.as_bytes().to_vec(), pem);
-        if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
-            let (d, p) = reencode(
-                k.to_public_key_der().map_err(|e| e.to_string())?,
-                k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?,
-            );
-            return Ok(PublicKey { curve: Curve::P256, spki_der: d, spki_pem: p });
-        }
-        if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
-            let (d, p) = reencode(
-                k.to_public_key_der().map_err(|e| e.to_string())?,
-                k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?,
-            );
-            return Ok(PublicKey { curve: Curve::P384, spki_der: d, spki_pem: p });
-        }
-        Err("not an EC P-256 or P-384 public key (only those curves are supported)".into())
+    fn from_spki_der(der: &[u8]) -> std::result::Result<PublicKey, KeyError> {
+        let (curve, doc, pem) = if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
+            (
+                Curve::P256,
+                k.to_public_key_der().map_err(encoding)?,
+                k.to_public_key_pem(LineEnding::LF).map_err(encoding)?,
+            )
+        } else if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
+            (
+                Curve::P384,
+                k.to_public_key_der().map_err(encoding)?,
+                k.to_public_key_pem(LineEnding::LF).map_err(encoding)?,
+            )
+        } else {
+            return Err(KeyError::UnsupportedPublicKey);
+        };
+        Ok(PublicKey { curve, spki_der: doc.as_bytes().to_vec(), spki_pem: pem })
     }
 
     /// Loads a PEM `PUBLIC KEY` (SPKI) file.
     pub fn from_pem_file(path: &Path) -> Result<PublicKey> {
         let text = read_text(path)?;
-        Self::from_pem(&text).map_err(|m| key_err(path, &m))
+        Self::from_pem(&text).map_err(key_err(path))
     }
 
     /// Parses PEM text holding a `PUBLIC KEY` block.
-    pub fn from_pem(text: &str) -> std::result::Result<PublicKey, String> {
-        let blocks = pem_blocks(text, Path::new("")).map_err(|e| e.to_string())?;
-        let block = blocks
-            .iter()
-            .find(|b| b.label == "PUBLIC KEY")
-            .ok_or("no `-----BEGIN PUBLIC KEY-----` block; give the signer's public key in PEM form")?;
+    pub fn from_pem(text: &str) -> std::result::Result<PublicKey, KeyError> {
+        let blocks = pem_blocks(text)?;
+        let block = blocks.iter().find(|b| b.label == "PUBLIC KEY").ok_or(KeyError::NoPublicKey)?;
         Self::from_spki_der(&block.der)
     }
 
@@ -136,17 +199,15 @@ impl PublicKey {
         to_hex(&Sha256::digest(self.spki_pem.as_bytes()))
     }
 
-    /// Checks an ASN.1 DER ECDSA signature over `message` (with the curve's hash), through sigstore.
+    /// Checks an ASN.1 DER ECDSA signature over `message` (with the curve's hash).
     pub fn verify(&self, message: &[u8], signature_der: &[u8]) -> bool {
-        CosignVerificationKey::from_der(&self.spki_der, &self.curve.scheme())
-            .and_then(|k| k.verify_signature(Signature::Raw(signature_der), message))
-            .is_ok()
+        UnparsedPublicKey::new(self.curve.verification(), &self.spki_der).verify(message, signature_der).is_ok()
     }
 }
 
 /// A private key ready to sign, with its public key.
 pub struct SigningKey {
-    signer: SigStoreSigner,
+    pair: EcdsaKeyPair,
     public: PublicKey,
 }
 
@@ -161,21 +222,20 @@ impl SigningKey {
     /// `EC PARAMETERS` blocks and text around the blocks are skipped.
     pub fn from_pem_file(path: &Path) -> Result<SigningKey> {
         let text = read_text(path)?;
-        Self::from_pem(&text).map_err(|m| key_err(path, &m))
+        Self::from_pem(&text).map_err(key_err(path))
     }
 
     /// Parses PEM text holding a private key.
-    pub fn from_pem(text: &str) -> std::result::Result<SigningKey, String> {
-        let blocks = pem_blocks(text, Path::new("")).map_err(|e| e.to_string())?;
+    pub fn from_pem(text: &str) -> std::result::Result<SigningKey, KeyError> {
+        let blocks = pem_blocks(text)?;
         if blocks.iter().any(|b| b.label == "ENCRYPTED PRIVATE KEY") {
-            return Err("encrypted private keys are not supported; decrypt it with `openssl pkey` first".into());
+            return Err(KeyError::EncryptedPrivateKey);
         }
         let block = blocks
             .iter()
             .find(|b| b.label == "EC PRIVATE KEY" || b.label == "PRIVATE KEY")
-            .ok_or("no `EC PRIVATE KEY` or `PRIVATE KEY` PEM block; give an EC P-256 or P-384 private key")?;
+            .ok_or(KeyError::NoPrivateKey)?;
         let sec1 = block.label == "EC PRIVATE KEY";
-        let unsupported = "not an EC P-256 or P-384 private key (only those curves are supported)";
         // P-256 first: a 48-byte scalar is never accepted as P-256, and named-curve parameters are checked.
         let p256_key = if sec1 {
             p256::SecretKey::from_sec1_der(&block.der)
@@ -183,23 +243,21 @@ impl SigningKey {
             p256::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
         };
         let (curve, pkcs8, spki) = if let Ok(k) = p256_key {
-            let pkcs8 = k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
-            (Curve::P256, pkcs8, k.public_key().to_public_key_der().map_err(|e| e.to_string())?)
+            let pkcs8 = k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec();
+            (Curve::P256, pkcs8, k.public_key().to_public_key_der().map_err(encoding)?)
         } else {
             let k = if sec1 {
                 p384::SecretKey::from_sec1_der(&block.der)
             } else {
                 p384::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
             }
-            .map_err(|_| unsupported.to_string())?;
-            let pkcs8 = k.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
-            (Curve::P384, pkcs8, k.public_key().to_public_key_der().map_err(|e| e.to_string())?)
+            .map_err(|_| KeyError::UnsupportedPrivateKey)?;
+            let pkcs8 = k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec();
+            (Curve::P384, pkcs8, k.public_key().to_public_key_der().map_err(encoding)?)
         };
         let public = PublicKey::from_spki_der(spki.as_bytes())?;
-        let signer = SigStoreKeyPair::from_der(&pkcs8)
-            .and_then(|kp| kp.to_sigstore_signer(&curve.scheme()))
-            .map_err(|e| format!("the key cannot be used for signing: {e}"))?;
-        Ok(SigningKey { signer, public })
+        let pair = EcdsaKeyPair::from_pkcs8(curve.signing(), &pkcs8).map_err(|e| KeyError::Unusable(e.to_string()))?;
+        Ok(SigningKey { pair, public })
     }
 
     /// The public key.
@@ -207,17 +265,21 @@ impl SigningKey {
         &self.public
     }
 
-    /// ECDSA over `message` with the curve's hash; ASN.1 DER signature.
-    pub fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        self.signer.sign(message).map_err(|e| e.to_string())
+    /// ECDSA over `message` with the curve's hash (randomised nonce from the operating system); ASN.1 DER
+    /// signature.
+    pub fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, KeyError> {
+        self.pair
+            .sign(&SystemRandom::new(), message)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|e| KeyError::Signing(e.to_string()))
     }
 }
 
 /// Generates a fresh EC P-256 key pair from the operating system's randomness: (PKCS#8 `PRIVATE KEY` PEM,
 /// `PUBLIC KEY` PEM).
-pub fn generate_p256() -> std::result::Result<(String, String), String> {
+pub fn generate_p256() -> std::result::Result<(String, String), KeyError> {
     let secret = p256::SecretKey::random(&mut rand_core::OsRng);
-    let private = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?.to_string();
-    let public = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+    let private = secret.to_pkcs8_pem(LineEnding::LF).map_err(encoding)?.to_string();
+    let public = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(encoding)?;
     Ok((private, public))
 }

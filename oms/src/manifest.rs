@@ -63,12 +63,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// The subject digest: SHA-256 over the raw bytes of every resource digest, in array order.
-    pub fn root_digest(&self) -> Result<String, String> {
+    pub fn root_digest(&self) -> Result<String, ManifestError> {
         root_digest(&self.resources)
     }
 
     /// The statement bytes to sign: pretty JSON with two-space indents like `model_signing`, keys in a fixed order.
-    pub fn to_statement_json(&self) -> Result<Vec<u8>, String> {
+    pub fn to_statement_json(&self) -> Result<Vec<u8>, ManifestError> {
         #[derive(Serialize)]
         struct Statement<'a> {
             #[serde(rename = "_type")]
@@ -123,7 +123,7 @@ impl Manifest {
                 resources: &self.resources,
             },
         };
-        serde_json::to_vec_pretty(&statement).map_err(|e| e.to_string())
+        serde_json::to_vec_pretty(&statement).map_err(|e| ManifestError::Encoding(e.to_string()))
     }
 
     /// Reads a statement the way `model_signing` 1.1.1 does: any key order or whitespace, unknown predicate fields
@@ -186,7 +186,7 @@ impl Manifest {
             resources,
             serialization: Serialization { method, hash_type, allow_symlinks, ignore_paths },
         };
-        let computed = manifest.root_digest().map_err(StatementError::Invalid)?;
+        let computed = manifest.root_digest().map_err(|e| StatementError::Invalid(e.to_string()))?;
         if computed != declared.to_ascii_lowercase() {
             return Err(StatementError::Root { declared, computed });
         }
@@ -216,11 +216,14 @@ impl Manifest {
 }
 
 /// Why a statement was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatementError {
     /// Not an OMS v1.0 statement.
+    #[error("{0}")]
     Invalid(String),
     /// The subject digest is not the digest of the resources.
+    #[error("the subject digest is {declared}, but the signed resources hash to {computed}")]
     Root {
         /// The subject's digest.
         declared: String,
@@ -229,11 +232,26 @@ pub enum StatementError {
     },
 }
 
+/// Why a manifest cannot be digested or written as a statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// A resource digest that is not hexadecimal.
+    #[error("resource `{name}` has a digest that is not hex")]
+    DigestNotHex {
+        /// The resource's name.
+        name: String,
+    },
+    /// The statement could not be serialised.
+    #[error("the statement cannot be encoded: {0}")]
+    Encoding(String),
+}
+
 /// The subject digest over `resources` in the given order (never re-sorted).
-pub fn root_digest(resources: &[Resource]) -> Result<String, String> {
+pub fn root_digest(resources: &[Resource]) -> Result<String, ManifestError> {
     let mut h = Sha256::new();
     for r in resources {
-        let raw = from_hex(&r.digest).ok_or_else(|| format!("resource `{}` has a digest that is not hex", r.name))?;
+        let raw = from_hex(&r.digest).ok_or_else(|| ManifestError::DigestNotHex { name: r.name.clone() })?;
         h.update(&raw);
     }
     Ok(to_hex(&h.finalize()))

@@ -74,9 +74,9 @@ pub(crate) fn ignore_list(model: &Path, signature: &Path, user: &[PathBuf], git:
 }
 
 /// Builds the bundle for a manifest: statement JSON, PAE, ECDSA signature, Sigstore bundle JSON.
-pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> std::result::Result<Vec<u8>, String> {
+pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> Result<Vec<u8>> {
     let payload = manifest.to_statement_json()?;
-    let signature = key.sign(&pae(PAYLOAD_TYPE, &payload))?;
+    let signature = key.sign(&pae(PAYLOAD_TYPE, &payload)).map_err(|reason| Error::Signing { reason })?;
     Ok(Bundle::new(&payload, &signature, key.public_key().hint()).to_json())
 }
 
@@ -104,9 +104,11 @@ pub fn sign_model(model: &Path, private_key: &Path, signature: &Path, options: &
     if manifest.resources.is_empty() && !options.allow_empty {
         return Err(Error::EmptyModel { path: model.to_path_buf() });
     }
-    let root_digest = manifest.root_digest().map_err(Error::InvalidOption)?;
-    let json = sign_manifest(&manifest, &key)
-        .map_err(|m| Error::Key { path: private_key.to_path_buf(), message: format!("signing failed: {m}") })?;
+    let root_digest = manifest.root_digest()?;
+    let json = sign_manifest(&manifest, &key).map_err(|e| match e {
+        Error::Signing { reason } => Error::Key { path: private_key.to_path_buf(), reason },
+        other => other,
+    })?;
     write_atomically(signature, &json)?;
     Ok(SignOutcome {
         signature: signature.to_path_buf(),

@@ -54,7 +54,7 @@ pub fn verify_bundle(
     key_path: &Path,
 ) -> Result<(Manifest, Vec<String>)> {
     let invalid = |message: String| Error::BundleInvalid { path: signature.to_path_buf(), message };
-    let bundle = Bundle::from_json(bundle_json).map_err(invalid)?;
+    let bundle = Bundle::from_json(bundle_json).map_err(|e| invalid(e.to_string()))?;
     if bundle.media_type != BUNDLE_MEDIA_TYPE {
         return Err(invalid(format!("mediaType is `{}`, expected `{BUNDLE_MEDIA_TYPE}`", bundle.media_type)));
     }
@@ -77,8 +77,8 @@ pub fn verify_bundle(
             key_path.display()
         )),
     }
-    let payload = bundle.payload().map_err(invalid)?;
-    let sig = bundle.signature().map_err(invalid)?;
+    let payload = bundle.payload().map_err(|e| invalid(e.to_string()))?;
+    let sig = bundle.signature().map_err(|e| invalid(e.to_string()))?;
     if !key.verify(&pae(PAYLOAD_TYPE, &payload), &sig) {
         return Err(Error::BadSignature { path: signature.to_path_buf(), key: key_path.to_path_buf() });
     }
@@ -180,6 +180,6 @@ pub fn verify_model_with_key(
     if !diff.is_empty() {
         return Err(Error::ManifestMismatch { model: model.to_path_buf(), diff });
     }
-    let root_digest = manifest.root_digest().map_err(Error::InvalidOption)?;
+    let root_digest = manifest.root_digest()?;
     Ok(VerifyOutcome { manifest, root_digest, bytes, warnings })
 }

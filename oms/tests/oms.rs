@@ -4,6 +4,7 @@
 use base64::Engine;
 use sovra_oms::bundle::{Bundle, PAYLOAD_TYPE, pae};
 use sovra_oms::hashing::{HashConfig, hash_model};
+use sovra_oms::keys::KeyError;
 use sovra_oms::manifest::{Manifest, Method, Resource, Serialization};
 use sovra_oms::{Error, PublicKey, SignOptions, SigningKey, VerifyOptions, sign_manifest, sign_model, verify_model};
 use std::fs;
@@ -387,10 +388,11 @@ fn other_key_encodings() {
     // A signature made with the re-encoded key verifies with the vector's public key.
     let key = PublicKey::from_pem_file(&data("key.pub.pem")).unwrap();
     assert!(key.verify(b"message", &p256.sign(b"message").unwrap()));
-    assert!(
-        SigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
-            .unwrap_err()
-            .contains("encrypted")
-    );
-    assert!(PublicKey::from_pem("not a key").unwrap_err().contains("PUBLIC KEY"));
+    let e = SigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
+        .unwrap_err();
+    assert_eq!(e, KeyError::EncryptedPrivateKey);
+    assert!(e.to_string().contains("encrypted"), "{e}");
+    let e = PublicKey::from_pem("not a key").unwrap_err();
+    assert_eq!(e, KeyError::NoPublicKey);
+    assert!(e.to_string().contains("PUBLIC KEY"), "{e}");
 }

@@ -48,7 +48,8 @@ impl Promoter {
             "approver": approver.clone().unwrap_or_else(|| "unknown".into()),
             "issued_at": now, "expires_at": now.saturating_add(ttl),
         });
-        let env = Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
+        let env =
+            Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), &key).map_err(|e| bad(e.to_string()))?;
         let rec = SignedRecord {
             id: self.registry.next_id()?,
             kind: "approval".into(),
@@ -117,7 +118,8 @@ impl Promoter {
             "model": v.model, "digest": v.digest, "gate": gate, "reason": reason,
             "admin": admin.name, "granted_at": now, "expires_at": now.saturating_add(ttl),
         });
-        let env = Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), &key).map_err(bad)?;
+        let env =
+            Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), &key).map_err(|e| bad(e.to_string()))?;
         let rec = SignedRecord {
             id: self.registry.next_id()?,
             kind: "exception".into(),

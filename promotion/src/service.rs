@@ -252,7 +252,7 @@ impl Promoter {
         if signed != stored {
             return Err("the signed manifest differs from the version's file list".into());
         }
-        let root = manifest.root_digest()?;
+        let root = manifest.root_digest().map_err(|e| e.to_string())?;
         if root != v.digest {
             return Err(format!("the bundle signs {root}, the version is {}", v.digest));
         }
@@ -518,8 +518,8 @@ impl Promoter {
             "predicateType": PROMOTION_PREDICATE,
             "predicate": predicate,
         });
-        let env =
-            Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &self.config.service_key).map_err(bad)?;
+        let env = Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &self.config.service_key)
+            .map_err(|e| bad(e.to_string()))?;
         let record = SignedRecord {
             id,
             kind: "promotion".into(),
