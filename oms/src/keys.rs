@@ -1,23 +1,19 @@
 //! EC P-256 and P-384 keys in PEM form, as `model_signing` loads them.
 //!
-//! Signing and verification go through `aws-lc-rs` (`EcdsaKeyPair`, `UnparsedPublicKey`; ECDSA with the hash of the
-//! curve: P-256 → SHA-256, P-384 → SHA-384, ASN.1 DER signatures), the backend the `sigstore` crate used for the
-//! same calls; calling it directly keeps the `sigstore` crate, and the async runtime it always pulls in, out of
-//! this crate. Key *parsing* uses the RustCrypto `p256`/`p384` crates, because `aws-lc-rs` accepts only PKCS#8
-//! private keys: `openssl ecparam -genkey` writes SEC1 `EC PRIVATE KEY` blocks (often after an `EC PARAMETERS`
+//! Signing and verification go through the `sigstore` crate (`SigStoreSigner`, `CosignVerificationKey`, ECDSA with
+//! the hash of the curve: P-256 → SHA-256, P-384 → SHA-384, ASN.1 DER signatures). Key *parsing* uses the RustCrypto
+//! `p256`/`p384` crates, because sigstore's loaders accept only PKCS#8 `PRIVATE KEY` blocks and take a public key's
+//! DER as given: `openssl ecparam -genkey` writes SEC1 `EC PRIVATE KEY` blocks (often after an `EC PARAMETERS`
 //! block), public keys may carry a compressed point, and the key hint must be computed over the *re-encoded*
-//! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed on.
+//! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed to sigstore.
 
 use crate::error::{Error, Result};
 use crate::manifest::to_hex;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_ASN1_SIGNING,
-    EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, UnparsedPublicKey,
-};
 use base64::Engine;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
+use sigstore::crypto::signing_key::SigStoreKeyPair;
+use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
 use std::path::Path;
 
 /// Why a key could not be read, used or made. The messages say what to do; [`Error::Key`] adds the file.
@@ -82,17 +78,10 @@ pub enum Curve {
 }
 
 impl Curve {
-    fn signing(self) -> &'static EcdsaSigningAlgorithm {
+    fn scheme(self) -> SigningScheme {
         match self {
-            Curve::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
-            Curve::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
-        }
-    }
-
-    fn verification(self) -> &'static EcdsaVerificationAlgorithm {
-        match self {
-            Curve::P256 => &ECDSA_P256_SHA256_ASN1,
-            Curve::P384 => &ECDSA_P384_SHA384_ASN1,
+            Curve::P256 => SigningScheme::ECDSA_P256_SHA256_ASN1,
+            Curve::P384 => SigningScheme::ECDSA_P384_SHA384_ASN1,
         }
     }
 }
@@ -199,15 +188,17 @@ impl PublicKey {
         to_hex(&Sha256::digest(self.spki_pem.as_bytes()))
     }
 
-    /// Checks an ASN.1 DER ECDSA signature over `message` (with the curve's hash).
+    /// Checks an ASN.1 DER ECDSA signature over `message` (with the curve's hash), through sigstore.
     pub fn verify(&self, message: &[u8], signature_der: &[u8]) -> bool {
-        UnparsedPublicKey::new(self.curve.verification(), &self.spki_der).verify(message, signature_der).is_ok()
+        CosignVerificationKey::from_der(&self.spki_der, &self.curve.scheme())
+            .and_then(|k| k.verify_signature(Signature::Raw(signature_der), message))
+            .is_ok()
     }
 }
 
 /// A private key ready to sign, with its public key.
 pub struct SigningKey {
-    pair: EcdsaKeyPair,
+    signer: SigStoreSigner,
     public: PublicKey,
 }
 
@@ -256,8 +247,10 @@ impl SigningKey {
             (Curve::P384, pkcs8, k.public_key().to_public_key_der().map_err(encoding)?)
         };
         let public = PublicKey::from_spki_der(spki.as_bytes())?;
-        let pair = EcdsaKeyPair::from_pkcs8(curve.signing(), &pkcs8).map_err(|e| KeyError::Unusable(e.to_string()))?;
-        Ok(SigningKey { pair, public })
+        let signer = SigStoreKeyPair::from_der(&pkcs8)
+            .and_then(|kp| kp.to_sigstore_signer(&curve.scheme()))
+            .map_err(|e| KeyError::Unusable(e.to_string()))?;
+        Ok(SigningKey { signer, public })
     }
 
     /// The public key.
@@ -265,13 +258,9 @@ impl SigningKey {
         &self.public
     }
 
-    /// ECDSA over `message` with the curve's hash (randomised nonce from the operating system); ASN.1 DER
-    /// signature.
+    /// ECDSA over `message` with the curve's hash; ASN.1 DER signature.
     pub fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, KeyError> {
-        self.pair
-            .sign(&SystemRandom::new(), message)
-            .map(|sig| sig.as_ref().to_vec())
-            .map_err(|e| KeyError::Signing(e.to_string()))
+        self.signer.sign(message).map_err(|e| KeyError::Signing(e.to_string()))
     }
 }
 
