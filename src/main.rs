@@ -38,6 +38,44 @@ enum Output {
     Json,
 }
 
+/// A job state, as `sovra jobs --state` filters by it (the scheduler's states; a test checks that each parses as
+/// one of `sovra_scheduler::engine::JobState`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum JobStateArg {
+    /// Waiting in its queue.
+    Pending,
+    /// GPUs assigned, not yet confirmed running.
+    Placed,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// A node it ran on disappeared (it is requeued).
+    Lost,
+    /// Refused at submit: no permitted pool could ever hold it.
+    Refused,
+}
+
+/// A state a job's runner reports with `sovra set-state`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum RunnerState {
+    /// A placed job started.
+    Running,
+    /// It ended well (its GPUs are released).
+    Succeeded,
+    /// It ended with an error (its GPUs are released).
+    Failed,
+}
+
+/// The name clap shows for a value, which is also the name the scheduler uses.
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Place jobs on a cluster (dry run): print where each replica goes, or why it cannot go anywhere.
@@ -66,13 +104,15 @@ enum Command {
     /// one at a time with each policy and seed, and report allocation at 90/100/130% of capacity arrived beside the
     /// published figures.
     Simulate {
-        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (files in --data), or a task CSV path.
+        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (built in, or the files in --data), or a task CSV
+        /// path.
         #[arg(long, short = 't', default_value = "default")]
         trace: String,
-        /// Folder of the Alibaba trace files.
-        #[arg(long, default_value = "data/alibaba-gpu-v2023")]
-        data: PathBuf,
-        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data.
+        /// Folder of the Alibaba trace files (`openb_pod_list_<trace>.csv`, `openb_node_list_gpu_node.csv`).
+        /// Default: the copy of data/alibaba-gpu-v2023 built into the binary, so this runs from any folder.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data (or built in).
         #[arg(long)]
         nodes: Option<PathBuf>,
         /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
@@ -141,9 +181,9 @@ enum Command {
         /// Only this queue.
         #[arg(long)]
         queue: Option<String>,
-        /// Only this state (pending, placed, running, succeeded, failed, cancelled, refused).
-        #[arg(long)]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<JobStateArg>,
         #[command(flatten)]
         remote: remote::Remote,
         /// Output format.
@@ -178,9 +218,9 @@ enum Command {
     SetState {
         /// Job id.
         id: u64,
-        /// running, succeeded or failed.
-        #[arg(value_parser = ["running", "succeeded", "failed"])]
-        state: String,
+        /// The state the runner saw.
+        #[arg(value_enum)]
+        state: RunnerState,
         #[command(flatten)]
         remote: remote::Remote,
         /// Output format.
@@ -267,27 +307,10 @@ impl From<ConfigError> for Failure {
     }
 }
 
-/// A reader that closes the pipe early (`sovra … | head`) is normal, not a crash: `println!` panics on a broken
-/// pipe, and restoring the default SIGPIPE behaviour would need `unsafe` (forbidden in this workspace), so this hook
-/// turns exactly that panic into a quiet exit and leaves every other panic to the default hook.
-fn quiet_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
-
 fn main() -> ExitCode {
-    quiet_on_broken_pipe();
+    // A reader that closes the pipe early (`sovra … | head`) is normal, not a crash: Rust ignores SIGPIPE, so
+    // `println!` would panic on the broken pipe; the default action (end quietly, as `cat` does) is restored instead.
+    sigpipe::reset();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
@@ -296,7 +319,7 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Submit { file, request_id }, output)
         }
         Command::Jobs { queue, state, remote, output } => {
-            remote::run(remote, remote::Action::Jobs { queue, state }, output)
+            remote::run(remote, remote::Action::Jobs { queue, state: state.map(value_name) }, output)
         }
         Command::Job { id, explain, remote, output } => {
             remote::run(remote, remote::Action::Job { id, explain }, output)
@@ -305,7 +328,7 @@ fn main() -> ExitCode {
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::SetState { id, state, remote, output } => {
-            remote::run(remote, remote::Action::SetState { id, state }, output)
+            remote::run(remote, remote::Action::SetState { id, state: value_name(state) }, output)
         }
         Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
         Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),

@@ -4,8 +4,9 @@
 //! The server comes from `--server` or `SOVRA_SERVER` (default `http://127.0.0.1:7070`), the token from `--token`
 //! or `SOVRA_TOKEN`; an `https://` server is verified against `--ca` / `SOVRA_CA` (the scheduler's CA file, e.g.
 //! the one `sovra dev` prints). Exit codes: 0 ok; 1 the scheduler refused (job refused at submit, unknown job, cannot
-//! cancel); 2 bad input (the job file, or INVALID_ARGUMENT naming the field); 3 the scheduler cannot be reached or
-//! rejected the token.
+//! cancel); 2 bad input (the job file, a CA file that holds no certificate, or INVALID_ARGUMENT naming the field); 3
+//! the scheduler cannot be reached, its TLS connection failed (the message says why: certificate from another CA,
+//! for another host name, …; see `sovra_node_daemon::tls_check`), or it rejected the token.
 
 use crate::{Failure, Output};
 use sovra_api::v1::admin_client::AdminClient;
@@ -15,6 +16,7 @@ use sovra_api::v1::{
     CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, QueuesRequest,
     ReloadRequest, SetStateRequest, SubmitRequest, WatchRequest, ZonesRequest,
 };
+use sovra_node_daemon::tls_check::{ConnectProblem, check_ca, diagnose};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -23,13 +25,13 @@ use tonic::{Code, Request, Status};
 #[derive(clap::Args, Clone)]
 pub struct Remote {
     /// Scheduler address.
-    #[arg(long, env = "SOVRA_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(long, env = "SOVRA_SERVER", default_value = "http://127.0.0.1:7070", hide_env_values = true, global = true)]
     pub server: String,
     /// Bearer token printed by `sovra-scheduler serve`.
     #[arg(long, env = "SOVRA_TOKEN", default_value = "", hide_env_values = true, global = true)]
     pub token: String,
     /// The CA that signed an `https://` scheduler's certificate (required for `https://`; `sovra dev` prints it).
-    #[arg(long, env = "SOVRA_CA", global = true)]
+    #[arg(long, env = "SOVRA_CA", hide_env_values = true, global = true)]
     pub ca: Option<PathBuf>,
 }
 
@@ -65,6 +67,13 @@ fn status(e: Status) -> Failure {
         Code::Unauthenticated | Code::Unavailable | Code::Unknown => 3,
         _ => 1,
     };
+    // A transport failure during a call (the connection broke, TLS failed late) says what it was.
+    if matches!(e.code(), Code::Unavailable | Code::Unknown)
+        && let problem = diagnose(&e)
+        && !matches!(problem, ConnectProblem::Other(_))
+    {
+        return Failure { code, message: problem.explain("the scheduler", "--ca") };
+    }
     Failure { code, message: e.message().to_string() }
 }
 
@@ -103,15 +112,22 @@ pub async fn connect(remote: &Remote) -> Result<Channel, Failure> {
         };
         let pem = std::fs::read(ca)
             .map_err(|e| Failure { code: 2, message: format!("--ca {}: cannot read the file: {e}", ca.display()) })?;
+        // A garbage CA file is our mistake, not the server's: say so before connecting (exit 2).
+        check_ca(&pem, &format!("--ca {}", ca.display())).map_err(|e| Failure { code: 2, message: e.to_string() })?;
         let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
         endpoint = endpoint.tls_config(tls).map_err(|e| Failure { code: 2, message: format!("--ca: {e}") })?;
     }
-    endpoint.connect().await.map_err(|e| Failure {
-        code: 3,
-        message: format!(
-            "cannot reach the scheduler at {}: {e}; start it with `sovra-scheduler serve` or `sovra dev`",
-            remote.server
-        ),
+    endpoint.connect().await.map_err(|e| {
+        let ca = remote.ca.as_ref().map_or_else(|| "--ca".to_string(), |p| format!("--ca {}", p.display()));
+        let message = match diagnose(&e) {
+            p @ ConnectProblem::Unreachable(_) => format!(
+                "cannot reach the scheduler: {}; start it with `sovra-scheduler serve` or `sovra dev`, or fix \
+                 --server / SOVRA_SERVER",
+                p.explain(&remote.server, &ca)
+            ),
+            p => p.explain(&remote.server, &ca),
+        };
+        Failure { code: 3, message }
     })
 }
 
@@ -187,7 +203,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                         serde_json::json!({"name": n.name, "pool": n.pool, "zone": n.zone, "ready": n.ready,
                         "gpus": n.gpus, "healthy_gpus": n.healthy_gpus, "used_milli": n.used_milli,
                         "backend": n.backend, "connected": n.connected, "heartbeat_age_ms": n.heartbeat_age_ms,
-                        "driver_version": n.driver_version, "unhealthy": n.unhealthy})
+                        "driver_version": n.driver_version, "unhealthy": n.unhealthy, "gpu_error": n.gpu_error})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
@@ -212,6 +228,9 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                         n.healthy_gpus,
                         n.used_milli as f64 / 1000.0
                     );
+                    if !n.gpu_error.is_empty() {
+                        println!("{:<20} GPUs cannot be read: {}", "", n.gpu_error);
+                    }
                     for u in &n.unhealthy {
                         println!("{:<20} unhealthy GPU {u}", "");
                     }

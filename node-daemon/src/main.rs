@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::nvml::apply_events;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
+use sovra_node_daemon::tls_check;
 use sovra_node_daemon::{HealthPolicy, Inventory};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -192,12 +193,18 @@ fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>),
     let key =
         pick(flags.key, file.key, "key", tls_dir.as_ref().map(|d| d.join("nodes").join(format!("{node}-key.pem"))))?;
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: cannot read the file: {e}", p.display()));
+    let (ca_pem, cert_pem, key_pem) = (read(&ca)?, read(&cert)?, read(&key)?);
+    // The files are checked here, where they can be named: a bad one is a configuration error (exit 2), not a
+    // connection to retry forever.
+    let name = |p: &PathBuf| p.display().to_string();
+    tls_check::check_ca(&ca_pem, &name(&ca)).map_err(|e| e.to_string())?;
+    tls_check::check_identity(&cert_pem, &key_pem, &name(&cert), &name(&key)).map_err(|e| e.to_string())?;
     let r = Reporter {
         server,
         node,
-        ca_pem: read(&ca)?,
-        cert_pem: read(&cert)?,
-        key_pem: read(&key)?,
+        ca_pem,
+        cert_pem,
+        key_pem,
         claim_zone: flags.claim_zone.or(file.claim_zone),
         claim_pool: flags.claim_pool.or(file.claim_pool),
         backoff_initial: Duration::from_millis(200),
@@ -329,6 +336,9 @@ fn report_events(inv: &mut Inventory, events: &[sovra_node_daemon::XidEvent], po
 }
 
 fn main() -> ExitCode {
+    // `watch … | head` closing the pipe ends the daemon quietly, as it does `cat` (Rust ignores SIGPIPE, so
+    // `println!` would panic on the broken pipe; the crate restores the default action without `unsafe` here).
+    sigpipe::reset();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

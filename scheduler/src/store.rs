@@ -24,6 +24,9 @@ pub struct NodeRecord {
     pub driver_version: String,
     /// The GPUs, in the domain's terms (health included).
     pub gpus: Vec<sovra_domain::Gpu>,
+    /// Why the daemon cannot read the node's GPUs (then `gpus` is empty); empty when it can.
+    #[serde(default)]
+    pub gpu_error: String,
 }
 
 /// The state store.
