@@ -308,9 +308,8 @@ impl From<ConfigError> for Failure {
 }
 
 fn main() -> ExitCode {
-    // A reader that closes the pipe early (`sovra … | head`) is normal, not a crash: Rust ignores SIGPIPE, so
-    // `println!` would panic on the broken pipe; the default action (end quietly, as `cat` does) is restored instead.
-    sigpipe::reset();
+    // `sovra … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),

@@ -336,9 +336,8 @@ fn report_events(inv: &mut Inventory, events: &[sovra_node_daemon::XidEvent], po
 }
 
 fn main() -> ExitCode {
-    // `watch … | head` closing the pipe ends the daemon quietly, as it does `cat` (Rust ignores SIGPIPE, so
-    // `println!` would panic on the broken pipe; the crate restores the default action without `unsafe` here).
-    sigpipe::reset();
+    // `watch … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

@@ -323,6 +323,9 @@ impl Reporter {
     /// underneath a transport failure.
     fn refused(&self, s: &tonic::Status) -> String {
         match crate::tls_check::diagnose(s) {
+            crate::tls_check::ConnectProblem::Other(chain) if std::error::Error::source(s).is_some() => {
+                format!("registration failed: {}: {} ({chain})", s.code(), s.message())
+            }
             crate::tls_check::ConnectProblem::Other(_) => {
                 format!("registration refused: {}: {}", s.code(), s.message())
             }

@@ -110,7 +110,7 @@ pub enum ConnectProblem {
     },
     /// The server's certificate was refused for another reason (expired, not yet valid, wrong purpose, …).
     BadServerCert(String),
-    /// The server refused our certificate (or wanted one): a TLS alert it sent.
+    /// The server ended the handshake with a TLS alert: it refused our client certificate (or wanted one).
     ClientCertRefused(String),
     /// The server did not answer with TLS (a plain `http://` server, or not a scheduler).
     NotTls(String),
@@ -124,8 +124,8 @@ impl ConnectProblem {
         match self {
             ConnectProblem::Unreachable(d) => format!("nothing answers at {server} ({d})"),
             ConnectProblem::UnknownCa => format!(
-                "the server at {server} answers, but its certificate is not signed by the CA in {ca}; give the CA \
-                 of this scheduler (its ca.pem)"
+                "the server at {server} answers, but its certificate is not signed by the CA in {ca} (unknown \
+                 issuer, or a CA of the same name with another key); give the CA of this scheduler (its ca.pem)"
             ),
             ConnectProblem::WrongHost { expected, presented } => format!(
                 "the server at {server} answers, but its certificate is for {} and not for {expected}; connect by a \
@@ -136,8 +136,8 @@ impl ConnectProblem {
                 format!("the server at {server} answers, but its certificate is not acceptable: {d}")
             }
             ConnectProblem::ClientCertRefused(d) => format!(
-                "the server at {server} refused our client certificate ({d}); it must be issued by the scheduler's \
-                 CA for this node"
+                "the server at {server} refused our client certificate ({d}); it must be issued by that \
+                 scheduler's CA for this node"
             ),
             ConnectProblem::NotTls(d) => {
                 format!("the server at {server} does not speak TLS ({d}); is it a plain http:// server?")
@@ -164,9 +164,14 @@ fn chain<'a>(e: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static
 fn from_rustls(e: &rustls::Error) -> ConnectProblem {
     use rustls::{CertificateError, Error};
     match e {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => ConnectProblem::UnknownCa,
+        // A CA of the same name but another key (every `sovra-scheduler certs` CA is "Sovra scheduler CA") makes
+        // the signature check fail rather than the issuer lookup: the same mistake, a CA file of another scheduler.
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            ConnectProblem::UnknownCa
+        }
         Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }) => {
-            ConnectProblem::WrongHost { expected: expected.to_str().into_owned(), presented: presented.clone() }
+            let presented = presented.iter().map(|p| bare_name(p)).collect();
+            ConnectProblem::WrongHost { expected: expected.to_str().into_owned(), presented }
         }
         Error::InvalidCertificate(CertificateError::NotValidForName) => {
             ConnectProblem::WrongHost { expected: "the address connected to".into(), presented: vec![] }
@@ -177,6 +182,14 @@ fn from_rustls(e: &rustls::Error) -> ConnectProblem {
             ConnectProblem::NotTls(e.to_string())
         }
         other => ConnectProblem::Other(other.to_string()),
+    }
+}
+
+/// `DnsName("a.example")` (how rustls lists a certificate's names) → `a.example`.
+fn bare_name(p: &str) -> String {
+    match (p.find("(\""), p.strip_suffix("\")")) {
+        (Some(i), Some(rest)) if i + 2 <= rest.len() => rest[i + 2..].to_string(),
+        _ => p.to_string(),
     }
 }
 
@@ -195,9 +208,14 @@ pub fn diagnose(e: &(dyn StdError + 'static)) -> ConnectProblem {
             return ConnectProblem::Unreachable(io.to_string());
         }
     }
-    let text: Vec<String> = all.iter().map(|x| x.to_string()).collect();
+    // Below here the chain holds only text: hyper and h2 pass some TLS failures on as strings.
+    let text: Vec<String> = all.iter().skip(usize::from(all.len() > 1)).map(|x| x.to_string()).collect();
     let joined = text.join(": ");
     let lower = joined.to_lowercase();
+    if let Some(i) = lower.find("received fatal alert: ") {
+        let alert = joined[i + "received fatal alert: ".len()..].split([':', ' ']).next().unwrap_or_default();
+        return ConnectProblem::ClientCertRefused(format!("TLS alert {alert}"));
+    }
     if lower.contains("timed out") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return ConnectProblem::Unreachable(joined);
     }
@@ -226,5 +244,11 @@ mod tests {
         assert_eq!(diagnose(&inner), ConnectProblem::UnknownCa);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(matches!(diagnose(&refused), ConnectProblem::Unreachable(_)));
+    }
+
+    #[test]
+    fn presented_names_are_shown_bare() {
+        assert_eq!(bare_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(bare_name("10.0.0.1"), "10.0.0.1");
     }
 }

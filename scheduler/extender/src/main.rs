@@ -76,9 +76,8 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    // `sovra-extender labels … | head` closing the pipe ends quietly (Rust ignores SIGPIPE, so `println!` would
-    // panic; the crate restores the default action without `unsafe` here).
-    sigpipe::reset();
+    // `sovra-extender labels … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
