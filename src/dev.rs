@@ -425,7 +425,8 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
         .filter(|n| n.name != victim && !n.ready)
         .map(|n| n.name)
         .collect();
-    checks.check(flapped.is_empty(), format!("no other node went NotReady ({})", flapped.join(", ")));
+    let others = if flapped.is_empty() { "none did".to_string() } else { flapped.join(", ") };
+    checks.check(flapped.is_empty(), format!("no other node went NotReady ({others})"));
     println!("\n── A few metrics (http://{}/metrics)", local.metrics_addr);
     let text = http_get(local.metrics_addr, "/metrics").await.unwrap_or_default();
     for l in text.lines().filter(|l| {
