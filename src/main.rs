@@ -495,3 +495,40 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_job_state_value_is_a_state_of_the_scheduler() {
+        for v in JobStateArg::value_variants() {
+            let name = value_name(*v);
+            let parsed: Result<sovra_scheduler::engine::JobState, _> =
+                serde_json::from_value(serde_json::Value::String(name.clone()));
+            assert!(parsed.is_ok(), "`sovra jobs --state {name}` is not a scheduler state");
+        }
+    }
+
+    /// Every flag read from the environment hides the environment's value in `--help` (the registry commands,
+    /// `model`, `exception` and `audit`, have their own settings).
+    #[test]
+    fn every_env_backed_flag_of_the_scheduler_commands_hides_its_value() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_env().is_some() && !a.is_hide_env_values_set() {
+                    bad.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if !["model", "exception", "audit"].contains(&sub.get_name()) {
+                    walk(sub, &format!("{path} {}", sub.get_name()), bad);
+                }
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&Cli::command(), "sovra", &mut bad);
+        assert!(bad.is_empty(), "flags that would show an environment value in --help: {bad:?}");
+    }
+}

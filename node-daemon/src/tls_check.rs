@@ -199,7 +199,7 @@ pub fn diagnose(e: &(dyn StdError + 'static)) -> ConnectProblem {
     if let Some(r) = all.iter().find_map(|x| x.downcast_ref::<rustls::Error>()) {
         return from_rustls(r);
     }
-    if let Some(io) = all.iter().filter_map(|x| x.downcast_ref::<std::io::Error>()).last() {
+    if let Some(io) = all.iter().rev().find_map(|x| x.downcast_ref::<std::io::Error>()) {
         use std::io::ErrorKind as K;
         if matches!(
             io.kind(),
