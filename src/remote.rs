@@ -61,20 +61,29 @@ pub enum Action {
     Watch { id: Option<u64> },
 }
 
-fn status(e: Status) -> Failure {
-    let code = match e.code() {
-        Code::InvalidArgument => 2,
-        Code::Unauthenticated | Code::Unavailable | Code::Unknown => 3,
-        _ => 1,
-    };
-    // A transport failure during a call (the connection broke, TLS failed late) says what it was.
-    if matches!(e.code(), Code::Unavailable | Code::Unknown)
-        && let problem = diagnose(&e)
-        && !matches!(problem, ConnectProblem::Other(_))
-    {
-        return Failure { code, message: problem.explain("the scheduler", "--ca") };
+/// The failure of a call to `remote`: the scheduler's refusal (its message), or, for a transport failure, what it
+/// was (the connection broke, TLS failed late, a plain `http://` client met a TLS server).
+fn status(remote: &Remote) -> impl Fn(Status) -> Failure + '_ {
+    move |e: Status| {
+        let code = match e.code() {
+            Code::InvalidArgument => 2,
+            Code::Unauthenticated | Code::Unavailable | Code::Unknown => 3,
+            _ => 1,
+        };
+        if std::error::Error::source(&e).is_none() {
+            return Failure { code, message: e.message().to_string() };
+        }
+        let message = match diagnose(&e) {
+            ConnectProblem::Other(chain) if remote.server.starts_with("http://") => format!(
+                "the connection to {} failed ({chain}); if the scheduler serves TLS (as `sovra dev` and \
+                 `sovra-scheduler serve --tls-dir` do), use an https:// address with --ca",
+                remote.server
+            ),
+            ConnectProblem::Other(chain) => format!("the connection to {} failed ({chain})", remote.server),
+            problem => problem.explain(&remote.server, "--ca"),
+        };
+        Failure { code: 3, message }
     }
-    Failure { code, message: e.message().to_string() }
 }
 
 /// A request carrying the bearer token.
@@ -152,8 +161,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         Action::Submit { request_id, .. } => {
             let req =
                 SubmitRequest { job_yaml: job_yaml.unwrap_or_default(), request_id: request_id.unwrap_or_default() };
-            let r = jobs.submit(authed(&remote, req)?).await.map_err(status)?.into_inner();
-            let info = jobs.get(authed(&remote, GetRequest { id: r.id })?).await.map_err(status)?.into_inner();
+            let r = jobs.submit(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            let info = jobs.get(authed(&remote, GetRequest { id: r.id })?).await.map_err(status(&remote))?.into_inner();
             if json {
                 println!("{}", job_json(&info));
             } else {
@@ -162,7 +171,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         }
         Action::Jobs { queue, state } => {
             let req = ListRequest { queue: queue.unwrap_or_default(), state: state.unwrap_or_default() };
-            let list = jobs.list(authed(&remote, req)?).await.map_err(status)?.into_inner().jobs;
+            let list = jobs.list(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner().jobs;
             if json {
                 println!("{}", serde_json::Value::Array(list.iter().map(job_json).collect()));
             } else {
@@ -182,20 +191,24 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Job { id, explain } => {
-            let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status)?.into_inner();
+            let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status(&remote))?.into_inner();
             if json { println!("{}", job_json(&info)) } else { print_job(&info, explain) }
         }
         Action::SetState { id, state } => {
-            let info =
-                jobs.set_state(authed(&remote, SetStateRequest { id, state })?).await.map_err(status)?.into_inner();
+            let info = jobs
+                .set_state(authed(&remote, SetStateRequest { id, state })?)
+                .await
+                .map_err(status(&remote))?
+                .into_inner();
             if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Cancel { id } => {
-            let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status)?.into_inner();
+            let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status(&remote))?.into_inner();
             if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Nodes => {
-            let nodes = cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status)?.into_inner().nodes;
+            let nodes =
+                cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status(&remote))?.into_inner().nodes;
             if json {
                 let v: Vec<_> = nodes
                     .iter()
@@ -238,7 +251,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Pools => {
-            let pools = cluster.pools(authed(&remote, PoolsRequest {})?).await.map_err(status)?.into_inner().pools;
+            let pools =
+                cluster.pools(authed(&remote, PoolsRequest {})?).await.map_err(status(&remote))?.into_inner().pools;
             if json {
                 let v: Vec<_> = pools
                     .iter()
@@ -264,7 +278,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Queues => {
-            let queues = admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status)?.into_inner().queues;
+            let queues =
+                admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status(&remote))?.into_inner().queues;
             if json {
                 let v: Vec<_> = queues
                     .iter()
@@ -298,9 +313,10 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Zones => {
-            let zones = admin.zones(authed(&remote, ZonesRequest {})?).await.map_err(status)?.into_inner().zones;
+            let zones =
+                admin.zones(authed(&remote, ZonesRequest {})?).await.map_err(status(&remote))?.into_inner().zones;
             let classes =
-                admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status)?.into_inner().classes;
+                admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status(&remote))?.into_inner().classes;
             if json {
                 let z: Vec<_> = zones
                     .iter()
@@ -342,7 +358,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Reload => {
-            let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status)?.into_inner();
+            let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status(&remote))?.into_inner();
             if json {
                 println!("{}", serde_json::json!({"nodes": r.nodes, "pools": r.pools, "requeued": r.requeued}));
             } else {
@@ -351,8 +367,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         }
         Action::Watch { id } => {
             let req = WatchRequest { id: id.unwrap_or(0), queue: String::new() };
-            let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status)?.into_inner();
-            while let Some(j) = stream.message().await.map_err(status)? {
+            let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            while let Some(j) = stream.message().await.map_err(status(&remote))? {
                 if json {
                     println!("{}", job_json(&j));
                 } else {

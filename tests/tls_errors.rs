@@ -104,3 +104,13 @@ fn a_server_that_is_not_running_is_unreachable() {
     assert!(t.contains("cannot reach the scheduler: nothing answers at"), "{t}");
     assert!(t.contains("sovra-scheduler serve"), "{t}");
 }
+
+#[test]
+fn a_plain_http_client_against_a_tls_server_is_told_to_use_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_tls_server(dir.path(), &["localhost", "127.0.0.1"]);
+    let o = sovra(&server.replace("https://", "http://"), &dir.path().join("ca.pem"));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{t}");
+    assert!(t.contains("use an https:// address with --ca"), "{t}");
+}
