@@ -125,9 +125,9 @@ enum Command {
         /// Inflate the task list to this multiple of the cluster's GPU capacity.
         #[arg(long, default_value_t = 1.3)]
         inflate: f64,
-        /// Worker threads (runs are independent). Default: all cores.
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Worker threads (runs are independent), 1 to 1024. Default: all cores.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
         /// Write per-step CSVs, summary.json and SVG plots (allocation and fragmentation vs arrived) here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -340,7 +340,7 @@ fn main() -> ExitCode {
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
-            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads, out, output)
+            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads.map(usize::from), out, output)
         }
     };
     match result {

@@ -308,3 +308,11 @@ fn nodes_show_why_a_daemon_cannot_read_its_gpus() {
     let o = nodes("text");
     assert!(text(&o).contains(&format!("GPUs cannot be read: {reason}")), "{}", text(&o));
 }
+
+#[test]
+fn simulate_worker_threads_are_bounded() {
+    // Before: `--threads 100000` spawned up to one thread per run (policies × seeds, up to 70,007).
+    let o = sovra(&["simulate", "--threads", "100000", "--seeds", "42"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("100000 is not in 1..=1024"), "{}", text(&o));
+}
