@@ -66,12 +66,21 @@ enum Command {
         /// Heartbeat interval in milliseconds (default: the config's report_interval_ms, else 1000).
         #[arg(long)]
         interval_ms: Option<u64>,
-        /// Stop after this many seconds (default: run until killed).
-        #[arg(long)]
+        /// Stop after this many seconds, 0 to 31536000 (default: run until killed).
+        #[arg(long, value_parser = seconds)]
         duration_s: Option<f64>,
     },
     /// Report to the scheduler until killed: inventory on connect, health changes, heartbeats.
     Run(RunArgs),
+}
+
+/// `--duration-s`: a finite number of seconds from 0 to a year (a negative or NaN one used to panic).
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && (0.0..=31_536_000.0).contains(&v)) {
+        return Err(format!("{s} is out of range: use 0 to 31536000 seconds"));
+    }
+    Ok(v)
 }
 
 /// Where and as whom to report (flags override the config file's `server`, `node`, `tls_dir`, … keys).
