@@ -39,6 +39,44 @@ enum Output {
     Json,
 }
 
+/// A job state, as `sovra jobs --state` filters by it (the scheduler's states; a test checks that each parses as
+/// one of `sovra_scheduler::engine::JobState`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum JobStateArg {
+    /// Waiting in its queue.
+    Pending,
+    /// GPUs assigned, not yet confirmed running.
+    Placed,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// A node it ran on disappeared (it is requeued).
+    Lost,
+    /// Refused at submit: no permitted pool could ever hold it.
+    Refused,
+}
+
+/// A state a job's runner reports with `sovra set-state`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum RunnerState {
+    /// A placed job started.
+    Running,
+    /// It ended well (its GPUs are released).
+    Succeeded,
+    /// It ended with an error (its GPUs are released).
+    Failed,
+}
+
+/// The name clap shows for a value, which is also the name the scheduler uses.
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Place jobs on a cluster (dry run): print where each replica goes, or why it cannot go anywhere.
@@ -67,13 +105,15 @@ enum Command {
     /// one at a time with each policy and seed, and report allocation at 90/100/130% of capacity arrived beside the
     /// published figures.
     Simulate {
-        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (files in --data), or a task CSV path.
+        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (built in, or the files in --data), or a task CSV
+        /// path.
         #[arg(long, short = 't', default_value = "default")]
         trace: String,
-        /// Folder of the Alibaba trace files.
-        #[arg(long, default_value = "data/alibaba-gpu-v2023")]
-        data: PathBuf,
-        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data.
+        /// Folder of the Alibaba trace files (`openb_pod_list_<trace>.csv`, `openb_node_list_gpu_node.csv`).
+        /// Default: the copy of data/alibaba-gpu-v2023 built into the binary, so this runs from any folder.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data (or built in).
         #[arg(long)]
         nodes: Option<PathBuf>,
         /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
@@ -86,9 +126,9 @@ enum Command {
         /// Inflate the task list to this multiple of the cluster's GPU capacity.
         #[arg(long, default_value_t = 1.3)]
         inflate: f64,
-        /// Worker threads (runs are independent). Default: all cores.
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Worker threads (runs are independent), 1 to 1024. Default: all cores.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
         /// Write per-step CSVs, summary.json and SVG plots (allocation and fragmentation vs arrived) here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -147,9 +187,9 @@ enum Command {
         /// Only this queue.
         #[arg(long)]
         queue: Option<String>,
-        /// Only this state (pending, placed, running, succeeded, failed, cancelled, refused).
-        #[arg(long)]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<JobStateArg>,
         #[command(flatten)]
         remote: remote::Remote,
         /// Output format.
@@ -184,9 +224,9 @@ enum Command {
     SetState {
         /// Job id.
         id: u64,
-        /// running, succeeded or failed.
-        #[arg(value_parser = ["running", "succeeded", "failed"])]
-        state: String,
+        /// The state the runner saw.
+        #[arg(value_enum)]
+        state: RunnerState,
         #[command(flatten)]
         remote: remote::Remote,
         /// Output format.
@@ -273,27 +313,9 @@ impl From<ConfigError> for Failure {
     }
 }
 
-/// A reader that closes the pipe early (`sovra … | head`) is normal, not a crash: `println!` panics on a broken
-/// pipe, and restoring the default SIGPIPE behaviour would need `unsafe` (forbidden in this workspace), so this hook
-/// turns exactly that panic into a quiet exit and leaves every other panic to the default hook.
-fn quiet_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
-
 fn main() -> ExitCode {
-    quiet_on_broken_pipe();
+    // `sovra … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Place { config, job, policy, seed, output } => place(config, job, policy, seed, output),
@@ -302,7 +324,7 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Submit { file, request_id }, output)
         }
         Command::Jobs { queue, state, remote, output } => {
-            remote::run(remote, remote::Action::Jobs { queue, state }, output)
+            remote::run(remote, remote::Action::Jobs { queue, state: state.map(value_name) }, output)
         }
         Command::Job { id, explain, remote, output } => {
             remote::run(remote, remote::Action::Job { id, explain }, output)
@@ -311,7 +333,7 @@ fn main() -> ExitCode {
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::SetState { id, state, remote, output } => {
-            remote::run(remote, remote::Action::SetState { id, state }, output)
+            remote::run(remote, remote::Action::SetState { id, state: value_name(state) }, output)
         }
         Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
         Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),
@@ -325,7 +347,7 @@ fn main() -> ExitCode {
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
-            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads, out, output)
+            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads.map(usize::from), out, output)
         }
     };
     match result {
@@ -478,5 +500,42 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_job_state_value_is_a_state_of_the_scheduler() {
+        for v in JobStateArg::value_variants() {
+            let name = value_name(*v);
+            let parsed: Result<sovra_scheduler::engine::JobState, _> =
+                serde_json::from_value(serde_json::Value::String(name.clone()));
+            assert!(parsed.is_ok(), "`sovra jobs --state {name}` is not a scheduler state");
+        }
+    }
+
+    /// Every flag read from the environment hides the environment's value in `--help` (the registry commands,
+    /// `model`, `exception` and `audit`, have their own settings).
+    #[test]
+    fn every_env_backed_flag_of_the_scheduler_commands_hides_its_value() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_env().is_some() && !a.is_hide_env_values_set() {
+                    bad.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if !["model", "exception", "audit"].contains(&sub.get_name()) {
+                    walk(sub, &format!("{path} {}", sub.get_name()), bad);
+                }
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&Cli::command(), "sovra", &mut bad);
+        assert!(bad.is_empty(), "flags that would show an environment value in --help: {bad:?}");
     }
 }

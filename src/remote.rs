@@ -4,8 +4,9 @@
 //! The server comes from `--server` or `SOVRA_SERVER` (default `http://127.0.0.1:7070`), the token from `--token`
 //! or `SOVRA_TOKEN`; an `https://` server is verified against `--ca` / `SOVRA_CA` (the scheduler's CA file, e.g.
 //! the one `sovra dev` prints). Exit codes: 0 ok; 1 the scheduler refused (job refused at submit, unknown job, cannot
-//! cancel); 2 bad input (the job file, or INVALID_ARGUMENT naming the field); 3 the scheduler cannot be reached or
-//! rejected the token.
+//! cancel); 2 bad input (the job file, a CA file that holds no certificate, or INVALID_ARGUMENT naming the field); 3
+//! the scheduler cannot be reached, its TLS connection failed (the message says why: certificate from another CA,
+//! for another host name, …; see `sovra_node_daemon::tls_check`), or it rejected the token.
 
 use crate::{Failure, Output};
 use sovra_api::v1::admin_client::AdminClient;
@@ -15,6 +16,7 @@ use sovra_api::v1::{
     CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, QueuesRequest,
     ReloadRequest, SetStateRequest, SubmitRequest, WatchRequest, ZonesRequest,
 };
+use sovra_node_daemon::tls_check::{ConnectProblem, check_ca, diagnose};
 use std::path::PathBuf;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -23,13 +25,13 @@ use tonic::{Code, Request, Status};
 #[derive(clap::Args, Clone)]
 pub struct Remote {
     /// Scheduler address.
-    #[arg(long, env = "SOVRA_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(long, env = "SOVRA_SERVER", default_value = "http://127.0.0.1:7070", hide_env_values = true, global = true)]
     pub server: String,
     /// Bearer token printed by `sovra-scheduler serve`.
     #[arg(long, env = "SOVRA_TOKEN", default_value = "", hide_env_values = true, global = true)]
     pub token: String,
     /// The CA that signed an `https://` scheduler's certificate (required for `https://`; `sovra dev` prints it).
-    #[arg(long, env = "SOVRA_CA", global = true)]
+    #[arg(long, env = "SOVRA_CA", hide_env_values = true, global = true)]
     pub ca: Option<PathBuf>,
 }
 
@@ -59,13 +61,29 @@ pub enum Action {
     Watch { id: Option<u64> },
 }
 
-fn status(e: Status) -> Failure {
-    let code = match e.code() {
-        Code::InvalidArgument => 2,
-        Code::Unauthenticated | Code::Unavailable | Code::Unknown => 3,
-        _ => 1,
-    };
-    Failure { code, message: e.message().to_string() }
+/// The failure of a call to `remote`: the scheduler's refusal (its message), or, for a transport failure, what it
+/// was (the connection broke, TLS failed late, a plain `http://` client met a TLS server).
+fn status(remote: &Remote) -> impl Fn(Status) -> Failure + '_ {
+    move |e: Status| {
+        let code = match e.code() {
+            Code::InvalidArgument => 2,
+            Code::Unauthenticated | Code::Unavailable | Code::Unknown => 3,
+            _ => 1,
+        };
+        if std::error::Error::source(&e).is_none() {
+            return Failure { code, message: e.message().to_string() };
+        }
+        let message = match diagnose(&e) {
+            ConnectProblem::Other(chain) if remote.server.starts_with("http://") => format!(
+                "the connection to {} failed ({chain}); if the scheduler serves TLS (as `sovra dev` and \
+                 `sovra-scheduler serve --tls-dir` do), use an https:// address with --ca",
+                remote.server
+            ),
+            ConnectProblem::Other(chain) => format!("the connection to {} failed ({chain})", remote.server),
+            problem => problem.explain(&remote.server, "--ca"),
+        };
+        Failure { code: 3, message }
+    }
 }
 
 /// A request carrying the bearer token.
@@ -103,15 +121,22 @@ pub async fn connect(remote: &Remote) -> Result<Channel, Failure> {
         };
         let pem = std::fs::read(ca)
             .map_err(|e| Failure { code: 2, message: format!("--ca {}: cannot read the file: {e}", ca.display()) })?;
+        // A garbage CA file is our mistake, not the server's: say so before connecting (exit 2).
+        check_ca(&pem, &format!("--ca {}", ca.display())).map_err(|e| Failure { code: 2, message: e.to_string() })?;
         let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
         endpoint = endpoint.tls_config(tls).map_err(|e| Failure { code: 2, message: format!("--ca: {e}") })?;
     }
-    endpoint.connect().await.map_err(|e| Failure {
-        code: 3,
-        message: format!(
-            "cannot reach the scheduler at {}: {e}; start it with `sovra-scheduler serve` or `sovra dev`",
-            remote.server
-        ),
+    endpoint.connect().await.map_err(|e| {
+        let ca = remote.ca.as_ref().map_or_else(|| "--ca".to_string(), |p| format!("--ca {}", p.display()));
+        let message = match diagnose(&e) {
+            p @ ConnectProblem::Unreachable(_) => format!(
+                "cannot reach the scheduler: {}; start it with `sovra-scheduler serve` or `sovra dev`, or fix \
+                 --server / SOVRA_SERVER",
+                p.explain(&remote.server, &ca)
+            ),
+            p => p.explain(&remote.server, &ca),
+        };
+        Failure { code: 3, message }
     })
 }
 
@@ -136,8 +161,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         Action::Submit { request_id, .. } => {
             let req =
                 SubmitRequest { job_yaml: job_yaml.unwrap_or_default(), request_id: request_id.unwrap_or_default() };
-            let r = jobs.submit(authed(&remote, req)?).await.map_err(status)?.into_inner();
-            let info = jobs.get(authed(&remote, GetRequest { id: r.id })?).await.map_err(status)?.into_inner();
+            let r = jobs.submit(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            let info = jobs.get(authed(&remote, GetRequest { id: r.id })?).await.map_err(status(&remote))?.into_inner();
             if json {
                 println!("{}", job_json(&info));
             } else {
@@ -146,7 +171,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         }
         Action::Jobs { queue, state } => {
             let req = ListRequest { queue: queue.unwrap_or_default(), state: state.unwrap_or_default() };
-            let list = jobs.list(authed(&remote, req)?).await.map_err(status)?.into_inner().jobs;
+            let list = jobs.list(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner().jobs;
             if json {
                 println!("{}", serde_json::Value::Array(list.iter().map(job_json).collect()));
             } else {
@@ -166,20 +191,24 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Job { id, explain } => {
-            let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status)?.into_inner();
+            let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status(&remote))?.into_inner();
             if json { println!("{}", job_json(&info)) } else { print_job(&info, explain) }
         }
         Action::SetState { id, state } => {
-            let info =
-                jobs.set_state(authed(&remote, SetStateRequest { id, state })?).await.map_err(status)?.into_inner();
+            let info = jobs
+                .set_state(authed(&remote, SetStateRequest { id, state })?)
+                .await
+                .map_err(status(&remote))?
+                .into_inner();
             if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Cancel { id } => {
-            let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status)?.into_inner();
+            let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status(&remote))?.into_inner();
             if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Nodes => {
-            let nodes = cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status)?.into_inner().nodes;
+            let nodes =
+                cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status(&remote))?.into_inner().nodes;
             if json {
                 let v: Vec<_> = nodes
                     .iter()
@@ -187,7 +216,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                         serde_json::json!({"name": n.name, "pool": n.pool, "zone": n.zone, "ready": n.ready,
                         "gpus": n.gpus, "healthy_gpus": n.healthy_gpus, "used_milli": n.used_milli,
                         "backend": n.backend, "connected": n.connected, "heartbeat_age_ms": n.heartbeat_age_ms,
-                        "driver_version": n.driver_version, "unhealthy": n.unhealthy})
+                        "driver_version": n.driver_version, "unhealthy": n.unhealthy, "gpu_error": n.gpu_error})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
@@ -212,6 +241,9 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                         n.healthy_gpus,
                         n.used_milli as f64 / 1000.0
                     );
+                    if !n.gpu_error.is_empty() {
+                        println!("{:<20} GPUs cannot be read: {}", "", n.gpu_error);
+                    }
                     for u in &n.unhealthy {
                         println!("{:<20} unhealthy GPU {u}", "");
                     }
@@ -219,7 +251,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Pools => {
-            let pools = cluster.pools(authed(&remote, PoolsRequest {})?).await.map_err(status)?.into_inner().pools;
+            let pools =
+                cluster.pools(authed(&remote, PoolsRequest {})?).await.map_err(status(&remote))?.into_inner().pools;
             if json {
                 let v: Vec<_> = pools
                     .iter()
@@ -245,7 +278,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Queues => {
-            let queues = admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status)?.into_inner().queues;
+            let queues =
+                admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status(&remote))?.into_inner().queues;
             if json {
                 let v: Vec<_> = queues
                     .iter()
@@ -279,9 +313,10 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Zones => {
-            let zones = admin.zones(authed(&remote, ZonesRequest {})?).await.map_err(status)?.into_inner().zones;
+            let zones =
+                admin.zones(authed(&remote, ZonesRequest {})?).await.map_err(status(&remote))?.into_inner().zones;
             let classes =
-                admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status)?.into_inner().classes;
+                admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status(&remote))?.into_inner().classes;
             if json {
                 let z: Vec<_> = zones
                     .iter()
@@ -323,7 +358,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Reload => {
-            let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status)?.into_inner();
+            let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status(&remote))?.into_inner();
             if json {
                 println!("{}", serde_json::json!({"nodes": r.nodes, "pools": r.pools, "requeued": r.requeued}));
             } else {
@@ -332,8 +367,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         }
         Action::Watch { id } => {
             let req = WatchRequest { id: id.unwrap_or(0), queue: String::new() };
-            let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status)?.into_inner();
-            while let Some(j) = stream.message().await.map_err(status)? {
+            let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            while let Some(j) = stream.message().await.map_err(status(&remote))? {
                 if json {
                     println!("{}", job_json(&j));
                 } else {

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sovra_domain::PolicySpec;
 use sovra_simulator::fill::{FillRun, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill};
 use sovra_simulator::report::{PolicySummary, Spread, published_alloc_at_100, summarise};
-use sovra_simulator::trace::{load_nodes, load_tasks};
+use sovra_simulator::trace::{load_nodes, load_tasks, read_nodes, read_tasks};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,13 +33,79 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
     s.split(',').map(|x| x.trim().parse::<u64>().map_err(|_| bad())).collect()
 }
 
-/// Resolves `default`, `cpu050`, … to `<data>/openb_pod_list_<name>.csv`; any other value is a path.
-fn trace_path(data: &Path, trace: &str) -> PathBuf {
-    let p = PathBuf::from(trace);
-    if p.extension().is_some() || p.components().count() > 1 {
-        p
-    } else {
-        data.join(format!("openb_pod_list_{trace}.csv"))
+/// The vendored Alibaba trace (`data/alibaba-gpu-v2023`, 2 MB), built into the binary so that `sovra simulate`
+/// runs from any folder and from an installed binary; `--data` reads another copy instead.
+const BUILT_IN_TRACES: [(&str, &str); 4] = [
+    ("default", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_default.csv")),
+    ("cpu050", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu050.csv")),
+    ("gpushare40", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpushare40.csv")),
+    ("multigpu20", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_multigpu20.csv")),
+];
+const BUILT_IN_NODES: &str = include_str!("../data/alibaba-gpu-v2023/openb_node_list_gpu_node.csv");
+const BUILT_IN_PUBLISHED: &str = include_str!("../data/fgd-published-results-summary.csv");
+
+/// Whether `trace` is a path rather than a trace name.
+fn is_path(trace: &str) -> bool {
+    let p = Path::new(trace);
+    p.extension().is_some() || p.components().count() > 1
+}
+
+/// Where a trace file comes from: a file, or the built-in copy of the vendored one.
+enum Input {
+    File(PathBuf),
+    BuiltIn { name: String, text: &'static str },
+}
+
+impl Input {
+    /// How errors and reports name it.
+    fn label(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::BuiltIn { name, .. } => format!("{name} (built in)"),
+        }
+    }
+
+    /// The file stem the published figures are keyed by (`openb_pod_list_default`).
+    fn stem(&self) -> String {
+        match self {
+            Input::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            Input::BuiltIn { name, .. } => {
+                Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// The task list: a path as given; a trace name from `--data` (`<data>/openb_pod_list_<name>.csv`) or, without
+/// `--data`, from the built-in copy.
+fn trace_input(data: Option<&Path>, trace: &str) -> Result<Input, Failure> {
+    if is_path(trace) {
+        return Ok(Input::File(PathBuf::from(trace)));
+    }
+    if let Some(d) = data {
+        return Ok(Input::File(d.join(format!("openb_pod_list_{trace}.csv"))));
+    }
+    match BUILT_IN_TRACES.iter().find(|(n, _)| *n == trace) {
+        Some((n, text)) => Ok(Input::BuiltIn { name: format!("openb_pod_list_{n}.csv"), text }),
+        None => Err(Failure {
+            code: 2,
+            message: format!(
+                "--trace {trace:?}: not a built-in trace ({}); give a task CSV path, or --data FOLDER holding \
+                 openb_pod_list_{trace}.csv",
+                BUILT_IN_TRACES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+        }),
+    }
+}
+
+/// A trace error; one that could not open a file under `--data` says so, since `--data` is what to change.
+fn trace_failure(data: Option<&Path>) -> impl Fn(sovra_simulator::trace::TraceError) -> Failure + '_ {
+    move |e| {
+        let hint = match data {
+            Some(d) if e.line == 0 => format!(" (--data {}: the folder of the trace files)", d.display()),
+            _ => String::new(),
+        };
+        Failure { code: 2, message: format!("{e}{hint}") }
     }
 }
 
@@ -59,7 +125,7 @@ fn resolve_policy(name: &str) -> Result<(PolicySpec, Target), Failure> {
 /// Runs `sovra simulate`.
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
-    data: PathBuf,
+    data: Option<PathBuf>,
     trace: String,
     nodes: Option<PathBuf>,
     policies: Vec<String>,
@@ -73,14 +139,30 @@ pub fn simulate(
     if !(inflate > 0.0 && inflate <= 10.0) {
         return Err(Failure { code: 2, message: format!("--inflate {inflate}: use a factor above 0 and at most 10") });
     }
-    let trace_file = trace_path(&data, &trace);
-    let nodes_file = nodes.unwrap_or_else(|| data.join("openb_node_list_gpu_node.csv"));
-    let bad = |e: sovra_simulator::trace::TraceError| Failure { code: 2, message: e.to_string() };
-    let node_list = load_nodes(&nodes_file).map_err(bad)?;
-    let tasks = load_tasks(&trace_file).map_err(bad)?;
-    if node_list.iter().all(|n| n.gpus == 0) {
-        return Err(Failure { code: 2, message: format!("{}: no node has a GPU", nodes_file.display()) });
+    let data = data.as_deref();
+    let trace_file = trace_input(data, &trace)?;
+    let nodes_file = match (nodes, data) {
+        (Some(p), _) => Input::File(p),
+        (None, Some(d)) => Input::File(d.join("openb_node_list_gpu_node.csv")),
+        (None, None) => Input::BuiltIn { name: "openb_node_list_gpu_node.csv".into(), text: BUILT_IN_NODES },
+    };
+    let bad = trace_failure(data);
+    let node_list = match &nodes_file {
+        Input::File(p) => load_nodes(p),
+        Input::BuiltIn { name, text } => read_nodes(&format!("{name} (built in)"), text.as_bytes()),
     }
+    .map_err(&bad)?;
+    let tasks = match &trace_file {
+        Input::File(p) => load_tasks(p),
+        Input::BuiltIn { name, text } => read_tasks(&format!("{name} (built in)"), text.as_bytes()),
+    }
+    .map_err(&bad)?;
+    if node_list.iter().all(|n| n.gpus == 0) {
+        return Err(Failure { code: 2, message: format!("{}: no node has a GPU", nodes_file.label()) });
+    }
+    let capacity: u64 = node_list.iter().map(|n| u64::from(n.gpus) * 1000).sum();
+    sovra_simulator::fill::check_workload(&tasks, capacity, inflate)
+        .map_err(|e| Failure { code: 2, message: format!("{}: {e}", trace_file.label()) })?;
     let policies: Vec<String> =
         if policies.is_empty() { DEFAULT_POLICIES.iter().map(|s| s.to_string()).collect() } else { policies };
     let resolved: Vec<(String, PolicySpec, Target)> =
@@ -134,13 +216,17 @@ pub fn simulate(
     let mut results = results.into_inner().expect("all threads finished");
     results.sort_by_key(|(p, r, _)| (*p, r.seed));
 
-    let stem = trace_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let published_csv = data.parent().map(|d| d.join("fgd-published-results-summary.csv")).unwrap_or_default();
+    let stem = trace_file.stem();
+    // The published figures: beside `--data` when given (as in the repository), else the built-in copy.
+    let published_text = data
+        .and_then(|d| d.parent())
+        .and_then(|d| std::fs::read_to_string(d.join("fgd-published-results-summary.csv")).ok());
+    let published_csv = published_text.as_deref().unwrap_or(BUILT_IN_PUBLISHED);
     let mut summaries: Vec<(PolicySummary, Spread)> = Vec::new();
     for (p, (name, _, _)) in resolved.iter().enumerate() {
         let runs: Vec<FillRun> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, r, _)| r.clone()).collect();
         let times: Vec<f64> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, _, t)| *t).collect();
-        let published = published_alloc_at_100(&published_csv, &stem, name);
+        let published = published_alloc_at_100(published_csv.as_bytes(), &stem, name);
         let run_ceilings: Vec<Vec<Option<f64>>> = runs
             .iter()
             .map(|r| ceilings.iter().find(|(s, _)| *s == r.seed).map(|(_, c)| c.clone()).unwrap_or_default())
@@ -156,15 +242,15 @@ pub fn simulate(
     match output {
         Output::Json => {
             let doc = serde_json::json!({
-                "trace": trace_file.display().to_string(),
-                "nodes": nodes_file.display().to_string(),
+                "trace": trace_file.label(),
+                "nodes": nodes_file.label(),
                 "seeds": seeds,
                 "inflate": inflate,
                 "policies": summaries.iter().map(|(s, t)| serde_json::json!({"summary": s, "seconds_per_run": t})).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("JSON values always serialise"));
         }
-        Output::Text => print_table(&trace_file, &seeds, &summaries, wall, threads),
+        Output::Text => print_table(&trace_file.label(), &seeds, &summaries, wall, threads),
     }
     Ok(0)
 }
@@ -173,10 +259,10 @@ fn fmt_spread(s: &Option<Spread>) -> String {
     s.map_or("-".into(), |s| format!("{:6.2} [{:6.2} – {:6.2}]", s.median, s.min, s.max))
 }
 
-fn print_table(trace: &Path, seeds: &[u64], summaries: &[(PolicySummary, Spread)], wall: f64, threads: usize) {
+fn print_table(trace: &str, seeds: &[u64], summaries: &[(PolicySummary, Spread)], wall: f64, threads: usize) {
     println!(
         "trace {} — {} task(s) per run, seeds {}..{} ({} run(s) per policy), {threads} thread(s), {wall:.1} s wall",
-        trace.display(),
+        trace,
         summaries.first().map_or(0, |s| s.0.tasks),
         seeds.first().unwrap_or(&0),
         seeds.last().unwrap_or(&0),

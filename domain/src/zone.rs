@@ -11,7 +11,7 @@ pub const EU_MEMBER_STATES: [&str; 27] = [
     "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
 ];
 
-/// A place where data may live and be processed (DESIGN.md §1).
+/// A place where data may live and be processed (docs/design.md §1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Zone {
     /// Unique identifier, e.g. `fr-par-secnum`.
@@ -32,7 +32,7 @@ pub struct Zone {
     pub certifications: BTreeSet<String>,
 }
 
-/// What a pool's nodes are for. A job's kind must equal its pool's purpose (DESIGN.md invariant 1).
+/// What a pool's nodes are for. A job's kind must equal its pool's purpose (docs/design.md invariant 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Purpose {
@@ -154,7 +154,7 @@ impl ResidencyClass {
     }
 }
 
-/// Whether `zone` satisfies `class`: the pure function at the heart of DESIGN.md invariant 1.
+/// Whether `zone` satisfies `class`: the pure function at the heart of docs/design.md invariant 1.
 pub fn satisfies(zone: &Zone, class: &ResidencyClass) -> bool {
     class.is_satisfied_by(zone)
 }

@@ -11,13 +11,16 @@
 //!
 //! Reporting ([`report`]): one gRPC stream to the scheduler over mutual TLS — full inventory on connect, health
 //! changes and inventory changes as they happen, heartbeats — reconnecting with exponential backoff and jitter.
-//! `sovra-node-daemon run` does that; `watch` prints the same information as JSON lines instead.
+//! `sovra-node-daemon run` does that; `watch` prints the same information as JSON lines instead. [`tls_check`]
+//! checks the TLS files before connecting and says which TLS or network problem a failed connection had (the
+//! `sovra` CLI uses it too).
 
 pub mod fake;
 pub mod health;
 pub mod inventory;
 pub mod nvml;
 pub mod report;
+pub mod tls_check;
 
 pub use health::HealthPolicy;
 pub use inventory::{BackendState, GpuRecord, Inventory, MigRecord, XidEvent, to_domain_node};

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::nvml::apply_events;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
+use sovra_node_daemon::tls_check;
 use sovra_node_daemon::{HealthPolicy, Inventory};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,12 +66,21 @@ enum Command {
         /// Heartbeat interval in milliseconds (default: the config's report_interval_ms, else 1000).
         #[arg(long)]
         interval_ms: Option<u64>,
-        /// Stop after this many seconds (default: run until killed).
-        #[arg(long)]
+        /// Stop after this many seconds, 0 to 31536000 (default: run until killed).
+        #[arg(long, value_parser = seconds)]
         duration_s: Option<f64>,
     },
     /// Report to the scheduler until killed: inventory on connect, health changes, heartbeats.
     Run(RunArgs),
+}
+
+/// `--duration-s`: a finite number of seconds from 0 to a year (a negative or NaN one used to panic).
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && (0.0..=31_536_000.0).contains(&v)) {
+        return Err(format!("{s} is out of range: use 0 to 31536000 seconds"));
+    }
+    Ok(v)
 }
 
 /// Where and as whom to report (flags override the config file's `server`, `node`, `tls_dir`, … keys).
@@ -192,12 +202,18 @@ fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>),
     let key =
         pick(flags.key, file.key, "key", tls_dir.as_ref().map(|d| d.join("nodes").join(format!("{node}-key.pem"))))?;
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: cannot read the file: {e}", p.display()));
+    let (ca_pem, cert_pem, key_pem) = (read(&ca)?, read(&cert)?, read(&key)?);
+    // The files are checked here, where they can be named: a bad one is a configuration error (exit 2), not a
+    // connection to retry forever.
+    let name = |p: &PathBuf| p.display().to_string();
+    tls_check::check_ca(&ca_pem, &name(&ca)).map_err(|e| e.to_string())?;
+    tls_check::check_identity(&cert_pem, &key_pem, &name(&cert), &name(&key)).map_err(|e| e.to_string())?;
     let r = Reporter {
         server,
         node,
-        ca_pem: read(&ca)?,
-        cert_pem: read(&cert)?,
-        key_pem: read(&key)?,
+        ca_pem,
+        cert_pem,
+        key_pem,
         claim_zone: flags.claim_zone.or(file.claim_zone),
         claim_pool: flags.claim_pool.or(file.claim_pool),
         backoff_initial: Duration::from_millis(200),
@@ -329,6 +345,8 @@ fn report_events(inv: &mut Inventory, events: &[sovra_node_daemon::XidEvent], po
 }
 
 fn main() -> ExitCode {
+    // `watch … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

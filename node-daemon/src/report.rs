@@ -242,7 +242,7 @@ impl Reporter {
         metrics.observe(inv);
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return retry(format!("cannot connect: {e} ({})", source_chain(&e))),
+            Err(e) => return retry(format!("cannot connect: {}", self.explain(&e))),
         };
         let (tx, rx) = mpsc::channel::<NodeReport>(64);
         let register = Register {
@@ -257,7 +257,7 @@ impl Reporter {
         let mut replies = match NodesClient::new(channel).report(tokio_stream::wrappers::ReceiverStream::new(rx)).await
         {
             Ok(r) => r.into_inner(),
-            Err(s) => return retry(format!("registration refused: {}: {}", s.code(), s.message())),
+            Err(s) => return retry(self.refused(&s)),
         };
         let registered = match replies.message().await {
             Ok(Some(r)) => match r.body {
@@ -265,7 +265,7 @@ impl Reporter {
                 _ => return retry("the scheduler did not confirm the registration".into()),
             },
             Ok(None) => return retry("the scheduler closed the stream".into()),
-            Err(s) => return retry(format!("registration refused: {}: {}", s.code(), s.message())),
+            Err(s) => return retry(self.refused(&s)),
         };
         metrics.connected.set(1);
         tracing::info!(
@@ -313,14 +313,25 @@ impl Reporter {
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
+impl Reporter {
+    /// A failed connection in words: which TLS or network problem it is ([`crate::tls_check::diagnose`]).
+    fn explain(&self, e: &(dyn std::error::Error + 'static)) -> String {
+        crate::tls_check::diagnose(e).explain(&self.server, "the daemon's CA file (--ca, or ca.pem in --tls-dir)")
     }
-    out.join(": ")
+
+    /// A refused registration: the scheduler's own refusal (its code and message), or the TLS or network problem
+    /// underneath a transport failure.
+    fn refused(&self, s: &tonic::Status) -> String {
+        match crate::tls_check::diagnose(s) {
+            crate::tls_check::ConnectProblem::Other(chain) if std::error::Error::source(s).is_some() => {
+                format!("registration failed: {}: {} ({chain})", s.code(), s.message())
+            }
+            crate::tls_check::ConnectProblem::Other(_) => {
+                format!("registration refused: {}: {}", s.code(), s.message())
+            }
+            problem => format!("registration failed: {}", problem.explain(&self.server, "the daemon's CA file")),
+        }
+    }
 }
 
 /// Polls a GPU backend for health changes and sends them as [`Update`]s.

@@ -226,7 +226,7 @@ mod tamper_property {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// DESIGN invariant 8: any edit, deletion or reordering of the audit log is detected.
+        /// docs/design.md invariant 8: any edit, deletion or reordering of the audit log is detected.
         #[test]
         fn every_edit_deletion_or_reordering_is_detected((n, t) in tamper()) {
             let (_dir, reg) = registry_with_log(n as u32);

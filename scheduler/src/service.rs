@@ -499,7 +499,9 @@ impl Inner {
         if !inv.backend_ready {
             tracing::warn!(node, reason = %inv.backend_reason, "the node's daemon cannot read its GPUs: none offered");
         }
-        let rec = NodeRecord { backend: inv.backend.clone(), driver_version: inv.driver_version.clone(), gpus };
+        let gpu_error = if inv.backend_ready { String::new() } else { inv.backend_reason.clone() };
+        let rec =
+            NodeRecord { backend: inv.backend.clone(), driver_version: inv.driver_version.clone(), gpus, gpu_error };
         self.save_node(node, &rec)?;
         let current = self.cluster.nodes.iter().find(|n| n.name == node).map(|n| n.gpus.clone()).unwrap_or_default();
         self.reported.insert(node.into(), rec.clone());
@@ -701,6 +703,7 @@ impl Cluster for Scheduler {
                         .and_then(|l| l.last_seen)
                         .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
                     driver_version: inner.reported.get(&n.name).map(|r| r.driver_version.clone()).unwrap_or_default(),
+                    gpu_error: inner.reported.get(&n.name).map(|r| r.gpu_error.clone()).unwrap_or_default(),
                     unhealthy: inner
                         .cluster
                         .nodes

@@ -6,7 +6,7 @@
 //! Tree `events`: key = a sequence number (big-endian u64), value = one line of what happened (node registered,
 //! not ready, job lost …), for operators; bounded to the last [`EVENTS_KEPT`] entries.
 //! Writes go in one atomic batch per request, then `flush` — a submit is only acknowledged once it is on disk
-//! (DESIGN.md invariant 7). sled's last release is from 2021 and has open reports of trouble after abrupt stops;
+//! (docs/design.md invariant 7). sled's last release is from 2021 and has open reports of trouble after abrupt stops;
 //! it stays behind this small interface so that the kill -9 tests can judge it and another store can replace it.
 
 use crate::engine::JobRecord;
@@ -24,6 +24,9 @@ pub struct NodeRecord {
     pub driver_version: String,
     /// The GPUs, in the domain's terms (health included).
     pub gpus: Vec<sovra_domain::Gpu>,
+    /// Why the daemon cannot read the node's GPUs (then `gpus` is empty); empty when it can.
+    #[serde(default)]
+    pub gpu_error: String,
 }
 
 /// The state store.

@@ -1,6 +1,6 @@
 //! Mutual TLS: the certificates of a scheduler and its nodes, and the node identity a client certificate carries.
 //!
-//! **Identity binds zone** (DESIGN.md invariant 2). A node daemon presents a client certificate issued by the
+//! **Identity binds zone** (docs/design.md invariant 2). A node daemon presents a client certificate issued by the
 //! scheduler's CA; the node it speaks for is the certificate's subject common name, and nothing else. The scheduler
 //! looks that name up in its cluster file (the enrolment record), which alone says which pool — hence which zone —
 //! the node is in. What the daemon sends never changes that.

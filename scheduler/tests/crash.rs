@@ -1,4 +1,4 @@
-//! Crash test (DESIGN.md invariants 3, 4, 7): under sustained submissions from several clients, `kill -9` the
+//! Crash test (docs/design.md invariants 3, 4, 7): under sustained submissions from several clients, `kill -9` the
 //! scheduler, restart it on the same state directory, and compare: 0 acknowledged jobs lost, 0 GPUs assigned
 //! twice, 0 partial gangs. Runs the real `sovra-scheduler` binary.
 

@@ -67,7 +67,31 @@ pub fn typical_workload(tasks: &[TraceTask]) -> Workload {
     Workload::from_counts(&counts, 0.95)
 }
 
-/// Step 2 of the protocol: shuffle, then inflate (or deflate) to `inflate` × `capacity_milli`.
+/// Most tasks an inflated workload may hold (see [`check_workload`]).
+pub const MAX_WORKLOAD_TASKS: u64 = 4_000_000;
+
+/// Checks, before any run, that inflating `tasks` to `inflate` × `capacity_milli` is possible and stays within
+/// [`MAX_WORKLOAD_TASKS`]: some task must ask for a GPU (else inflating never ends), and the expected task count —
+/// the list's length scaled by target ÷ the list's GPU demand — must be within the limit. Returns that estimate.
+pub fn check_workload(tasks: &[TraceTask], capacity_milli: u64, inflate: f64) -> Result<u64, String> {
+    let demand: u64 = tasks.iter().map(TraceTask::total_gpu_milli).sum();
+    let target = inflate * capacity_milli as f64;
+    if demand == 0 {
+        return Err("no task of the trace asks for a GPU: there is nothing to inflate to the cluster's GPUs".into());
+    }
+    let expected = (tasks.len() as f64 * (target / demand as f64).max(1.0)).ceil();
+    if expected > MAX_WORKLOAD_TASKS as f64 {
+        return Err(format!(
+            "--inflate {inflate}: about {expected:.0} tasks to fill {:.0} GPUs, over the limit of {MAX_WORKLOAD_TASKS}; \
+             lower --inflate or use a smaller node list",
+            target / 1000.0
+        ));
+    }
+    Ok(expected as u64)
+}
+
+/// Step 2 of the protocol: shuffle, then inflate (or deflate) to `inflate` × `capacity_milli`. Inflation stops at
+/// [`MAX_WORKLOAD_TASKS`], and does not start when no task asks for a GPU ([`check_workload`] refuses both first).
 pub fn build_workload(tasks: &[TraceTask], capacity_milli: u64, inflate: f64, rng: &mut SplitMix) -> Vec<TraceTask> {
     let mut sorted: Vec<TraceTask> = tasks.to_vec();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -79,9 +103,9 @@ pub fn build_workload(tasks: &[TraceTask], capacity_milli: u64, inflate: f64, rn
     }
     let target = (inflate * capacity_milli as f64) as u64;
     let mut total: u64 = pods.iter().map(|t| t.total_gpu_milli()).sum();
-    if total < target && !sorted.is_empty() {
+    if total < target && sorted.iter().any(|t| t.total_gpu_milli() > 0) {
         let mut k = 0;
-        loop {
+        while (pods.len() as u64) < MAX_WORKLOAD_TASKS {
             let idx = rng.below(sorted.len() as u64) as usize;
             let clone = &sorted[idx];
             if total + u64::from(clone.gpu_milli) > target {

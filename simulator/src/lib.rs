@@ -1,12 +1,18 @@
-//! Sovra capacity-planning simulator.
+//! Sovra capacity-planning simulator, on the same placement core the live scheduler uses (`sovra-placement`).
 //!
-//! So far: readers for the Alibaba GPU trace v2023 ([`trace`]), turned into clusters and jobs for the same
-//! placement core the live scheduler uses (`sovra-placement`). Still to come (issue "Capacity-planning simulator on
-//! the real Alibaba GPU trace"): the FGD paper's fill protocol, an event-driven replay mode, and `sovra plan`.
+//! - [`trace`]: readers for the Alibaba GPU trace v2023, turned into clusters and jobs;
+//! - [`fill`], [`bound`], [`report`]: the FGD paper's fill protocol (`sovra simulate`), its provable ceiling and the
+//!   comparison with the published figures;
+//! - [`scenario`], [`replay`], [`plan`]: scenario files, the event-driven replay mode (`sovra replay`) and capacity
+//!   planning (`sovra plan`).
+//!
+//! Every size that comes from input (scenario horizons, samples, streams, jobs, offers; trace rows and bytes) is
+//! bounded and checked before it is allocated: [`scenario::limits`], [`trace::limits`] and [`fill::MAX_WORKLOAD_TASKS`].
 
 pub mod bound;
 pub mod fill;
 pub mod plan;
 pub mod replay;
 pub mod report;
+pub mod scenario;
 pub mod trace;

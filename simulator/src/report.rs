@@ -2,7 +2,6 @@
 
 use crate::fill::{FillRun, alloc_pct, bin, frag_ratio_pct};
 use serde::Serialize;
-use std::path::Path;
 
 /// Median, minimum and maximum over seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -91,8 +90,8 @@ pub fn summarise(
 }
 
 /// The published median allocation at 100% arrived for a trace file stem (e.g. `openb_pod_list_default`) and one
-/// of our policy names, from `fgd-published-results-summary.csv`.
-pub fn published_alloc_at_100(csv: &Path, trace_stem: &str, policy: &str) -> Option<f64> {
+/// of our policy names, from the text of `fgd-published-results-summary.csv`.
+pub fn published_alloc_at_100(csv: impl std::io::Read, trace_stem: &str, policy: &str) -> Option<f64> {
     let paper = match policy {
         "random" => "01-Random",
         "dot-product" => "02-DotProd",
@@ -102,7 +101,7 @@ pub fn published_alloc_at_100(csv: &Path, trace_stem: &str, policy: &str) -> Opt
         "fgd" => "06-FGD",
         _ => return None,
     };
-    let mut r = csv::Reader::from_path(csv).ok()?;
+    let mut r = csv::Reader::from_reader(csv);
     let headers = r.headers().ok()?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (w, p, a) = (col("workload")?, col("policy")?, col("alloc_pct_at_arrived100_median")?);

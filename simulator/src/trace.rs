@@ -11,6 +11,67 @@ use sovra_domain::{
 use std::io::Read;
 use std::path::Path;
 
+/// Limits on trace files, so that a file cannot make the simulator allocate without bound. The vendored traces
+/// are far below them (575 KB, 8152 tasks, 1213 nodes); see docs/simulator.md, "Limits".
+pub mod limits {
+    /// Largest trace file, bytes (checked before reading a file, and while reading any input).
+    pub const MAX_TRACE_BYTES: u64 = 64 << 20;
+    /// Most tasks in a task list.
+    pub const MAX_TASKS: usize = 1_000_000;
+    /// Most nodes in a node list.
+    pub const MAX_NODES: usize = 100_000;
+}
+
+/// The error a [`Limited`] reader returns past its limit.
+#[derive(Debug)]
+struct OverLimit;
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "over the limit of {} bytes", limits::MAX_TRACE_BYTES)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// A reader that fails with [`OverLimit`] once more than `left` bytes would be read (`Read::take` would end
+/// silently, and a cut-off file must not read as a shorter valid one).
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            return match self.inner.read(&mut [0u8; 1])? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, OverLimit)),
+            };
+        }
+        let max = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A CSV error in words; one caused by [`OverLimit`] says what to do.
+fn csv_message(e: &csv::Error, what: &str) -> String {
+    if let csv::ErrorKind::Io(io) = e.kind()
+        && io.get_ref().is_some_and(|x| x.is::<OverLimit>())
+    {
+        return format!(
+            "the file is over the limit of {} bytes for a trace file; split it or use a sample",
+            limits::MAX_TRACE_BYTES
+        );
+    }
+    format!("{what}: {e}")
+}
+
 /// An error reading a trace file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -84,19 +145,26 @@ impl TraceTask {
     }
 }
 
-/// Opens `path` for one of the `read_*` functions; a failure is a [`TraceError`] at line 0.
+/// Opens `path` for one of the `read_*` functions; a failure (or a file over [`limits::MAX_TRACE_BYTES`], checked
+/// before reading) is a [`TraceError`] at line 0.
 fn open_file(path: &Path) -> Result<(String, std::fs::File), TraceError> {
     let file = path.display().to_string();
-    match std::fs::File::open(path) {
-        Ok(f) => Ok((file, f)),
-        Err(e) => Err(TraceError { file, line: 0, column: 0, message: format!("cannot open the file: {e}") }),
+    let err = |message: String| TraceError { file: file.clone(), line: 0, column: 0, message };
+    let f = std::fs::File::open(path).map_err(|e| err(format!("cannot open the file: {e}")))?;
+    let len = f.metadata().map_err(|e| err(format!("cannot open the file: {e}")))?.len();
+    if len > limits::MAX_TRACE_BYTES {
+        return Err(err(format!(
+            "the file is {len} bytes, over the limit of {} bytes for a trace file; split it or use a sample",
+            limits::MAX_TRACE_BYTES
+        )));
     }
+    Ok((file, f))
 }
 
 /// Rows of a CSV with named columns.
 struct Table<R> {
     file: String,
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Limited<R>>,
     columns: Vec<(&'static str, usize)>,
 }
 
@@ -104,8 +172,9 @@ impl<R: Read> Table<R> {
     fn new(file: &str, input: R, required: &[&'static str], optional: &[&'static str]) -> Result<Self, TraceError> {
         let file = file.to_string();
         let err = |line, message| TraceError { file: file.clone(), line, column: 0, message };
+        let input = Limited { inner: input, left: limits::MAX_TRACE_BYTES };
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-        let headers = reader.headers().map_err(|e| err(1, format!("cannot read the header line: {e}")))?.clone();
+        let headers = reader.headers().map_err(|e| err(1, csv_message(&e, "cannot read the header line")))?.clone();
         let mut columns = Vec::new();
         for &name in required.iter().chain(optional) {
             match headers.iter().position(|h| h.trim() == name) {
@@ -128,7 +197,7 @@ impl<R: Read> Table<R> {
         self.reader.records().map(move |r| {
             let r = r.map_err(|e| {
                 let line = e.position().map_or(0, |p| p.line());
-                TraceError { file: file.clone(), line, column: 0, message: format!("malformed CSV: {e}") }
+                TraceError { file: file.clone(), line, column: 0, message: csv_message(&e, "malformed CSV") }
             })?;
             let line = r.position().map_or(0, |p| p.line());
             Ok(Row { file: file.clone(), line, record: r, columns: columns.clone() })
@@ -183,6 +252,9 @@ pub fn read_nodes<R: Read>(file: &str, reader: R) -> Result<Vec<TraceNode>, Trac
     let mut out = Vec::new();
     for row in table.rows() {
         let row = row?;
+        if out.len() == limits::MAX_NODES {
+            return Err(row.err(0, format!("more than {} nodes, the limit of a node list", limits::MAX_NODES)));
+        }
         let gpus = row.number("gpu")?;
         let model = row.text("model")?.map(|(t, _)| t.to_string()).unwrap_or_default();
         if gpus > 0 && model.is_empty() {
@@ -219,6 +291,9 @@ pub fn read_tasks<R: Read>(file: &str, reader: R) -> Result<Vec<TraceTask>, Trac
     let mut out = Vec::new();
     for row in table.rows() {
         let row = row?;
+        if out.len() == limits::MAX_TASKS {
+            return Err(row.err(0, format!("more than {} tasks, the limit of a task list", limits::MAX_TASKS)));
+        }
         let num_gpu = row.number("num_gpu")?;
         let milli = row.number("gpu_milli")?;
         if num_gpu > 64 {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Label naming a node's Sovra pool. Under the NodeRestriction admission plugin a kubelet cannot set labels with
 /// the `node-restriction.kubernetes.io/` prefix, so the pool (and through it the zone) comes from an
-/// administrator, never from the node itself (DESIGN.md invariant 2).
+/// administrator, never from the node itself (docs/design.md invariant 2).
 pub const POOL_LABEL: &str = "node-restriction.kubernetes.io/sovra-pool";
 /// GPU feature discovery label: the GPU product, e.g. `NVIDIA-H100-80GB-HBM3`.
 pub const PRODUCT_LABEL: &str = "nvidia.com/gpu.product";

@@ -30,7 +30,7 @@ enum Command {
     /// Publish the labels for a node daemon inventory on a Node (needs a kubeconfig or in-cluster credentials).
     LabelNode {
         /// The Node's name.
-        #[arg(long, env = "NODE_NAME")]
+        #[arg(long, env = "NODE_NAME", hide_env_values = true)]
         node: String,
         /// The inventory file.
         #[arg(long)]
@@ -40,8 +40,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The Sovra cluster file: zones, pools, residency classes, and nodes (optional with --kube).
-    #[arg(long, short)]
+    /// The Sovra cluster file (required): zones, pools and residency classes, and nodes. With --kube the file is
+    /// still required (zones, pools and classes come only from it), but its `nodes:` list may be empty: nodes then
+    /// come from the Kubernetes API.
+    #[arg(long, short, required = true)]
     config: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8888")]
@@ -74,6 +76,8 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // `sovra-extender labels … | head` closing the pipe early ends quietly (see sovra_cli_util for why not SIGPIPE).
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -29,7 +29,7 @@ const TYPICAL_COVERAGE: f64 = 0.95;
 /// The placement engine: a policy, a seed, and memos that make repeated decisions fast.
 ///
 /// `place` is a pure function of (snapshot, job, seed) and, for FGD with a learned mix, of the jobs seen before
-/// (DESIGN.md invariant 5: same snapshot, job order and seed → same decisions). The memos never change a result:
+/// (docs/design.md invariant 5: same snapshot, job order and seed → same decisions). The memos never change a result:
 /// they key on the exact inputs of what they store.
 #[derive(Debug)]
 pub struct Placer {
@@ -237,7 +237,7 @@ impl Placer {
             };
         }
         // A gang: place replicas one at a time on a tentative copy; on the first failure drop the copy, so no
-        // partial gang ever holds resources (DESIGN.md invariant 4).
+        // partial gang ever holds resources (docs/design.md invariant 4).
         let mut tentative = state.clone();
         let mut replicas = Vec::with_capacity(job.replicas as usize);
         for r in 0..job.replicas {

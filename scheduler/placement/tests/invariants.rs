@@ -1,4 +1,4 @@
-//! Property tests of DESIGN.md's placement invariants over random clusters and job sequences:
+//! Property tests of docs/design.md's placement invariants over random clusters and job sequences:
 //! 1 (residency and purpose), 3 (no over-commit), 4 (gangs atomic), 5 (determinism, memos included).
 //!
 //! Every check here recomputes what it asserts from the raw inputs (the configuration and the decisions) instead
