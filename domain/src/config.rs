@@ -7,6 +7,9 @@
 //! once.
 
 use crate::job::{Job, NvlinkWish, Resources};
+use crate::limits::{
+    MAX_CPU_MILLI, MAX_GPUS_PER_REPLICA, MAX_JOBS_PER_FILE, MAX_LIST_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_REPLICAS,
+};
 use crate::node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 use crate::policy::PolicySpec;
 use crate::zone::{Pool, Purpose, ResidencyClass, Zone};
@@ -194,6 +197,13 @@ fn parse_jobs(file: &str, text: &str) -> Result<(Vec<Job>, bool), ConfigError> {
         if raw.jobs.is_empty() {
             v.problem("jobs", "the list is empty; add at least one job".into());
         }
+        if raw.jobs.len() > MAX_JOBS_PER_FILE {
+            v.problem(
+                "jobs",
+                format!("has {} jobs; a job file may hold at most {MAX_JOBS_PER_FILE}; split it", raw.jobs.len()),
+            );
+            return Err(ConfigError { file: file.to_string(), problems: v.problems });
+        }
         raw.jobs.into_iter().enumerate().map(|(i, j)| j.validate(&mut v, &format!("jobs[{i}]."))).collect()
     } else {
         let raw: RawJob = parse_yaml_file(file, text)?;
@@ -274,6 +284,32 @@ impl Validator {
         if value.trim().is_empty() {
             self.problem(field, "must not be empty".into());
         }
+        self.short(field, value);
+    }
+
+    /// A string of at most [`MAX_NAME_LEN`] bytes.
+    fn short(&mut self, field: &str, value: &str) {
+        if value.len() > MAX_NAME_LEN {
+            self.problem(field, format!("is {} bytes long; at most {MAX_NAME_LEN} are allowed", value.len()));
+        }
+    }
+
+    /// A value that must be at most `max` (see [`crate::limits`]); returns it, or `max` after recording a problem.
+    fn at_most(&mut self, field: &str, value: u64, max: u64, unit: &str) -> u64 {
+        if value > max {
+            self.problem(field, format!("{value} is over the limit of {max} {unit}"));
+            return max;
+        }
+        value
+    }
+
+    /// A list of at most [`MAX_LIST_LEN`] entries; false (after recording a problem) when it is longer.
+    fn list(&mut self, field: &str, len: usize) -> bool {
+        if len > MAX_LIST_LEN {
+            self.problem(field, format!("has {len} entries; at most {MAX_LIST_LEN} are allowed"));
+            return false;
+        }
+        true
     }
 
     fn finish(self, file: &str) -> Result<(), ConfigError> {
@@ -454,13 +490,18 @@ struct RawResources {
 impl RawResources {
     fn validate(self, v: &mut Validator, p: &str) -> Resources {
         let gpus = v.at_least(&format!("{p}gpus"), self.gpus, 0);
-        let gpus = u32::try_from(gpus).unwrap_or_else(|_| {
+        let gpus = if gpus > MAX_GPUS_PER_REPLICA {
             v.problem(
                 &format!("{p}gpus"),
-                format!("{gpus} is too large; a replica asks for at most {} GPUs", u32::MAX),
+                format!(
+                    "{gpus} is over the limit of {MAX_GPUS_PER_REPLICA} GPUs per replica (a replica runs on one \
+                     node); use more replicas"
+                ),
             );
             0
-        });
+        } else {
+            gpus as u32
+        };
         let milli_field = format!("{p}gpu_milli");
         let gpu_milli = match (gpus, self.gpu_milli) {
             (0, None | Some(0)) => 0,
@@ -488,15 +529,20 @@ impl RawResources {
         if gpus == 0 && !self.gpu_models.is_empty() {
             v.problem(&format!("{p}gpu_models"), "is set but gpus is 0; set gpus or remove gpu_models".into());
         }
-        for (i, m) in self.gpu_models.iter().enumerate() {
-            v.nonempty(&format!("{p}gpu_models[{i}]"), m);
+        if v.list(&format!("{p}gpu_models"), self.gpu_models.len()) {
+            for (i, m) in self.gpu_models.iter().enumerate() {
+                v.nonempty(&format!("{p}gpu_models[{i}]"), m);
+            }
         }
+        let (cpu, mem) = (format!("{p}cpu_milli"), format!("{p}memory_mib"));
+        let cpu_milli = v.at_least(&cpu, self.cpu_milli, 1);
+        let memory_mib = v.at_least(&mem, self.memory_mib, 1);
         Resources {
             gpus,
             gpu_milli,
             gpu_models: self.gpu_models,
-            cpu_milli: v.at_least(&format!("{p}cpu_milli"), self.cpu_milli, 1),
-            memory_mib: v.at_least(&format!("{p}memory_mib"), self.memory_mib, 1),
+            cpu_milli: v.at_most(&cpu, cpu_milli, MAX_CPU_MILLI, "milli-cores"),
+            memory_mib: v.at_most(&mem, memory_mib, MAX_MEMORY_MIB, "MiB"),
         }
     }
 }
@@ -511,10 +557,15 @@ impl RawJob {
             0
         });
         let replicas = v.at_least(&format!("{p}replicas"), self.replicas, 1);
-        let replicas = u32::try_from(replicas).unwrap_or_else(|_| {
-            v.problem(&format!("{p}replicas"), format!("{replicas} is too large"));
+        let replicas = if replicas > MAX_REPLICAS {
+            v.problem(
+                &format!("{p}replicas"),
+                format!("{replicas} is over the limit of {MAX_REPLICAS} replicas per job; split the job"),
+            );
             1
-        });
+        } else {
+            replicas as u32
+        };
         let resources = self.resources.validate(v, &format!("{p}resources."));
         let nvlink =
             self.topology.nvlink.unwrap_or(if resources.gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None });
@@ -724,6 +775,35 @@ impl RawGpus {
 
 impl RawCluster {
     fn validate(self, v: &mut Validator) -> ClusterConfig {
+        for (field, len) in [
+            ("zones", self.zones.len()),
+            ("pools", self.pools.len()),
+            ("residency_classes", self.residency_classes.len()),
+            ("queues", self.queues.len()),
+            ("scheduling.fgd_target_workload", self.scheduling.fgd_target_workload.len()),
+        ] {
+            v.list(field, len);
+        }
+        for (i, z) in self.zones.iter().enumerate() {
+            v.list(&format!("zones[{i}].certifications"), z.certifications.len());
+            for (field, value) in [("region", &z.region), ("country", &z.country), ("operator_hq", &z.operator_hq)] {
+                v.short(&format!("zones[{i}].{field}"), value);
+            }
+        }
+        for (i, c) in self.residency_classes.iter().enumerate() {
+            for (field, list) in [
+                ("countries", &c.countries),
+                ("jurisdictions", &c.jurisdictions),
+                ("operator_hq_in", &c.operator_hq_in),
+                ("zones", &c.zones),
+                ("certifications", &Some(c.certifications.clone())),
+            ] {
+                v.list(&format!("residency_classes[{i}].{field}"), list.as_ref().map_or(0, Vec::len));
+            }
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            v.list(&format!("queues[{i}].quota_milli"), q.quota_milli.len());
+        }
         let zone_ids =
             unique(v, "zone id", self.zones.iter().enumerate().map(|(i, z)| (format!("zones[{i}].id"), z.id.as_str())));
         for (i, z) in self.zones.iter().enumerate() {
@@ -812,8 +892,11 @@ impl RawCluster {
                 v.problem(&format!("{p}count"), format!("{count} is more nodes than one entry may expand to (100000)"));
                 continue;
             }
-            let cpu = v.at_least(&format!("{p}cpu_milli"), n.cpu_milli, 1);
-            let mem = v.at_least(&format!("{p}memory_mib"), n.memory_mib, 1);
+            let (cpu_field, mem_field) = (format!("{p}cpu_milli"), format!("{p}memory_mib"));
+            let cpu = v.at_least(&cpu_field, n.cpu_milli, 1);
+            let cpu = v.at_most(&cpu_field, cpu, MAX_CPU_MILLI, "milli-cores");
+            let mem = v.at_least(&mem_field, n.memory_mib, 1);
+            let mem = v.at_most(&mem_field, mem, MAX_MEMORY_MIB, "MiB");
             let width = (count - 1).to_string().len();
             let gpus_template = n.gpus.map(|g| g.validate(v, &format!("{p}gpus."), &n.name)).unwrap_or_default();
             if too_large {
@@ -1022,6 +1105,10 @@ mod tests {
     fn gpus_beyond_u32_are_a_problem_not_truncated() {
         let job = "name: j\nkind: training\nresidency: r\nresources: {gpus: 4294967297, cpu_milli: 1, memory_mib: 1}\n";
         let e = jobs_from_yaml("j.yaml", job).unwrap_err().to_string();
-        assert_eq!(e, "j.yaml: resources.gpus: 4294967297 is too large; a replica asks for at most 4294967295 GPUs");
+        assert_eq!(
+            e,
+            "j.yaml: resources.gpus: 4294967297 is over the limit of 64 GPUs per replica (a replica runs on one node); \
+             use more replicas"
+        );
     }
 }

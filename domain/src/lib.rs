@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod job;
+pub mod limits;
 pub mod node;
 pub mod policy;
 pub mod zone;

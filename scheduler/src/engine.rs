@@ -118,6 +118,22 @@ pub enum SubmitError {
         /// The queues that exist, comma-separated.
         known: String,
     },
+    /// The request id was used before for a job with different content: resending a request must not hide a
+    /// changed job file.
+    #[error(
+        "request id {request_id:?} was already used for job {id} with different content (its spec digest is \
+         {first_digest}, this one's {digest}); resend the same job to get job {id}, or use a new request id"
+    )]
+    RequestReused {
+        /// The request id.
+        request_id: String,
+        /// The job the request id created.
+        id: JobId,
+        /// [`spec_digest`] of that job.
+        first_digest: String,
+        /// [`spec_digest`] of the job in this request.
+        digest: String,
+    },
     /// No permitted pool could ever hold the job; it was recorded as refused.
     #[error("job refused: {}", .explanation.summary)]
     Refused {
@@ -196,6 +212,14 @@ pub struct QueueStat {
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
 type Usage = BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>;
+
+/// A canonical digest of a job's spec: SHA-256 (hex) of the validated job as JSON, so that two YAML files that
+/// differ only in layout, comments or spelled-out defaults get the same digest and any change of content does not.
+pub fn spec_digest(job: &Job) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(job).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What decides whether a job fits (its name and queue do not): equal keys fit or fail alike.
 fn shape_key(job: &Job) -> String {
@@ -307,6 +331,13 @@ impl Engine {
         Ok((e, requeued))
     }
 
+    /// Continues job ids after `last_id` and submission numbers after `last_seq` (what the store's manifest
+    /// records): ids of jobs a damaged store lost are never given again.
+    pub fn continue_after(&mut self, last_id: JobId, last_seq: u64) {
+        self.next_id = self.next_id.max(last_id.saturating_add(1));
+        self.next_seq = self.next_seq.max(last_seq.saturating_add(1));
+    }
+
     /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
     /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
     /// whole; jobs whose placement no longer fits are requeued and returned.
@@ -383,8 +414,13 @@ impl Engine {
     /// Submits a job. With a `request_id` seen before, returns the job submitted then (idempotent). A job that no
     /// permitted pool could ever hold is recorded as refused and reported as an error with the explanation.
     pub fn submit(&mut self, job: Job, request_id: Option<String>) -> Result<JobId, SubmitError> {
-        if let Some(id) = request_id.as_ref().and_then(|r| self.requests.get(r)) {
-            return Ok(*id);
+        if let Some((r, &id)) = request_id.as_ref().and_then(|r| self.requests.get(r).map(|id| (r, id))) {
+            let Some(first) = self.jobs.get(&id) else { return Ok(id) };
+            let (first_digest, digest) = (spec_digest(&first.job), spec_digest(&job));
+            if first_digest == digest {
+                return Ok(id);
+            }
+            return Err(SubmitError::RequestReused { request_id: r.clone(), id, first_digest, digest });
         }
         if !self.queues.contains_key(&job.queue) {
             let known = self.queues.keys().cloned().collect::<Vec<_>>().join(", ");
