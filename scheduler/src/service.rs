@@ -14,15 +14,11 @@
 use crate::engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use crate::metrics::Metrics;
 use crate::store::{NodeRecord, Store};
-use sovra_api::v1::admin_server::{Admin, AdminServer};
-use sovra_api::v1::cluster_server::{Cluster, ClusterServer};
-use sovra_api::v1::jobs_server::JobsServer;
-use sovra_api::v1::nodes_server::{Nodes, NodesServer};
+use sovra_api::v1::cluster_server::Cluster;
+use sovra_api::v1::nodes_server::Nodes;
 use sovra_api::v1::{
-    Ack, ClassInfo, ClassesRequest, ClassesResponse, JobInfo, NodeInfo, NodeInventory, NodeReport, NodesRequest,
-    NodesResponse, PoolInfo, PoolsRequest, PoolsResponse, QueueInfo, QueuesRequest, QueuesResponse, Register,
-    Registered, ReloadRequest, ReloadResponse, ReportReply, ZoneInfo, ZonesRequest, ZonesResponse, node_report,
-    report_reply,
+    Ack, JobInfo, NodeInfo, NodeInventory, NodeReport, NodesRequest, NodesResponse, PoolInfo, PoolsRequest,
+    PoolsResponse, Register, Registered, ReportReply, node_report, report_reply,
 };
 use sovra_domain::{ClusterConfig, Gpu, Health, MigInstance, PolicySpec};
 use std::collections::BTreeMap;
@@ -33,9 +29,12 @@ use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+mod admin;
 mod jobs;
+mod serve;
 
 use jobs::info;
+pub use serve::{serve, serve_metrics, serve_with};
 
 /// How the service runs, beyond the cluster and policy.
 #[derive(Debug, Clone)]
@@ -335,7 +334,9 @@ impl Scheduler {
                     )));
                 };
                 gpu.health = if h.healthy { Health::Healthy } else { Health::Unhealthy { reason: h.reason.clone() } };
-                let rec = inner.reported[identity].clone();
+                let Some(rec) = inner.reported.get(identity).cloned() else {
+                    return Err(Status::internal(format!("node {identity}: its inventory is gone")));
+                };
                 inner.save_node(identity, &rec)?;
                 if let Some(n) = inner.cluster.nodes.iter_mut().find(|n| n.name == identity) {
                     n.gpus = rec.gpus;
@@ -612,93 +613,6 @@ impl Cluster for Scheduler {
 }
 
 #[tonic::async_trait]
-impl Admin for Scheduler {
-    async fn zones(&self, _req: Request<ZonesRequest>) -> Result<Response<ZonesResponse>, Status> {
-        let inner = self.lock()?;
-        let zones = inner
-            .base
-            .zones
-            .iter()
-            .map(|z| ZoneInfo {
-                id: z.id.clone(),
-                country: z.country.clone(),
-                jurisdiction: z.jurisdiction.clone(),
-                operator: z.operator.clone(),
-                operator_hq: z.operator_hq.clone(),
-                certifications: z.certifications.iter().cloned().collect(),
-            })
-            .collect();
-        Ok(Response::new(ZonesResponse { zones }))
-    }
-
-    async fn classes(&self, _req: Request<ClassesRequest>) -> Result<Response<ClassesResponse>, Status> {
-        let inner = self.lock()?;
-        let classes = inner
-            .base
-            .residency_classes
-            .iter()
-            .map(|c| ClassInfo {
-                name: c.name.clone(),
-                rules_json: serde_json::to_string(c).unwrap_or_default(),
-                zones: inner
-                    .base
-                    .zones
-                    .iter()
-                    .filter(|z| sovra_domain::satisfies(z, c))
-                    .map(|z| z.id.clone())
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(ClassesResponse { classes }))
-    }
-
-    async fn queues(&self, _req: Request<QueuesRequest>) -> Result<Response<QueuesResponse>, Status> {
-        let inner = self.lock()?;
-        let queues = inner
-            .engine
-            .queue_stats()
-            .into_iter()
-            .map(|q| QueueInfo {
-                name: q.spec.name,
-                weight: q.spec.weight,
-                quota_milli: q.spec.quota_milli.into_iter().collect(),
-                pending: q.pending,
-                running: q.running,
-                gpu_milli_held: q.gpu_milli_held,
-                share: q.share,
-            })
-            .collect();
-        Ok(Response::new(QueuesResponse { queues }))
-    }
-
-    async fn reload(&self, _req: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
-        let mut inner = self.lock()?;
-        let Some(path) = inner.opts.config_path.clone() else {
-            return Err(Status::failed_precondition("this scheduler was not started from a cluster file"));
-        };
-        let base = ClusterConfig::load(&path).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let enrolled: std::collections::BTreeSet<String> = base.nodes.iter().map(|n| n.name.clone()).collect();
-        let mut reported = inner.reported.clone();
-        reported.retain(|n, _| enrolled.contains(n));
-        let cluster = overlay(&base, &reported);
-        let requeued = inner.engine.rebuild(&cluster, queues_of(&base)).map_err(Status::invalid_argument)?;
-        inner.live.retain(|n, _| enrolled.contains(n));
-        let response = ReloadResponse {
-            nodes: base.nodes.len() as u32,
-            pools: base.pools.len() as u32,
-            requeued: requeued.clone(),
-        };
-        inner.event(&format!("configuration reloaded from {}; requeued {requeued:?}", path.display()));
-        tracing::info!(file = %path.display(), ?requeued, "configuration reloaded");
-        inner.base = base;
-        inner.cluster = cluster;
-        inner.reported = reported;
-        inner.cycle(requeued)?;
-        Ok(Response::new(response))
-    }
-}
-
-#[tonic::async_trait]
 impl Nodes for Scheduler {
     type ReportStream = ReplyStream<ReportReply>;
 
@@ -740,80 +654,4 @@ impl Nodes for Scheduler {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
-}
-
-/// Serves the API over plain HTTP/2 on `listener` until `shutdown` completes (no node API: it needs TLS).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    token: String,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    serve_with(listener, scheduler, token, None, shutdown).await
-}
-
-/// Serves the API on `listener` until `shutdown` completes, with TLS when `tls` is given, and runs the liveness
-/// check meanwhile.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    token: String,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    let check = Scheduler::token_check(token);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
-    }
-    let liveness = scheduler.spawn_liveness();
-    let result = builder
-        .add_service(JobsServer::with_interceptor(scheduler.clone(), check.clone()))
-        .add_service(ClusterServer::with_interceptor(scheduler.clone(), check.clone()))
-        .add_service(AdminServer::with_interceptor(scheduler.clone(), check))
-        .add_service(NodesServer::new(scheduler))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| format!("the gRPC server stopped: {e}"));
-    liveness.abort();
-    result
-}
-
-/// Serves `/metrics` (Prometheus text format) and `/healthz` on `listener` until `shutdown` completes.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    use axum::http::{StatusCode, header};
-    let s = scheduler.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let s = s.clone();
-                async move {
-                    match s.metrics_text() {
-                        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body),
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            axum::routing::get(move || {
-                let s = scheduler.clone();
-                async move {
-                    match s.lock() {
-                        Ok(_) => (StatusCode::OK, "ok\n".to_string()),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e.message())),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("the metrics server stopped: {e}"))
 }
