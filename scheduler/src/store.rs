@@ -265,6 +265,13 @@ impl Store {
         let opened = std::panic::catch_unwind(|| sled::open(dir));
         let db = match opened {
             Ok(Ok(db)) => db,
+            Ok(Err(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(format!(
+                    "{}: the state directory is in use by another process (another sovra-scheduler?); stop it or \
+                     use another --data",
+                    dir.display()
+                ));
+            }
             Ok(Err(e)) => return Err(format!("{}: cannot open the state directory: {e}; {way_out}", dir.display())),
             Err(_) => {
                 return Err(format!(

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 use tonic::Request;
 
 const TOKEN: &str = "damage-test-token";
@@ -230,6 +231,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// [`Store::open`] (or, with `recover`, [`Store::open_recover`]), waiting while sled's background thread of a
+/// dropped scheduler still holds the directory's lock.
+fn open(dir: &Path, recover: bool) -> Result<(Store, sovra_scheduler::store::Damage), String> {
+    for _ in 0..250 {
+        let r = if recover { Store::open_recover(dir) } else { Store::open(dir).map(|s| (s, Default::default())) };
+        match r {
+            Err(e) if e.contains("in use by another process") => std::thread::sleep(Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+    panic!("{} stays locked", dir.display())
+}
+
 /// Four jobs through the library (no server), the scheduler dropped so that sled can be opened directly.
 fn four_jobs_in_process(data: &Path) {
     let cluster = ClusterConfig::load(&cluster_file()).unwrap();
@@ -245,7 +259,15 @@ fn record_failing_its_checksum_is_refused_and_recover_lists_it() {
     four_jobs_in_process(dir.path());
     {
         // A bit flip inside job 2's record, written through sled so that sled's own checks cannot see it.
-        let db = sled::open(dir.path()).unwrap();
+        let mut db = sled::open(dir.path());
+        for _ in 0..250 {
+            if db.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            db = sled::open(dir.path());
+        }
+        let db = db.unwrap();
         let jobs = db.open_tree("jobs").unwrap();
         let mut v = jobs.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let at = v.len() - 10;
@@ -253,16 +275,16 @@ fn record_failing_its_checksum_is_refused_and_recover_lists_it() {
         jobs.insert(2u64.to_be_bytes(), v).unwrap();
         db.flush().unwrap();
     }
-    let e = Store::open(dir.path()).err().expect("a damaged record is refused");
+    let e = open(dir.path(), false).err().expect("a damaged record is refused");
     assert!(e.contains("1 record(s) are damaged (job 2: checksum mismatch)"), "{e}");
     assert!(e.contains("restore the directory from a backup") && e.contains("--recover"), "{e}");
-    let (store, damage) = Store::open_recover(dir.path()).unwrap();
+    let (store, damage) = open(dir.path(), true).unwrap();
     assert_eq!(damage.lost_jobs(), vec![2]);
     let s =
         Scheduler::new(ClusterConfig::load(&cluster_file()).unwrap(), PolicySpec::default(), 42, Some(store)).unwrap();
     assert_eq!(s.submit_yaml(&job(9), "").unwrap().id, 5, "ids continue after the manifest's last id");
     drop(s);
-    assert!(Store::open(dir.path()).is_ok(), "a recovered directory opens");
+    assert!(open(dir.path(), false).is_ok(), "a recovered directory opens");
 }
 
 #[test]
@@ -270,9 +292,9 @@ fn missing_manifest_with_jobs_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     four_jobs_in_process(dir.path());
     std::fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap();
-    let e = Store::open(dir.path()).err().expect("refused");
+    let e = open(dir.path(), false).err().expect("refused");
     assert!(e.contains("is missing while the store holds 4 job record(s)"), "{e}");
-    let (store, damage) = Store::open_recover(dir.path()).unwrap();
+    let (store, damage) = open(dir.path(), true).unwrap();
     assert!(damage.lost_jobs().is_empty());
     assert_eq!(store.manifest().last_id, 4);
 }
