@@ -60,7 +60,16 @@ fuzz_target!(|data: &[u8]| {
                     Code::InvalidArgument => {
                         assert!(m.starts_with("job") || m.starts_with("request_id: "), "{m}")
                     }
-                    Code::FailedPrecondition => assert!(m.starts_with("job ") && m.contains(" refused: "), "{m}"),
+                    Code::FailedPrecondition => {
+                        // A refused job is recorded too: its request id answers it from now on.
+                        let id: Option<u64> = m.strip_prefix("job ").and_then(|r| r.split(' ').next()?.parse().ok());
+                        let id = id.unwrap_or_else(|| panic!("a refusal that names no job: {m}"));
+                        assert!(m.contains(&format!("job {id} refused: ")), "{m}");
+                        if !request_id.is_empty() {
+                            let first = *requests.entry(request_id.clone()).or_insert(id);
+                            assert_eq!(first, id, "request id {request_id} answered two jobs");
+                        }
+                    }
                     Code::AlreadyExists => {
                         let first = requests.get(&request_id).expect("ALREADY_EXISTS for a request id never used");
                         assert!(m.contains(&format!("already used for job {first} with different content")), "{m}");

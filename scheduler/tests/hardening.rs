@@ -183,3 +183,18 @@ fn try_line_of_serve_carries_sovra_ca() {
     assert!(try_line.contains("SOVRA_SERVER=https://127.0.0.1:"), "{try_line}");
     assert!(try_line.contains(&format!("SOVRA_CA={} ", ca.display())), "{try_line}");
 }
+
+#[tokio::test]
+async fn request_id_retry_of_a_refused_job_is_refused_again_not_ok() {
+    // Found by the `scheduler_submit` fuzz target: the retry of a refused submit answered OK (state "refused").
+    let (mut jobs, stop, handle) = start().await;
+    let never = job("a", "1", "gpus: 1, gpu_models: [L8], cpu_milli: 1000, memory_mib: 1024");
+    let first = jobs.submit(submit(never.clone(), "r-1")).await.unwrap_err();
+    assert_eq!(first.code(), Code::FailedPrecondition, "{}", first.message());
+    let again = jobs.submit(submit(never, "r-1")).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{}", again.message());
+    assert_eq!(again.message(), first.message(), "the retry gets the first answer");
+    assert_eq!(jobs.list(list()).await.unwrap().into_inner().jobs.len(), 1, "one refused job");
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}

@@ -38,6 +38,11 @@ impl Scheduler {
         let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
         match inner.engine.submit(job, request_id) {
             Ok(id) => {
+                // A retry of a request whose job was refused gets the refusal again, as the first attempt did.
+                if let Some(r) = inner.engine.job(id).filter(|r| r.state == JobState::Refused) {
+                    let why = r.explanation.as_ref().map(|e| e.summary.clone()).unwrap_or_default();
+                    return Err(Status::failed_precondition(format!("job {id} refused: {why}")));
+                }
                 self.metrics.submits.inc();
                 inner.cycle([id])?;
                 let state = inner.engine.job(id).map(|r| state_name(r.state)).unwrap_or_default();
