@@ -7,14 +7,21 @@
 //! once.
 
 use crate::job::{Job, NvlinkWish, Resources};
-use crate::node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
+use crate::limits::{
+    MAX_CPU_MILLI, MAX_GPUS_PER_REPLICA, MAX_JOBS_PER_FILE, MAX_LIST_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_REPLICAS,
+};
+use crate::node::{GPU_MILLI, Gpu, Node};
 use crate::policy::PolicySpec;
 use crate::zone::{Pool, Purpose, ResidencyClass, Zone};
+use gpus::RawGpus;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+
+mod cluster;
+mod gpus;
 
 /// At most this many GPUs on one node, whether given as a uniform set or as a `devices` list.
 pub const MAX_GPUS_PER_NODE: u64 = 64;
@@ -194,6 +201,13 @@ fn parse_jobs(file: &str, text: &str) -> Result<(Vec<Job>, bool), ConfigError> {
         if raw.jobs.is_empty() {
             v.problem("jobs", "the list is empty; add at least one job".into());
         }
+        if raw.jobs.len() > MAX_JOBS_PER_FILE {
+            v.problem(
+                "jobs",
+                format!("has {} jobs; a job file may hold at most {MAX_JOBS_PER_FILE}; split it", raw.jobs.len()),
+            );
+            return Err(ConfigError { file: file.to_string(), problems: v.problems });
+        }
         raw.jobs.into_iter().enumerate().map(|(i, j)| j.validate(&mut v, &format!("jobs[{i}]."))).collect()
     } else {
         let raw: RawJob = parse_yaml_file(file, text)?;
@@ -274,6 +288,32 @@ impl Validator {
         if value.trim().is_empty() {
             self.problem(field, "must not be empty".into());
         }
+        self.short(field, value);
+    }
+
+    /// A string of at most [`MAX_NAME_LEN`] bytes.
+    fn short(&mut self, field: &str, value: &str) {
+        if value.len() > MAX_NAME_LEN {
+            self.problem(field, format!("is {} bytes long; at most {MAX_NAME_LEN} are allowed", value.len()));
+        }
+    }
+
+    /// A value that must be at most `max` (see [`crate::limits`]); returns it, or `max` after recording a problem.
+    fn at_most(&mut self, field: &str, value: u64, max: u64, unit: &str) -> u64 {
+        if value > max {
+            self.problem(field, format!("{value} is over the limit of {max} {unit}"));
+            return max;
+        }
+        value
+    }
+
+    /// A list of at most [`MAX_LIST_LEN`] entries; false (after recording a problem) when it is longer.
+    fn list(&mut self, field: &str, len: usize) -> bool {
+        if len > MAX_LIST_LEN {
+            self.problem(field, format!("has {len} entries; at most {MAX_LIST_LEN} are allowed"));
+            return false;
+        }
+        true
     }
 
     fn finish(self, file: &str) -> Result<(), ConfigError> {
@@ -346,45 +386,6 @@ struct RawNode {
     gpus: Option<RawGpus>,
 }
 
-/// Either a uniform set (`model`, `count`, ...) or an explicit `devices` list.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGpus {
-    count: Option<i64>,
-    model: Option<String>,
-    memory_mib: Option<i64>,
-    /// `all` (one island of every GPU), `none` (the default), or explicit islands in `nvlink_islands`.
-    nvlink: Option<String>,
-    nvlink_islands: Option<Vec<Vec<i64>>>,
-    /// NUMA node of each GPU, by index.
-    numa: Option<Vec<u32>>,
-    /// MIG layout applied to every GPU of a uniform set.
-    mig: Option<Vec<RawMig>>,
-    devices: Option<Vec<RawDevice>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    model: String,
-    memory_mib: i64,
-    uuid: Option<String>,
-    numa_node: Option<u32>,
-    #[serde(default)]
-    nvlink_peers: Vec<i64>,
-    #[serde(default)]
-    unhealthy: Option<String>,
-    mig: Option<Vec<RawMig>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMig {
-    profile: String,
-    count: Option<i64>,
-    memory_mib: Option<i64>,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawScheduling {
@@ -454,13 +455,18 @@ struct RawResources {
 impl RawResources {
     fn validate(self, v: &mut Validator, p: &str) -> Resources {
         let gpus = v.at_least(&format!("{p}gpus"), self.gpus, 0);
-        let gpus = u32::try_from(gpus).unwrap_or_else(|_| {
+        let gpus = if gpus > MAX_GPUS_PER_REPLICA {
             v.problem(
                 &format!("{p}gpus"),
-                format!("{gpus} is too large; a replica asks for at most {} GPUs", u32::MAX),
+                format!(
+                    "{gpus} is over the limit of {MAX_GPUS_PER_REPLICA} GPUs per replica (a replica runs on one \
+                     node); use more replicas"
+                ),
             );
             0
-        });
+        } else {
+            gpus as u32
+        };
         let milli_field = format!("{p}gpu_milli");
         let gpu_milli = match (gpus, self.gpu_milli) {
             (0, None | Some(0)) => 0,
@@ -488,15 +494,20 @@ impl RawResources {
         if gpus == 0 && !self.gpu_models.is_empty() {
             v.problem(&format!("{p}gpu_models"), "is set but gpus is 0; set gpus or remove gpu_models".into());
         }
-        for (i, m) in self.gpu_models.iter().enumerate() {
-            v.nonempty(&format!("{p}gpu_models[{i}]"), m);
+        if v.list(&format!("{p}gpu_models"), self.gpu_models.len()) {
+            for (i, m) in self.gpu_models.iter().enumerate() {
+                v.nonempty(&format!("{p}gpu_models[{i}]"), m);
+            }
         }
+        let (cpu, mem) = (format!("{p}cpu_milli"), format!("{p}memory_mib"));
+        let cpu_milli = v.at_least(&cpu, self.cpu_milli, 1);
+        let memory_mib = v.at_least(&mem, self.memory_mib, 1);
         Resources {
             gpus,
             gpu_milli,
             gpu_models: self.gpu_models,
-            cpu_milli: v.at_least(&format!("{p}cpu_milli"), self.cpu_milli, 1),
-            memory_mib: v.at_least(&format!("{p}memory_mib"), self.memory_mib, 1),
+            cpu_milli: v.at_most(&cpu, cpu_milli, MAX_CPU_MILLI, "milli-cores"),
+            memory_mib: v.at_most(&mem, memory_mib, MAX_MEMORY_MIB, "MiB"),
         }
     }
 }
@@ -511,10 +522,15 @@ impl RawJob {
             0
         });
         let replicas = v.at_least(&format!("{p}replicas"), self.replicas, 1);
-        let replicas = u32::try_from(replicas).unwrap_or_else(|_| {
-            v.problem(&format!("{p}replicas"), format!("{replicas} is too large"));
+        let replicas = if replicas > MAX_REPLICAS {
+            v.problem(
+                &format!("{p}replicas"),
+                format!("{replicas} is over the limit of {MAX_REPLICAS} replicas per job; split the job"),
+            );
             1
-        });
+        } else {
+            replicas as u32
+        };
         let resources = self.resources.validate(v, &format!("{p}resources."));
         let nvlink =
             self.topology.nvlink.unwrap_or(if resources.gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None });
@@ -533,388 +549,6 @@ impl RawJob {
             replicas,
             resources,
             nvlink,
-        }
-    }
-}
-
-/// Memory of a MIG profile such as `3g.40gb`, in MiB.
-fn mig_profile_memory(profile: &str) -> Option<u64> {
-    let gb = profile.split_once('.')?.1.strip_suffix("gb")?;
-    gb.parse::<u64>().ok()?.checked_mul(1024)
-}
-
-fn expand_mig(v: &mut Validator, p: &str, raw: Option<Vec<RawMig>>) -> Vec<MigInstance> {
-    let mut out = Vec::new();
-    let mut total = 0u64;
-    let raw = raw.unwrap_or_default();
-    let entries = raw.len();
-    for (i, m) in raw.into_iter().enumerate() {
-        let f = format!("{p}[{i}]");
-        let count = v.at_least(&format!("{f}.count"), m.count.unwrap_or(1), 1);
-        let memory = match m.memory_mib {
-            Some(mem) => v.at_least(&format!("{f}.memory_mib"), mem, 1),
-            None => mig_profile_memory(&m.profile).unwrap_or_else(|| {
-                v.problem(
-                    &format!("{f}.profile"),
-                    format!(
-                        "cannot read the memory of profile {:?}; write it like 3g.40gb or set memory_mib",
-                        m.profile
-                    ),
-                );
-                1
-            }),
-        };
-        if count > MAX_MIG_PER_GPU {
-            v.problem(&format!("{f}.count"), format!("{count} instances; a GPU has at most 7 MIG instances"));
-        }
-        total = total.saturating_add(count);
-        while (out.len() as u64) < total.min(MAX_MIG_PER_GPU) {
-            out.push(MigInstance { profile: m.profile.clone(), memory_mib: memory });
-        }
-    }
-    if entries > 1 && total > MAX_MIG_PER_GPU {
-        v.problem(p, format!("{total} instances in all; a GPU has at most 7 MIG instances"));
-    }
-    out
-}
-
-impl RawGpus {
-    fn validate(self, v: &mut Validator, p: &str, node_name: &str) -> Vec<Gpu> {
-        let mut gpus: Vec<Gpu> = Vec::new();
-        if let Some(devices) = self.devices {
-            for (field, set) in [
-                ("count", self.count.is_some()),
-                ("model", self.model.is_some()),
-                ("memory_mib", self.memory_mib.is_some()),
-                ("nvlink", self.nvlink.is_some()),
-                ("numa", self.numa.is_some()),
-                ("mig", self.mig.is_some()),
-            ] {
-                if set {
-                    v.problem(&format!("{p}{field}"), "cannot be combined with devices; set it per device".into());
-                }
-            }
-            if devices.len() as u64 > MAX_GPUS_PER_NODE {
-                v.problem(
-                    &format!("{p}devices"),
-                    format!("{} GPUs on one node; at most {MAX_GPUS_PER_NODE} are supported", devices.len()),
-                );
-                return gpus;
-            }
-            let n = devices.len() as i64;
-            for (i, d) in devices.into_iter().enumerate() {
-                let f = format!("{p}devices[{i}]");
-                v.nonempty(&format!("{f}.model"), &d.model);
-                let mut peers = Vec::new();
-                for (j, peer) in d.nvlink_peers.iter().enumerate() {
-                    if *peer < 0 || *peer >= n || *peer == i as i64 {
-                        v.problem(
-                            &format!("{f}.nvlink_peers[{j}]"),
-                            format!("{peer} is not another GPU of this node (indices 0 to {})", n - 1),
-                        );
-                    } else {
-                        peers.push(*peer as u32);
-                    }
-                }
-                gpus.push(Gpu {
-                    uuid: d.uuid.unwrap_or_else(|| format!("GPU-{node_name}-{i}")),
-                    model: d.model,
-                    memory_mib: v.at_least(&format!("{f}.memory_mib"), d.memory_mib, 1),
-                    numa_node: d.numa_node,
-                    nvlink_peers: peers,
-                    health: match d.unhealthy {
-                        None => Health::Healthy,
-                        Some(reason) => Health::Unhealthy { reason },
-                    },
-                    mig: expand_mig(v, &format!("{f}.mig"), d.mig),
-                });
-            }
-            // NVLink is symmetric: a link listed on one side only is a configuration mistake.
-            for i in 0..gpus.len() {
-                for &peer in &gpus[i].nvlink_peers.clone() {
-                    if !gpus[peer as usize].nvlink_peers.contains(&(i as u32)) {
-                        v.problem(
-                            &format!("{p}devices[{peer}].nvlink_peers"),
-                            format!("GPU {i} lists {peer} as an NVLink peer but not the reverse; list both"),
-                        );
-                    }
-                }
-            }
-            return gpus;
-        }
-        let count = v.at_least(&format!("{p}count"), self.count.unwrap_or(0), 1);
-        let Some(model) = self.model else {
-            v.problem(&format!("{p}model"), "is missing; name the GPU model, e.g. H100-80GB".into());
-            return gpus;
-        };
-        v.nonempty(&format!("{p}model"), &model);
-        let memory = match self.memory_mib {
-            Some(m) => v.at_least(&format!("{p}memory_mib"), m, 1),
-            None => {
-                v.problem(&format!("{p}memory_mib"), "is missing; give the memory of one GPU in MiB".into());
-                1
-            }
-        };
-        if count > MAX_GPUS_PER_NODE {
-            v.problem(
-                &format!("{p}count"),
-                format!("{count} GPUs on one node; at most {MAX_GPUS_PER_NODE} are supported"),
-            );
-            return gpus;
-        }
-        let islands: Vec<Vec<u32>> = match (self.nvlink.as_deref(), self.nvlink_islands) {
-            (Some(_), Some(_)) => {
-                v.problem(&format!("{p}nvlink_islands"), "cannot be combined with nvlink; keep one".into());
-                vec![]
-            }
-            (None | Some("none"), None) => vec![],
-            (Some("all"), None) => vec![(0..count as u32).collect()],
-            (Some(other), None) => {
-                v.problem(
-                    &format!("{p}nvlink"),
-                    format!("{other:?} is not all or none; for partial NVLink use nvlink_islands"),
-                );
-                vec![]
-            }
-            (None, Some(islands)) => {
-                let mut seen = BTreeSet::new();
-                let mut out = Vec::new();
-                for (i, island) in islands.iter().enumerate() {
-                    let mut members = Vec::new();
-                    for (j, g) in island.iter().enumerate() {
-                        let f = format!("{p}nvlink_islands[{i}][{j}]");
-                        if *g < 0 || *g as u64 >= count {
-                            v.problem(&f, format!("GPU {g} does not exist (indices 0 to {})", count - 1));
-                        } else if !seen.insert(*g) {
-                            v.problem(&f, format!("GPU {g} is in two islands; an island is a set of GPUs"));
-                        } else {
-                            members.push(*g as u32);
-                        }
-                    }
-                    out.push(members);
-                }
-                out
-            }
-        };
-        if let Some(numa) = &self.numa
-            && numa.len() as u64 != count
-        {
-            v.problem(&format!("{p}numa"), format!("has {} entries for {count} GPUs; give one per GPU", numa.len()));
-        }
-        let mig = expand_mig(v, &format!("{p}mig"), self.mig);
-        for i in 0..count as u32 {
-            let peers = islands
-                .iter()
-                .find(|isl| isl.contains(&i))
-                .map(|isl| isl.iter().copied().filter(|&g| g != i).collect())
-                .unwrap_or_default();
-            gpus.push(Gpu {
-                uuid: format!("GPU-{node_name}-{i}"),
-                model: model.clone(),
-                memory_mib: memory,
-                numa_node: self.numa.as_ref().and_then(|n| n.get(i as usize).copied()),
-                nvlink_peers: peers,
-                health: Health::Healthy,
-                mig: mig.clone(),
-            });
-        }
-        gpus
-    }
-}
-
-impl RawCluster {
-    fn validate(self, v: &mut Validator) -> ClusterConfig {
-        let zone_ids =
-            unique(v, "zone id", self.zones.iter().enumerate().map(|(i, z)| (format!("zones[{i}].id"), z.id.as_str())));
-        for (i, z) in self.zones.iter().enumerate() {
-            for (field, value) in [("country", &z.country), ("operator_hq", &z.operator_hq)] {
-                if value.len() != 2 || !value.chars().all(|c| c.is_ascii_uppercase()) {
-                    v.problem(
-                        &format!("zones[{i}].{field}"),
-                        format!("{value:?} is not an ISO 3166 alpha-2 code such as FR or DE"),
-                    );
-                }
-            }
-            v.nonempty(&format!("zones[{i}].jurisdiction"), &z.jurisdiction);
-            v.nonempty(&format!("zones[{i}].operator"), &z.operator);
-        }
-        let pool_ids =
-            unique(v, "pool id", self.pools.iter().enumerate().map(|(i, p)| (format!("pools[{i}].id"), p.id.as_str())));
-        for (i, p) in self.pools.iter().enumerate() {
-            if !zone_ids.contains(&p.zone) {
-                v.problem(
-                    &format!("pools[{i}].zone"),
-                    format!("unknown zone {:?}; declared zones are [{}]", p.zone, join(&zone_ids)),
-                );
-            }
-        }
-        unique(
-            v,
-            "residency class",
-            self.residency_classes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (format!("residency_classes[{i}].name"), c.name.as_str())),
-        );
-        let residency_classes: Vec<ResidencyClass> = self
-            .residency_classes
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                for (j, z) in c.zones.iter().flatten().enumerate() {
-                    if !zone_ids.contains(z) {
-                        v.problem(
-                            &format!("residency_classes[{i}].zones[{j}]"),
-                            format!("unknown zone {z:?}; declared zones are [{}]", join(&zone_ids)),
-                        );
-                    }
-                }
-                for (field, list) in [
-                    ("countries", &c.countries),
-                    ("jurisdictions", &c.jurisdictions),
-                    ("operator_hq_in", &c.operator_hq_in),
-                    ("zones", &c.zones),
-                ] {
-                    if list.as_ref().is_some_and(|l| l.is_empty()) {
-                        v.problem(
-                            &format!("residency_classes[{i}].{field}"),
-                            "is an empty list, which no zone can satisfy; remove it to allow any".into(),
-                        );
-                    }
-                }
-                ResidencyClass {
-                    name: c.name,
-                    description: c.description,
-                    countries: c.countries,
-                    jurisdictions: c.jurisdictions,
-                    operator_hq_in: c.operator_hq_in,
-                    certifications: c.certifications,
-                    zones: c.zones,
-                }
-            })
-            .collect();
-
-        let mut nodes = Vec::new();
-        let mut gpu_total = 0u64;
-        // Set once the file exceeds MAX_NODES or MAX_GPUS: later entries are still checked but no longer expanded.
-        let mut too_large = false;
-        for (i, n) in self.nodes.into_iter().enumerate() {
-            let p = format!("nodes[{i}].");
-            v.nonempty(&format!("{p}name"), &n.name);
-            if !pool_ids.contains(&n.pool) {
-                v.problem(
-                    &format!("{p}pool"),
-                    format!("unknown pool {:?}; declared pools are [{}]", n.pool, join(&pool_ids)),
-                );
-            }
-            let count = v.at_least(&format!("{p}count"), n.count.unwrap_or(1), 1);
-            if count > 100_000 {
-                v.problem(&format!("{p}count"), format!("{count} is more nodes than one entry may expand to (100000)"));
-                continue;
-            }
-            let cpu = v.at_least(&format!("{p}cpu_milli"), n.cpu_milli, 1);
-            let mem = v.at_least(&format!("{p}memory_mib"), n.memory_mib, 1);
-            let width = (count - 1).to_string().len();
-            let gpus_template = n.gpus.map(|g| g.validate(v, &format!("{p}gpus."), &n.name)).unwrap_or_default();
-            if too_large {
-                continue;
-            }
-            let field = if n.count.is_some() { format!("{p}count") } else { format!("nodes[{i}]") };
-            let node_total = nodes.len() as u64 + count;
-            let entry_gpus = count * gpus_template.len() as u64;
-            if node_total > MAX_NODES {
-                v.problem(
-                    &field,
-                    format!(
-                        "this entry brings the file to {node_total} nodes; a cluster file may declare at most \
-                         {MAX_NODES}"
-                    ),
-                );
-                too_large = true;
-                continue;
-            }
-            if gpu_total + entry_gpus > MAX_GPUS {
-                v.problem(
-                    &field,
-                    format!(
-                        "this entry brings the file to {} GPUs; a cluster file may declare at most {MAX_GPUS}",
-                        gpu_total + entry_gpus
-                    ),
-                );
-                too_large = true;
-                continue;
-            }
-            gpu_total += entry_gpus;
-            for k in 0..count {
-                let name = if n.count.is_none() { n.name.clone() } else { format!("{}-{k:0width$}", n.name) };
-                let gpus = gpus_template
-                    .iter()
-                    .map(|g| Gpu {
-                        uuid: g.uuid.replacen(&format!("GPU-{}-", n.name), &format!("GPU-{name}-"), 1),
-                        ..g.clone()
-                    })
-                    .collect();
-                nodes.push(Node { name, pool: n.pool.clone(), cpu_milli: cpu, memory_mib: mem, gpus });
-            }
-        }
-        let mut names = BTreeMap::new();
-        for node in &nodes {
-            *names.entry(node.name.as_str()).or_insert(0) += 1;
-        }
-        for (name, n) in names {
-            if n > 1 {
-                v.problem("nodes", format!("node name {name:?} appears {n} times; names must be unique"));
-            }
-        }
-
-        let policy = self
-            .scheduling
-            .policy
-            .and_then(|s| s.parse::<PolicySpec>().map_err(|e| v.problem("scheduling.policy", e)).ok());
-        let fgd_target_workload = self
-            .scheduling
-            .fgd_target_workload
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let p = format!("scheduling.fgd_target_workload[{i}].");
-                WorkloadShare {
-                    resources: s.resources.validate(v, &p),
-                    weight: v.at_least(&format!("{p}weight"), s.weight, 1).min(u64::from(u32::MAX)) as u32,
-                }
-            })
-            .collect();
-        unique(v, "queue", self.queues.iter().enumerate().map(|(i, q)| (format!("queues[{i}].name"), q.name.as_str())));
-        let mut queues: Vec<QueueConfig> = self
-            .queues
-            .into_iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let p = format!("queues[{i}].");
-                let weight = v.at_least(&format!("{p}weight"), q.weight, 1).min(1_000_000) as u32;
-                let mut quota_milli = BTreeMap::new();
-                for (pool, milli) in q.quota_milli {
-                    if !pool_ids.contains(&pool) {
-                        v.problem(
-                            &format!("{p}quota_milli.{pool}"),
-                            format!("unknown pool {pool:?}; declared pools are [{}]", join(&pool_ids)),
-                        );
-                    }
-                    quota_milli.insert(pool.clone(), v.at_least(&format!("{p}quota_milli.{pool}"), milli, 0));
-                }
-                QueueConfig { name: q.name, weight, quota_milli }
-            })
-            .collect();
-        if queues.is_empty() {
-            queues.push(QueueConfig { name: "default".into(), weight: 1, quota_milli: BTreeMap::new() });
-        }
-        ClusterConfig {
-            zones: self.zones,
-            pools: self.pools,
-            residency_classes,
-            nodes,
-            scheduling: SchedulingConfig { policy, fgd_target_workload },
-            queues,
         }
     }
 }
@@ -938,90 +572,4 @@ impl JobSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A one-zone, one-pool cluster file with the given `nodes:` entries (flow-style YAML, one per line).
-    fn cluster(nodes: &[String]) -> String {
-        let mut text = "zones: [{id: z, country: DE, region: r, jurisdiction: EU, operator: o, operator_hq: DE, \
-                        certifications: []}]\npools: [{id: p, zone: z, purpose: training}]\nnodes:\n"
-            .to_string();
-        for n in nodes {
-            text.push_str(&format!("  - {n}\n"));
-        }
-        text
-    }
-
-    fn errors(text: &str) -> String {
-        ClusterConfig::from_yaml("c.yaml", text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn mig_profile_memory_too_large_is_a_problem_not_an_overflow() {
-        let node = "{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: A100, count: 1, memory_mib: 1, \
-                    mig: [{profile: 1g.99999999999999999gb}]}}";
-        let e = errors(&cluster(&[node.into()]));
-        assert!(e.contains("c.yaml: nodes[0].gpus.mig[0].profile: cannot read the memory of profile"), "{e}");
-        assert_eq!(mig_profile_memory("3g.40gb"), Some(40 * 1024));
-        assert_eq!(mig_profile_memory(&format!("1g.{}gb", u64::MAX / 1024 + 1)), None);
-    }
-
-    #[test]
-    fn mig_instances_per_gpu_are_capped_over_all_entries() {
-        let mig = "[{profile: 1g.10gb, count: 4}, {profile: 2g.20gb, count: 4}]";
-        let node = |gpus: &str| format!("{{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {gpus}}}");
-        let uniform = node(&format!("{{model: A100, count: 2, memory_mib: 1, mig: {mig}}}"));
-        let e = errors(&cluster(&[uniform]));
-        assert!(e.contains("c.yaml: nodes[0].gpus.mig: 8 instances in all; a GPU has at most 7 MIG instances"), "{e}");
-        let device = node(&format!("{{devices: [{{model: A100, memory_mib: 1, mig: {mig}}}]}}"));
-        let e = errors(&cluster(&[device]));
-        assert!(e.contains("nodes[0].gpus.devices[0].mig: 8 instances in all"), "{e}");
-        // Seven in two entries is fine.
-        let ok =
-            node("{model: A100, count: 1, memory_mib: 1, mig: [{profile: 3g.40gb, count: 2}, {profile: 1g.10gb}]}");
-        let c = ClusterConfig::from_yaml("c.yaml", &cluster(&[ok])).unwrap();
-        assert_eq!(c.nodes[0].gpus[0].mig.len(), 3);
-    }
-
-    #[test]
-    fn devices_list_is_capped_at_64_gpus_like_a_uniform_set() {
-        let devices = vec!["{model: L4, memory_mib: 1}"; 65].join(", ");
-        let node = format!("{{name: n, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {{devices: [{devices}]}}}}");
-        let e = errors(&cluster(&[node]));
-        assert!(e.contains("c.yaml: nodes[0].gpus.devices: 65 GPUs on one node; at most 64 are supported"), "{e}");
-    }
-
-    #[test]
-    fn nodes_and_gpus_of_a_file_are_capped_after_expansion() {
-        // Entries of 60,000 nodes: each within the per-entry limit, the first two together over MAX_NODES.
-        let entry = |name: &str, gpus: &str| {
-            format!("{{name: {name}, count: 60000, pool: p, cpu_milli: 1, memory_mib: 1{gpus}}}")
-        };
-        let e = errors(&cluster(&[entry("a", ""), entry("b", ""), entry("c", "")]));
-        assert_eq!(
-            e,
-            "c.yaml: nodes[1].count: this entry brings the file to 120000 nodes; a cluster file may declare at most 100000"
-        );
-        // 60,000 nodes of 8 GPUs: 480,000 GPUs, over MAX_GPUS.
-        let e = errors(&cluster(&[entry("a", ", gpus: {model: H100, count: 8, memory_mib: 1}")]));
-        assert_eq!(
-            e,
-            "c.yaml: nodes[0].count: this entry brings the file to 480000 GPUs; a cluster file may declare at most 250000"
-        );
-        let big =
-            "{name: a, count: 62499, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: L4, count: 4, memory_mib: 1}}";
-        let single = "{name: s, pool: p, cpu_milli: 1, memory_mib: 1, gpus: {model: H100, count: 8, memory_mib: 1}}";
-        let e = errors(&cluster(&[big.into(), single.into()]));
-        assert_eq!(
-            e,
-            "c.yaml: nodes[1]: this entry brings the file to 250004 GPUs; a cluster file may declare at most 250000"
-        );
-    }
-
-    #[test]
-    fn gpus_beyond_u32_are_a_problem_not_truncated() {
-        let job = "name: j\nkind: training\nresidency: r\nresources: {gpus: 4294967297, cpu_milli: 1, memory_mib: 1}\n";
-        let e = jobs_from_yaml("j.yaml", job).unwrap_err().to_string();
-        assert_eq!(e, "j.yaml: resources.gpus: 4294967297 is too large; a replica asks for at most 4294967295 GPUs");
-    }
-}
+mod tests;

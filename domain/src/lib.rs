@@ -7,6 +7,7 @@
 pub mod config;
 pub mod datazone;
 pub mod job;
+pub mod limits;
 pub mod node;
 pub mod policy;
 pub mod zone;

@@ -29,128 +29,9 @@ use sovra_domain::{ClusterConfig, GPU_MILLI, Job, PolicySpec, WorkloadShare};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer};
 use std::collections::BTreeMap;
 
-/// A job's id: assigned at submit, increasing.
-pub type JobId = u64;
+mod types;
 
-/// Where a job is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Waiting in its queue.
-    Pending,
-    /// Resources assigned; not yet confirmed running.
-    Placed,
-    /// Running.
-    Running,
-    /// Finished successfully.
-    Succeeded,
-    /// Finished with an error.
-    Failed,
-    /// Cancelled by a user.
-    Cancelled,
-    /// A node it ran on disappeared (it is requeued).
-    Lost,
-    /// Refused at submit: no permitted pool could ever hold it.
-    Refused,
-}
-
-impl JobState {
-    /// Whether the job holds resources in this state.
-    pub fn holds_resources(self) -> bool {
-        matches!(self, JobState::Placed | JobState::Running)
-    }
-
-    /// Whether the job is finished for good.
-    pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Refused)
-    }
-}
-
-/// A job known to the engine.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct JobRecord {
-    /// Id.
-    pub id: JobId,
-    /// Client request id (idempotent submit), if given.
-    pub request_id: Option<String>,
-    /// The job.
-    pub job: Job,
-    /// State.
-    pub state: JobState,
-    /// Submission order (FIFO within a priority).
-    pub seq: u64,
-    /// Where it runs, while it holds resources.
-    pub placement: Option<Decision>,
-    /// Why it is pending or was refused (the last explanation).
-    pub explanation: Option<Explanation>,
-    /// Times it was preempted.
-    pub preemptions: u32,
-    /// Times it was lost with a node.
-    pub losses: u32,
-}
-
-/// A queue.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueueSpec {
-    /// Name jobs refer to.
-    pub name: String,
-    /// Fair-share weight (≥ 1).
-    pub weight: u32,
-    /// GPU milli the queue may hold per pool; pools not listed are unlimited.
-    pub quota_milli: BTreeMap<String, u64>,
-}
-
-impl QueueSpec {
-    /// An unlimited queue of weight 1.
-    pub fn new(name: &str) -> QueueSpec {
-        QueueSpec { name: name.into(), weight: 1, quota_milli: BTreeMap::new() }
-    }
-}
-
-/// Why a submit was not accepted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SubmitError {
-    /// The job names a queue that does not exist.
-    #[error("unknown queue {queue:?}; the scheduler has [{known}]")]
-    UnknownQueue {
-        /// The queue named.
-        queue: String,
-        /// The queues that exist, comma-separated.
-        known: String,
-    },
-    /// No permitted pool could ever hold the job; it was recorded as refused.
-    #[error("job refused: {}", .explanation.summary)]
-    Refused {
-        /// The refused job's id.
-        id: JobId,
-        /// Why.
-        explanation: Box<Explanation>,
-    },
-}
-
-/// What a scheduling cycle did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub enum Event {
-    /// A job was placed.
-    Placed {
-        /// The job.
-        job: JobId,
-    },
-    /// A running gang was preempted (whole) to make room for another job.
-    Preempted {
-        /// The victim.
-        job: JobId,
-        /// The job it made room for.
-        by: JobId,
-    },
-    /// A job could not be placed this cycle and holds a reservation.
-    Reserved {
-        /// The job.
-        job: JobId,
-        /// Nodes reserved for it.
-        nodes: Vec<String>,
-    },
-}
+pub use types::*;
 
 /// The engine.
 pub struct Engine {
@@ -177,21 +58,6 @@ pub struct Engine {
     /// The policy and seed the placer was built with (kept for [`Engine::rebuild`]).
     policy: PolicySpec,
     seed: u64,
-}
-
-/// A queue's figures, for `sovra queues`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct QueueStat {
-    /// The queue.
-    pub spec: QueueSpec,
-    /// Jobs waiting.
-    pub pending: u32,
-    /// Jobs holding resources (placed or running).
-    pub running: u32,
-    /// GPU milli held.
-    pub gpu_milli_held: u64,
-    /// DRF dominant share divided by the weight.
-    pub share: f64,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -307,6 +173,13 @@ impl Engine {
         Ok((e, requeued))
     }
 
+    /// Continues job ids after `last_id` and submission numbers after `last_seq` (what the store's manifest
+    /// records): ids of jobs a damaged store lost are never given again.
+    pub fn continue_after(&mut self, last_id: JobId, last_seq: u64) {
+        self.next_id = self.next_id.max(last_id.saturating_add(1));
+        self.next_seq = self.next_seq.max(last_seq.saturating_add(1));
+    }
+
     /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
     /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
     /// whole; jobs whose placement no longer fits are requeued and returned.
@@ -383,8 +256,13 @@ impl Engine {
     /// Submits a job. With a `request_id` seen before, returns the job submitted then (idempotent). A job that no
     /// permitted pool could ever hold is recorded as refused and reported as an error with the explanation.
     pub fn submit(&mut self, job: Job, request_id: Option<String>) -> Result<JobId, SubmitError> {
-        if let Some(id) = request_id.as_ref().and_then(|r| self.requests.get(r)) {
-            return Ok(*id);
+        if let Some((r, &id)) = request_id.as_ref().and_then(|r| self.requests.get(r).map(|id| (r, id))) {
+            let Some(first) = self.jobs.get(&id) else { return Ok(id) };
+            let (first_digest, digest) = (spec_digest(&first.job), spec_digest(&job));
+            if first_digest == digest {
+                return Ok(id);
+            }
+            return Err(SubmitError::RequestReused { request_id: r.clone(), id, first_digest, digest });
         }
         if !self.queues.contains_key(&job.queue) {
             let known = self.queues.keys().cloned().collect::<Vec<_>>().join(", ");

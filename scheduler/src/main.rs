@@ -1,14 +1,16 @@
 //! `sovra-scheduler`: the scheduler service.
 //!
 //! `sovra-scheduler serve --config cluster.yaml [--listen 127.0.0.1:7070] [--data DIR] [--token T] [--tls-dir D]
-//! [--metrics-listen ADDR] [--heartbeat-ms N] [--require-daemons]` — without `--data` the state lives only in
-//! memory; without `--token` one is generated and printed; without `--tls-dir` the API is plain HTTP/2 and node
-//! daemons cannot report (they need mutual TLS).
+//! [--metrics-listen ADDR] [--heartbeat-ms N] [--require-daemons] [--recover]` — without `--data` the state lives
+//! only in memory; without `--token` one is generated and printed; without `--tls-dir` the API is plain HTTP/2 and
+//! node daemons cannot report (they need mutual TLS). A damaged `--data` directory is refused (see
+//! `sovra_scheduler::store`); `--recover` starts on it anyway and prints each job that was lost.
 //!
 //! `sovra-scheduler certs --dir D --node NAME …` creates a CA, the scheduler's certificate and one client
 //! certificate per node (see `sovra_scheduler::tls`).
 //!
-//! Exit codes: 0 after a clean shutdown (Ctrl-C), 2 bad input (config, flags), 1 the server failed.
+//! Exit codes: 0 after a clean shutdown (Ctrl-C), 2 bad input (config, flags), 1 the server failed or its state
+//! directory is damaged.
 
 use clap::{Parser, Subcommand};
 use sovra_domain::ClusterConfig;
@@ -40,7 +42,7 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Bearer token clients must present (default: a random one, printed).
-        #[arg(long, env = "SOVRA_TOKEN")]
+        #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Scorers and weights (default: the cluster's scheduling.policy, else best-fit,topology).
         #[arg(long)]
@@ -61,6 +63,11 @@ enum Command {
         /// cluster file describes them).
         #[arg(long)]
         require_daemons: bool,
+        /// Start even though the `--data` directory is damaged: prints every job that was lost (missing, or a
+        /// record failing its checksum), keeps damaged records aside and never reuses their ids. Without it a
+        /// damaged directory is refused.
+        #[arg(long, requires = "data")]
+        recover: bool,
     },
     /// Create a CA, the scheduler's server certificate and node client certificates in a directory (an existing CA
     /// there is reused).
@@ -79,7 +86,7 @@ enum Command {
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let bad = |m: String| (2u8, m);
-    let (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons) =
+    let (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons, recover) =
         match cli.command {
             Command::Certs { dir, hosts, nodes } => {
                 let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
@@ -101,7 +108,20 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
                 metrics_listen,
                 heartbeat_ms,
                 require_daemons,
-            } => (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons),
+                recover,
+            } => (
+                config,
+                listen,
+                data,
+                token,
+                policy,
+                seed,
+                tls_dir,
+                metrics_listen,
+                heartbeat_ms,
+                require_daemons,
+                recover,
+            ),
         };
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
@@ -111,8 +131,26 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     if heartbeat_ms == 0 {
         return Err(bad("--heartbeat-ms: must be at least 1".into()));
     }
+    let ca = tls_dir.as_ref().map(|d| TlsDir(d.clone()).ca());
     let tls = tls_dir.map(|d| TlsDir(d).server_config()).transpose().map_err(bad)?;
-    let store = data.as_ref().map(|d| Store::open(d)).transpose().map_err(bad)?;
+    let store = match &data {
+        None => None,
+        Some(d) if recover => {
+            let (store, damage) = Store::open_recover(d).map_err(|m| (1, m))?;
+            if damage.is_empty() {
+                println!("recover: {} is intact; nothing was lost", d.display());
+            } else {
+                println!("recover: {}: {}", d.display(), damage.describe());
+                for id in damage.lost_jobs() {
+                    println!("recover: job {id} lost");
+                }
+                let lost = damage.lost_jobs().len();
+                println!("recover: {lost} job(s) lost; new jobs get ids after {}", store.manifest().last_id);
+            }
+            Some(store)
+        }
+        Some(d) => Some(Store::open(d).map_err(|m| (1, m))?),
+    };
     let opts = Options { heartbeat: Duration::from_millis(heartbeat_ms), require_daemons, config_path: Some(config) };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
@@ -135,7 +173,12 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("sovra-scheduler listening on {scheme}://{addr}");
     println!("token: {token}");
-    println!("try:   SOVRA_SERVER={scheme}://{addr} SOVRA_TOKEN={token} sovra submit examples/job.yaml");
+    // The CA's path as an absolute one, so that the line works when pasted in another directory.
+    let ca = ca.map(|p| std::path::absolute(&p).unwrap_or(p)).map(|p| format!(" SOVRA_CA={}", p.display()));
+    println!(
+        "try:   SOVRA_SERVER={scheme}://{addr} SOVRA_TOKEN={token}{} sovra submit examples/job.yaml",
+        ca.unwrap_or_default()
+    );
     serve_with(listener, scheduler, token, tls, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -11,19 +11,14 @@
 //! taken from the cluster file as they are (ready), unless the scheduler runs with `--require-daemons`, where
 //! they are NotReady until their daemon registers.
 
-use crate::engine::{Engine, Event, JobId, JobRecord, JobState, QueueSpec, SubmitError};
+use crate::engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use crate::metrics::Metrics;
 use crate::store::{NodeRecord, Store};
-use sovra_api::v1::admin_server::{Admin, AdminServer};
-use sovra_api::v1::cluster_server::{Cluster, ClusterServer};
-use sovra_api::v1::jobs_server::{Jobs, JobsServer};
-use sovra_api::v1::nodes_server::{Nodes, NodesServer};
+use sovra_api::v1::cluster_server::Cluster;
+use sovra_api::v1::nodes_server::Nodes;
 use sovra_api::v1::{
-    Ack, CancelRequest, ClassInfo, ClassesRequest, ClassesResponse, GetRequest, JobInfo, ListRequest, ListResponse,
-    NodeInfo, NodeInventory, NodeReport, NodesRequest, NodesResponse, PoolInfo, PoolsRequest, PoolsResponse, QueueInfo,
-    QueuesRequest, QueuesResponse, Register, Registered, ReloadRequest, ReloadResponse, Replica, ReportReply,
-    SetStateRequest, SubmitRequest, SubmitResponse, WatchRequest, ZoneInfo, ZonesRequest, ZonesResponse, node_report,
-    report_reply,
+    Ack, JobInfo, NodeInfo, NodeInventory, NodeReport, NodesRequest, NodesResponse, PoolInfo, PoolsRequest,
+    PoolsResponse, Register, Registered, ReportReply, node_report, report_reply,
 };
 use sovra_domain::{ClusterConfig, Gpu, Health, MigInstance, PolicySpec};
 use std::collections::BTreeMap;
@@ -33,6 +28,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+
+mod admin;
+mod jobs;
+mod serve;
+
+use jobs::info;
+pub use serve::{serve, serve_metrics, serve_with};
 
 /// How the service runs, beyond the cluster and policy.
 #[derive(Debug, Clone)]
@@ -151,6 +153,10 @@ impl Scheduler {
             nodes.into_iter().filter(|(n, _)| enrolled.contains(n.as_str())).collect();
         let live_cluster = overlay(&cluster, &reported);
         let (mut engine, requeued) = Engine::restore(&live_cluster, queues_of(&cluster), policy, seed, records)?;
+        if let Some(s) = &store {
+            let m = s.manifest();
+            engine.continue_after(m.last_id, m.last_seq);
+        }
         for id in &requeued {
             tracing::warn!(job = id, "placement no longer fits the configuration: requeued");
         }
@@ -272,7 +278,9 @@ impl Scheduler {
                 "node {identity:?} is not enrolled: add it (with its pool) to the scheduler's cluster file and reload"
             )));
         };
-        let pool = inner.base.pools.iter().find(|p| p.id == node.pool).cloned().expect("validated config");
+        let Some(pool) = inner.base.pools.iter().find(|p| p.id == node.pool).cloned() else {
+            return Err(Status::internal(format!("node {identity:?}: its pool {:?} is not in the cluster", node.pool)));
+        };
         for (field, claimed, actual) in
             [("claimed_zone", &reg.claimed_zone, &pool.zone), ("claimed_pool", &reg.claimed_pool, &pool.id)]
         {
@@ -326,7 +334,9 @@ impl Scheduler {
                     )));
                 };
                 gpu.health = if h.healthy { Health::Healthy } else { Health::Unhealthy { reason: h.reason.clone() } };
-                let rec = inner.reported[identity].clone();
+                let Some(rec) = inner.reported.get(identity).cloned() else {
+                    return Err(Status::internal(format!("node {identity}: its inventory is gone")));
+                };
                 inner.save_node(identity, &rec)?;
                 if let Some(n) = inner.cluster.nodes.iter_mut().find(|n| n.name == identity) {
                     n.gpus = rec.gpus;
@@ -524,154 +534,8 @@ impl Inner {
     }
 }
 
-fn state_name(s: JobState) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
-fn info(r: &JobRecord) -> JobInfo {
-    JobInfo {
-        id: r.id,
-        name: r.job.name.clone(),
-        queue: r.job.queue.clone(),
-        priority: r.job.priority,
-        residency: r.job.residency.clone(),
-        state: state_name(r.state),
-        replicas: r
-            .placement
-            .iter()
-            .flat_map(|d| &d.replicas)
-            .map(|p| Replica {
-                node: p.node_name.clone(),
-                pool: p.pool.clone(),
-                zone: p.zone.clone(),
-                devices: p.devices.iter().map(|a| u32::from(a.device)).collect(),
-                milli_per_device: p.devices.first().map_or(0, |a| u32::from(a.milli)),
-            })
-            .collect(),
-        explanation_json: r
-            .explanation
-            .as_ref()
-            .map(|e| serde_json::to_string(e).unwrap_or_default())
-            .unwrap_or_default(),
-        explanation_summary: r.explanation.as_ref().map(|e| e.summary.clone()).unwrap_or_default(),
-        preemptions: r.preemptions,
-    }
-}
-
-#[tonic::async_trait]
-impl Jobs for Scheduler {
-    async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
-        let req = req.into_inner();
-        let mut inner = self.lock()?;
-        let jobs =
-            inner.cluster.jobs_from_yaml("job", &req.job_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let [job] = <[_; 1]>::try_from(jobs).map_err(|_| Status::invalid_argument("job: submit one job at a time"))?;
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
-        match inner.engine.submit(job, request_id) {
-            Ok(id) => {
-                self.metrics.submits.inc();
-                inner.cycle([id])?;
-                let state = inner.engine.job(id).map(|r| state_name(r.state)).unwrap_or_default();
-                Ok(Response::new(SubmitResponse { id, state }))
-            }
-            Err(SubmitError::Refused { id, explanation }) => {
-                inner.persist([id])?;
-                Err(Status::failed_precondition(format!("job {id} refused: {}", explanation.summary)))
-            }
-            Err(e @ SubmitError::UnknownQueue { .. }) => Err(Status::invalid_argument(format!("job: queue: {e}"))),
-        }
-    }
-
-    async fn get(&self, req: Request<GetRequest>) -> Result<Response<JobInfo>, Status> {
-        let id = req.into_inner().id;
-        let inner = self.lock()?;
-        inner.engine.job(id).map(|r| Response::new(info(r))).ok_or_else(|| Status::not_found(format!("no job {id}")))
-    }
-
-    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let req = req.into_inner();
-        let inner = self.lock()?;
-        let jobs = inner
-            .engine
-            .jobs()
-            .filter(|r| req.queue.is_empty() || r.job.queue == req.queue)
-            .filter(|r| req.state.is_empty() || state_name(r.state) == req.state)
-            .map(info)
-            .collect();
-        Ok(Response::new(ListResponse { jobs }))
-    }
-
-    type WatchStream = ReplyStream<JobInfo>;
-
-    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let req = req.into_inner();
-        let wanted =
-            move |j: &JobInfo| (req.id == 0 || j.id == req.id) && (req.queue.is_empty() || j.queue == req.queue);
-        let (mut updates, snapshot) = {
-            let inner = self.lock()?;
-            if req.id != 0 && inner.engine.job(req.id).is_none() {
-                return Err(Status::not_found(format!("no job {}", req.id)));
-            }
-            let snapshot: Vec<JobInfo> = inner.engine.jobs().map(info).filter(|j| wanted(j)).collect();
-            (inner.watch.subscribe(), snapshot)
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            for j in snapshot {
-                if tx.send(Ok(j)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                match updates.recv().await {
-                    Ok(j) if wanted(&j) => {
-                        if tx.send(Ok(j)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!("the watcher fell {n} updates behind; watch again"))))
-                            .await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
-    }
-
-    async fn set_state(&self, req: Request<SetStateRequest>) -> Result<Response<JobInfo>, Status> {
-        let req = req.into_inner();
-        let mut inner = self.lock()?;
-        let r = match req.state.as_str() {
-            "running" => inner.engine.started(req.id),
-            "succeeded" => inner.engine.finished(req.id, true),
-            "failed" => inner.engine.finished(req.id, false),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "state: {other:?} is not one a runner reports; use running, succeeded or failed"
-                )));
-            }
-        };
-        r.map_err(|e| if e.starts_with("no job") { Status::not_found(e) } else { Status::failed_precondition(e) })?;
-        inner.cycle([req.id])?;
-        Ok(Response::new(info(inner.engine.job(req.id).expect("just updated"))))
-    }
-
-    async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {
-        let id = req.into_inner().id;
-        let mut inner = self.lock()?;
-        inner.engine.cancel(id).map_err(Status::failed_precondition)?;
-        inner.cycle([id])?;
-        Ok(Response::new(info(inner.engine.job(id).expect("just cancelled"))))
-    }
-}
-
 /// A server stream of replies.
-type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Cluster for Scheduler {
@@ -752,93 +616,6 @@ impl Cluster for Scheduler {
 }
 
 #[tonic::async_trait]
-impl Admin for Scheduler {
-    async fn zones(&self, _req: Request<ZonesRequest>) -> Result<Response<ZonesResponse>, Status> {
-        let inner = self.lock()?;
-        let zones = inner
-            .base
-            .zones
-            .iter()
-            .map(|z| ZoneInfo {
-                id: z.id.clone(),
-                country: z.country.clone(),
-                jurisdiction: z.jurisdiction.clone(),
-                operator: z.operator.clone(),
-                operator_hq: z.operator_hq.clone(),
-                certifications: z.certifications.iter().cloned().collect(),
-            })
-            .collect();
-        Ok(Response::new(ZonesResponse { zones }))
-    }
-
-    async fn classes(&self, _req: Request<ClassesRequest>) -> Result<Response<ClassesResponse>, Status> {
-        let inner = self.lock()?;
-        let classes = inner
-            .base
-            .residency_classes
-            .iter()
-            .map(|c| ClassInfo {
-                name: c.name.clone(),
-                rules_json: serde_json::to_string(c).unwrap_or_default(),
-                zones: inner
-                    .base
-                    .zones
-                    .iter()
-                    .filter(|z| sovra_domain::satisfies(z, c))
-                    .map(|z| z.id.clone())
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(ClassesResponse { classes }))
-    }
-
-    async fn queues(&self, _req: Request<QueuesRequest>) -> Result<Response<QueuesResponse>, Status> {
-        let inner = self.lock()?;
-        let queues = inner
-            .engine
-            .queue_stats()
-            .into_iter()
-            .map(|q| QueueInfo {
-                name: q.spec.name,
-                weight: q.spec.weight,
-                quota_milli: q.spec.quota_milli.into_iter().collect(),
-                pending: q.pending,
-                running: q.running,
-                gpu_milli_held: q.gpu_milli_held,
-                share: q.share,
-            })
-            .collect();
-        Ok(Response::new(QueuesResponse { queues }))
-    }
-
-    async fn reload(&self, _req: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
-        let mut inner = self.lock()?;
-        let Some(path) = inner.opts.config_path.clone() else {
-            return Err(Status::failed_precondition("this scheduler was not started from a cluster file"));
-        };
-        let base = ClusterConfig::load(&path).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let enrolled: std::collections::BTreeSet<String> = base.nodes.iter().map(|n| n.name.clone()).collect();
-        let mut reported = inner.reported.clone();
-        reported.retain(|n, _| enrolled.contains(n));
-        let cluster = overlay(&base, &reported);
-        let requeued = inner.engine.rebuild(&cluster, queues_of(&base)).map_err(Status::invalid_argument)?;
-        inner.live.retain(|n, _| enrolled.contains(n));
-        let response = ReloadResponse {
-            nodes: base.nodes.len() as u32,
-            pools: base.pools.len() as u32,
-            requeued: requeued.clone(),
-        };
-        inner.event(&format!("configuration reloaded from {}; requeued {requeued:?}", path.display()));
-        tracing::info!(file = %path.display(), ?requeued, "configuration reloaded");
-        inner.base = base;
-        inner.cluster = cluster;
-        inner.reported = reported;
-        inner.cycle(requeued)?;
-        Ok(Response::new(response))
-    }
-}
-
-#[tonic::async_trait]
 impl Nodes for Scheduler {
     type ReportStream = ReplyStream<ReportReply>;
 
@@ -880,80 +657,4 @@ impl Nodes for Scheduler {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
-}
-
-/// Serves the API over plain HTTP/2 on `listener` until `shutdown` completes (no node API: it needs TLS).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    token: String,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    serve_with(listener, scheduler, token, None, shutdown).await
-}
-
-/// Serves the API on `listener` until `shutdown` completes, with TLS when `tls` is given, and runs the liveness
-/// check meanwhile.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    token: String,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    let check = Scheduler::token_check(token);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
-    }
-    let liveness = scheduler.spawn_liveness();
-    let result = builder
-        .add_service(JobsServer::with_interceptor(scheduler.clone(), check.clone()))
-        .add_service(ClusterServer::with_interceptor(scheduler.clone(), check.clone()))
-        .add_service(AdminServer::with_interceptor(scheduler.clone(), check))
-        .add_service(NodesServer::new(scheduler))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| format!("the gRPC server stopped: {e}"));
-    liveness.abort();
-    result
-}
-
-/// Serves `/metrics` (Prometheus text format) and `/healthz` on `listener` until `shutdown` completes.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    scheduler: Scheduler,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    use axum::http::{StatusCode, header};
-    let s = scheduler.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let s = s.clone();
-                async move {
-                    match s.metrics_text() {
-                        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body),
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            axum::routing::get(move || {
-                let s = scheduler.clone();
-                async move {
-                    match s.lock() {
-                        Ok(_) => (StatusCode::OK, "ok\n".to_string()),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e.message())),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("the metrics server stopped: {e}"))
 }

@@ -239,7 +239,9 @@ impl Placer {
         // A gang: place replicas one at a time on a tentative copy; on the first failure drop the copy, so no
         // partial gang ever holds resources (docs/design.md invariant 4).
         let mut tentative = state.clone();
-        let mut replicas = Vec::with_capacity(job.replicas as usize);
+        // Job files bound replicas (`sovra_domain::limits::MAX_REPLICAS`); a job built in code is not checked, so
+        // the vector grows as replicas are placed rather than being sized from the request up front.
+        let mut replicas = Vec::with_capacity((job.replicas as usize).min(1024));
         for r in 0..job.replicas {
             counts = [0; Reason::ALL.len()];
             let Some(p) = self.place_replica(&tentative, job, &plan, r, &mut counts) else {
