@@ -127,7 +127,17 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
         ClusterConfig::from_yaml(&config_path.display().to_string(), &text).map_err(|e| bad(e.to_string()))?;
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let tls = generate(&data.join("tls"), &["localhost".into(), "127.0.0.1".into()], &names).map_err(&bad)?;
-    let store = Store::open(&data.join("state")).map_err(&bad)?;
+    let state = data.join("state");
+    // `sovra dev` has no `--recover` of its own: name the scheduler command that recovers this directory.
+    let store = Store::open(&state).map_err(|e| {
+        bad(format!(
+            "{e}\n(under `sovra dev` the state is {}: recover it with `sovra-scheduler serve --config {} --data {} \
+             --recover`, or start `sovra dev` with another --data)",
+            state.display(),
+            config_path.display(),
+            state.display()
+        ))
+    })?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     let opts = Options { heartbeat, require_daemons: true, config_path: Some(config_path.clone()) };
     let policy = cluster.scheduling.policy.clone().unwrap_or_default();

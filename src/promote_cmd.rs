@@ -61,15 +61,15 @@ impl From<TargetStage> for Stage {
 #[derive(clap::Args, Clone)]
 pub(crate) struct Where {
     /// Registry directory (blobs and sled metadata); created on first push.
-    #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+    #[arg(long, env = "SOVRA_REGISTRY", hide_env_values = true, default_value = "sovra-registry")]
     registry: PathBuf,
     /// Promotion config (stages → zones, signers, approvers, admins, service key, thresholds); see
     /// examples/promotion.yaml.
-    #[arg(long, env = "SOVRA_PROMOTION_CONFIG", default_value = "promotion.yaml")]
+    #[arg(long, env = "SOVRA_PROMOTION_CONFIG", hide_env_values = true, default_value = "promotion.yaml")]
     promotion_config: PathBuf,
     /// A second file that keeps the audit head (e.g. on another volume): written after every commit beside
     /// REGISTRY/audit.head and checked at every open; see docs/registry.md.
-    #[arg(long, env = "SOVRA_AUDIT_WITNESS", value_name = "FILE")]
+    #[arg(long, env = "SOVRA_AUDIT_WITNESS", hide_env_values = true, value_name = "FILE")]
     audit_witness: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 #[derive(clap::Args, Clone)]
 pub(crate) struct At {
     /// Registry directory.
-    #[arg(long, env = "SOVRA_REGISTRY", default_value = "sovra-registry")]
+    #[arg(long, env = "SOVRA_REGISTRY", hide_env_values = true, default_value = "sovra-registry")]
     registry: PathBuf,
     /// The witness file that also keeps the audit head (as given to the commands that write).
-    #[arg(long, env = "SOVRA_AUDIT_WITNESS", value_name = "FILE")]
+    #[arg(long, env = "SOVRA_AUDIT_WITNESS", hide_env_values = true, value_name = "FILE")]
     audit_witness: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -53,7 +53,7 @@ pub(crate) enum AuditCommand {
     /// heads it replaced.
     ResetHead {
         /// Who does it (recorded in the entry).
-        #[arg(long, env = "USER", default_value = "operator")]
+        #[arg(long, env = "USER", hide_env_values = true, default_value = "operator")]
         actor: String,
         #[command(flatten)]
         at: At,

@@ -188,6 +188,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    sovra_cli_util::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
