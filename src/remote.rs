@@ -74,12 +74,19 @@ fn status(remote: &Remote) -> impl Fn(Status) -> Failure + '_ {
             return Failure { code, message: e.message().to_string() };
         }
         let message = match diagnose(&e) {
-            ConnectProblem::Other(chain) if remote.server.starts_with("http://") => format!(
-                "the connection to {} failed ({chain}); if the scheduler serves TLS (as `sovra dev` and \
+            // The CLI presents no client certificate, so a closed connection is not a refused one here.
+            ConnectProblem::Other(chain) | ConnectProblem::ClosedAfterHandshake(chain)
+                if remote.server.starts_with("http://") =>
+            {
+                format!(
+                    "the connection to {} failed ({chain}); if the scheduler serves TLS (as `sovra dev` and \
                  `sovra-scheduler serve --tls-dir` do), use an https:// address with --ca",
-                remote.server
-            ),
-            ConnectProblem::Other(chain) => format!("the connection to {} failed ({chain})", remote.server),
+                    remote.server
+                )
+            }
+            ConnectProblem::Other(chain) | ConnectProblem::ClosedAfterHandshake(chain) => {
+                format!("the connection to {} failed ({chain})", remote.server)
+            }
             problem => problem.explain(&remote.server, "--ca"),
         };
         Failure { code: 3, message }
@@ -134,6 +141,9 @@ pub async fn connect(remote: &Remote) -> Result<Channel, Failure> {
                  --server / SOVRA_SERVER",
                 p.explain(&remote.server, &ca)
             ),
+            ConnectProblem::ClosedAfterHandshake(d) => {
+                format!("the scheduler at {} closed the connection during the TLS handshake ({d})", remote.server)
+            }
             p => p.explain(&remote.server, &ca),
         };
         Failure { code: 3, message }

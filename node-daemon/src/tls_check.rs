@@ -112,6 +112,10 @@ pub enum ConnectProblem {
     BadServerCert(String),
     /// The server ended the handshake with a TLS alert: it refused our client certificate (or wanted one).
     ClientCertRefused(String),
+    /// The server closed the connection during or right after the handshake without an alert that reached us. In
+    /// TLS 1.3 the server checks the client certificate after the client has finished its side, so a refused client
+    /// certificate often shows up like this: the server's alert is lost when it closes a socket holding unread data.
+    ClosedAfterHandshake(String),
     /// The server did not answer with TLS (a plain `http://` server, or not a scheduler).
     NotTls(String),
     /// Nothing more specific was found.
@@ -138,6 +142,11 @@ impl ConnectProblem {
             ConnectProblem::ClientCertRefused(d) => format!(
                 "the server at {server} refused our client certificate ({d}); it must be issued by that \
                  scheduler's CA for this node"
+            ),
+            ConnectProblem::ClosedAfterHandshake(d) => format!(
+                "the server at {server} closed the connection during or right after the TLS handshake ({d}); a \
+                 scheduler that requires client certificates does this when it refused our client certificate: it \
+                 must be issued by that scheduler's CA for this node"
             ),
             ConnectProblem::NotTls(d) => {
                 format!("the server at {server} does not speak TLS ({d}); is it a plain http:// server?")
@@ -219,6 +228,9 @@ pub fn diagnose(e: &(dyn StdError + 'static)) -> ConnectProblem {
     if lower.contains("timed out") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return ConnectProblem::Unreachable(joined);
     }
+    if lower.contains("connection closed") || lower.contains("connection reset") {
+        return ConnectProblem::ClosedAfterHandshake(joined);
+    }
     ConnectProblem::Other(joined)
 }
 
@@ -244,6 +256,16 @@ mod tests {
         assert_eq!(diagnose(&inner), ConnectProblem::UnknownCa);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(matches!(diagnose(&refused), ConnectProblem::Unreachable(_)));
+    }
+
+    /// TLS 1.3: the server's alert for a refused client certificate can be lost when it closes the socket, leaving
+    /// only hyper's "connection closed" (seen as a flaky CI failure of the daemon's TLS test).
+    #[test]
+    fn a_connection_closed_without_an_alert_is_not_a_bare_transport_error() {
+        let closed = std::io::Error::other("operation was canceled: connection closed");
+        let p = diagnose(&closed);
+        assert!(matches!(p, ConnectProblem::ClosedAfterHandshake(_)), "{p:?}");
+        assert!(p.explain("https://s:7070", "ca.pem").contains("refused our client certificate"));
     }
 
     #[test]
