@@ -8,8 +8,8 @@
 //! the scheduler cannot be reached, its TLS connection failed (the message says why: certificate from another CA,
 //! for another host name, …; see `sovra_node_daemon::tls_check`), or it rejected the token.
 
+use crate::table::{cells, table};
 use crate::{Failure, Output};
-use comfy_table::{CellAlignment, Row, Table};
 use sovra_api::v1::admin_client::AdminClient;
 use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
@@ -340,28 +340,6 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
         }
     }
     Ok(0)
-}
-
-/// A borderless text table by comfy-table: columns two spaces apart, `right` the (numeric) columns aligned right.
-/// Printed with `trim_fmt` (no trailing blanks). No terminal width is applied, so no cell is ever wrapped: scripts
-/// that grep the text see each value whole.
-fn table(header: &[&str], right: &[usize]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(comfy_table::presets::NOTHING).set_header(header.iter().copied());
-    for i in 0..header.len() {
-        if let Some(c) = t.column_mut(i) {
-            c.set_padding((0, if i + 1 == header.len() { 0 } else { 2 }));
-            if right.contains(&i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
-    }
-    t
-}
-
-/// One row of a [`table`].
-fn cells<const N: usize>(values: [String; N]) -> Row {
-    Row::from(values)
 }
 
 /// A message as JSON, by the serde derives on the generated API types (sovra-api's build script). Keys come out
