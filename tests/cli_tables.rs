@@ -1,5 +1,5 @@
 //! The text tables of `sovra jobs | nodes | pools | queues | zones` (comfy-table) and the `-o json` of the API
-//! messages (serde derives), against a scheduler service on loopback.
+//! messages (serde derives), against a scheduler service on loopback; and `sovra audit log`'s table.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -131,4 +131,60 @@ fn every_remote_table_has_one_row_per_record_and_keeps_its_columns() {
     // The JSON-in-text fields are embedded as JSON under the names the CLI always used.
     assert!(zones["residency_classes"][0]["rules"].is_object(), "{zones}");
     assert!(zones["residency_classes"][0].get("rules_json").is_none(), "{zones}");
+}
+
+#[test]
+fn audit_log_text_is_a_table_whose_columns_line_up_with_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |rel: &str| dir.path().join(rel);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(repo.join("examples/promotion.yaml"), p("promotion.yaml")).unwrap();
+    std::fs::copy(repo.join("examples/cluster.yaml"), p("cluster.yaml")).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_sovra"))
+            .current_dir(dir.path())
+            .env("SOVRA_REGISTRY", p("registry"))
+            .env("SOVRA_PROMOTION_CONFIG", p("promotion.yaml"))
+            .env_remove("SOVRA_AUDIT_WITNESS")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
+        run(&["model", "keygen", &format!("keys/{k}")]);
+    }
+    std::fs::create_dir_all(p("model")).unwrap();
+    std::fs::write(p("model/config.json"), b"{\"layers\": 2}\n").unwrap();
+    std::fs::write(p("provenance.yaml"), "training_job: j1\ntraining_zone: fr-par-secnum\n").unwrap();
+    std::fs::write(p("metrics.json"), "{\"accuracy\": 0.95, \"toxicity\": 0.01}").unwrap();
+    run(&["model", "sign", "model", "--private-key", "keys/trainer.pem", "--signature", "model.sig"]);
+    for name in ["radiology", "a-model-whose-name-is-far-wider-than-forty-characters-across"] {
+        run(&[
+            "model",
+            "push",
+            name,
+            "model",
+            "--signature",
+            "model.sig",
+            "--residency-class",
+            "fr-health",
+            "--provenance",
+            "provenance.yaml",
+            "--metrics",
+            "metrics.json",
+        ]);
+    }
+    let out = run(&["audit", "log"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 3, "a header and an entry per push:\n{out}");
+    let cols = header_columns(lines[0], &["seq", "time", "event", "subject", "by"]);
+    for row in &lines[1..] {
+        for (name, at) in &cols[1..] {
+            assert_ne!(row.as_bytes()[*at], b' ', "{name} starts at {at} in {row:?}:\n{out}");
+            assert_eq!(row.as_bytes()[at - 1], b' ', "{name} starts at {at} in {row:?}:\n{out}");
+        }
+        assert!(row[cols[1].1..].starts_with("20"), "an RFC 3339 time: {row:?}");
+    }
 }
