@@ -1,8 +1,30 @@
 //! Compiles the protobuf API with protox (a pure-Rust protobuf compiler): builds need no system `protoc`.
+//!
+//! The messages the `sovra` CLI prints with `-o json` derive `serde::Serialize`, so their JSON is the messages'
+//! own fields (proto names). The API has no enums, so no field needs a number-to-name mapping; the two fields that
+//! carry JSON as text (`explanation_json`, `rules_json`) are written as the JSON they hold, under the names the CLI
+//! has always used (`explanation`, `rules`).
+
+/// The messages `sovra … -o json` prints.
+const PRINTED: [&str; 8] =
+    ["JobInfo", "Replica", "NodeInfo", "PoolInfo", "QueueInfo", "ZoneInfo", "ClassInfo", "ReloadResponse"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["sovra/v1/scheduler.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    let mut config = tonic_prost_build::configure();
+    for m in PRINTED {
+        config = config.type_attribute(format!(".sovra.v1.{m}"), "#[derive(serde::Serialize)]");
+    }
+    config
+        .field_attribute(
+            ".sovra.v1.JobInfo.explanation_json",
+            r#"#[serde(rename = "explanation", serialize_with = "crate::json_text")]"#,
+        )
+        .field_attribute(
+            ".sovra.v1.ClassInfo.rules_json",
+            r#"#[serde(rename = "rules", serialize_with = "crate::json_text")]"#,
+        )
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ mod registry_cmd;
 mod remote;
 mod replay_cmd;
 mod simulate;
+mod table;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
 const EXAMPLE_CLUSTER: &str = include_str!("../examples/cluster.yaml");

@@ -263,20 +263,13 @@ pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// Unix seconds as UTC `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar).
+/// Unix seconds as UTC `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, proleptic Gregorian calendar), by `jiff`. An instant past
+/// jiff's range (after 9999-12-30T22:00:00Z) is shown as plain seconds rather than a made-up date.
 pub(crate) fn utc(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a 400-year era.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    match i64::try_from(secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok()) {
+        Some(t) => t.to_string(),
+        None => format!("{secs} s after 1970-01-01T00:00:00Z (past jiff's range)"),
+    }
 }
 
 pub(crate) fn utc_of(v: &Value) -> String {
@@ -536,5 +529,12 @@ mod tests {
         assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::utc(1_795_406_068), "2026-11-23T03:54:28Z");
         assert_eq!(super::utc(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(super::utc(253_402_207_200), "9999-12-30T22:00:00Z");
+    }
+
+    #[test]
+    fn utc_past_jiffs_range_is_not_a_made_up_date() {
+        assert_eq!(super::utc(253_402_207_201), "253402207201 s after 1970-01-01T00:00:00Z (past jiff's range)");
+        assert!(super::utc(u64::MAX).starts_with("18446744073709551615 s after"));
     }
 }

@@ -4,6 +4,7 @@
 //! named); 2 bad input (no registry there, a malformed `--expect-head`).
 
 use crate::promote_cmd::{fail, from_registry, open_existing, print_json, short, utc};
+use crate::table::{cells, table};
 use crate::{Failure, Output};
 use serde_json::{Value, json};
 use sovra_registry::{AuditReport, OpenOptions, Registry};
@@ -132,16 +133,17 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             match at.output {
                 Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),
                 Output::Text => {
+                    let mut t = table(&["seq", "time", "event", "subject", "by"], &[0]);
                     for e in &entries {
-                        println!(
-                            "{:>5} {} {:<10} {:<40} by {}",
-                            e.seq,
+                        t.add_row(cells([
+                            e.seq.to_string(),
                             utc(e.time),
-                            e.event.kind,
-                            e.event.subject,
-                            e.event.actor
-                        );
+                            e.event.kind.to_string(),
+                            e.event.subject.to_string(),
+                            e.event.actor.to_string(),
+                        ]));
                     }
+                    println!("{}", t.trim_fmt());
                 }
             }
             Ok(0)

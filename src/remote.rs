@@ -8,6 +8,7 @@
 //! the scheduler cannot be reached, its TLS connection failed (the message says why: certificate from another CA,
 //! for another host name, …; see `sovra_node_daemon::tls_check`), or it rejected the token.
 
+use crate::table::{cells, table};
 use crate::{Failure, Output};
 use sovra_api::v1::admin_client::AdminClient;
 use sovra_api::v1::cluster_client::ClusterClient;
@@ -174,7 +175,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             let r = jobs.submit(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
             let info = jobs.get(authed(&remote, GetRequest { id: r.id })?).await.map_err(status(&remote))?.into_inner();
             if json {
-                println!("{}", job_json(&info));
+                println!("{}", to_json(&info));
             } else {
                 print_job(&info, false);
             }
@@ -183,26 +184,26 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             let req = ListRequest { queue: queue.unwrap_or_default(), state: state.unwrap_or_default() };
             let list = jobs.list(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner().jobs;
             if json {
-                println!("{}", serde_json::Value::Array(list.iter().map(job_json).collect()));
+                println!("{}", to_json(&list));
             } else {
-                println!("{:>6}  {:<24} {:<12} {:>4}  {:<10} nodes", "id", "name", "queue", "prio", "state");
+                let mut t = table(&["id", "name", "queue", "prio", "state", "nodes"], &[0, 3]);
                 for j in &list {
                     let nodes: Vec<&str> = j.replicas.iter().map(|r| r.node.as_str()).collect();
-                    println!(
-                        "{:>6}  {:<24} {:<12} {:>4}  {:<10} {}",
-                        j.id,
-                        j.name,
-                        j.queue,
-                        j.priority,
-                        j.state,
-                        nodes.join(",")
-                    );
+                    t.add_row(cells([
+                        j.id.to_string(),
+                        j.name.clone(),
+                        j.queue.clone(),
+                        j.priority.to_string(),
+                        j.state.clone(),
+                        nodes.join(","),
+                    ]));
                 }
+                println!("{}", t.trim_fmt());
             }
         }
         Action::Job { id, explain } => {
             let info = jobs.get(authed(&remote, GetRequest { id })?).await.map_err(status(&remote))?.into_inner();
-            if json { println!("{}", job_json(&info)) } else { print_job(&info, explain) }
+            if json { println!("{}", to_json(&info)) } else { print_job(&info, explain) }
         }
         Action::SetState { id, state } => {
             let info = jobs
@@ -210,53 +211,45 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                 .await
                 .map_err(status(&remote))?
                 .into_inner();
-            if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
+            if json { println!("{}", to_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Cancel { id } => {
             let info = jobs.cancel(authed(&remote, CancelRequest { id })?).await.map_err(status(&remote))?.into_inner();
-            if json { println!("{}", job_json(&info)) } else { println!("job {} {}", info.id, info.state) }
+            if json { println!("{}", to_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Nodes => {
             let nodes =
                 cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status(&remote))?.into_inner().nodes;
             if json {
-                let v: Vec<_> = nodes
-                    .iter()
-                    .map(|n| {
-                        serde_json::json!({"name": n.name, "pool": n.pool, "zone": n.zone, "ready": n.ready,
-                        "gpus": n.gpus, "healthy_gpus": n.healthy_gpus, "used_milli": n.used_milli,
-                        "backend": n.backend, "connected": n.connected, "heartbeat_age_ms": n.heartbeat_age_ms,
-                        "driver_version": n.driver_version, "unhealthy": n.unhealthy, "gpu_error": n.gpu_error})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
+                println!("{}", to_json(&nodes));
             } else {
-                println!(
-                    "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9}  reported by",
-                    "node", "pool", "zone", "ready", "GPUs", "healthy", "used GPU"
-                );
+                let mut t =
+                    table(&["node", "pool", "zone", "ready", "GPUs", "healthy", "used GPU", "reported by"], &[4, 5, 6]);
+                let mut problems = Vec::new();
                 for n in &nodes {
                     let via = match (n.backend.as_str(), n.connected) {
                         ("config", _) => "cluster file".to_string(),
                         (b, true) => format!("daemon, {b}"),
                         (b, false) => format!("daemon (disconnected), {b}"),
                     };
-                    println!(
-                        "{:<20} {:<18} {:<20} {:<6} {:>5} {:>8} {:>9.2}  {via}",
-                        n.name,
-                        n.pool,
-                        n.zone,
-                        n.ready,
-                        n.gpus,
-                        n.healthy_gpus,
-                        n.used_milli as f64 / 1000.0
-                    );
+                    t.add_row(cells([
+                        n.name.clone(),
+                        n.pool.clone(),
+                        n.zone.clone(),
+                        n.ready.to_string(),
+                        n.gpus.to_string(),
+                        n.healthy_gpus.to_string(),
+                        format!("{:.2}", n.used_milli as f64 / 1000.0),
+                        via,
+                    ]));
                     if !n.gpu_error.is_empty() {
-                        println!("{:<20} GPUs cannot be read: {}", "", n.gpu_error);
+                        problems.push(format!("{}: GPUs cannot be read: {}", n.name, n.gpu_error));
                     }
-                    for u in &n.unhealthy {
-                        println!("{:<20} unhealthy GPU {u}", "");
-                    }
+                    problems.extend(n.unhealthy.iter().map(|u| format!("{}: unhealthy GPU {u}", n.name)));
+                }
+                println!("{}", t.trim_fmt());
+                for p in problems {
+                    println!("{p}");
                 }
             }
         }
@@ -264,62 +257,46 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             let pools =
                 cluster.pools(authed(&remote, PoolsRequest {})?).await.map_err(status(&remote))?.into_inner().pools;
             if json {
-                let v: Vec<_> = pools
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({"id": p.id, "zone": p.zone, "purpose": p.purpose, "nodes": p.nodes,
-                        "capacity_milli": p.capacity_milli, "used_milli": p.used_milli})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
+                println!("{}", to_json(&pools));
             } else {
-                println!("{:<18} {:<20} {:<10} {:>5} {:>9} {:>9}", "pool", "zone", "purpose", "nodes", "GPUs", "used");
+                let mut t = table(&["pool", "zone", "purpose", "nodes", "GPUs", "used"], &[3, 4, 5]);
                 for p in &pools {
-                    println!(
-                        "{:<18} {:<20} {:<10} {:>5} {:>9} {:>9.2}",
-                        p.id,
-                        p.zone,
-                        p.purpose,
-                        p.nodes,
-                        p.capacity_milli / 1000,
-                        p.used_milli as f64 / 1000.0
-                    );
+                    t.add_row(cells([
+                        p.id.clone(),
+                        p.zone.clone(),
+                        p.purpose.clone(),
+                        p.nodes.to_string(),
+                        (p.capacity_milli / 1000).to_string(),
+                        format!("{:.2}", p.used_milli as f64 / 1000.0),
+                    ]));
                 }
+                println!("{}", t.trim_fmt());
             }
         }
         Action::Queues => {
             let queues =
                 admin.queues(authed(&remote, QueuesRequest {})?).await.map_err(status(&remote))?.into_inner().queues;
             if json {
-                let v: Vec<_> = queues
-                    .iter()
-                    .map(|q| {
-                        serde_json::json!({"name": q.name, "weight": q.weight, "quota_milli": q.quota_milli,
-                        "pending": q.pending, "running": q.running, "gpu_milli_held": q.gpu_milli_held, "share": q.share})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
+                println!("{}", to_json(&queues));
             } else {
-                println!(
-                    "{:<16} {:>6} {:>8} {:>8} {:>9} {:>7}  quotas",
-                    "queue", "weight", "pending", "running", "GPUs", "share"
-                );
+                let mut t =
+                    table(&["queue", "weight", "pending", "running", "GPUs", "share", "quotas"], &[1, 2, 3, 4, 5]);
                 for q in &queues {
                     let mut quotas: Vec<(&String, &u64)> = q.quota_milli.iter().collect();
                     quotas.sort();
                     let quotas: Vec<String> =
                         quotas.iter().map(|(p, m)| format!("{p}={:.2}", **m as f64 / 1000.0)).collect();
-                    println!(
-                        "{:<16} {:>6} {:>8} {:>8} {:>9.2} {:>7.3}  {}",
-                        q.name,
-                        q.weight,
-                        q.pending,
-                        q.running,
-                        q.gpu_milli_held as f64 / 1000.0,
-                        q.share,
-                        if quotas.is_empty() { "none".into() } else { quotas.join(", ") }
-                    );
+                    t.add_row(cells([
+                        q.name.clone(),
+                        q.weight.to_string(),
+                        q.pending.to_string(),
+                        q.running.to_string(),
+                        format!("{:.2}", q.gpu_milli_held as f64 / 1000.0),
+                        format!("{:.3}", q.share),
+                        if quotas.is_empty() { "none".into() } else { quotas.join(", ") },
+                    ]));
                 }
+                println!("{}", t.trim_fmt());
             }
         }
         Action::Zones => {
@@ -328,49 +305,33 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             let classes =
                 admin.classes(authed(&remote, ClassesRequest {})?).await.map_err(status(&remote))?.into_inner().classes;
             if json {
-                let z: Vec<_> = zones
-                    .iter()
-                    .map(|z| {
-                        serde_json::json!({"id": z.id, "country": z.country, "jurisdiction": z.jurisdiction,
-                        "operator": z.operator, "operator_hq": z.operator_hq, "certifications": z.certifications})
-                    })
-                    .collect();
-                let c: Vec<_> = classes
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({"name": c.name, "zones": c.zones,
-                        "rules": serde_json::from_str::<serde_json::Value>(&c.rules_json).unwrap_or_default()})
-                    })
-                    .collect();
-                println!("{}", serde_json::json!({"zones": z, "residency_classes": c}));
+                println!("{}", serde_json::json!({"zones": to_json(&zones), "residency_classes": to_json(&classes)}));
             } else {
-                println!(
-                    "{:<20} {:<7} {:<12} {:<34} {:<4} certifications",
-                    "zone", "country", "jurisdiction", "operator", "HQ"
-                );
+                let mut t = table(&["zone", "country", "jurisdiction", "operator", "HQ", "certifications"], &[]);
                 for z in &zones {
-                    println!(
-                        "{:<20} {:<7} {:<12} {:<34} {:<4} {}",
-                        z.id,
-                        z.country,
-                        z.jurisdiction,
-                        z.operator,
-                        z.operator_hq,
-                        z.certifications.join(", ")
-                    );
+                    t.add_row(cells([
+                        z.id.clone(),
+                        z.country.clone(),
+                        z.jurisdiction.clone(),
+                        z.operator.clone(),
+                        z.operator_hq.clone(),
+                        z.certifications.join(", "),
+                    ]));
                 }
+                println!("{}", t.trim_fmt());
                 println!();
-                println!("{:<16} zones that satisfy it", "residency class");
+                let mut t = table(&["residency class", "zones that satisfy it"], &[]);
                 for c in &classes {
                     let zones = if c.zones.is_empty() { "(none)".to_string() } else { c.zones.join(", ") };
-                    println!("{:<16} {zones}", c.name);
+                    t.add_row(cells([c.name.clone(), zones]));
                 }
+                println!("{}", t.trim_fmt());
             }
         }
         Action::Reload => {
             let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status(&remote))?.into_inner();
             if json {
-                println!("{}", serde_json::json!({"nodes": r.nodes, "pools": r.pools, "requeued": r.requeued}));
+                println!("{}", to_json(&r));
             } else {
                 println!("reloaded: {} nodes in {} pools; requeued jobs: {:?}", r.nodes, r.pools, r.requeued);
             }
@@ -380,7 +341,7 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
             while let Some(j) = stream.message().await.map_err(status(&remote))? {
                 if json {
-                    println!("{}", job_json(&j));
+                    println!("{}", to_json(&j));
                 } else {
                     let nodes: Vec<&str> = j.replicas.iter().map(|r| r.node.as_str()).collect();
                     println!("job {} ({}) {} {}", j.id, j.name, j.state, nodes.join(","));
@@ -391,15 +352,11 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
     Ok(0)
 }
 
-fn job_json(j: &JobInfo) -> serde_json::Value {
-    let explanation: serde_json::Value = serde_json::from_str(&j.explanation_json).unwrap_or(serde_json::Value::Null);
-    serde_json::json!({
-        "id": j.id, "name": j.name, "queue": j.queue, "priority": j.priority, "residency": j.residency,
-        "state": j.state, "preemptions": j.preemptions,
-        "replicas": j.replicas.iter().map(|r| serde_json::json!({"node": r.node, "pool": r.pool, "zone": r.zone,
-            "devices": r.devices, "milli_per_device": r.milli_per_device})).collect::<Vec<_>>(),
-        "explanation": explanation,
-    })
+/// A message as JSON, by the serde derives on the generated API types (sovra-api's build script). Keys come out
+/// sorted (`serde_json::Value` objects are ordered maps), so the output is the same on every run.
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    // The API messages hold only strings, numbers, lists and string-keyed maps: serialising them cannot fail.
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
 fn print_job(j: &JobInfo, explain: bool) {

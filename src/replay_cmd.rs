@@ -1,6 +1,7 @@
 //! `sovra replay` and `sovra plan`: event-driven simulation of a scenario, and capacity planning on it.
 
 use crate::plot::{Series, lines};
+use crate::table::{cells, table};
 use crate::{Failure, Output};
 use sovra_simulator::plan::plan;
 use sovra_simulator::replay::{ReplayResult, Scenario, replay};
@@ -51,7 +52,7 @@ fn print_result(r: &ReplayResult) {
         println!("  {stream:<20} p50 {:>7.1}  p95 {:>7.1}  p99 {:>7.1}  max {:>7.1}", w.p50, w.p95, w.p99, w.max);
     }
     println!("placements outside permitted zones: {}", r.residency_violations);
-    println!("{:<18} {:<20} {:>9} {:>10} {:>10}", "pool", "zone", "GPUs", "mean use%", "peak use%");
+    let mut t = table(&["pool", "zone", "GPUs", "mean use%", "peak use%"], &[2, 3, 4]);
     for p in &r.pools {
         if p.capacity_milli == 0 {
             continue;
@@ -59,8 +60,15 @@ fn print_result(r: &ReplayResult) {
         let cap = p.capacity_milli as f64;
         let mean = p.used_milli.iter().sum::<u64>() as f64 / p.used_milli.len().max(1) as f64 * 100.0 / cap;
         let peak = p.used_milli.iter().copied().max().unwrap_or(0) as f64 * 100.0 / cap;
-        println!("{:<18} {:<20} {:>9} {:>10.1} {:>10.1}", p.pool, p.zone, p.capacity_milli / 1000, mean, peak);
+        t.add_row(cells([
+            p.pool.clone(),
+            p.zone.clone(),
+            (p.capacity_milli / 1000).to_string(),
+            format!("{mean:.1}"),
+            format!("{peak:.1}"),
+        ]));
     }
+    println!("{}", t.trim_fmt());
 }
 
 fn write_replay(dir: &Path, r: &ReplayResult) -> Result<(), String> {
@@ -174,10 +182,17 @@ pub fn run_plan(args: ScenarioArgs) -> Result<u8, Failure> {
             match &p.counts {
                 None => println!("NOT REACHABLE: even with every offer at its maximum the metric is {:.2}", p.metric),
                 Some(counts) => {
-                    println!("{:<20} {:<18} {:>6} {:>6} {:>8}", "offer", "pool", "nodes", "max", "GPUs");
+                    let mut t = table(&["offer", "pool", "nodes", "max", "GPUs"], &[2, 3, 4]);
                     for (o, n) in p.offers.iter().zip(counts) {
-                        println!("{:<20} {:<18} {:>6} {:>6} {:>8}", o.name, o.pool, n, o.max, n * o.gpu_count);
+                        t.add_row(cells([
+                            o.name.clone(),
+                            o.pool.clone(),
+                            n.to_string(),
+                            o.max.to_string(),
+                            (n * o.gpu_count).to_string(),
+                        ]));
                     }
+                    println!("{}", t.trim_fmt());
                     println!("metric at the answer: {:.2}", p.metric);
                 }
             }

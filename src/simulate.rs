@@ -1,6 +1,7 @@
 //! `sovra simulate`: the FGD paper's fill protocol on an Alibaba trace, for several policies and seeds in parallel.
 
 use crate::plot::{Series, lines};
+use crate::table::{cells, table};
 use crate::{Failure, Output};
 use indicatif::{ProgressBar, ProgressStyle};
 use sovra_domain::PolicySpec;
@@ -274,18 +275,20 @@ fn print_table(trace: &str, seeds: &[u64], summaries: &[(PolicySummary, Spread)]
             fmt_spread(&Some(c))
         );
     }
-    println!(
-        "{:<22} {:<28} {:>9} {:>7} {:>8} {:>8} {:<28} {:>9} {:>7} {:>7}",
-        "policy",
-        "alloc% @100 arrived med[min–max]",
-        "published",
-        "Δ",
-        "to ceil.",
-        "FGD gap",
-        "alloc% @130 med [min–max]",
-        "frag%@100",
-        "failed",
-        "s/run"
+    let mut out = table(
+        &[
+            "policy",
+            "alloc% @100 arrived med[min–max]",
+            "published",
+            "Δ",
+            "to ceil.",
+            "FGD gap",
+            "alloc% @130 med [min–max]",
+            "frag%@100",
+            "failed",
+            "s/run",
+        ],
+        &[2, 3, 4, 5, 7, 8, 9],
     );
     let fgd_gap = summaries.iter().find(|(s, _)| s.policy == "fgd").and_then(|(s, _)| s.gap_to_ceiling_at_100);
     for (s, t) in summaries {
@@ -299,9 +302,8 @@ fn print_table(trace: &str, seeds: &[u64], summaries: &[(PolicySummary, Spread)]
             (Some(f), Some(g)) if f > 0.0 => format!("{:+.0}%", 100.0 * (f - g) / f),
             _ => "-".into(),
         };
-        println!(
-            "{:<22} {:<28} {:>9} {:>7} {:>8} {:>8} {:<28} {:>9} {:>7.0} {:>7.3}",
-            s.policy,
+        out.add_row(cells([
+            s.policy.to_string(),
             fmt_spread(&s.alloc_at_100),
             pubd,
             delta,
@@ -309,10 +311,11 @@ fn print_table(trace: &str, seeds: &[u64], summaries: &[(PolicySummary, Spread)]
             closed,
             fmt_spread(&s.alloc_at_130),
             s.frag_ratio_at_100.map_or("-".into(), |f| format!("{:.2}", f.median)),
-            s.failed.median,
-            t.median
-        );
+            format!("{:.0}", s.failed.median),
+            format!("{:.3}", t.median),
+        ]));
     }
+    println!("{}", out.trim_fmt());
 }
 
 /// Per bin, the median over seeds of the values present.

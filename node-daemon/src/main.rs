@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::nvml::apply_events;
-use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
+use sovra_node_daemon::report::{DaemonMetrics, METRICS_CONTENT_TYPE, Reporter, sources};
 use sovra_node_daemon::tls_check;
 use sovra_node_daemon::{HealthPolicy, Inventory};
 use std::path::PathBuf;
@@ -243,7 +243,7 @@ async fn run_reporter(s: Settings, args: RunArgs) -> Result<(), String> {
             "/metrics",
             axum::routing::get(move || {
                 let m = m.clone();
-                async move { m.render() }
+                async move { ([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], m.render()) }
             }),
         );
         tracing::info!(addr = %addr, "metrics on /metrics");

@@ -61,6 +61,9 @@ pub struct Reporter {
     pub backoff_max: Duration,
 }
 
+/// The `Content-Type` of [`DaemonMetrics::render`]'s text (prometheus-client writes OpenMetrics).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The daemon's own metrics (served on `--metrics-listen`).
 pub struct DaemonMetrics {
     registry: Registry,
@@ -91,7 +94,7 @@ impl Default for DaemonMetrics {
 }
 
 impl DaemonMetrics {
-    /// The Prometheus text exposition.
+    /// The metrics in the OpenMetrics text format (serve with [`METRICS_CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

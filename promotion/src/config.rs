@@ -171,6 +171,10 @@ pub struct PromotionConfig {
 pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
 
 /// Parses `30s`, `15m`, `2h`, `7d` (or plain seconds) into seconds; at most [`MAX_DURATION_SECS`].
+///
+/// Hand-written on purpose: a four-unit grammar with no calendar math (a day is 86,400 s), whose errors name the
+/// value and the units allowed. jiff's friendly duration parser (used for formatting times elsewhere) accepts a far
+/// larger language (`1 hour 2 mins`, fractions, negatives), which a signed validity bound should not.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));

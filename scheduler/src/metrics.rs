@@ -22,6 +22,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sovra_placement::ClusterState;
 
+/// The `Content-Type` of [`Metrics::render`]'s text: prometheus-client writes OpenMetrics (`# TYPE` names without
+/// `_total`, a closing `# EOF`), which Prometheus reads as such only under this type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
     queue: String,

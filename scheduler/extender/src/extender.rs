@@ -12,7 +12,6 @@ use sovra_domain::{PolicySpec, ScorerKind};
 use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
 use sovra_placement::{FilterKind, NodeIdx, Placer};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How bind reaches the cluster.
@@ -25,46 +24,7 @@ pub enum Binder {
     Kube(kube::Client),
 }
 
-/// Request counters, exported on `/metrics` in the Prometheus text format.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Filter calls.
-    pub filter: AtomicU64,
-    /// Prioritize calls.
-    pub prioritize: AtomicU64,
-    /// Preempt calls.
-    pub preempt: AtomicU64,
-    /// Bind calls.
-    pub bind: AtomicU64,
-    /// Bind calls answered with an error.
-    pub bind_errors: AtomicU64,
-    /// Requests refused with HTTP 4xx (bad JSON, too large).
-    pub bad_requests: AtomicU64,
-}
-
-impl Metrics {
-    /// The counters in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP sovra_extender_requests_total Extender calls by verb.\n# TYPE sovra_extender_requests_total counter\n",
-        );
-        for (verb, c) in [
-            ("filter", &self.filter),
-            ("prioritize", &self.prioritize),
-            ("preempt", &self.preempt),
-            ("bind", &self.bind),
-        ] {
-            out += &format!("sovra_extender_requests_total{{verb=\"{verb}\"}} {}\n", c.load(Ordering::Relaxed));
-        }
-        out += "# HELP sovra_extender_bind_errors_total Bind calls answered with an Error.\n";
-        out += "# TYPE sovra_extender_bind_errors_total counter\n";
-        out += &format!("sovra_extender_bind_errors_total {}\n", self.bind_errors.load(Ordering::Relaxed));
-        out += "# HELP sovra_extender_bad_requests_total Requests refused with HTTP 4xx.\n";
-        out += "# TYPE sovra_extender_bad_requests_total counter\n";
-        out += &format!("sovra_extender_bad_requests_total {}\n", self.bad_requests.load(Ordering::Relaxed));
-        out
-    }
-}
+pub use crate::metrics::Metrics;
 
 /// The verdict on one candidate node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +60,7 @@ impl Extender {
     /// Filter: which candidates may take the pod. Answers in the request's mode: `NodeNames` (in request order)
     /// when the request carried `NodeNames`, `Nodes` (the passing objects, verbatim) when it carried only `Nodes`.
     pub fn filter<'a>(&self, args: &'a ExtenderArgs<'_>) -> ExtenderFilterResult<'a> {
-        self.metrics.filter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.filter.inc();
         let names = candidate_names(args);
         let verdicts = match &args.pod {
             None => {
@@ -164,7 +124,7 @@ impl Extender {
     /// choose gets 10; every other feasible node gets `round(10 × its total / the best total)`, at most 9; nodes the
     /// core rejects (or does not know) get 0.
     pub fn prioritize<'a>(&self, args: &'a ExtenderArgs<'_>) -> Vec<HostPriority<'a>> {
-        self.metrics.prioritize.fetch_add(1, Ordering::Relaxed);
+        self.metrics.prioritize.inc();
         let names = candidate_names(args);
         let zero = |names: &[&'a str]| names.iter().map(|n| HostPriority { host: n, score: 0 }).collect();
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
@@ -197,7 +157,7 @@ impl Extender {
     /// take the pod, and once the victims Sovra knows on it are gone the pod fits by Sovra's GPU accounting — with
     /// their victims as offered, always answered by UID. Nodes without victims are dropped.
     pub fn preempt(&self, args: &ExtenderPreemptionArgs) -> ExtenderPreemptionResult {
-        self.metrics.preempt.fetch_add(1, Ordering::Relaxed);
+        self.metrics.preempt.inc();
         let mut out = ExtenderPreemptionResult::default();
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return out };
         // (node, victim UIDs, PDB violations), from whichever form the request used.
@@ -253,10 +213,10 @@ impl Extender {
     /// Bind: checks the node is offered and permitted for the pod, then creates the pod's Binding (idempotent: a pod
     /// already bound to this node is a success, to another node an error).
     pub async fn bind(&self, args: &ExtenderBindingArgs) -> ExtenderBindingResult {
-        self.metrics.bind.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bind.inc();
         let result = self.bind_inner(args).await;
         if let Err(e) = &result {
-            self.metrics.bind_errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.bind_errors.inc();
             tracing::warn!(pod = %args.pod_name, node = %args.node, error = %e, "bind refused");
         }
         ExtenderBindingResult { error: result.err().unwrap_or_default() }

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use petgraph::unionfind::UnionFind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -148,7 +149,8 @@ pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<
     }
     let healthy = inv.gpus.iter().filter(|g| g.healthy()).count();
     labels.insert("sovra.io/gpu.healthy".into(), healthy.to_string());
-    // NVLink islands: connected components of the peer links (PCI bus ids), by position in the inventory.
+    // NVLink islands: connected components of the peer links (PCI bus ids), by position in the inventory
+    // (petgraph's union-find, as the placement core's snapshot uses).
     let n = inv.gpus.len();
     let by_bus: BTreeMap<&str, usize> = inv
         .gpus
@@ -157,26 +159,23 @@ pub fn inventory_labels(inv: &Inventory) -> (BTreeMap<String, String>, BTreeMap<
         .filter(|(_, g)| !g.pci_bus_id.is_empty())
         .map(|(i, g)| (g.pci_bus_id.as_str(), i))
         .collect();
-    let mut island: Vec<usize> = (0..n).collect();
-    fn root(island: &mut [usize], mut i: usize) -> usize {
-        while island[i] != i {
-            island[i] = island[island[i]];
-            i = island[i];
-        }
-        i
-    }
+    let mut island = UnionFind::<usize>::new(n);
     for (i, g) in inv.gpus.iter().enumerate() {
         for p in g.nvlink_peers.iter().filter_map(|b| by_bus.get(b.as_str()).copied()) {
-            let (a, b) = (root(&mut island, i), root(&mut island, p));
-            island[a.max(b)] = a.min(b);
+            island.union(i, p);
         }
     }
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    // Islands in the order of their lowest GPU, each ascending (petgraph's roots are not the lowest member).
+    let mut first: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for i in 0..n {
-        let r = root(&mut island, i);
-        groups.entry(r).or_default().push(i);
+        let g = *first.entry(island.find_mut(i)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
     }
-    let multi: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    let multi: Vec<Vec<usize>> = groups.into_iter().filter(|g| g.len() > 1).collect();
     if !multi.is_empty() {
         annotations.insert(ISLANDS_ANNOTATION.to_string(), serde_json::to_string(&multi).unwrap_or_default());
     }

@@ -7,12 +7,14 @@
 //! - [`pod`]: from a pod to a Sovra job (GPUs, GPU share, residency class, kind, gang);
 //! - [`cache`]: nodes (cluster config + Kubernetes Nodes) and what runs on them, as immutable snapshots;
 //! - [`extender`]: filter, prioritize, preempt and bind on top of `sovra-placement`;
+//! - [`metrics`]: request counters for `GET /metrics` (prometheus-client);
 //! - [`server`]: the HTTP and HTTPS (rustls, optional mTLS) server;
 //! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels.
 
 pub mod cache;
 pub mod extender;
 pub mod k8s;
+pub mod metrics;
 pub mod pod;
 pub mod quantity;
 pub mod server;

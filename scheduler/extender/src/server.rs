@@ -21,7 +21,6 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -36,7 +35,7 @@ fn json<T: Serialize>(v: &T) -> Response {
 }
 
 fn bad_request(ext: &Extender, e: wire::DecodeError) -> Response {
-    ext.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+    ext.metrics.bad_requests.inc();
     tracing::debug!(error = %e, "bad request");
     (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
@@ -73,7 +72,7 @@ async fn bind(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
 }
 
 async fn metrics(State(ext): State<Arc<Extender>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ext.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], ext.metrics.render()).into_response()
 }
 
 /// The routes under `prefix` (e.g. `""` or `/sovra`; a trailing `/` is ignored, as kube-scheduler strips it from

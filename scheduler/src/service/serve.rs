@@ -58,7 +58,7 @@ pub async fn serve_metrics(
                 let s = s.clone();
                 async move {
                     match s.metrics_text() {
-                        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body),
+                        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body),
                         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], e),
                     }
                 }
