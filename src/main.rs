@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, short = 'p')]
         policy: Option<String>,
         /// Seed of the node order that breaks ties (and of the random scorer).
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
         seed: u64,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -409,6 +409,7 @@ fn place(
     let mut placer = Placer::new(policy.clone(), seed).with_target_workload(&cluster.scheduling.fgd_target_workload);
     let mut results = Vec::new();
     for j in &jobs {
+        placer.observe_admitted(j);
         let outcome = placer.place(&state, j);
         if let Ok(d) = &outcome {
             state.apply(d).map_err(|e| Failure { code: 2, message: format!("internal error: {e}") })?;

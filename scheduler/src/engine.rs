@@ -302,6 +302,9 @@ impl Engine {
             } else {
                 r.placement = None;
             }
+            if r.state != JobState::Refused {
+                e.placer.observe_admitted(&r.job);
+            }
             e.jobs.insert(r.id, r);
         }
         Ok((e, requeued))
@@ -417,6 +420,8 @@ impl Engine {
         let refused = explanation.clone();
         if state == JobState::Pending {
             self.untried.push(id);
+            // Admitted: the learned FGD mix counts each admitted job once, not each placement attempt.
+            self.placer.observe_admitted(&job);
         }
         self.jobs.insert(
             id,

@@ -218,6 +218,8 @@ pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, Str
                 apply(&d, -1, &mut used_by_pool);
             }
         } else {
+            // An arrival admits the job: the learned FGD mix counts it once, whatever its retries.
+            placer.observe_admitted(job);
             match placer.place(&state, job) {
                 Ok(d) => {
                     violations += violations_of(cluster, job, &d);

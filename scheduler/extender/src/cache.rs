@@ -132,6 +132,11 @@ pub struct Cache {
 pub struct CacheError(pub String);
 
 impl Cache {
+    /// The config's FGD target workload (`scheduling.fgd_target_workload`; empty: learn it).
+    pub fn fgd_target_workload(&self) -> Vec<sovra_domain::WorkloadShare> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).config.scheduling.fgd_target_workload.clone()
+    }
+
     /// A cache holding the config's nodes (all ready, nothing running).
     pub fn new(config: ClusterConfig) -> Result<Cache, CacheError> {
         let state = ClusterState::from_config(&config).map_err(|e| CacheError(e.to_string()))?;

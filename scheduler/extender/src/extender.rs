@@ -8,7 +8,7 @@ use crate::wire::{
     ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPodOut, MetaVictimsOut, NodeListOut, Pod,
     clamp_score,
 };
-use sovra_domain::{PolicySpec, ScorerKind};
+use sovra_domain::PolicySpec;
 use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
 use sovra_placement::{FilterKind, NodeIdx, Placer};
 use std::collections::BTreeMap;
@@ -87,9 +87,20 @@ pub struct Extender {
 }
 
 impl Extender {
-    /// An extender scoring with `policy` (ties broken by `seed`).
+    /// An extender scoring with `policy` (ties broken by `seed`; the service and the CLI default to
+    /// [`sovra_placement::DEFAULT_SEED`]) and FGD's target workload from the cluster config
+    /// (`scheduling.fgd_target_workload`) — the same placer the scheduler service builds, so both choose the same node
+    /// for the same snapshot and job. With no declared workload, FGD learns it from the pods bound
+    /// ([`Placer::observe_admitted`] on bind).
     pub fn new(cache: Arc<Cache>, policy: PolicySpec, seed: u64, binder: Binder) -> Extender {
-        Extender { cache, placer: Mutex::new(Placer::new(policy, seed)), binder, metrics: Metrics::default() }
+        let placer = Placer::new(policy, seed).with_target_workload(&cache.fgd_target_workload());
+        Extender { cache, placer: Mutex::new(placer), binder, metrics: Metrics::default() }
+    }
+
+    /// The placer's policy and seed.
+    pub fn policy_and_seed(&self) -> (PolicySpec, u64) {
+        let p = self.placer.lock().unwrap_or_else(|e| e.into_inner());
+        (p.policy().clone(), p.seed())
     }
 
     /// The cache.
@@ -124,7 +135,7 @@ impl Extender {
                 }
                 let snap = self.cache.snapshot();
                 match request {
-                    Ok(req) => evaluate(&snap, &req, &names),
+                    Ok(req) => evaluate(&snap, &req, &names, &self.placer),
                     Err(why) => {
                         let why: Arc<str> = why.into();
                         names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect()
@@ -310,6 +321,8 @@ impl Extender {
             crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
         }
         self.cache.assume_bound(&a.pod_uid, &key, &a.node);
+        // Bound: the pod is admitted, so FGD's learned mix counts it (once, however often it was filtered).
+        self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
         Ok(())
     }
 }
@@ -323,8 +336,10 @@ pub fn candidate_names<'a>(args: &'a ExtenderArgs<'_>) -> Vec<&'a str> {
     }
 }
 
-/// Verdicts for the candidate nodes, gang rules included.
-pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
+/// Verdicts for the candidate nodes, gang rules included. Whether a gang's unbound pods fit together is asked of
+/// `placer` — the extender's own, with the configured policy, seed and FGD target — never of a placer with other
+/// settings.
+pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mutex<Placer>) -> Vec<Verdict> {
     let mut verdicts = evaluate_nodes(snap, req, names);
     let Some(gang) = &req.gang else { return verdicts };
     if !verdicts.contains(&Verdict::Pass) {
@@ -345,7 +360,8 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdic
         if remaining > 1 {
             let mut job = req.job.clone();
             job.replicas = remaining;
-            match Placer::new(PolicySpec::single(ScorerKind::BestFit), 0).place(&snap.state, &job) {
+            let fits = placer.lock().unwrap_or_else(|e| e.into_inner()).place(&snap.state, &job);
+            match fits {
                 Ok(_) => None,
                 Err(e) => Some(format!(
                     "gang {}: its {remaining} unbound pods do not fit together now ({}); the gang waits, holding no GPU",

@@ -20,5 +20,5 @@ pub mod synth;
 
 pub use decision::{Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReplicaPlacement};
 pub use fgd::{Shape, Workload};
-pub use placer::{Placer, place};
+pub use placer::{DEFAULT_SEED, Placer, place};
 pub use snapshot::{ApplyError, BuildError, ClusterState, NodeIdx, NodeSummary, Topology};

@@ -11,7 +11,6 @@ use crate::score;
 use crate::snapshot::{ClusterState, NodeIdx, Topology};
 use sovra_domain::{GPU_MILLI, Job, NvlinkWish, PolicySpec, ScorerKind, WorkloadShare};
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Where FGD's target workload comes from.
@@ -19,27 +18,36 @@ use std::sync::Arc;
 enum Target {
     /// Declared in configuration.
     Declared(Workload),
-    /// Learned from the jobs this placer has seen: counts of replica shapes (weighted by replicas).
-    Learned { counts: BTreeMap<Shape, u64>, seen: u64, version: u64 },
+    /// Learned from the jobs the caller reported admitted ([`Placer::observe_admitted`]): `counts` of replica
+    /// shapes (weighted by replicas) over `seen` jobs; `mix` is the copy of `counts` taken at the last re-derivation
+    /// (`version`), the one FGD scores with — so the mix is a function of the admitted jobs only, never of when or
+    /// how often `place` was called between them.
+    Learned { counts: BTreeMap<Shape, u64>, seen: u64, version: u64, mix: BTreeMap<Shape, u64> },
 }
 
 /// Coverage of the learned or declared mix kept by FGD (the simulator's `podPopularityThreshold` of 95%).
 const TYPICAL_COVERAGE: f64 = 0.95;
 
+/// The seed every Sovra component uses when none is configured: the scheduler service, `sovra place`, scenarios
+/// of `sovra replay`/`sovra plan`, and the Kubernetes extender. One value everywhere, so that the same snapshot and
+/// job get the same node whichever component decides.
+pub const DEFAULT_SEED: u64 = 42;
+
 /// The placement engine: a policy, a seed, and memos that make repeated decisions fast.
 ///
 /// `place` is a pure function of (snapshot, job, seed) and, for FGD with a learned mix, of the jobs seen before
-/// (docs/design.md invariant 5: same snapshot, job order and seed → same decisions). The memos never change a result:
+/// (docs/design.md invariant 5: same snapshot, admitted jobs, job order and seed → same decisions). The memos never change a result:
 /// they key on the exact inputs of what they store.
 #[derive(Debug)]
 pub struct Placer {
     policy: PolicySpec,
     seed: u64,
     target: Target,
-    memo: Option<(usize, u64, FragMemo)>,
+    /// The fragmentation memo, keyed by (topology generation id, target mix version).
+    memo: Option<(u64, u64, FragMemo)>,
     uses_fgd: bool,
-    /// Residency rejection words per (class, zone) of one topology (keyed by its address).
-    zone_reasons: (usize, BTreeMap<(String, usize), String>),
+    /// Residency rejection words per (class, zone) of one topology (keyed by its generation id).
+    zone_reasons: (u64, BTreeMap<(String, usize), String>),
     /// FGD scores per (replica shape, node), valid while the node's epoch is unchanged. Cleared with the memo.
     fgd_cache: FgdCache,
 }
@@ -118,14 +126,15 @@ struct Candidate {
 const SCORERS: usize = ScorerKind::ALL.len();
 
 impl Placer {
-    /// A placer with `policy` and `seed`. FGD (if in the policy) learns its target mix from the jobs it places
-    /// until [`Placer::with_target_workload`] declares one.
+    /// A placer with `policy` and `seed` (callers without a configured seed use [`DEFAULT_SEED`]). FGD (if in the
+    /// policy) learns its target mix from the jobs reported to [`Placer::observe_admitted`] unless
+    /// [`Placer::with_target_workload`] declares one.
     pub fn new(policy: PolicySpec, seed: u64) -> Placer {
         let uses_fgd = policy.weight(ScorerKind::Fgd) > 0;
         Placer {
             policy,
             seed,
-            target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0 },
+            target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0, mix: BTreeMap::new() },
             memo: None,
             uses_fgd,
             zone_reasons: (0, BTreeMap::new()),
@@ -172,32 +181,45 @@ impl Placer {
         self.seed
     }
 
+    /// The generation id ([`Topology::generation`]) of the topology the placer's FGD memo was built for, or `None`
+    /// before FGD has scored anything. Lets callers (and tests) see that the memo follows the topology they pass.
+    pub fn memo_generation(&self) -> Option<u64> {
+        self.memo.as_ref().map(|(g, _, _)| *g)
+    }
+
     /// FGD's current target workload, if FGD is used and a mix is known.
     pub fn workload(&self) -> Option<Workload> {
         match &self.target {
             Target::Declared(w) => Some(w.clone()),
-            Target::Learned { counts, .. } if !counts.is_empty() => {
-                Some(Workload::from_counts(counts, TYPICAL_COVERAGE))
-            }
+            Target::Learned { mix, .. } if !mix.is_empty() => Some(Workload::from_counts(mix, TYPICAL_COVERAGE)),
             Target::Learned { .. } => None,
         }
     }
 
-    /// Learns from a job's shape (FGD with a learned mix). The mix is re-derived after the 1st, 2nd, 4th, 8th, …
-    /// observation and then every 1024th: early on the mix changes fast, later it has converged, and each
-    /// re-derivation empties the fragmentation memo and score cache.
-    fn observe(&mut self, job: &Job) {
-        if let Target::Learned { counts, seen, version } = &mut self.target {
+    /// Reports that the caller *admitted* `job` (accepted it for scheduling: the service on submission, the
+    /// simulator on arrival, the extender on bind, the CLI once per job). FGD with a learned target mix learns the
+    /// job's replica shape from it; otherwise it does nothing. Call it once per admitted job, never per placement
+    /// attempt: [`Placer::place`] and [`Placer::score_nodes`] observe nothing, so two callers that retry a job a
+    /// different number of times keep the same mix and decide alike.
+    ///
+    /// The mix is re-derived after the 1st, 2nd, 4th, 8th, … observation and then every 1024th: early on the mix
+    /// changes fast, later it has converged, and each re-derivation empties the fragmentation memo and score cache.
+    pub fn observe_admitted(&mut self, job: &Job) {
+        if !self.uses_fgd {
+            return;
+        }
+        if let Target::Learned { counts, seen, version, mix } = &mut self.target {
             *counts.entry(Shape::of(&job.resources)).or_default() += u64::from(job.replicas.max(1));
             *seen += 1;
             if seen.is_power_of_two() || seen.is_multiple_of(1024) {
                 *version += 1;
+                mix.clone_from(counts);
             }
         }
     }
 
     fn memo_for(&mut self, topo: &Arc<Topology>) -> &mut FragMemo {
-        let key = Arc::as_ptr(topo) as usize;
+        let key = topo.generation();
         let version = match &self.target {
             Target::Declared(_) => 0,
             Target::Learned { version, .. } => *version,
@@ -220,9 +242,6 @@ impl Placer {
     /// [`Placer::place`], never using the nodes whose entry in `excluded` (indexed by node) is true — for quotas
     /// and reservations decided by the caller. Excluded nodes count as rejected by no filter in explanations.
     pub fn place_excluding(&mut self, state: &ClusterState, job: &Job, excluded: Option<&[bool]>) -> Outcome {
-        if self.uses_fgd {
-            self.observe(job);
-        }
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else {
             return Err(refusal(job, &topo, format!("unknown residency class {:?}", job.residency)));
@@ -255,12 +274,9 @@ impl Placer {
     /// Scores `nodes` for one replica of `job` on `state` as [`Placer::place`] ranks them, without choosing: for
     /// each node, `None` when a filter rejects it (or it does not exist), else `Some((total, rank))` — the weighted
     /// score total (higher wins) and the tie-break rank (lower wins on equal totals). The Kubernetes extender's
-    /// prioritize verb ranks the nodes kube-scheduler proposes with it. Like `place`, it lets FGD learn the job's
-    /// shape when FGD learns its target mix.
+    /// prioritize verb ranks the nodes kube-scheduler proposes with it. Like `place`,
+    /// it observes nothing ([`Placer::observe_admitted`]).
     pub fn score_nodes(&mut self, state: &ClusterState, job: &Job, nodes: &[NodeIdx]) -> Vec<Option<(u64, u64)>> {
-        if self.uses_fgd {
-            self.observe(job);
-        }
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else { return vec![None; nodes.len()] };
         let plan = self.plan(&topo, job, class);
@@ -291,9 +307,8 @@ impl Placer {
                 Some(filter) => pool_rejections.push((filter, i as u32)),
             }
         }
-        let mut h = rustc_hash::FxHasher::default();
-        job.name.hash(&mut h);
-        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash: h.finish(), excluded: None }
+        let job_hash = score::job_hash(&job.name);
+        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash, excluded: None }
     }
 
     fn place_replica(
@@ -609,7 +624,7 @@ impl Placer {
                 _ => *by_zone.entry(topo.pools[pool as usize].zone).or_default() += nodes,
             }
         }
-        let topo_key = Arc::as_ptr(&topo) as usize;
+        let topo_key = topo.generation();
         if self.zone_reasons.0 != topo_key {
             self.zone_reasons = (topo_key, BTreeMap::new());
         }
