@@ -1,0 +1,129 @@
+//! Regression tests of the placer's own state (issue 12, "core API cleanup"): memos follow the topology's
+//! generation id, not its address; the learned FGD mix counts admitted jobs, not placement attempts; the job hash
+//! behind random scores and tie orders is a pinned, toolchain-independent function.
+
+use sovra_domain::{Job, PolicySpec, ScorerKind};
+use sovra_placement::score::job_hash;
+use sovra_placement::{ClusterState, DEFAULT_SEED, Decision, Placer, Topology, synth};
+use std::sync::Arc;
+
+fn fgd() -> PolicySpec {
+    PolicySpec::single(ScorerKind::Fgd)
+}
+
+/// Places `jobs` in order on `state`, applying each decision; the node names chosen (or `None`).
+fn run(placer: &mut Placer, state: &mut ClusterState, jobs: &[Job]) -> Vec<Option<Vec<String>>> {
+    jobs.iter()
+        .map(|j| {
+            let d: Decision = placer.place(state, j).ok()?;
+            state.apply(&d).expect("a decision applies to its own state");
+            Some(d.replicas.iter().map(|r| r.node_name.clone()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn topology_generation_ids_differ_even_for_equal_configs() {
+    let cfg = synth::cluster(20, 1);
+    let a = Topology::from_config(&cfg).unwrap();
+    let b = Topology::from_config(&cfg).unwrap();
+    assert_ne!(a.generation(), b.generation(), "two builds are two topologies");
+    assert_ne!(a.generation(), 0);
+    let mut c = Topology::from_config(&cfg).unwrap();
+    let before = c.generation();
+    c.renew_generation();
+    assert_ne!(c.generation(), before, "an edited topology gets a new id");
+}
+
+/// The old placer keyed its FGD memo (and residency wording) by `Arc::as_ptr` of the topology: once a topology was
+/// dropped, the next one allocated at the same address was served the old one's fragmentation memo and scores.
+#[test]
+fn fgd_memo_of_a_dropped_topology_is_not_served_to_its_successor() {
+    let workload = synth::workload();
+    let jobs = synth::jobs(40, 5);
+    let mut placer = Placer::new(fgd(), DEFAULT_SEED).with_target_workload(&workload);
+    let old_generation = {
+        let mut first = ClusterState::from_config(&synth::cluster(60, 1)).unwrap();
+        let _ = run(&mut placer, &mut first, &jobs);
+        let g = first.topology().generation();
+        assert_eq!(placer.memo_generation(), Some(g), "the memo is the first topology's");
+        g
+        // `first` and its topology are dropped here: the allocator may hand the address to the next one.
+    };
+    // A different cluster of the same size (the same allocation size, so address reuse is likely).
+    let topo = Arc::new(Topology::from_config(&synth::cluster(60, 2)).unwrap());
+    let cfg = synth::cluster(60, 2);
+    let mut second = ClusterState::new(topo.clone(), &cfg);
+    let got = run(&mut placer, &mut second, &jobs);
+    assert_eq!(placer.memo_generation(), Some(topo.generation()), "the memo follows the new topology");
+    assert_ne!(placer.memo_generation(), Some(old_generation));
+    // And it decides exactly as a placer that never saw the first topology.
+    let mut fresh = Placer::new(fgd(), DEFAULT_SEED).with_target_workload(&workload);
+    let mut again = ClusterState::from_config(&cfg).unwrap();
+    assert_eq!(got, run(&mut fresh, &mut again, &jobs));
+}
+
+/// The old placer learned FGD's mix inside `place`, so a scheduler that retried a job N times counted its shape N
+/// times and then decided differently from one that placed it once.
+#[test]
+fn retrying_a_job_does_not_change_the_learned_fgd_mix() {
+    let cfg = synth::cluster(120, 3);
+    let jobs = synth::jobs(80, 11);
+    let policy: PolicySpec = "fgd=2,best-fit".parse().unwrap();
+    // Once: each admitted job is observed, then placed once.
+    let mut once = Placer::new(policy.clone(), DEFAULT_SEED);
+    let mut s1 = ClusterState::from_config(&cfg).unwrap();
+    let mut d1 = Vec::new();
+    for j in &jobs {
+        once.observe_admitted(j);
+        d1.extend(run(&mut once, &mut s1, std::slice::from_ref(j)));
+    }
+    // Retrying: every job is first tried 0..=4 extra times on a full cluster (where nothing fits) before the
+    // attempt on the real state — as a scheduler that retries on every cycle does.
+    let mut retry = Placer::new(policy, DEFAULT_SEED);
+    let mut full = ClusterState::from_config(&cfg).unwrap();
+    for n in 0..full.topology().nodes.len() as u32 {
+        full.set_node_ready(n, false);
+    }
+    let mut s2 = ClusterState::from_config(&cfg).unwrap();
+    let mut d2 = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        retry.observe_admitted(j);
+        for _ in 0..i % 5 {
+            assert!(retry.place(&full, j).is_err(), "nothing fits on a cluster of unready nodes");
+        }
+        d2.extend(run(&mut retry, &mut s2, std::slice::from_ref(j)));
+    }
+    assert_eq!(once.workload(), retry.workload(), "the learned mix counts admitted jobs, not attempts");
+    assert!(once.workload().is_some_and(|w| !w.shares.is_empty()), "the mix was learned");
+    assert_eq!(d1, d2, "same admitted jobs, same decisions, however often each was retried");
+}
+
+/// The mix is a function of the admitted jobs only: placing between observations does not freeze a partial mix.
+#[test]
+fn learned_fgd_mix_does_not_depend_on_when_place_is_called() {
+    let cfg = synth::cluster(80, 4);
+    let state = ClusterState::from_config(&cfg).unwrap();
+    let jobs = synth::jobs(60, 2);
+    let mut a = Placer::new(fgd(), DEFAULT_SEED);
+    let mut b = Placer::new(fgd(), DEFAULT_SEED);
+    for j in &jobs {
+        a.observe_admitted(j);
+        b.observe_admitted(j);
+        // `b` places (and so builds its memo) after every observation, `a` never does until the end.
+        let _ = b.place(&state, j);
+    }
+    assert_eq!(a.workload(), b.workload());
+    let probes = synth::jobs(120, 9);
+    let (mut sa, mut sb) = (state.clone(), state.clone());
+    assert_eq!(run(&mut a, &mut sa, &probes), run(&mut b, &mut sb, &probes));
+}
+
+/// Ties and random scores hash the job's name. The old code used rustc-hash's `FxHasher` through `Hash for str`,
+/// neither of which promises a stable value across toolchains; FNV-1a 64 over the bytes is pinned here.
+#[test]
+fn job_hash_is_pinned_fnv1a_64() {
+    assert_eq!(job_hash(""), 0xcbf2_9ce4_8422_2325, "FNV-1a 64 offset basis");
+    assert_eq!(job_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(job_hash("foobar"), 0x8594_4171_f739_67e8);
+}
