@@ -10,8 +10,8 @@
 //! writers update the cache and mark it dirty, and the next reader publishes a new snapshot.
 
 use crate::pod::{GPU_RESOURCE, PodRequest};
-use sovra_domain::{ClusterConfig, GPU_MILLI, Gpu, Health, Node, Resources};
-use sovra_placement::{ClusterState, Decision, DeviceAssignment, NodeIdx, ReplicaPlacement};
+use sovra_domain::{ClusterConfig, GPU_MILLI, Gpu, Health, Job, Node, PolicySpec};
+use sovra_placement::{ClusterState, DEFAULT_SEED, Decision, DeviceAssignment, NodeIdx, Placer, ReplicaPlacement};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -400,7 +400,7 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
-        match account(&mut self.state, idx, &p.key, &req.job.resources) {
+        match account(&mut self.state, idx, &p.key, &req.job) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }
@@ -464,11 +464,24 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
     }
 }
 
-/// Accounts a pod bound to `node`: whole GPUs on the lowest-index fully free devices, a share on the device with
-/// the least free milli that holds it (best fit, as the placement core picks), CPU and memory. If the node cannot
-/// hold it (it was bound by something else), CPU and memory are left out, then the GPUs: what cannot be accounted
-/// is logged.
-pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, r: &Resources) -> Result<Decision, String> {
+/// Accounts a pod bound to `node` on the devices the placement core gives it there (the scheduler service's
+/// choice: for whole GPUs with an NVLink wish the best-fitting island, else the lowest-index fully free devices; a
+/// share on the device with the least free milli that holds it), CPU and memory. If the core would not put it
+/// there (it was bound by something else), whole GPUs go on the lowest-index fully free devices, and if the node
+/// cannot hold it, CPU and memory are left out, then the GPUs: what cannot be accounted is logged.
+pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, job: &Job) -> Result<Decision, String> {
+    let mut only: Vec<bool> = vec![true; state.topology().nodes.len()];
+    if let Some(x) = only.get_mut(node as usize) {
+        *x = false;
+    }
+    let one = Job { replicas: 1, ..job.clone() };
+    if let Ok(mut d) = Placer::new(PolicySpec::default(), DEFAULT_SEED).place_excluding(state, &one, Some(&only)) {
+        d.job = key.to_string();
+        if state.apply(&d).is_ok() {
+            return Ok(d);
+        }
+    }
+    let r = &job.resources;
     let topo = state.topology().clone();
     let range = topo.device_range(node);
     let start = range.start;
