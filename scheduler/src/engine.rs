@@ -26,7 +26,7 @@
 //! elsewhere is still used (backfill).
 
 use sovra_domain::{ClusterConfig, GPU_MILLI, Job, PolicySpec, WorkloadShare};
-use sovra_placement::{ClusterState, Decision, Explanation, Placer};
+use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
 /// A job's id: assigned at submit, increasing.
@@ -402,7 +402,10 @@ impl Engine {
         let verdict = match self.verdicts.get(&key) {
             Some(v) => v.clone(),
             None => {
-                let v = self.placer.place(&self.empty, &job).err().filter(|e| e.unresolvable);
+                let v = match self.placer.verdict(&self.empty, &job) {
+                    Verdict::Unresolvable(e) => Some(e),
+                    Verdict::Fit(_) | Verdict::Unschedulable(_) => None,
+                };
                 self.verdicts.insert(key, v.clone());
                 v
             }

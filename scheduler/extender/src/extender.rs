@@ -9,8 +9,8 @@ use crate::wire::{
     clamp_score,
 };
 use sovra_domain::PolicySpec;
-use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
-use sovra_placement::{FilterKind, NodeIdx, Placer};
+use sovra_placement::filter::{JobNeeds, Reason, node_verdict, pool_reason};
+use sovra_placement::{FilterKind, NodeIdx, Placer, Verdict as CoreVerdict};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,16 +66,11 @@ impl Metrics {
     }
 }
 
-/// The verdict on one candidate node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The pod may go there.
-    Pass,
-    /// Not now (capacity, readiness, gang waiting): `FailedNodes`.
-    Failed(Arc<str>),
-    /// Never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`.
-    Unresolvable(Arc<str>),
-}
+/// The verdict on one candidate node: the core's [`sovra_placement::Verdict`] with the words kube-scheduler shows.
+/// `Fit` passes; `Unschedulable` is not now (capacity, readiness, gang waiting): `FailedNodes`; `Unresolvable` is
+/// never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`. Which of the two is the core's
+/// call ([`sovra_placement::filter::node_verdict`], [`Placer::verdict`]), never re-derived here.
+pub type Verdict = sovra_placement::Verdict<(), Arc<str>>;
 
 /// The extender: a cache, the placement core, and a binder. Safe to share between concurrent requests.
 pub struct Extender {
@@ -148,8 +143,8 @@ impl Extender {
         let mut pass = vec![false; names.len()];
         for (i, (name, v)) in names.iter().zip(verdicts).enumerate() {
             match v {
-                Verdict::Pass => pass[i] = true,
-                Verdict::Failed(why) => {
+                Verdict::Fit(()) => pass[i] = true,
+                Verdict::Unschedulable(why) => {
                     out.failed_nodes.insert(name, why);
                 }
                 Verdict::Unresolvable(why) => {
@@ -254,7 +249,7 @@ impl Extender {
                 continue;
             }
             let verdict = evaluate_nodes(&freed_snap, &req, &[node.as_str()]).pop();
-            if verdict == Some(Verdict::Pass) {
+            if verdict == Some(Verdict::Fit(())) {
                 out.node_name_to_meta_victims.insert(node, MetaVictimsOut { pods: victims, num_pdb_violations: pdb });
             }
         }
@@ -342,7 +337,7 @@ pub fn candidate_names<'a>(args: &'a ExtenderArgs<'_>) -> Vec<&'a str> {
 pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mutex<Placer>) -> Vec<Verdict> {
     let mut verdicts = evaluate_nodes(snap, req, names);
     let Some(gang) = &req.gang else { return verdicts };
-    if !verdicts.contains(&Verdict::Pass) {
+    if !verdicts.contains(&Verdict::Fit(())) {
         return verdicts;
     }
     let mut count = snap.gangs.get(&gang.key).copied().unwrap_or_default();
@@ -350,33 +345,40 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mute
     if count.members == 0 {
         count.members = 1;
     }
+    // (why, whether it can never fit): the core's verdict on the unbound members placed together.
     let wait = if count.members < gang.min_member {
-        Some(format!(
-            "gang {} waits for its members: {} of {} pods exist; it holds no GPU while it waits",
-            gang.key, count.members, gang.min_member
+        Some((
+            format!(
+                "gang {} waits for its members: {} of {} pods exist; it holds no GPU while it waits",
+                gang.key, count.members, gang.min_member
+            ),
+            false,
         ))
     } else {
         let remaining = gang.min_member.saturating_sub(count.bound).max(1);
         if remaining > 1 {
             let mut job = req.job.clone();
             job.replicas = remaining;
-            let fits = placer.lock().unwrap_or_else(|e| e.into_inner()).place(&snap.state, &job);
-            match fits {
-                Ok(_) => None,
-                Err(e) => Some(format!(
-                    "gang {}: its {remaining} unbound pods do not fit together now ({}); the gang waits, holding no GPU",
-                    gang.key, e.summary
-                )),
-            }
+            let verdict = placer.lock().unwrap_or_else(|e| e.into_inner()).verdict(&snap.state, &job);
+            verdict.reason().map(|e| {
+                let when = if verdict.is_unresolvable() { "can never fit together" } else { "do not fit together now" };
+                (
+                    format!(
+                        "gang {}: its {remaining} unbound pods {when} ({}); the gang waits, holding no GPU",
+                        gang.key, e.summary
+                    ),
+                    verdict.is_unresolvable(),
+                )
+            })
         } else {
             None
         }
     };
-    if let Some(why) = wait {
+    if let Some((why, never)) = wait {
         let why: Arc<str> = why.into();
         for v in verdicts.iter_mut() {
-            if *v == Verdict::Pass {
-                *v = Verdict::Failed(why.clone());
+            if *v == Verdict::Fit(()) {
+                *v = if never { Verdict::Unresolvable(why.clone()) } else { Verdict::Unschedulable(why.clone()) };
             }
         }
     }
@@ -416,7 +418,7 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
                      API yet)"
                         .into()
                 });
-                return Verdict::Failed(why.clone());
+                return Verdict::Unschedulable(why.clone());
             };
             let info = &topo.nodes[i as usize];
             let pool = info.pool as usize;
@@ -436,35 +438,26 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
             if let Some(why) = pv {
                 return Verdict::Unresolvable(why.clone());
             }
-            match check_node(&snap.state, i, &needs) {
-                Ok(()) => Verdict::Pass,
-                Err(r) => {
-                    let never = match r {
-                        Reason::NoAllowedModel => true,
-                        Reason::TooFewHealthyGpus | Reason::TooFewFreeGpus | Reason::NoNvlinkIsland => {
-                            u32::from(info.dev_count) < job.resources.gpus
-                        }
-                        Reason::InsufficientCpu => info.cpu_milli < job.resources.cpu_milli,
-                        Reason::InsufficientMemory => info.memory_mib < job.resources.memory_mib,
-                        _ => false,
-                    };
-                    if never && r != Reason::NoAllowedModel {
-                        return Verdict::Unresolvable(
-                            format!(
-                                "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
-                                info.dev_count,
-                                info.cpu_milli,
-                                info.memory_mib,
-                                job.resources.gpus,
-                                job.resources.cpu_milli,
-                                job.resources.memory_mib
-                            )
-                            .into(),
-                        );
-                    }
-                    let why = reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone();
-                    if never { Verdict::Unresolvable(why) } else { Verdict::Failed(why) }
-                }
+            match node_verdict(&snap.state, i, &needs) {
+                CoreVerdict::Fit(()) => Verdict::Fit(()),
+                CoreVerdict::Unresolvable(r) if r != Reason::NoAllowedModel => Verdict::Unresolvable(
+                    format!(
+                        "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
+                        info.dev_count,
+                        info.cpu_milli,
+                        info.memory_mib,
+                        job.resources.gpus,
+                        job.resources.cpu_milli,
+                        job.resources.memory_mib
+                    )
+                    .into(),
+                ),
+                CoreVerdict::Unresolvable(r) => Verdict::Unresolvable(
+                    reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone(),
+                ),
+                CoreVerdict::Unschedulable(r) => Verdict::Unschedulable(
+                    reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone(),
+                ),
             }
         })
         .collect()

@@ -170,3 +170,61 @@ impl fmt::Display for Explanation {
 
 /// The outcome of placing one job.
 pub type Outcome = Result<Decision, Explanation>;
+
+/// The one verdict type of Sovra: a job (or one pod on one node) fits, cannot be placed *now* (it may fit when
+/// capacity frees up: queue it), or can *never* be placed as configured (refuse it). The placement core decides
+/// which; its callers — the scheduler service's engine, the simulator, the Kubernetes extender and `sovra place` —
+/// use it as-is and never re-derive resolvability.
+///
+/// `Verdict` (the default parameters) is a job's verdict: the [`Decision`] or the [`Explanation`]. The extender's
+/// per-node verdicts use `Verdict<(), R>` with the reason words kube-scheduler shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict", content = "detail")]
+pub enum Verdict<T = Decision, R = Explanation> {
+    /// It fits: where.
+    Fit(T),
+    /// Not now (capacity, readiness): why, and what would make it fit.
+    Unschedulable(R),
+    /// Never, as configured (policy, residency, hardware): why.
+    Unresolvable(R),
+}
+
+impl Verdict {
+    /// The verdict of a placement outcome: a failure is unresolvable when its explanation says no change in load
+    /// could make it fit.
+    pub fn of(outcome: Outcome) -> Verdict {
+        match outcome {
+            Ok(d) => Verdict::Fit(d),
+            Err(e) if e.unresolvable => Verdict::Unresolvable(e),
+            Err(e) => Verdict::Unschedulable(e),
+        }
+    }
+
+    /// Back to a `Result` (the decision, or the explanation of either failure).
+    pub fn into_outcome(self) -> Outcome {
+        match self {
+            Verdict::Fit(d) => Ok(d),
+            Verdict::Unschedulable(e) | Verdict::Unresolvable(e) => Err(e),
+        }
+    }
+}
+
+impl<T, R> Verdict<T, R> {
+    /// Whether it fits.
+    pub fn is_fit(&self) -> bool {
+        matches!(self, Verdict::Fit(_))
+    }
+
+    /// Whether it can never fit as configured.
+    pub fn is_unresolvable(&self) -> bool {
+        matches!(self, Verdict::Unresolvable(_))
+    }
+
+    /// The reason it does not fit, if it does not.
+    pub fn reason(&self) -> Option<&R> {
+        match self {
+            Verdict::Fit(_) => None,
+            Verdict::Unschedulable(r) | Verdict::Unresolvable(r) => Some(r),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The placement pipeline: pool filters → node filters → scorers → choose → device choice, per replica, with gangs
 //! placed atomically on a tentative copy of the state.
 
-use crate::decision::{Decision, DeviceAssignment, FilterKind, Outcome, ReplicaPlacement, ScoreBreakdown};
+use crate::decision::{Decision, DeviceAssignment, FilterKind, Outcome, ReplicaPlacement, ScoreBreakdown, Verdict};
 use crate::fgd::{FragMemo, Shape, Workload, score_of_delta};
 use crate::filter::{JobNeeds, Reason, check_node, check_pool};
 use crate::score;
@@ -237,6 +237,12 @@ impl Placer {
     /// [`ClusterState::apply`].
     pub fn place(&mut self, state: &ClusterState, job: &Job) -> Outcome {
         self.place_excluding(state, job, None)
+    }
+
+    /// [`Placer::place`] as a [`Verdict`]: fits, not now, or never — the form the engine, the simulator, the
+    /// extender and the CLI act on.
+    pub fn verdict(&mut self, state: &ClusterState, job: &Job) -> Verdict {
+        Verdict::of(self.place(state, job))
     }
 
     /// [`Placer::place`], never using the nodes whose entry in `excluded` (indexed by node) is true — for quotas

@@ -127,3 +127,40 @@ fn job_hash_is_pinned_fnv1a_64() {
     assert_eq!(job_hash("a"), 0xaf63_dc4c_8601_ec8c);
     assert_eq!(job_hash("foobar"), 0x8594_4171_f739_67e8);
 }
+
+/// One verdict type: the core says "not now" or "never", its callers act on it as-is. A job that a full cluster
+/// cannot take now is `Unschedulable`; one the permitted pools could never hold is `Unresolvable`; per node, a node
+/// too small for the replica is `Unresolvable`, a busy one `Unschedulable`.
+#[test]
+fn core_verdict_separates_not_now_from_never() {
+    use sovra_placement::Verdict;
+    use sovra_placement::filter::{JobNeeds, Reason, node_verdict};
+    let cfg = synth::cluster(30, 6);
+    let empty = ClusterState::from_config(&cfg).unwrap();
+    let mut job = synth::jobs(1, 1).remove(0);
+    job.residency = "eu-any".into();
+    job.kind = sovra_domain::Purpose::Training;
+    job.resources =
+        sovra_domain::Resources { gpus: 8, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1, memory_mib: 1 };
+    let mut placer = Placer::new(PolicySpec::default(), DEFAULT_SEED);
+    assert!(placer.verdict(&empty, &job).is_fit());
+    // Fill: nothing left now, but it would fit when jobs end.
+    let mut full = empty.clone();
+    while let Verdict::Fit(d) = placer.verdict(&full, &job) {
+        full.apply(&d).unwrap();
+    }
+    let v = placer.verdict(&full, &job);
+    assert!(matches!(v, Verdict::Unschedulable(_)), "{v:?}");
+    assert_eq!(v.reason().map(|e| e.unresolvable), Some(false));
+    // Nine GPUs per replica: no 8-GPU node can ever hold it.
+    let mut big = job.clone();
+    big.resources.gpus = 9;
+    assert!(placer.verdict(&empty, &big).is_unresolvable());
+    let topo = empty.topology();
+    // A node the job fits on when empty (all synthetic nodes have 8 GPUs).
+    let Verdict::Fit(first) = placer.verdict(&empty, &job) else { panic!("fits when empty") };
+    let node = first.replicas[0].node;
+    assert_eq!(node_verdict(&empty, node, &JobNeeds::of(&big, topo)), Verdict::Unresolvable(Reason::TooFewHealthyGpus));
+    assert_eq!(node_verdict(&full, node, &JobNeeds::of(&job, topo)), Verdict::Unschedulable(Reason::TooFewFreeGpus));
+    assert_eq!(node_verdict(&empty, node, &JobNeeds::of(&job, topo)), Verdict::Fit(()));
+}
