@@ -1,9 +1,10 @@
 //! What the core returns: a [`Decision`] (where every replica goes) or an [`Explanation`] (why not). Both are data;
 //! formatting happens only when they are shown.
 
+use crate::filter::Reason;
 use crate::snapshot::NodeIdx;
 use serde::{Deserialize, Serialize};
-use sovra_domain::ScorerKind;
+use sovra_domain::{Purpose, Resources, ScorerKind};
 use std::fmt;
 
 /// One device given to a replica.
@@ -111,13 +112,90 @@ impl fmt::Display for FilterKind {
     }
 }
 
-/// How many nodes one reason rejected.
+/// Why nodes were rejected, as data: which check, with the numbers it compared. Worded only for display
+/// ([`fmt::Display`]), e.g. `fewer than 8 fully free GPUs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Pools of the other purpose than the job's kind.
+    Purpose {
+        /// How many pools.
+        pools: u32,
+        /// Their purpose.
+        pool_purpose: Purpose,
+        /// The job's kind.
+        job_kind: Purpose,
+    },
+    /// The pools of a zone that fails the job's residency class.
+    Residency {
+        /// The zone.
+        zone: String,
+        /// The residency class.
+        class: String,
+        /// Which criterion of the class the zone fails, in words (from the residency check).
+        failed: String,
+    },
+    /// A node-level filter rejected the node for one replica asking `resources`.
+    Node {
+        /// The check that failed.
+        reason: Reason,
+        /// What one replica asks.
+        resources: Resources,
+    },
+    /// A reason stored as words only, by a version before reasons were data (read back from old records).
+    Worded {
+        /// The words.
+        text: String,
+    },
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Purpose { pools, pool_purpose, job_kind } => {
+                write!(f, "{pools} pool(s) are for {pool_purpose}, the job is {job_kind}")
+            }
+            RejectReason::Residency { failed, .. } => f.write_str(failed),
+            RejectReason::Node { reason, resources } => f.write_str(&reason.describe_resources(resources)),
+            RejectReason::Worded { text } => f.write_str(text),
+        }
+    }
+}
+
+/// How many nodes one reason rejected.
+///
+/// Serialised as `{"reason": <the words>, "detail": <the RejectReason>, "nodes": n}`: the words for readers that
+/// only display (the remote CLI, people reading JSON), the data for everything else. Reading a record without
+/// `detail` (written before reasons were data) keeps its words as [`RejectReason::Worded`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ReasonCountRepr", into = "ReasonCountRepr")]
 pub struct ReasonCount {
-    /// A readable reason, e.g. `fewer than 8 fully free GPUs`.
-    pub reason: String,
+    /// The reason.
+    pub reason: RejectReason,
     /// Nodes rejected for it.
     pub nodes: u32,
+}
+
+/// [`ReasonCount`] on the wire and in stores.
+#[derive(Serialize, Deserialize)]
+struct ReasonCountRepr {
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<RejectReason>,
+    nodes: u32,
+}
+
+impl From<ReasonCountRepr> for ReasonCount {
+    fn from(r: ReasonCountRepr) -> ReasonCount {
+        ReasonCount { reason: r.detail.unwrap_or(RejectReason::Worded { text: r.reason }), nodes: r.nodes }
+    }
+}
+
+impl From<ReasonCount> for ReasonCountRepr {
+    fn from(r: ReasonCount) -> ReasonCountRepr {
+        ReasonCountRepr { reason: r.reason.to_string(), detail: Some(r.reason), nodes: r.nodes }
+    }
 }
 
 /// What one filter rejected.

@@ -4,10 +4,11 @@
 
 use crate::decision::{FilterKind, Verdict};
 use crate::snapshot::{ClusterState, NodeIdx, PoolInfo, Topology};
-use sovra_domain::{GPU_MILLI, Job, NvlinkWish, ResidencyClass};
+use sovra_domain::{GPU_MILLI, Job, NvlinkWish, ResidencyClass, Resources};
 
 /// Why a node was rejected. Reasons depend on the job, not on the node, so they aggregate into few rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// The node is not ready (missed heartbeats).
     NotReady,
@@ -52,7 +53,11 @@ impl Reason {
 
     /// A readable sentence for `job`.
     pub fn describe(self, job: &Job) -> String {
-        let r = &job.resources;
+        self.describe_resources(&job.resources)
+    }
+
+    /// A readable sentence for a replica asking `r`.
+    pub fn describe_resources(self, r: &Resources) -> String {
         match self {
             Reason::NotReady => "node not ready (missed heartbeats)".into(),
             Reason::TooFewHealthyGpus => format!("fewer than {} healthy GPUs", r.gpus),

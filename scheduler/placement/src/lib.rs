@@ -20,7 +20,8 @@ pub mod snapshot;
 pub mod synth;
 
 pub use decision::{
-    Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReplicaPlacement, Verdict,
+    Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReasonCount, RejectReason,
+    ReplicaPlacement, Verdict,
 };
 pub use fgd::{Shape, Workload};
 pub use placer::{DEFAULT_SEED, Placer, place};

@@ -164,3 +164,42 @@ fn core_verdict_separates_not_now_from_never() {
     assert_eq!(node_verdict(&full, node, &JobNeeds::of(&job, topo)), Verdict::Unschedulable(Reason::TooFewFreeGpus));
     assert_eq!(node_verdict(&empty, node, &JobNeeds::of(&job, topo)), Verdict::Fit(()));
 }
+
+/// Explanations carry reasons as data (which check, with the numbers it compared), worded only for display; their
+/// JSON keeps the words under `reason` (what the remote CLI prints) beside the data under `detail`, and a record
+/// stored before reasons were data (words only) still reads back.
+#[test]
+fn explanation_reasons_are_data_worded_only_for_display() {
+    use sovra_placement::filter::Reason;
+    use sovra_placement::{ReasonCount, RejectReason};
+    let cfg = synth::cluster(200, 1);
+    let state = ClusterState::from_config(&cfg).unwrap();
+    let mut job = synth::jobs(1, 1).remove(0);
+    job.kind = sovra_domain::Purpose::Training;
+    job.residency = "fr-health".into();
+    job.resources =
+        sovra_domain::Resources { gpus: 9, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1, memory_mib: 1 };
+    let e = Placer::new(PolicySpec::default(), DEFAULT_SEED).place(&state, &job).unwrap_err();
+    let reasons: Vec<&ReasonCount> = e.filters.iter().flat_map(|f| &f.reasons).collect();
+    assert!(
+        reasons.iter().any(|r| matches!(&r.reason, RejectReason::Node { reason: Reason::TooFewHealthyGpus, resources }
+            if resources.gpus == 9)),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| matches!(&r.reason, RejectReason::Residency { class, .. } if class == "fr-health")));
+    assert!(reasons.iter().any(|r| matches!(r.reason, RejectReason::Purpose { .. })));
+    let node = reasons.iter().find(|r| matches!(r.reason, RejectReason::Node { .. })).unwrap();
+    assert_eq!(node.reason.to_string(), "fewer than 9 healthy GPUs");
+    // JSON: words and data; and back.
+    let json = serde_json::to_value(&e).unwrap();
+    let first = &json["filters"].as_array().unwrap().iter().find(|f| f["filter"] == "health").unwrap()["reasons"][0];
+    assert_eq!(first["reason"], "fewer than 9 healthy GPUs");
+    assert_eq!(first["detail"]["kind"], "node");
+    assert_eq!(first["detail"]["reason"], "too-few-healthy-gpus");
+    let back: sovra_placement::Explanation = serde_json::from_value(json).unwrap();
+    assert_eq!(back, e);
+    // A reason stored as words only.
+    let old: ReasonCount = serde_json::from_str(r#"{"reason": "fewer than 2 fully free GPUs", "nodes": 3}"#).unwrap();
+    assert_eq!(old.reason, RejectReason::Worded { text: "fewer than 2 fully free GPUs".into() });
+    assert_eq!((old.reason.to_string(), old.nodes), ("fewer than 2 fully free GPUs".to_string(), 3));
+}

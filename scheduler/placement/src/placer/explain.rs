@@ -1,7 +1,7 @@
 //! Why a job could not be placed: the [`Explanation`] of a failed placement, worded once per reason.
 
 use super::{Placer, Plan};
-use crate::decision::{Explanation, FilterKind, FilterReport, ReasonCount};
+use crate::decision::{Explanation, FilterKind, FilterReport, ReasonCount, RejectReason};
 use crate::filter::{Reason, pool_reason};
 use crate::snapshot::{ClusterState, Topology};
 use sovra_domain::{GPU_MILLI, Job, NvlinkWish};
@@ -41,9 +41,10 @@ impl Placer {
         for f in FilterKind::ALL {
             let mut reasons: Vec<ReasonCount> = Vec::new();
             if f == FilterKind::Purpose && purpose_pools > 0 {
-                let other = if job.kind == sovra_domain::Purpose::Training { "inference" } else { "training" };
+                use sovra_domain::Purpose;
+                let other = if job.kind == Purpose::Training { Purpose::Inference } else { Purpose::Training };
                 reasons.push(ReasonCount {
-                    reason: format!("{purpose_pools} pool(s) are for {other}, the job is {}", job.kind),
+                    reason: RejectReason::Purpose { pools: purpose_pools, pool_purpose: other, job_kind: job.kind },
                     nodes: purpose_nodes,
                 });
             }
@@ -58,15 +59,22 @@ impl Placer {
                             pool.and_then(|p| pool_reason(p, &topo, job, class)).map(|(_, w)| w).unwrap_or_default()
                         })
                         .clone();
-                    reasons.push(ReasonCount { reason: why, nodes });
+                    let reason = RejectReason::Residency {
+                        zone: topo.zones[zone].id.clone(),
+                        class: class.name.clone(),
+                        failed: why,
+                    };
+                    reasons.push(ReasonCount { reason, nodes });
                 }
             }
             for r in Reason::ALL {
                 if r.filter() == f && counts[r as usize] > 0 {
-                    reasons.push(ReasonCount { reason: r.describe(job), nodes: counts[r as usize] });
+                    let reason = RejectReason::Node { reason: r, resources: job.resources.clone() };
+                    reasons.push(ReasonCount { reason, nodes: counts[r as usize] });
                 }
             }
-            reasons.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.reason.cmp(&b.reason)));
+            // Most nodes first, then by the words (as before reasons were data: the order users see is unchanged).
+            reasons.sort_by_cached_key(|r| (std::cmp::Reverse(r.nodes), r.reason.to_string()));
             filters.push(FilterReport { filter: f, rejected_nodes: reasons.iter().map(|r| r.nodes).sum(), reasons });
         }
         let capacity = self.capacity_when_empty(&topo, plan);

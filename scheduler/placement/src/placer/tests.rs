@@ -118,7 +118,7 @@ fn gang_rolls_back_and_explains() {
     assert_eq!(s.used_gpu_milli(), 0);
     let cap = err.filters.iter().find(|f| f.filter == FilterKind::GpuCapacity).unwrap();
     assert_eq!(cap.rejected_nodes, 2);
-    assert_eq!(cap.reasons[0].reason, "fewer than 2 fully free GPUs");
+    assert_eq!(cap.reasons[0].reason.to_string(), "fewer than 2 fully free GPUs");
 }
 
 #[test]
