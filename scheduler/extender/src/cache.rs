@@ -470,12 +470,8 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
 /// there (it was bound by something else), whole GPUs go on the lowest-index fully free devices, and if the node
 /// cannot hold it, CPU and memory are left out, then the GPUs: what cannot be accounted is logged.
 pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, job: &Job) -> Result<Decision, String> {
-    let mut only: Vec<bool> = vec![true; state.topology().nodes.len()];
-    if let Some(x) = only.get_mut(node as usize) {
-        *x = false;
-    }
     let one = Job { replicas: 1, ..job.clone() };
-    if let Ok(mut d) = Placer::new(PolicySpec::default(), DEFAULT_SEED).place_excluding(state, &one, Some(&only)) {
+    if let Ok(mut d) = Placer::new(PolicySpec::default(), DEFAULT_SEED).place_on(state, &one, node) {
         d.job = key.to_string();
         if state.apply(&d).is_ok() {
             return Ok(d);

@@ -110,6 +110,8 @@ struct Plan {
     job_hash: u64,
     /// Nodes the caller excluded (quotas, reservations).
     excluded: Option<Vec<bool>>,
+    /// The one node the caller allows ([`Placer::place_on`]), if any.
+    only: Option<NodeIdx>,
 }
 
 /// A feasible node and its score.
@@ -248,12 +250,30 @@ impl Placer {
     /// [`Placer::place`], never using the nodes whose entry in `excluded` (indexed by node) is true — for quotas
     /// and reservations decided by the caller. Excluded nodes count as rejected by no filter in explanations.
     pub fn place_excluding(&mut self, state: &ClusterState, job: &Job, excluded: Option<&[bool]>) -> Outcome {
+        self.place_with(state, job, excluded, None)
+    }
+
+    /// [`Placer::place`] on `node` only: the placement (devices included) the core makes there, or why not. The
+    /// Kubernetes extender accounts a pod bound to a node with it, so it holds the devices the scheduler service
+    /// would have given it. Costs the node's checks, not a scan of the cluster.
+    pub fn place_on(&mut self, state: &ClusterState, job: &Job, node: NodeIdx) -> Outcome {
+        self.place_with(state, job, None, Some(node))
+    }
+
+    fn place_with(
+        &mut self,
+        state: &ClusterState,
+        job: &Job,
+        excluded: Option<&[bool]>,
+        only: Option<NodeIdx>,
+    ) -> Outcome {
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else {
             return Err(refusal(job, &topo, format!("unknown residency class {:?}", job.residency)));
         };
         let mut plan = self.plan(&topo, job, class);
         plan.excluded = excluded.map(<[bool]>::to_vec);
+        plan.only = only;
         let mut counts = [0u32; Reason::ALL.len()];
         if job.replicas <= 1 {
             return match self.place_replica(state, job, &plan, 0, &mut counts) {
@@ -314,7 +334,7 @@ impl Placer {
             }
         }
         let job_hash = score::job_hash(&job.name);
-        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash, excluded: None }
+        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash, excluded: None, only: None }
     }
 
     fn place_replica(
@@ -329,8 +349,17 @@ impl Placer {
         let scoring = self.scoring(&topo, job);
         let mut best: Option<Candidate> = None;
         let mut feasible = 0u32;
-        for &pool in &plan.pools {
-            for &node in &topo.pool_nodes[pool as usize] {
+        let single: [NodeIdx; 1];
+        let lists: Vec<&[NodeIdx]> = match plan.only {
+            Some(n) => {
+                single = [n];
+                let permitted = topo.nodes.get(n as usize).is_some_and(|info| plan.pools.contains(&info.pool));
+                if permitted { vec![&single[..]] } else { Vec::new() }
+            }
+            None => plan.pools.iter().map(|&p| &topo.pool_nodes[p as usize][..]).collect(),
+        };
+        for nodes in lists {
+            for &node in nodes {
                 if plan.excluded.as_ref().is_some_and(|x| x.get(node as usize).copied().unwrap_or(false)) {
                     continue;
                 }

@@ -203,3 +203,30 @@ fn explanation_reasons_are_data_worded_only_for_display() {
     assert_eq!(old.reason, RejectReason::Worded { text: "fewer than 2 fully free GPUs".into() });
     assert_eq!((old.reason.to_string(), old.nodes), ("fewer than 2 fully free GPUs".to_string(), 3));
 }
+
+/// `place_on` makes, on the one node it is given, the placement `place` would make there (the extender accounts
+/// bound pods with it), and refuses a node of a pool the job may not use.
+#[test]
+fn place_on_matches_place_on_the_chosen_node() {
+    let cfg = synth::cluster(150, 8);
+    let mut state = ClusterState::from_config(&cfg).unwrap();
+    let mut placer = Placer::new(PolicySpec::default(), DEFAULT_SEED);
+    let mut checked = 0;
+    for job in synth::jobs(60, 4) {
+        let Ok(d) = placer.place(&state, &job) else { continue };
+        let node = d.replicas[0].node;
+        let on = placer.place_on(&state, &job, node).unwrap();
+        assert_eq!(on.replicas[0].devices, d.replicas[0].devices, "job {}", job.name);
+        assert_eq!(on.replicas[0].feasible_nodes, 1);
+        let topo = state.topology().clone();
+        let elsewhere = (0..topo.nodes.len() as u32)
+            .find(|&n| topo.pools[topo.nodes[n as usize].pool as usize].purpose != job.kind);
+        if let Some(n) = elsewhere {
+            assert!(placer.place_on(&state, &job, n).is_err(), "a pool of the other purpose");
+        }
+        assert!(placer.place_on(&state, &job, u32::MAX).is_err(), "no such node");
+        state.apply(&d).unwrap();
+        checked += 1;
+    }
+    assert!(checked > 20);
+}
