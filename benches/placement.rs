@@ -12,7 +12,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sovra_domain::{Job, PolicySpec, Purpose, ScorerKind, WorkloadShare};
 use sovra_placement::fgd::{Shape, Workload};
-use sovra_placement::{ClusterState, Placer, score::mix, synth};
+use sovra_placement::{ClusterState, DEFAULT_SEED, Placer, score::mix, synth};
 use sovra_simulator::trace;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -76,7 +76,7 @@ fn synthetic(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     for policy in ["best-fit", "best-fit,topology", "fgd", "fgd,topology"] {
         let p: PolicySpec = policy.parse().unwrap();
-        let mut s = Stream::new(&cfg, jobs.clone(), Placer::new(p, 42).with_target_workload(&workload));
+        let mut s = Stream::new(&cfg, jobs.clone(), Placer::new(p, DEFAULT_SEED).with_target_workload(&workload));
         g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
     }
     // One isolated pure call with an empty memo: what a cold FGD decision costs.
@@ -85,7 +85,7 @@ fn synthetic(c: &mut Criterion) {
     g.bench_function("fgd-cold", |b| {
         b.iter(|| {
             i += 1;
-            let mut p = Placer::new(PolicySpec::single(ScorerKind::Fgd), 42).with_target_workload(&workload);
+            let mut p = Placer::new(PolicySpec::single(ScorerKind::Fgd), DEFAULT_SEED).with_target_workload(&workload);
             black_box(p.place(&state, &jobs[i % jobs.len()]).is_ok())
         })
     });
@@ -115,7 +115,7 @@ fn alibaba(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     for policy in ["best-fit", "fgd"] {
         let p: PolicySpec = policy.parse().unwrap();
-        let placer = Placer::new(p, 42).with_workload(workload.clone());
+        let placer = Placer::new(p, DEFAULT_SEED).with_workload(workload.clone());
         let mut s = Stream::new(&cfg, jobs.clone(), placer);
         g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
     }

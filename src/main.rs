@@ -7,7 +7,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sovra_domain::{ClusterConfig, ConfigError, Job, PolicySpec};
-use sovra_placement::{ClusterState, Decision, Explanation, Placer};
+use sovra_placement::{ClusterState, Placer, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,7 +96,7 @@ enum Command {
         #[arg(long, short = 'p')]
         policy: Option<String>,
         /// Seed of the node order that breaks ties (and of the random scorer).
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
         seed: u64,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -410,20 +410,28 @@ fn place(
     let mut placer = Placer::new(policy.clone(), seed).with_target_workload(&cluster.scheduling.fgd_target_workload);
     let mut results = Vec::new();
     for j in &jobs {
-        let outcome = placer.place(&state, j);
-        if let Ok(d) = &outcome {
+        placer.observe_admitted(j);
+        let verdict = placer.verdict(&state, j);
+        if let Verdict::Fit(d) = &verdict {
             state.apply(d).map_err(|e| Failure { code: 2, message: format!("internal error: {e}") })?;
         }
-        results.push((j, outcome));
+        results.push((j, verdict));
     }
-    let refused = results.iter().filter(|(_, o)| o.is_err()).count();
+    let refused = results.iter().filter(|(_, v)| !v.is_fit()).count();
     match output {
         Output::Json => {
             let docs: Vec<serde_json::Value> = results
                 .iter()
-                .map(|(j, o)| match o {
-                    Ok(d) => serde_json::json!({"job": j.name, "placed": true, "decision": d}),
-                    Err(e) => serde_json::json!({"job": j.name, "placed": false, "explanation": e}),
+                .map(|(j, v)| match v {
+                    Verdict::Fit(d) => {
+                        serde_json::json!({"job": j.name, "placed": true, "verdict": "fit", "decision": d})
+                    }
+                    Verdict::Unschedulable(e) => serde_json::json!(
+                        {"job": j.name, "placed": false, "verdict": "unschedulable", "explanation": e}
+                    ),
+                    Verdict::Unresolvable(e) => serde_json::json!(
+                        {"job": j.name, "placed": false, "verdict": "unresolvable", "explanation": e}
+                    ),
                 })
                 .collect();
             let doc = serde_json::json!({"policy": policy.to_string(), "seed": seed, "results": docs});
@@ -440,7 +448,7 @@ fn place(
     Ok(if refused > 0 { 1 } else { 0 })
 }
 
-fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explanation>) {
+fn print_job(state: &ClusterState, job: &Job, verdict: &Verdict) {
     let r = &job.resources;
     let gpu = match (r.gpus, r.gpu_milli) {
         (0, _) => "no GPU".to_string(),
@@ -452,8 +460,8 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
         "\n{} ({}, class {}): {} × [{gpu}{models}, {}m CPU, {} MiB]",
         job.name, job.kind, job.residency, job.replicas, r.cpu_milli, r.memory_mib
     );
-    match outcome {
-        Ok(d) => {
+    match verdict {
+        Verdict::Fit(d) => {
             for p in &d.replicas {
                 let topo = state.topology();
                 let start = topo.nodes[p.node as usize].dev_start as usize;
@@ -488,10 +496,10 @@ fn print_job(state: &ClusterState, job: &Job, outcome: &Result<Decision, Explana
                 );
             }
         }
-        Err(e) => {
+        Verdict::Unschedulable(e) | Verdict::Unresolvable(e) => {
             println!(
                 "  NOT PLACED{}: {}",
-                if e.unresolvable { " (can never fit as configured)" } else { "" },
+                if verdict.is_unresolvable() { " (can never fit as configured)" } else { "" },
                 e.summary
             );
             for f in e.filters.iter().filter(|f| f.rejected_nodes > 0) {

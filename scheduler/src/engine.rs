@@ -26,7 +26,7 @@
 //! elsewhere is still used (backfill).
 
 use sovra_domain::{ClusterConfig, GPU_MILLI, Job, PolicySpec, WorkloadShare};
-use sovra_placement::{ClusterState, Decision, Explanation, Placer};
+use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
 mod types;
@@ -168,6 +168,9 @@ impl Engine {
             } else {
                 r.placement = None;
             }
+            if r.state != JobState::Refused {
+                e.placer.observe_admitted(&r.job);
+            }
             e.jobs.insert(r.id, r);
         }
         Ok((e, requeued))
@@ -277,7 +280,10 @@ impl Engine {
         let verdict = match self.verdicts.get(&key) {
             Some(v) => v.clone(),
             None => {
-                let v = self.placer.place(&self.empty, &job).err().filter(|e| e.unresolvable);
+                let v = match self.placer.verdict(&self.empty, &job) {
+                    Verdict::Unresolvable(e) => Some(e),
+                    Verdict::Fit(_) | Verdict::Unschedulable(_) => None,
+                };
                 self.verdicts.insert(key, v.clone());
                 v
             }
@@ -295,6 +301,8 @@ impl Engine {
         let refused = explanation.clone();
         if state == JobState::Pending {
             self.untried.push(id);
+            // Admitted: the learned FGD mix counts each admitted job once, not each placement attempt.
+            self.placer.observe_admitted(&job);
         }
         self.jobs.insert(
             id,

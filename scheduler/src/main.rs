@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         policy: Option<String>,
         /// Seed of the tie-breaking node order.
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
         seed: u64,
         /// TLS directory (`sovra-scheduler certs`): serve over TLS and accept node daemons with client certificates.
         #[arg(long)]

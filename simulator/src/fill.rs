@@ -265,6 +265,7 @@ pub fn run_sequence(
     for task in workload {
         let job = task.to_job(Purpose::Training, TRACE_CLASS);
         arrived += task.total_gpu_milli();
+        placer.observe_admitted(&job);
         let outcome = placer.place(&state, &job);
         let ok = match outcome {
             Ok(d) => {

@@ -20,7 +20,7 @@ use crate::fill::SplitMix;
 pub use crate::scenario::{Arrival, Duration, Offer, Plan, Scenario, Stream, Target, limits};
 use serde::Serialize;
 use sovra_domain::{ClusterConfig, Job, satisfies};
-use sovra_placement::{ClusterState, Decision, Placer};
+use sovra_placement::{ClusterState, Decision, Placer, Verdict};
 use std::collections::{BTreeMap, BinaryHeap};
 
 /// Utilisation of one pool over time.
@@ -218,8 +218,10 @@ pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, Str
                 apply(&d, -1, &mut used_by_pool);
             }
         } else {
-            match placer.place(&state, job) {
-                Ok(d) => {
+            // An arrival admits the job: the learned FGD mix counts it once, whatever its retries.
+            placer.observe_admitted(job);
+            match placer.verdict(&state, job) {
+                Verdict::Fit(d) => {
                     violations += violations_of(cluster, job, &d);
                     state.apply(&d).map_err(|e| e.to_string())?;
                     apply(&d, 1, &mut used_by_pool);
@@ -227,11 +229,11 @@ pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, Str
                     events.push(Event { time: arrival + duration, kind: 0, seq: ev.seq });
                     running[ev.seq] = Some(d);
                 }
-                Err(e) if e.unresolvable => {
+                Verdict::Unresolvable(_) => {
                     refused += 1;
                     *refused_by_stream.entry(s.streams[jobs[ev.seq].1].job.name.clone()).or_default() += 1;
                 }
-                Err(_) => queue.push(ev.seq),
+                Verdict::Unschedulable(_) => queue.push(ev.seq),
             }
             // An arrival frees nothing: the queue cannot have become placeable.
             continue;

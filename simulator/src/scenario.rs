@@ -428,7 +428,7 @@ impl Scenario {
         Ok(Scenario {
             file: PathBuf::from(&file),
             cluster,
-            seed: raw.seed.unwrap_or(42),
+            seed: raw.seed.unwrap_or(sovra_placement::DEFAULT_SEED),
             horizon_s: raw.horizon_hours * 3600.0,
             policy,
             sample_s: sample_minutes * 60.0,

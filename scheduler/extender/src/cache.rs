@@ -10,8 +10,8 @@
 //! writers update the cache and mark it dirty, and the next reader publishes a new snapshot.
 
 use crate::pod::{GPU_RESOURCE, PodRequest};
-use sovra_domain::{ClusterConfig, GPU_MILLI, Gpu, Health, Node, Resources};
-use sovra_placement::{ClusterState, Decision, DeviceAssignment, NodeIdx, ReplicaPlacement};
+use sovra_domain::{ClusterConfig, GPU_MILLI, Gpu, Health, Job, Node, PolicySpec};
+use sovra_placement::{ClusterState, DEFAULT_SEED, Decision, DeviceAssignment, NodeIdx, Placer, ReplicaPlacement};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -132,6 +132,11 @@ pub struct Cache {
 pub struct CacheError(pub String);
 
 impl Cache {
+    /// The config's FGD target workload (`scheduling.fgd_target_workload`; empty: learn it).
+    pub fn fgd_target_workload(&self) -> Vec<sovra_domain::WorkloadShare> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).config.scheduling.fgd_target_workload.clone()
+    }
+
     /// A cache holding the config's nodes (all ready, nothing running).
     pub fn new(config: ClusterConfig) -> Result<Cache, CacheError> {
         let state = ClusterState::from_config(&config).map_err(|e| CacheError(e.to_string()))?;
@@ -395,7 +400,7 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
-        match account(&mut self.state, idx, &p.key, &req.job.resources) {
+        match account(&mut self.state, idx, &p.key, &req.job) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }
@@ -459,11 +464,20 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
     }
 }
 
-/// Accounts a pod bound to `node`: whole GPUs on the lowest-index fully free devices, a share on the device with
-/// the least free milli that holds it (best fit, as the placement core picks), CPU and memory. If the node cannot
-/// hold it (it was bound by something else), CPU and memory are left out, then the GPUs: what cannot be accounted
-/// is logged.
-pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, r: &Resources) -> Result<Decision, String> {
+/// Accounts a pod bound to `node` on the devices the placement core gives it there (the scheduler service's
+/// choice: for whole GPUs with an NVLink wish the best-fitting island, else the lowest-index fully free devices; a
+/// share on the device with the least free milli that holds it), CPU and memory. If the core would not put it
+/// there (it was bound by something else), whole GPUs go on the lowest-index fully free devices, and if the node
+/// cannot hold it, CPU and memory are left out, then the GPUs: what cannot be accounted is logged.
+pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, job: &Job) -> Result<Decision, String> {
+    let one = Job { replicas: 1, ..job.clone() };
+    if let Ok(mut d) = Placer::new(PolicySpec::default(), DEFAULT_SEED).place_on(state, &one, node) {
+        d.job = key.to_string();
+        if state.apply(&d).is_ok() {
+            return Ok(d);
+        }
+    }
+    let r = &job.resources;
     let topo = state.topology().clone();
     let range = topo.device_range(node);
     let start = range.start;
@@ -517,105 +531,4 @@ pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, r: &Resources
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pod::{PodRequest, pod_request};
-
-    const CLUSTER: &str = r#"
-zones: [{id: fr, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR}]
-pools: [{id: fr-train, zone: fr, purpose: training}]
-residency_classes: [{name: eu-any, jurisdictions: [EU]}]
-nodes:
-  - {name: cfg-1, pool: fr-train, cpu_milli: 64000, memory_mib: 65536, gpus: {model: H100, count: 8, memory_mib: 81920}}
-"#;
-
-    fn cache() -> Cache {
-        Cache::new(ClusterConfig::from_yaml("c.yaml", CLUSTER).unwrap()).unwrap()
-    }
-
-    fn kube(name: &str, pool: Option<&str>, ready: bool) -> KubeNode {
-        let mut labels = BTreeMap::new();
-        if let Some(p) = pool {
-            labels.insert(POOL_LABEL.to_string(), p.to_string());
-        }
-        labels.insert(PRODUCT_LABEL.to_string(), "NVIDIA-L4".to_string());
-        KubeNode { name: name.into(), labels, cpu_milli: 8000, memory_mib: 16384, gpus: 4, ready, ..Default::default() }
-    }
-
-    fn request(gpus: &str) -> PodRequest {
-        let pod: crate::wire::Pod = serde_json::from_str(&format!(
-            r#"{{"metadata":{{"name":"p","labels":{{"sovra.io/residency":"eu-any"}}}},
-                "spec":{{"containers":[{{"resources":{{"requests":{{"nvidia.com/gpu":"{gpus}"}}}}}}]}}}}"#
-        ))
-        .unwrap();
-        pod_request(&pod).unwrap()
-    }
-
-    #[test]
-    fn api_nodes_join_pools_change_readiness_in_place_and_leave() {
-        let c = cache();
-        c.upsert_node(kube("k-1", Some("fr-train"), true));
-        c.upsert_node(kube("k-nopool", None, true));
-        let s = c.snapshot();
-        let i = s.node_index("k-1").expect("joined its pool");
-        assert_eq!(s.state.topology().nodes[i as usize].dev_count, 4);
-        assert_eq!(
-            s.state.topology().models
-                [s.state.topology().devices[s.state.topology().device_range(i).start].model as usize],
-            "L4"
-        );
-        assert!(s.node_index("k-nopool").is_none() && s.not_offered.contains_key("k-nopool"));
-        let topo = Arc::as_ptr(s.state.topology());
-        // Readiness: in place, same topology.
-        c.upsert_node(kube("k-1", Some("fr-train"), false));
-        let s = c.snapshot();
-        assert!(!s.state.node_ready(i));
-        assert_eq!(Arc::as_ptr(s.state.topology()), topo, "no rebuild for readiness");
-        // A heartbeat (nothing changed): the snapshot is reused.
-        c.upsert_node(kube("k-1", Some("fr-train"), false));
-        assert!(Arc::ptr_eq(&s, &c.snapshot()));
-        c.remove_node("k-1");
-        assert!(c.snapshot().node_index("k-1").is_none());
-        assert!(c.snapshot().node_index("cfg-1").is_some(), "config nodes stay");
-    }
-
-    #[test]
-    fn bound_pods_are_accounted_and_released_across_rebuilds() {
-        let c = cache();
-        let rec = |uid: &str, gpus: &str| PodRecord {
-            uid: uid.into(),
-            key: format!("ns/{uid}"),
-            node: Some("cfg-1".into()),
-            request: Ok(request(gpus)),
-        };
-        c.upsert_pod(rec("a", "2"));
-        c.upsert_pod(rec("b", "4"));
-        assert_eq!(c.snapshot().state.summary(0).free_whole, 2);
-        // A new node rebuilds the topology; the pods are accounted again.
-        c.upsert_node(kube("k-1", Some("fr-train"), true));
-        assert_eq!(c.snapshot().state.summary(0).free_whole, 2);
-        assert_eq!(c.accounted_pods(), 2);
-        c.remove_pod("a");
-        assert_eq!(c.snapshot().state.summary(0).free_whole, 4);
-        // A pod that does not fit any more is logged, not accounted; nothing panics.
-        c.upsert_pod(rec("c", "8"));
-        assert_eq!(c.accounted_pods(), 1);
-        c.retain_pods(&std::collections::BTreeSet::new());
-        assert_eq!(c.snapshot().state.summary(0).free_whole, 8);
-        assert_eq!(c.accounted_pods(), 0);
-    }
-
-    #[test]
-    fn pending_memory_is_bounded() {
-        let c = cache();
-        for i in 0..(MAX_PENDING + 10) {
-            c.remember(
-                PodRecord { uid: format!("u{i}"), key: format!("ns/p{i}"), node: None, request: Ok(request("1")) },
-                false,
-            );
-        }
-        assert!(c.record("u0").is_none(), "the oldest was forgotten");
-        assert!(c.record(&format!("u{}", MAX_PENDING + 9)).is_some());
-        assert!(c.lock().pending.len() <= MAX_PENDING);
-    }
-}
+mod tests;

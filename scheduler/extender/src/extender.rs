@@ -8,9 +8,9 @@ use crate::wire::{
     ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPodOut, MetaVictimsOut, NodeListOut, Pod,
     clamp_score,
 };
-use sovra_domain::{PolicySpec, ScorerKind};
-use sovra_placement::filter::{JobNeeds, Reason, check_node, pool_reason};
-use sovra_placement::{FilterKind, NodeIdx, Placer};
+use sovra_domain::PolicySpec;
+use sovra_placement::filter::{JobNeeds, Reason, node_verdict, pool_reason};
+use sovra_placement::{FilterKind, NodeIdx, Placer, Verdict as CoreVerdict};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -26,16 +26,11 @@ pub enum Binder {
 
 pub use crate::metrics::Metrics;
 
-/// The verdict on one candidate node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The pod may go there.
-    Pass,
-    /// Not now (capacity, readiness, gang waiting): `FailedNodes`.
-    Failed(Arc<str>),
-    /// Never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`.
-    Unresolvable(Arc<str>),
-}
+/// The verdict on one candidate node: the core's [`sovra_placement::Verdict`] with the words kube-scheduler shows.
+/// `Fit` passes; `Unschedulable` is not now (capacity, readiness, gang waiting): `FailedNodes`; `Unresolvable` is
+/// never (residency, purpose, unknown zone, hardware): `FailedAndUnresolvableNodes`. Which of the two is the core's
+/// call ([`sovra_placement::filter::node_verdict`], [`Placer::verdict`]), never re-derived here.
+pub type Verdict = sovra_placement::Verdict<(), Arc<str>>;
 
 /// The extender: a cache, the placement core, and a binder. Safe to share between concurrent requests.
 pub struct Extender {
@@ -47,9 +42,20 @@ pub struct Extender {
 }
 
 impl Extender {
-    /// An extender scoring with `policy` (ties broken by `seed`).
+    /// An extender scoring with `policy` (ties broken by `seed`; the service and the CLI default to
+    /// [`sovra_placement::DEFAULT_SEED`]) and FGD's target workload from the cluster config
+    /// (`scheduling.fgd_target_workload`) — the same placer the scheduler service builds, so both choose the same node
+    /// for the same snapshot and job. With no declared workload, FGD learns it from the pods bound
+    /// ([`Placer::observe_admitted`] on bind).
     pub fn new(cache: Arc<Cache>, policy: PolicySpec, seed: u64, binder: Binder) -> Extender {
-        Extender { cache, placer: Mutex::new(Placer::new(policy, seed)), binder, metrics: Metrics::default() }
+        let placer = Placer::new(policy, seed).with_target_workload(&cache.fgd_target_workload());
+        Extender { cache, placer: Mutex::new(placer), binder, metrics: Metrics::default() }
+    }
+
+    /// The placer's policy and seed.
+    pub fn policy_and_seed(&self) -> (PolicySpec, u64) {
+        let p = self.placer.lock().unwrap_or_else(|e| e.into_inner());
+        (p.policy().clone(), p.seed())
     }
 
     /// The cache.
@@ -84,7 +90,7 @@ impl Extender {
                 }
                 let snap = self.cache.snapshot();
                 match request {
-                    Ok(req) => evaluate(&snap, &req, &names),
+                    Ok(req) => evaluate(&snap, &req, &names, &self.placer),
                     Err(why) => {
                         let why: Arc<str> = why.into();
                         names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect()
@@ -97,8 +103,8 @@ impl Extender {
         let mut pass = vec![false; names.len()];
         for (i, (name, v)) in names.iter().zip(verdicts).enumerate() {
             match v {
-                Verdict::Pass => pass[i] = true,
-                Verdict::Failed(why) => {
+                Verdict::Fit(()) => pass[i] = true,
+                Verdict::Unschedulable(why) => {
                     out.failed_nodes.insert(name, why);
                 }
                 Verdict::Unresolvable(why) => {
@@ -203,7 +209,7 @@ impl Extender {
                 continue;
             }
             let verdict = evaluate_nodes(&freed_snap, &req, &[node.as_str()]).pop();
-            if verdict == Some(Verdict::Pass) {
+            if verdict == Some(Verdict::Fit(())) {
                 out.node_name_to_meta_victims.insert(node, MetaVictimsOut { pods: victims, num_pdb_violations: pdb });
             }
         }
@@ -270,6 +276,8 @@ impl Extender {
             crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
         }
         self.cache.assume_bound(&a.pod_uid, &key, &a.node);
+        // Bound: the pod is admitted, so FGD's learned mix counts it (once, however often it was filtered).
+        self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
         Ok(())
     }
 }
@@ -283,11 +291,13 @@ pub fn candidate_names<'a>(args: &'a ExtenderArgs<'_>) -> Vec<&'a str> {
     }
 }
 
-/// Verdicts for the candidate nodes, gang rules included.
-pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
+/// Verdicts for the candidate nodes, gang rules included. Whether a gang's unbound pods fit together is asked of
+/// `placer` — the extender's own, with the configured policy, seed and FGD target — never of a placer with other
+/// settings.
+pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mutex<Placer>) -> Vec<Verdict> {
     let mut verdicts = evaluate_nodes(snap, req, names);
     let Some(gang) = &req.gang else { return verdicts };
-    if !verdicts.contains(&Verdict::Pass) {
+    if !verdicts.contains(&Verdict::Fit(())) {
         return verdicts;
     }
     let mut count = snap.gangs.get(&gang.key).copied().unwrap_or_default();
@@ -295,32 +305,40 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdic
     if count.members == 0 {
         count.members = 1;
     }
+    // (why, whether it can never fit): the core's verdict on the unbound members placed together.
     let wait = if count.members < gang.min_member {
-        Some(format!(
-            "gang {} waits for its members: {} of {} pods exist; it holds no GPU while it waits",
-            gang.key, count.members, gang.min_member
+        Some((
+            format!(
+                "gang {} waits for its members: {} of {} pods exist; it holds no GPU while it waits",
+                gang.key, count.members, gang.min_member
+            ),
+            false,
         ))
     } else {
         let remaining = gang.min_member.saturating_sub(count.bound).max(1);
         if remaining > 1 {
             let mut job = req.job.clone();
             job.replicas = remaining;
-            match Placer::new(PolicySpec::single(ScorerKind::BestFit), 0).place(&snap.state, &job) {
-                Ok(_) => None,
-                Err(e) => Some(format!(
-                    "gang {}: its {remaining} unbound pods do not fit together now ({}); the gang waits, holding no GPU",
-                    gang.key, e.summary
-                )),
-            }
+            let verdict = placer.lock().unwrap_or_else(|e| e.into_inner()).verdict(&snap.state, &job);
+            verdict.reason().map(|e| {
+                let when = if verdict.is_unresolvable() { "can never fit together" } else { "do not fit together now" };
+                (
+                    format!(
+                        "gang {}: its {remaining} unbound pods {when} ({}); the gang waits, holding no GPU",
+                        gang.key, e.summary
+                    ),
+                    verdict.is_unresolvable(),
+                )
+            })
         } else {
             None
         }
     };
-    if let Some(why) = wait {
+    if let Some((why, never)) = wait {
         let why: Arc<str> = why.into();
         for v in verdicts.iter_mut() {
-            if *v == Verdict::Pass {
-                *v = Verdict::Failed(why.clone());
+            if *v == Verdict::Fit(()) {
+                *v = if never { Verdict::Unresolvable(why.clone()) } else { Verdict::Unschedulable(why.clone()) };
             }
         }
     }
@@ -360,7 +378,7 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
                      API yet)"
                         .into()
                 });
-                return Verdict::Failed(why.clone());
+                return Verdict::Unschedulable(why.clone());
             };
             let info = &topo.nodes[i as usize];
             let pool = info.pool as usize;
@@ -380,35 +398,26 @@ pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<
             if let Some(why) = pv {
                 return Verdict::Unresolvable(why.clone());
             }
-            match check_node(&snap.state, i, &needs) {
-                Ok(()) => Verdict::Pass,
-                Err(r) => {
-                    let never = match r {
-                        Reason::NoAllowedModel => true,
-                        Reason::TooFewHealthyGpus | Reason::TooFewFreeGpus | Reason::NoNvlinkIsland => {
-                            u32::from(info.dev_count) < job.resources.gpus
-                        }
-                        Reason::InsufficientCpu => info.cpu_milli < job.resources.cpu_milli,
-                        Reason::InsufficientMemory => info.memory_mib < job.resources.memory_mib,
-                        _ => false,
-                    };
-                    if never && r != Reason::NoAllowedModel {
-                        return Verdict::Unresolvable(
-                            format!(
-                                "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
-                                info.dev_count,
-                                info.cpu_milli,
-                                info.memory_mib,
-                                job.resources.gpus,
-                                job.resources.cpu_milli,
-                                job.resources.memory_mib
-                            )
-                            .into(),
-                        );
-                    }
-                    let why = reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone();
-                    if never { Verdict::Unresolvable(why) } else { Verdict::Failed(why) }
-                }
+            match node_verdict(&snap.state, i, &needs) {
+                CoreVerdict::Fit(()) => Verdict::Fit(()),
+                CoreVerdict::Unresolvable(r) if r != Reason::NoAllowedModel => Verdict::Unresolvable(
+                    format!(
+                        "node too small: {} GPUs, {}m CPU, {} MiB; the pod asks for {} GPUs, {}m CPU, {} MiB",
+                        info.dev_count,
+                        info.cpu_milli,
+                        info.memory_mib,
+                        job.resources.gpus,
+                        job.resources.cpu_milli,
+                        job.resources.memory_mib
+                    )
+                    .into(),
+                ),
+                CoreVerdict::Unresolvable(r) => Verdict::Unresolvable(
+                    reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone(),
+                ),
+                CoreVerdict::Unschedulable(r) => Verdict::Unschedulable(
+                    reason_words[r as usize].get_or_insert_with(|| r.describe(job).into()).clone(),
+                ),
             }
         })
         .collect()

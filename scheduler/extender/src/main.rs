@@ -67,8 +67,8 @@ struct ServeArgs {
     /// Scoring policy (default: the config's `scheduling.policy`, else `best-fit,topology`).
     #[arg(long)]
     policy: Option<PolicySpec>,
-    /// Seed of the tie-break node order.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the tie-break node order (the scheduler service's and `sovra place`'s default too).
+    #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
     seed: u64,
     /// Largest request body, MiB.
     #[arg(long, default_value_t = 64)]

@@ -480,14 +480,17 @@ async fn gang_members_wait_until_the_whole_gang_fits() {
     }
     let (_, b) = post(addr, "/sovra/filter", member("trio", 3, 2)).await;
     assert_eq!(json(&b)["NodeNames"], serde_json::json!(["gpu-fr-1", "gpu-fr-2", "gpu-nl-1"]), "the gang fits");
-    // Four members of 8 GPUs can never fit three nodes: the gang waits (and says why).
+    // Four members of 8 GPUs can never fit three nodes: the core's verdict is unresolvable, and the extender answers
+    // it as such (`FailedAndUnresolvableNodes`: preemption cannot help), saying why. Before, its own gang check
+    // called it "not now".
     for i in 0..4 {
         let (_, b) = post(addr, "/sovra/filter", member("quad", 4, i)).await;
         let v = json(&b);
         assert_eq!(v["NodeNames"], serde_json::json!([]));
         if i == 3 {
-            let why = v["FailedNodes"]["gpu-fr-1"].as_str().unwrap();
-            assert!(why.starts_with("gang ml/quad: its 4 unbound pods do not fit together now"), "{why}");
+            assert!(v["FailedNodes"].get("gpu-fr-1").is_none(), "{v}");
+            let why = v["FailedAndUnresolvableNodes"]["gpu-fr-1"].as_str().unwrap();
+            assert!(why.starts_with("gang ml/quad: its 4 unbound pods can never fit together"), "{why}");
         }
     }
     // Binding one trio member leaves two to place: they still fit on the two other nodes.

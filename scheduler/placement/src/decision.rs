@@ -1,9 +1,10 @@
 //! What the core returns: a [`Decision`] (where every replica goes) or an [`Explanation`] (why not). Both are data;
 //! formatting happens only when they are shown.
 
+use crate::filter::Reason;
 use crate::snapshot::NodeIdx;
 use serde::{Deserialize, Serialize};
-use sovra_domain::ScorerKind;
+use sovra_domain::{Purpose, Resources, ScorerKind};
 use std::fmt;
 
 /// One device given to a replica.
@@ -111,13 +112,90 @@ impl fmt::Display for FilterKind {
     }
 }
 
-/// How many nodes one reason rejected.
+/// Why nodes were rejected, as data: which check, with the numbers it compared. Worded only for display
+/// ([`fmt::Display`]), e.g. `fewer than 8 fully free GPUs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Pools of the other purpose than the job's kind.
+    Purpose {
+        /// How many pools.
+        pools: u32,
+        /// Their purpose.
+        pool_purpose: Purpose,
+        /// The job's kind.
+        job_kind: Purpose,
+    },
+    /// The pools of a zone that fails the job's residency class.
+    Residency {
+        /// The zone.
+        zone: String,
+        /// The residency class.
+        class: String,
+        /// Which criterion of the class the zone fails, in words (from the residency check).
+        failed: String,
+    },
+    /// A node-level filter rejected the node for one replica asking `resources`.
+    Node {
+        /// The check that failed.
+        reason: Reason,
+        /// What one replica asks.
+        resources: Resources,
+    },
+    /// A reason stored as words only, by a version before reasons were data (read back from old records).
+    Worded {
+        /// The words.
+        text: String,
+    },
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Purpose { pools, pool_purpose, job_kind } => {
+                write!(f, "{pools} pool(s) are for {pool_purpose}, the job is {job_kind}")
+            }
+            RejectReason::Residency { failed, .. } => f.write_str(failed),
+            RejectReason::Node { reason, resources } => f.write_str(&reason.describe_resources(resources)),
+            RejectReason::Worded { text } => f.write_str(text),
+        }
+    }
+}
+
+/// How many nodes one reason rejected.
+///
+/// Serialised as `{"reason": <the words>, "detail": <the RejectReason>, "nodes": n}`: the words for readers that
+/// only display (the remote CLI, people reading JSON), the data for everything else. Reading a record without
+/// `detail` (written before reasons were data) keeps its words as [`RejectReason::Worded`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ReasonCountRepr", into = "ReasonCountRepr")]
 pub struct ReasonCount {
-    /// A readable reason, e.g. `fewer than 8 fully free GPUs`.
-    pub reason: String,
+    /// The reason.
+    pub reason: RejectReason,
     /// Nodes rejected for it.
     pub nodes: u32,
+}
+
+/// [`ReasonCount`] on the wire and in stores.
+#[derive(Serialize, Deserialize)]
+struct ReasonCountRepr {
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<RejectReason>,
+    nodes: u32,
+}
+
+impl From<ReasonCountRepr> for ReasonCount {
+    fn from(r: ReasonCountRepr) -> ReasonCount {
+        ReasonCount { reason: r.detail.unwrap_or(RejectReason::Worded { text: r.reason }), nodes: r.nodes }
+    }
+}
+
+impl From<ReasonCount> for ReasonCountRepr {
+    fn from(r: ReasonCount) -> ReasonCountRepr {
+        ReasonCountRepr { reason: r.reason.to_string(), detail: Some(r.reason), nodes: r.nodes }
+    }
 }
 
 /// What one filter rejected.
@@ -170,3 +248,61 @@ impl fmt::Display for Explanation {
 
 /// The outcome of placing one job.
 pub type Outcome = Result<Decision, Explanation>;
+
+/// The one verdict type of Sovra: a job (or one pod on one node) fits, cannot be placed *now* (it may fit when
+/// capacity frees up: queue it), or can *never* be placed as configured (refuse it). The placement core decides
+/// which; its callers — the scheduler service's engine, the simulator, the Kubernetes extender and `sovra place` —
+/// use it as-is and never re-derive resolvability.
+///
+/// `Verdict` (the default parameters) is a job's verdict: the [`Decision`] or the [`Explanation`]. The extender's
+/// per-node verdicts use `Verdict<(), R>` with the reason words kube-scheduler shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict", content = "detail")]
+pub enum Verdict<T = Decision, R = Explanation> {
+    /// It fits: where.
+    Fit(T),
+    /// Not now (capacity, readiness): why, and what would make it fit.
+    Unschedulable(R),
+    /// Never, as configured (policy, residency, hardware): why.
+    Unresolvable(R),
+}
+
+impl Verdict {
+    /// The verdict of a placement outcome: a failure is unresolvable when its explanation says no change in load
+    /// could make it fit.
+    pub fn of(outcome: Outcome) -> Verdict {
+        match outcome {
+            Ok(d) => Verdict::Fit(d),
+            Err(e) if e.unresolvable => Verdict::Unresolvable(e),
+            Err(e) => Verdict::Unschedulable(e),
+        }
+    }
+
+    /// Back to a `Result` (the decision, or the explanation of either failure).
+    pub fn into_outcome(self) -> Outcome {
+        match self {
+            Verdict::Fit(d) => Ok(d),
+            Verdict::Unschedulable(e) | Verdict::Unresolvable(e) => Err(e),
+        }
+    }
+}
+
+impl<T, R> Verdict<T, R> {
+    /// Whether it fits.
+    pub fn is_fit(&self) -> bool {
+        matches!(self, Verdict::Fit(_))
+    }
+
+    /// Whether it can never fit as configured.
+    pub fn is_unresolvable(&self) -> bool {
+        matches!(self, Verdict::Unresolvable(_))
+    }
+
+    /// The reason it does not fit, if it does not.
+    pub fn reason(&self) -> Option<&R> {
+        match self {
+            Verdict::Fit(_) => None,
+            Verdict::Unschedulable(r) | Verdict::Unresolvable(r) => Some(r),
+        }
+    }
+}

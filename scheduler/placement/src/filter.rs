@@ -2,12 +2,13 @@
 //! per node, cheapest first, each in O(1) on the node's summary except for nodes of mixed device models (MIG), which
 //! scan their devices.
 
-use crate::decision::FilterKind;
+use crate::decision::{FilterKind, Verdict};
 use crate::snapshot::{ClusterState, NodeIdx, PoolInfo, Topology};
-use sovra_domain::{GPU_MILLI, Job, NvlinkWish, ResidencyClass};
+use sovra_domain::{GPU_MILLI, Job, NvlinkWish, ResidencyClass, Resources};
 
 /// Why a node was rejected. Reasons depend on the job, not on the node, so they aggregate into few rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// The node is not ready (missed heartbeats).
     NotReady,
@@ -52,7 +53,11 @@ impl Reason {
 
     /// A readable sentence for `job`.
     pub fn describe(self, job: &Job) -> String {
-        let r = &job.resources;
+        self.describe_resources(&job.resources)
+    }
+
+    /// A readable sentence for a replica asking `r`.
+    pub fn describe_resources(self, r: &Resources) -> String {
         match self {
             Reason::NotReady => "node not ready (missed heartbeats)".into(),
             Reason::TooFewHealthyGpus => format!("fewer than {} healthy GPUs", r.gpus),
@@ -139,6 +144,30 @@ pub fn pool_reason(
             (filter, format!("zone {} fails residency class {}: {}", zone.id, class.name, why.join("; ")))
         }
     })
+}
+
+/// Whether `reason`, the first filter to reject `node`, can never go away as jobs end: the node has no device of
+/// an allowed model, or is too small for one replica (fewer devices than it asks GPUs, or less CPU or memory in
+/// all than it asks). Capacity and readiness otherwise come back.
+pub fn never_fits(topo: &Topology, node: NodeIdx, reason: Reason, needs: &JobNeeds) -> bool {
+    let info = &topo.nodes[node as usize];
+    match reason {
+        Reason::NoAllowedModel => true,
+        Reason::TooFewHealthyGpus | Reason::TooFewFreeGpus | Reason::NoNvlinkIsland => info.dev_count < needs.gpus,
+        Reason::InsufficientCpu => info.cpu_milli < needs.cpu,
+        Reason::InsufficientMemory => info.memory_mib < needs.mem,
+        Reason::NotReady | Reason::NoGpuWithMilliFree => false,
+    }
+}
+
+/// The node-level [`Verdict`] of one replica on `node`: it fits, it does not fit now ([`Reason`]), or it never
+/// can ([`never_fits`]). Pool-level filters (purpose, residency) are the caller's: see [`pool_reason`].
+pub fn node_verdict(state: &ClusterState, node: NodeIdx, needs: &JobNeeds) -> Verdict<(), Reason> {
+    match check_node(state, node, needs) {
+        Ok(()) => Verdict::Fit(()),
+        Err(r) if never_fits(state.topology(), node, r, needs) => Verdict::Unresolvable(r),
+        Err(r) => Verdict::Unschedulable(r),
+    }
 }
 
 /// Node-level filters, in pipeline order. `Err` carries the first failing reason.

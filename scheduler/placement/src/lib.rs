@@ -1,7 +1,8 @@
 //! Sovra's placement core: decides where a job's replicas go.
 //!
-//! **Pure**: input an immutable snapshot ([`ClusterState`]) and a job; output a [`Decision`] (node and devices for
-//! every replica) or an [`Explanation`] (per filter, how many nodes it rejected and why, and a one-line summary).
+//! **Pure**: input an immutable snapshot ([`ClusterState`]) and a job; output a [`Verdict`]: a [`Decision`] (node and
+//! devices for every replica), or an [`Explanation`] (per filter, how many nodes it rejected and why, and a one-line
+//! summary) of why it cannot be placed now or can never be placed as configured.
 //! No async runtime, RPC, Kubernetes or storage crate is in this crate or below it (a test checks this). The live
 //! scheduler, the Kubernetes extender and the simulator all call this same code.
 //!
@@ -18,7 +19,10 @@ pub mod score;
 pub mod snapshot;
 pub mod synth;
 
-pub use decision::{Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReplicaPlacement};
+pub use decision::{
+    Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReasonCount, RejectReason,
+    ReplicaPlacement, Verdict,
+};
 pub use fgd::{Shape, Workload};
-pub use placer::{Placer, place};
+pub use placer::{DEFAULT_SEED, Placer, place};
 pub use snapshot::{ApplyError, BuildError, ClusterState, NodeIdx, NodeSummary, Topology};

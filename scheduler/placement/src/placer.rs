@@ -1,17 +1,17 @@
 //! The placement pipeline: pool filters → node filters → scorers → choose → device choice, per replica, with gangs
 //! placed atomically on a tentative copy of the state.
 
-use crate::decision::{
-    Decision, DeviceAssignment, Explanation, FilterKind, FilterReport, Outcome, ReasonCount, ReplicaPlacement,
-    ScoreBreakdown,
-};
-use crate::fgd::{FragMemo, Shape, Workload, score_of_delta};
-use crate::filter::{JobNeeds, Reason, check_node, check_pool, pool_reason};
+use crate::decision::{Decision, DeviceAssignment, FilterKind, Outcome, ReplicaPlacement, ScoreBreakdown, Verdict};
+use crate::fgd::{FragMemo, Shape, Workload};
+use crate::filter::{JobNeeds, Reason, check_node, check_pool};
 use crate::score;
 use crate::snapshot::{ClusterState, NodeIdx, Topology};
+
+mod explain;
+mod fgd_score;
+use explain::refusal;
 use sovra_domain::{GPU_MILLI, Job, NvlinkWish, PolicySpec, ScorerKind, WorkloadShare};
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Where FGD's target workload comes from.
@@ -19,27 +19,36 @@ use std::sync::Arc;
 enum Target {
     /// Declared in configuration.
     Declared(Workload),
-    /// Learned from the jobs this placer has seen: counts of replica shapes (weighted by replicas).
-    Learned { counts: BTreeMap<Shape, u64>, seen: u64, version: u64 },
+    /// Learned from the jobs the caller reported admitted ([`Placer::observe_admitted`]): `counts` of replica
+    /// shapes (weighted by replicas) over `seen` jobs; `mix` is the copy of `counts` taken at the last re-derivation
+    /// (`version`), the one FGD scores with — so the mix is a function of the admitted jobs only, never of when or
+    /// how often `place` was called between them.
+    Learned { counts: BTreeMap<Shape, u64>, seen: u64, version: u64, mix: BTreeMap<Shape, u64> },
 }
 
 /// Coverage of the learned or declared mix kept by FGD (the simulator's `podPopularityThreshold` of 95%).
 const TYPICAL_COVERAGE: f64 = 0.95;
 
+/// The seed every Sovra component uses when none is configured: the scheduler service, `sovra place`, scenarios
+/// of `sovra replay`/`sovra plan`, and the Kubernetes extender. One value everywhere, so that the same snapshot and
+/// job get the same node whichever component decides.
+pub const DEFAULT_SEED: u64 = 42;
+
 /// The placement engine: a policy, a seed, and memos that make repeated decisions fast.
 ///
 /// `place` is a pure function of (snapshot, job, seed) and, for FGD with a learned mix, of the jobs seen before
-/// (docs/design.md invariant 5: same snapshot, job order and seed → same decisions). The memos never change a result:
+/// (docs/design.md invariant 5: same snapshot, admitted jobs, job order and seed → same decisions). The memos never change a result:
 /// they key on the exact inputs of what they store.
 #[derive(Debug)]
 pub struct Placer {
     policy: PolicySpec,
     seed: u64,
     target: Target,
-    memo: Option<(usize, u64, FragMemo)>,
+    /// The fragmentation memo, keyed by (topology generation id, target mix version).
+    memo: Option<(u64, u64, FragMemo)>,
     uses_fgd: bool,
-    /// Residency rejection words per (class, zone) of one topology (keyed by its address).
-    zone_reasons: (usize, BTreeMap<(String, usize), String>),
+    /// Residency rejection words per (class, zone) of one topology (keyed by its generation id).
+    zone_reasons: (u64, BTreeMap<(String, usize), String>),
     /// FGD scores per (replica shape, node), valid while the node's epoch is unchanged. Cleared with the memo.
     fgd_cache: FgdCache,
 }
@@ -102,6 +111,8 @@ struct Plan {
     job_hash: u64,
     /// Nodes the caller excluded (quotas, reservations).
     excluded: Option<Vec<bool>>,
+    /// The one node the caller allows ([`Placer::place_on`]), if any.
+    only: Option<NodeIdx>,
 }
 
 /// A feasible node and its score.
@@ -118,14 +129,15 @@ struct Candidate {
 const SCORERS: usize = ScorerKind::ALL.len();
 
 impl Placer {
-    /// A placer with `policy` and `seed`. FGD (if in the policy) learns its target mix from the jobs it places
-    /// until [`Placer::with_target_workload`] declares one.
+    /// A placer with `policy` and `seed` (callers without a configured seed use [`DEFAULT_SEED`]). FGD (if in the
+    /// policy) learns its target mix from the jobs reported to [`Placer::observe_admitted`] unless
+    /// [`Placer::with_target_workload`] declares one.
     pub fn new(policy: PolicySpec, seed: u64) -> Placer {
         let uses_fgd = policy.weight(ScorerKind::Fgd) > 0;
         Placer {
             policy,
             seed,
-            target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0 },
+            target: Target::Learned { counts: BTreeMap::new(), seen: 0, version: 0, mix: BTreeMap::new() },
             memo: None,
             uses_fgd,
             zone_reasons: (0, BTreeMap::new()),
@@ -172,32 +184,45 @@ impl Placer {
         self.seed
     }
 
+    /// The generation id ([`Topology::generation`]) of the topology the placer's FGD memo was built for, or `None`
+    /// before FGD has scored anything. Lets callers (and tests) see that the memo follows the topology they pass.
+    pub fn memo_generation(&self) -> Option<u64> {
+        self.memo.as_ref().map(|(g, _, _)| *g)
+    }
+
     /// FGD's current target workload, if FGD is used and a mix is known.
     pub fn workload(&self) -> Option<Workload> {
         match &self.target {
             Target::Declared(w) => Some(w.clone()),
-            Target::Learned { counts, .. } if !counts.is_empty() => {
-                Some(Workload::from_counts(counts, TYPICAL_COVERAGE))
-            }
+            Target::Learned { mix, .. } if !mix.is_empty() => Some(Workload::from_counts(mix, TYPICAL_COVERAGE)),
             Target::Learned { .. } => None,
         }
     }
 
-    /// Learns from a job's shape (FGD with a learned mix). The mix is re-derived after the 1st, 2nd, 4th, 8th, …
-    /// observation and then every 1024th: early on the mix changes fast, later it has converged, and each
-    /// re-derivation empties the fragmentation memo and score cache.
-    fn observe(&mut self, job: &Job) {
-        if let Target::Learned { counts, seen, version } = &mut self.target {
+    /// Reports that the caller *admitted* `job` (accepted it for scheduling: the service on submission, the
+    /// simulator on arrival, the extender on bind, the CLI once per job). FGD with a learned target mix learns the
+    /// job's replica shape from it; otherwise it does nothing. Call it once per admitted job, never per placement
+    /// attempt: [`Placer::place`] and [`Placer::score_nodes`] observe nothing, so two callers that retry a job a
+    /// different number of times keep the same mix and decide alike.
+    ///
+    /// The mix is re-derived after the 1st, 2nd, 4th, 8th, … observation and then every 1024th: early on the mix
+    /// changes fast, later it has converged, and each re-derivation empties the fragmentation memo and score cache.
+    pub fn observe_admitted(&mut self, job: &Job) {
+        if !self.uses_fgd {
+            return;
+        }
+        if let Target::Learned { counts, seen, version, mix } = &mut self.target {
             *counts.entry(Shape::of(&job.resources)).or_default() += u64::from(job.replicas.max(1));
             *seen += 1;
             if seen.is_power_of_two() || seen.is_multiple_of(1024) {
                 *version += 1;
+                mix.clone_from(counts);
             }
         }
     }
 
     fn memo_for(&mut self, topo: &Arc<Topology>) -> &mut FragMemo {
-        let key = Arc::as_ptr(topo) as usize;
+        let key = topo.generation();
         let version = match &self.target {
             Target::Declared(_) => 0,
             Target::Learned { version, .. } => *version,
@@ -217,18 +242,39 @@ impl Placer {
         self.place_excluding(state, job, None)
     }
 
+    /// [`Placer::place`] as a [`Verdict`]: fits, not now, or never — the form the engine, the simulator, the
+    /// extender and the CLI act on.
+    pub fn verdict(&mut self, state: &ClusterState, job: &Job) -> Verdict {
+        Verdict::of(self.place(state, job))
+    }
+
     /// [`Placer::place`], never using the nodes whose entry in `excluded` (indexed by node) is true — for quotas
     /// and reservations decided by the caller. Excluded nodes count as rejected by no filter in explanations.
     pub fn place_excluding(&mut self, state: &ClusterState, job: &Job, excluded: Option<&[bool]>) -> Outcome {
-        if self.uses_fgd {
-            self.observe(job);
-        }
+        self.place_with(state, job, excluded, None)
+    }
+
+    /// [`Placer::place`] on `node` only: the placement (devices included) the core makes there, or why not. The
+    /// Kubernetes extender accounts a pod bound to a node with it, so it holds the devices the scheduler service
+    /// would have given it. Costs the node's checks, not a scan of the cluster.
+    pub fn place_on(&mut self, state: &ClusterState, job: &Job, node: NodeIdx) -> Outcome {
+        self.place_with(state, job, None, Some(node))
+    }
+
+    fn place_with(
+        &mut self,
+        state: &ClusterState,
+        job: &Job,
+        excluded: Option<&[bool]>,
+        only: Option<NodeIdx>,
+    ) -> Outcome {
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else {
             return Err(refusal(job, &topo, format!("unknown residency class {:?}", job.residency)));
         };
         let mut plan = self.plan(&topo, job, class);
         plan.excluded = excluded.map(<[bool]>::to_vec);
+        plan.only = only;
         let mut counts = [0u32; Reason::ALL.len()];
         if job.replicas <= 1 {
             return match self.place_replica(state, job, &plan, 0, &mut counts) {
@@ -257,12 +303,9 @@ impl Placer {
     /// Scores `nodes` for one replica of `job` on `state` as [`Placer::place`] ranks them, without choosing: for
     /// each node, `None` when a filter rejects it (or it does not exist), else `Some((total, rank))` — the weighted
     /// score total (higher wins) and the tie-break rank (lower wins on equal totals). The Kubernetes extender's
-    /// prioritize verb ranks the nodes kube-scheduler proposes with it. Like `place`, it lets FGD learn the job's
-    /// shape when FGD learns its target mix.
+    /// prioritize verb ranks the nodes kube-scheduler proposes with it. Like `place`,
+    /// it observes nothing ([`Placer::observe_admitted`]).
     pub fn score_nodes(&mut self, state: &ClusterState, job: &Job, nodes: &[NodeIdx]) -> Vec<Option<(u64, u64)>> {
-        if self.uses_fgd {
-            self.observe(job);
-        }
         let topo = state.topology().clone();
         let Some(class) = topo.class(&job.residency) else { return vec![None; nodes.len()] };
         let plan = self.plan(&topo, job, class);
@@ -293,9 +336,8 @@ impl Placer {
                 Some(filter) => pool_rejections.push((filter, i as u32)),
             }
         }
-        let mut h = rustc_hash::FxHasher::default();
-        job.name.hash(&mut h);
-        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash: h.finish(), excluded: None }
+        let job_hash = score::job_hash(&job.name);
+        Plan { needs: JobNeeds::of(job, topo), pools, pool_rejections, job_hash, excluded: None, only: None }
     }
 
     fn place_replica(
@@ -310,8 +352,17 @@ impl Placer {
         let scoring = self.scoring(&topo, job);
         let mut best: Option<Candidate> = None;
         let mut feasible = 0u32;
-        for &pool in &plan.pools {
-            for &node in &topo.pool_nodes[pool as usize] {
+        let single: [NodeIdx; 1];
+        let lists: Vec<&[NodeIdx]> = match plan.only {
+            Some(n) => {
+                single = [n];
+                let permitted = topo.nodes.get(n as usize).is_some_and(|info| plan.pools.contains(&info.pool));
+                if permitted { vec![&single[..]] } else { Vec::new() }
+            }
+            None => plan.pools.iter().map(|&p| &topo.pool_nodes[p as usize][..]).collect(),
+        };
+        for nodes in lists {
+            for &node in nodes {
                 if plan.excluded.as_ref().is_some_and(|x| x.get(node as usize).copied().unwrap_or(false)) {
                     continue;
                 }
@@ -415,122 +466,6 @@ impl Placer {
         Candidate { node, total, rank, parts, fgd_device }
     }
 
-    /// [`Placer::fgd`] through the per-(shape, node) cache.
-    #[allow(clippy::too_many_arguments)]
-    fn fgd_cached(
-        &mut self,
-        state: &ClusterState,
-        topo: &Arc<Topology>,
-        node: NodeIdx,
-        needs: &JobNeeds,
-        job_hash: u64,
-        replica: u32,
-        shape: Option<usize>,
-    ) -> (u32, Option<u16>) {
-        let epoch = state.epoch(node);
-        if let Some(sh) = shape {
-            let e = self.fgd_cache.entries[sh][node as usize];
-            if e.epoch == epoch {
-                return (e.score, (e.device != u16::MAX).then_some(e.device));
-            }
-        }
-        let (score, device) = self.fgd(state, topo, node, needs, job_hash, replica);
-        if let Some(sh) = shape {
-            self.fgd_cache.entries[sh][node as usize] = CacheEntry { epoch, score, device: device.unwrap_or(u16::MAX) };
-        }
-        (score, device)
-    }
-
-    /// FGD's score of `node` (§4 of the protocol) and, for a sharing replica, the device it picks. The memo must
-    /// have been prepared for this topology (`memo_for`).
-    fn fgd(
-        &mut self,
-        state: &ClusterState,
-        topo: &Arc<Topology>,
-        node: NodeIdx,
-        needs: &JobNeeds,
-        job_hash: u64,
-        replica: u32,
-    ) -> (u32, Option<u16>) {
-        let range = topo.device_range(node);
-        let mut stack = [0u16; 16];
-        let mut heap = Vec::new();
-        let free: &mut [u16] = if range.len() <= stack.len() {
-            &mut stack[..range.len()]
-        } else {
-            heap.resize(range.len(), 0);
-            &mut heap
-        };
-        for (slot, d) in free.iter_mut().zip(range.clone()) {
-            *slot = state.device_free(d);
-        }
-        let cpu_before = state.summary(node).cpu_free;
-        let cpu_after = cpu_before - needs.cpu;
-        let uniform = topo.nodes[node as usize].uniform_model.is_some();
-        let whole_devices = if needs.gpus > 0 && !needs.is_sharing() && !(uniform && needs.nvlink == NvlinkWish::None) {
-            // Mixed models or an island choice: take exactly the devices the replica would get.
-            Some(self.choose_devices(state, topo, node, needs, None, job_hash, replica))
-        } else {
-            None
-        };
-        let memo = &mut self.memo.as_mut().expect("memo_for ran before scoring").2;
-        if memo.is_empty() {
-            return (50, None);
-        }
-        let before = memo.frag(topo, node, free, cpu_before);
-        if needs.is_sharing() {
-            // Each device that can take the share, in index order; the first reaching the best score wins. On a
-            // node of one model, devices with equal free milli give equal scores: compute each value once.
-            let mut best: Option<(u32, u16)> = None;
-            let mut seen: [(u16, u32); 16] = [(u16::MAX, 0); 16];
-            let mut nseen = 0;
-            for (i, d) in range.enumerate() {
-                let f = free[i];
-                if f < needs.milli || !needs.model_ok(topo.devices[d].model) {
-                    continue;
-                }
-                let cached = if uniform { seen[..nseen].iter().find(|(v, _)| *v == f).map(|&(_, s)| s) } else { None };
-                let s = cached.unwrap_or_else(|| {
-                    free[i] = f - needs.milli;
-                    let after = memo.frag(topo, node, free, cpu_after);
-                    free[i] = f;
-                    let s = score_of_delta(before, after);
-                    if nseen < seen.len() {
-                        seen[nseen] = (f, s);
-                        nseen += 1;
-                    }
-                    s
-                });
-                if best.is_none_or(|(b, _)| s > b) {
-                    best = Some((s, i as u16));
-                }
-            }
-            return best.map_or((0, None), |(s, i)| (s, Some(i)));
-        }
-        match whole_devices {
-            Some(chosen) => {
-                for a in chosen {
-                    free[a.device as usize] -= a.milli;
-                }
-            }
-            None => {
-                // One model, no island wish: the lowest-index fully free devices (FGD protocol §4).
-                let mut k = needs.gpus;
-                for f in free.iter_mut() {
-                    if k == 0 {
-                        break;
-                    }
-                    if u32::from(*f) == GPU_MILLI {
-                        *f = 0;
-                        k -= 1;
-                    }
-                }
-            }
-        }
-        let after = memo.frag(topo, node, free, cpu_after);
-        (score_of_delta(before, after), None)
-    }
-
     /// The devices a replica takes on its node.
     ///
     /// - Whole GPUs: with an NVLink wish and 2+ GPUs, the fullest NVLink island that can hold them all (best fit
@@ -585,155 +520,6 @@ impl Placer {
         }
         chosen.into_iter().map(|d| DeviceAssignment { device: (d - start) as u16, milli: GPU_MILLI as u16 }).collect()
     }
-
-    fn explain(
-        &mut self,
-        state: &ClusterState,
-        job: &Job,
-        plan: &Plan,
-        counts: &[u32; Reason::ALL.len()],
-        failed_replica: u32,
-    ) -> Explanation {
-        let topo = state.topology().clone();
-        let class = topo.class(&job.residency).expect("explain runs only for known classes");
-        // Pool rejections, aggregated: one row for the purpose filter, one row per zone for residency (its words
-        // are cached per class and zone: they only depend on configuration).
-        let mut purpose_nodes = 0u32;
-        let mut purpose_pools = 0u32;
-        let mut by_zone: BTreeMap<usize, u32> = BTreeMap::new();
-        for &(kind, pool) in &plan.pool_rejections {
-            let nodes = topo.pool_nodes[pool as usize].len() as u32;
-            match kind {
-                FilterKind::Purpose => {
-                    purpose_pools += 1;
-                    purpose_nodes += nodes;
-                }
-                _ => *by_zone.entry(topo.pools[pool as usize].zone).or_default() += nodes,
-            }
-        }
-        let topo_key = Arc::as_ptr(&topo) as usize;
-        if self.zone_reasons.0 != topo_key {
-            self.zone_reasons = (topo_key, BTreeMap::new());
-        }
-        let mut filters = Vec::new();
-        for f in FilterKind::ALL {
-            let mut reasons: Vec<ReasonCount> = Vec::new();
-            if f == FilterKind::Purpose && purpose_pools > 0 {
-                let other = if job.kind == sovra_domain::Purpose::Training { "inference" } else { "training" };
-                reasons.push(ReasonCount {
-                    reason: format!("{purpose_pools} pool(s) are for {other}, the job is {}", job.kind),
-                    nodes: purpose_nodes,
-                });
-            }
-            if f == FilterKind::Residency {
-                for (&zone, &nodes) in &by_zone {
-                    let why = self
-                        .zone_reasons
-                        .1
-                        .entry((class.name.clone(), zone))
-                        .or_insert_with(|| {
-                            let pool = topo.pools.iter().find(|p| p.zone == zone && p.purpose == job.kind);
-                            pool.and_then(|p| pool_reason(p, &topo, job, class)).map(|(_, w)| w).unwrap_or_default()
-                        })
-                        .clone();
-                    reasons.push(ReasonCount { reason: why, nodes });
-                }
-            }
-            for r in Reason::ALL {
-                if r.filter() == f && counts[r as usize] > 0 {
-                    reasons.push(ReasonCount { reason: r.describe(job), nodes: counts[r as usize] });
-                }
-            }
-            reasons.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.reason.cmp(&b.reason)));
-            filters.push(FilterReport { filter: f, rejected_nodes: reasons.iter().map(|r| r.nodes).sum(), reasons });
-        }
-        let capacity = self.capacity_when_empty(&topo, plan);
-        let unresolvable = capacity < u64::from(job.replicas);
-        let summary = if plan.pools.is_empty() {
-            let purpose = plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Purpose).count();
-            let residency = plan.pool_rejections.len() - purpose;
-            format!(
-                "no permitted pool: {purpose} pool(s) are not for {} and {residency} pool(s) are in zones that fail \
-                 residency class {}; use another class or add a {} pool in a zone that satisfies it",
-                job.kind, job.residency, job.kind
-            )
-        } else if unresolvable {
-            format!(
-                "the permitted pools could hold at most {capacity} replica(s) even when empty, the job needs {}; \
-                 ask for less per replica or fewer replicas, or add nodes",
-                job.replicas
-            )
-        } else {
-            let top = filters
-                .iter()
-                .flat_map(|f| f.reasons.iter().map(move |r| (f.filter, r)))
-                .filter(|(f, _)| f.is_resolvable())
-                .max_by_key(|(_, r)| r.nodes);
-            let because =
-                top.map(|(_, r)| format!("; most nodes rejected: {} ({})", r.reason, r.nodes)).unwrap_or_default();
-            format!(
-                "no room now for replica {failed_replica} of {}{because}; it fits when capacity frees up \
-                 (the permitted pools could hold {capacity} replica(s) when empty)",
-                job.replicas
-            )
-        };
-        Explanation {
-            job: job.name.clone(),
-            summary,
-            failed_replica: Some(failed_replica),
-            replicas_placed_before_failure: failed_replica,
-            total_nodes: topo.nodes.len() as u32,
-            filters,
-            unresolvable,
-        }
-    }
-
-    /// How many replicas the permitted pools could hold if every node were empty and healthy (capped at the job's
-    /// replica count + 1): below the job's replica count, waiting can never help.
-    fn capacity_when_empty(&self, topo: &Topology, plan: &Plan) -> u64 {
-        let n = &plan.needs;
-        let mut total = 0u64;
-        for &pool in &plan.pools {
-            for &node in &topo.pool_nodes[pool as usize] {
-                let info = &topo.nodes[node as usize];
-                let mut fit = (info.cpu_milli / n.cpu.max(1)).min(info.memory_mib / n.mem.max(1));
-                if n.gpus > 0 {
-                    let devices = &topo.devices[topo.device_range(node)];
-                    let allowed = match info.uniform_model {
-                        Some(m) => u64::from(info.dev_count) * u64::from(n.model_ok(m)),
-                        None => devices.iter().filter(|d| n.model_ok(d.model)).count() as u64,
-                    };
-                    let per_device = u64::from(GPU_MILLI) / u64::from(n.milli.max(1));
-                    let mut gpu_fit = allowed * per_device / u64::from(n.gpus);
-                    if n.nvlink == NvlinkWish::Require {
-                        let mut islands: BTreeMap<u16, u64> = BTreeMap::new();
-                        for d in devices.iter().filter(|d| n.model_ok(d.model)) {
-                            *islands.entry(d.island).or_default() += 1;
-                        }
-                        gpu_fit = islands.values().map(|c| c / u64::from(n.gpus)).sum();
-                    }
-                    fit = fit.min(gpu_fit);
-                }
-                total += fit;
-                if total > 1 << 40 {
-                    return total;
-                }
-            }
-        }
-        total
-    }
-}
-
-fn refusal(job: &Job, topo: &Topology, summary: String) -> Explanation {
-    Explanation {
-        job: job.name.clone(),
-        summary,
-        failed_replica: None,
-        replicas_placed_before_failure: 0,
-        total_nodes: topo.nodes.len() as u32,
-        filters: Vec::new(),
-        unresolvable: true,
-    }
 }
 
 /// Places one job with a fresh [`Placer`]: the pure function `(snapshot, job, policy, seed) → outcome`.
@@ -742,184 +528,4 @@ pub fn place(state: &ClusterState, job: &Job, policy: &PolicySpec, seed: u64) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sovra_domain::{ClusterConfig, Purpose, Resources};
-
-    fn cluster(nodes: &str, workload: &str) -> ClusterState {
-        let yaml = format!(
-            r#"
-zones: [{{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR, certifications: []}}]
-pools: [{{id: p, zone: z, purpose: training}}]
-residency_classes: [{{name: any}}]
-nodes:
-{nodes}
-scheduling:
-  fgd_target_workload:
-{workload}
-"#
-        );
-        let cfg = ClusterConfig::from_yaml("t", &yaml).unwrap();
-        ClusterState::from_config(&cfg).unwrap()
-    }
-
-    fn job(name: &str, replicas: u32, gpus: u32, milli: u32, cpu: u64) -> Job {
-        Job {
-            name: name.into(),
-            kind: Purpose::Training,
-            queue: "q".into(),
-            priority: 0,
-            residency: "any".into(),
-            replicas,
-            resources: Resources { gpus, gpu_milli: milli, gpu_models: vec![], cpu_milli: cpu, memory_mib: 1 },
-            nvlink: NvlinkWish::None,
-        }
-    }
-
-    fn fgd_placer(state: &ClusterState, workload: &[(u32, u32, u64)]) -> Placer {
-        let shares: Vec<WorkloadShare> = workload
-            .iter()
-            .map(|&(g, m, c)| WorkloadShare {
-                resources: Resources { gpus: g, gpu_milli: m, gpu_models: vec![], cpu_milli: c, memory_mib: 1 },
-                weight: 1,
-            })
-            .collect();
-        let _ = state;
-        Placer::new(PolicySpec::single(ScorerKind::Fgd), 1).with_target_workload(&shares)
-    }
-
-    #[test]
-    fn fgd_picks_the_gpu_that_grows_fragmentation_least() {
-        // One node, 2 GPUs: GPU0 has 700 free, GPU1 is free. Workload: only 500m sharing replicas.
-        let mut s = cluster(
-            "  - {name: n, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}",
-            "    - {gpus: 1, gpu_milli: 500, cpu_milli: 1000, memory_mib: 1, weight: 1}",
-        );
-        let mut p = fgd_placer(&s, &[(1, 500, 1000)]);
-        let pre = p.place(&s, &job("pre", 1, 1, 300, 1000)).unwrap();
-        s.apply(&pre).unwrap();
-        assert_eq!(pre.replicas[0].devices[0].device, 0, "first share lands on GPU0 (lowest index of equal scores)");
-        // Now a 200m replica. F(n) before: usable GPUs (free ≥ 500) are GPU0 (700) and GPU1 (1000): frag = 0.
-        // On GPU0: 500 free left, still usable → F(n') = 0, Δ = 0 → score 50.
-        // On GPU1: 800 free, GPU0 700: both usable → F(n') = 0 → score 50. Tie → first index: GPU0.
-        let d = p.place(&s, &job("a", 1, 1, 200, 1000)).unwrap();
-        assert_eq!(d.replicas[0].devices[0].device, 0);
-        assert_eq!(d.replicas[0].scores.parts, vec![(ScorerKind::Fgd, 1, 50)]);
-        // A 300m replica instead: on GPU0 → 400 free, not usable → F(n') = 400 → Δ = −400 → trunc(100·σ(−0.4)) = 40.
-        // On GPU1 → 700 free, usable → F(n') = 0 → 50. FGD picks GPU1.
-        let d = p.place(&s, &job("b", 1, 1, 300, 1000)).unwrap();
-        assert_eq!(d.replicas[0].devices[0].device, 1);
-        assert_eq!(d.replicas[0].scores.total, 50);
-    }
-
-    #[test]
-    fn fgd_prefers_the_node_it_fragments_least() {
-        // Two nodes of 1 GPU. Node a has 500 free, node b is free. Workload: whole-GPU replicas only.
-        // A 500m replica on a: free 0 → F: before 500 (a GPU with 500 free cannot take a whole GPU), after 0 →
-        // Δ = +500 → trunc(100·σ(0.5)) = 62. On b: before 0, after 500 → Δ = −500 → 37. FGD picks a.
-        let mut s = cluster(
-            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 1, memory_mib: 1}}\n  - {name: b, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 1, memory_mib: 1}}",
-            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
-        );
-        let half = Decision {
-            job: "x".into(),
-            replicas: vec![ReplicaPlacement {
-                replica: 0,
-                node: 0,
-                node_name: "a".into(),
-                pool: "p".into(),
-                zone: "z".into(),
-                devices: vec![DeviceAssignment { device: 0, milli: 500 }],
-                cpu_milli: 0,
-                memory_mib: 0,
-                scores: ScoreBreakdown::default(),
-                feasible_nodes: 1,
-            }],
-        };
-        s.apply(&half).unwrap();
-        let mut p = fgd_placer(&s, &[(1, 1000, 1000)]);
-        let d = p.place(&s, &job("j", 1, 1, 500, 1000)).unwrap();
-        assert_eq!(d.replicas[0].node_name, "a");
-        assert_eq!(d.replicas[0].scores.total, 62);
-    }
-
-    #[test]
-    fn gang_rolls_back_and_explains() {
-        // Two nodes × 2 GPUs; a gang of 3 replicas × 2 GPUs cannot fit; 2 replicas can.
-        let s = cluster(
-            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}\n  - {name: b, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 2, memory_mib: 1}}",
-            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
-        );
-        let mut p = Placer::new(PolicySpec::default(), 7);
-        let ok = p.place(&s, &job("two", 2, 2, 1000, 1000)).unwrap();
-        let nodes: Vec<&str> = ok.replicas.iter().map(|r| r.node_name.as_str()).collect();
-        assert_eq!(nodes.len(), 2);
-        assert_ne!(nodes[0], nodes[1]);
-        let err = p.place(&s, &job("three", 3, 2, 1000, 1000)).unwrap_err();
-        assert_eq!(err.failed_replica, Some(2));
-        assert!(err.unresolvable, "2 nodes × 2 GPUs can never hold 3 × 2 GPUs");
-        assert_eq!(s.used_gpu_milli(), 0);
-        let cap = err.filters.iter().find(|f| f.filter == FilterKind::GpuCapacity).unwrap();
-        assert_eq!(cap.rejected_nodes, 2);
-        assert_eq!(cap.reasons[0].reason, "fewer than 2 fully free GPUs");
-    }
-
-    #[test]
-    fn score_nodes_ranks_as_place_chooses() {
-        let cfg = crate::synth::cluster(200, 1);
-        let state = ClusterState::from_config(&cfg).unwrap();
-        let all: Vec<NodeIdx> = (0..state.topology().nodes.len() as NodeIdx).collect();
-        for policy in ["best-fit,topology", "fgd,first-fit", "spread"] {
-            let policy: PolicySpec = policy.parse().unwrap();
-            let workload = crate::synth::workload();
-            let mut scorer = Placer::new(policy.clone(), 5).with_target_workload(&workload);
-            let mut placer = Placer::new(policy, 5).with_target_workload(&workload);
-            for job in crate::synth::jobs(40, 3) {
-                let scores = scorer.score_nodes(&state, &job, &all);
-                let best = scores
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.map(|(total, rank)| (total, std::cmp::Reverse(rank), i)))
-                    .max()
-                    .map(|(_, _, i)| i as NodeIdx);
-                let chosen = placer.place(&state, &job).ok().map(|d| d.replicas[0].node);
-                assert_eq!(best, chosen, "job {}", job.name);
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_class_is_refused_not_panicked() {
-        let s = cluster(
-            "  - {name: a, pool: p, cpu_milli: 64000, memory_mib: 1024}",
-            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
-        );
-        let mut j = job("j", 1, 0, 0, 1);
-        j.residency = "nope".into();
-        let e = place(&s, &j, &PolicySpec::default(), 0).unwrap_err();
-        assert!(e.unresolvable && e.summary.contains("unknown residency class"));
-    }
-
-    #[test]
-    fn nvlink_prefer_takes_the_fullest_island_that_fits() {
-        // Islands {0,1,2,3} and {4,5,6,7}; GPU 0 is taken, so island A has 3 free and island B 4.
-        // A 2-GPU replica goes to island A (best fit on islands): GPUs 1 and 2.
-        let mut s = cluster(
-            "  - {name: n, pool: p, cpu_milli: 64000, memory_mib: 1024, gpus: {model: G, count: 8, memory_mib: 1, nvlink_islands: [[0,1,2,3],[4,5,6,7]]}}",
-            "    - {gpus: 1, cpu_milli: 1000, memory_mib: 1, weight: 1}",
-        );
-        let mut p = Placer::new(PolicySpec::default(), 3);
-        let first = p.place(&s, &job("one", 1, 1, 1000, 1)).unwrap();
-        s.apply(&first).unwrap();
-        let mut j = job("two", 1, 2, 1000, 1);
-        j.nvlink = NvlinkWish::Prefer;
-        let d = p.place(&s, &j).unwrap();
-        let devs: Vec<u16> = d.replicas[0].devices.iter().map(|a| a.device).collect();
-        assert_eq!(devs, vec![1, 2]);
-        // 4 GPUs with prefer: island A has only 3, island B fits → GPUs 4..8.
-        j.resources.gpus = 4;
-        let d = p.place(&s, &j).unwrap();
-        let devs: Vec<u16> = d.replicas[0].devices.iter().map(|a| a.device).collect();
-        assert_eq!(devs, vec![4, 5, 6, 7]);
-    }
-}
+mod tests;

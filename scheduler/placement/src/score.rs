@@ -124,6 +124,19 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The stable hash of a job's name that seeds its random scores, random tie order and random device picks:
+/// 64-bit FNV-1a over the name's UTF-8 bytes (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`), computed
+/// with the `fnv` crate's hasher fed the raw bytes only. FNV-1a is a fixed, published function, so decisions do not
+/// change with the toolchain, platform or process — unlike `std`'s `DefaultHasher` (unspecified, may change between
+/// releases) or rustc-hash's `FxHasher`, and unlike `Hash for str` (which appends a terminator byte that is an
+/// implementation detail). A unit test pins its value.
+pub fn job_hash(name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(name.as_bytes());
+    h.finish()
+}
+
 /// Random baseline: a pseudo-random score in 0..=100 per (seed, job, replica, node).
 #[inline]
 pub fn random(seed: u64, job_hash: u64, replica: u32, node: NodeIdx) -> u32 {

@@ -95,9 +95,29 @@ pub struct Topology {
     /// Largest node GPU capacity (milli): the GPU scale of best-fit scores.
     pub max_node_gpu_milli: u64,
     node_ids: BTreeMap<String, NodeIdx>,
+    /// See [`Topology::generation`].
+    generation: u64,
 }
 
+/// Source of topology generation ids (see [`Topology::generation`]); 0 is never given out.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
 impl Topology {
+    /// The topology's *generation id*: a number taken from a process-wide counter when the topology is built
+    /// ([`Topology::from_config`]) and again whenever it is changed through [`Topology::renew_generation`]. No two
+    /// topologies of one process share an id, even when one is dropped and the next is allocated at the same
+    /// address, so caches of facts derived from a topology (the placer's fragmentation memo and FGD score cache,
+    /// its residency wording) key on it — never on the topology's address, which the allocator may reuse.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Gives the topology a fresh generation id. Code that edits a topology's public fields in place must call it
+    /// afterwards, so that no cache keyed on the old id serves facts of the old contents.
+    pub fn renew_generation(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Builds the topology of a validated configuration. Model names of MIG instances are
     /// `<gpu model>-MIG-<profile>`.
     pub fn from_config(cfg: &ClusterConfig) -> Result<Topology, BuildError> {
@@ -126,6 +146,7 @@ impl Topology {
             max_node_cpu: 1,
             max_node_gpu_milli: 1,
             node_ids: BTreeMap::new(),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         };
         let mut classes: BTreeMap<Vec<u16>, u32> = BTreeMap::new();
         for node in &cfg.nodes {
