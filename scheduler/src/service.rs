@@ -11,7 +11,6 @@
 //! taken from the cluster file as they are (ready), unless the scheduler runs with `--require-daemons`, where
 //! they are NotReady until their daemon registers.
 
-use crate::engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use crate::metrics::Metrics;
 use crate::store::{NodeRecord, Store};
 use sovra_api::v1::cluster_server::Cluster;
@@ -21,6 +20,7 @@ use sovra_api::v1::{
     PoolsResponse, Register, Registered, ReportReply, node_report, report_reply,
 };
 use sovra_domain::{ClusterConfig, Gpu, Health, MigInstance, PolicySpec};
+use sovra_engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;

@@ -2,13 +2,13 @@
 //! get, list, watch, set-state and cancel.
 
 use super::{ReplyStream, Scheduler};
-use crate::engine::{JobRecord, JobState, SubmitError};
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{
     CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, Replica, SetStateRequest, SubmitRequest,
     SubmitResponse, WatchRequest,
 };
 use sovra_domain::limits::{MAX_JOB_YAML_BYTES, MAX_REQUEST_ID_LEN};
+use sovra_engine::{JobRecord, JobState, SubmitError};
 use tonic::{Request, Response, Status};
 
 impl Scheduler {

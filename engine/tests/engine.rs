@@ -4,7 +4,7 @@
 //! (US-owned) with pool `train-de` = node de-a, 4 GPUs. Classes: `any`, `fr-only` (country FR).
 
 use sovra_domain::{ClusterConfig, Job, NvlinkWish, PolicySpec, Purpose, Resources};
-use sovra_scheduler::{Engine, Event, JobId, JobState, QueueSpec, SubmitError};
+use sovra_engine::{Engine, Event, JobId, JobState, QueueSpec, SubmitError};
 
 const CLUSTER: &str = r#"
 zones:
