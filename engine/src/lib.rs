@@ -1,5 +1,10 @@
 //! The scheduling engine: jobs, queues and their lifecycle around the pure placement core. In-memory and
-//! deterministic; the service (gRPC, sled, liveness) drives it.
+//! deterministic; the service (gRPC, sled, liveness) drives it, and the simulator shares its rules.
+//!
+//! **Pure.** Like the placement core, this crate does no I/O: no async runtime, RPC, Kubernetes or storage crate
+//! is in its dependency tree, and it reads no clock — anything that depends on time gets the time from its caller
+//! (the service's wall clock, the simulator's simulated one). `tests/purity.rs` walks `cargo metadata` and scans
+//! this crate's source to keep it so.
 //!
 //! **Lifecycle.** pending → placed → running → succeeded | failed | cancelled; *lost* when a node disappears,
 //! then pending again (requeued); *refused* at submit when no permitted pool could ever hold the job.
