@@ -102,8 +102,8 @@ impl Engine {
         queues: Vec<QueueSpec>,
         policy: PolicySpec,
         seed: u64,
-    ) -> Result<Engine, String> {
-        let state = ClusterState::from_config(cluster).map_err(|e| e.to_string())?;
+    ) -> Result<Engine, EngineError> {
+        let state = ClusterState::from_config(cluster)?;
         let t = state.topology();
         let totals = [
             t.total_gpu_milli().max(1) as f64,
@@ -140,7 +140,7 @@ impl Engine {
         policy: PolicySpec,
         seed: u64,
         records: Vec<JobRecord>,
-    ) -> Result<(Engine, Vec<JobId>), String> {
+    ) -> Result<(Engine, Vec<JobId>), EngineError> {
         let mut e = Engine::new(cluster, queues, policy, seed)?;
         let mut requeued = Vec::new();
         for mut r in records {
@@ -189,7 +189,7 @@ impl Engine {
     /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
     /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
     /// whole; jobs whose placement no longer fits are requeued and returned.
-    pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, String> {
+    pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, EngineError> {
         let records: Vec<JobRecord> = self.jobs.values().cloned().collect();
         let (mut next, requeued) = Engine::restore(cluster, queues, self.policy.clone(), self.seed, records)?;
         let old = self.state.topology().clone();
@@ -322,10 +322,10 @@ impl Engine {
     }
 
     /// Cancels a job; its resources are released. Unknown or final jobs are an error.
-    pub fn cancel(&mut self, id: JobId) -> Result<(), String> {
-        let state = self.jobs.get(&id).map(|r| r.state).ok_or_else(|| format!("no job {id}"))?;
+    pub fn cancel(&mut self, id: JobId) -> Result<(), JobError> {
+        let state = self.jobs.get(&id).map(|r| r.state).ok_or(JobError::NoSuchJob { id })?;
         if state.is_final() {
-            return Err(format!("job {id} is already {state:?}"));
+            return Err(JobError::WrongState { id, state, expected: "pending, placed or running" });
         }
         self.release(id);
         self.jobs.get_mut(&id).expect("checked above").state = JobState::Cancelled;
@@ -333,19 +333,19 @@ impl Engine {
     }
 
     /// Confirms a placed job is running.
-    pub fn started(&mut self, id: JobId) -> Result<(), String> {
+    pub fn started(&mut self, id: JobId) -> Result<(), JobError> {
         match self.jobs.get_mut(&id) {
             Some(r) if r.state == JobState::Placed => {
                 r.state = JobState::Running;
                 Ok(())
             }
-            Some(r) => Err(format!("job {id} is {:?}, not placed", r.state)),
-            None => Err(format!("no job {id}")),
+            Some(r) => Err(JobError::WrongState { id, state: r.state, expected: "placed" }),
+            None => Err(JobError::NoSuchJob { id }),
         }
     }
 
     /// A job finished; its resources are released.
-    pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), String> {
+    pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), JobError> {
         match self.jobs.get(&id).map(|r| r.state) {
             Some(s) if s.holds_resources() => {
                 self.release(id);
@@ -353,8 +353,8 @@ impl Engine {
                     if success { JobState::Succeeded } else { JobState::Failed };
                 Ok(())
             }
-            Some(s) => Err(format!("job {id} is {s:?}, not running")),
-            None => Err(format!("no job {id}")),
+            Some(state) => Err(JobError::WrongState { id, state, expected: "placed or running" }),
+            None => Err(JobError::NoSuchJob { id }),
         }
     }
 

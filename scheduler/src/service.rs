@@ -152,7 +152,8 @@ impl Scheduler {
         let reported: BTreeMap<String, NodeRecord> =
             nodes.into_iter().filter(|(n, _)| enrolled.contains(n.as_str())).collect();
         let live_cluster = overlay(&cluster, &reported);
-        let (mut engine, requeued) = Engine::restore(&live_cluster, queues_of(&cluster), policy, seed, records)?;
+        let (mut engine, requeued) =
+            Engine::restore(&live_cluster, queues_of(&cluster), policy, seed, records).map_err(|e| e.to_string())?;
         if let Some(s) = &store {
             let m = s.manifest();
             engine.continue_after(m.last_id, m.last_seq);
@@ -525,7 +526,10 @@ impl Inner {
             return Ok(vec![]);
         }
         let cluster = overlay(&self.base, &self.reported);
-        let requeued = self.engine.rebuild(&cluster, queues_of(&self.base)).map_err(Status::invalid_argument)?;
+        let requeued = self
+            .engine
+            .rebuild(&cluster, queues_of(&self.base))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.cluster = cluster;
         if !requeued.is_empty() {
             tracing::warn!(node, jobs = ?requeued, "the node's GPUs changed: jobs requeued");
