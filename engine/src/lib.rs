@@ -69,8 +69,12 @@ pub struct Engine {
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
 type Usage = BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>;
 
-/// What decides whether a job fits (its name and queue do not): equal keys fit or fail alike.
-fn shape_key(job: &Job) -> String {
+/// A job's *shape*: everything about it that decides whether and where the placement core can place it — kind,
+/// residency class, replicas, resources and NVLink wish — and nothing that does not (name, queue, priority). Two
+/// jobs with equal keys fit or fail alike on a given cluster state, so a scheduler may skip a job whose shape has
+/// just failed. The engine caches submit verdicts and skips retries by it; the simulator's replay skips retries by
+/// this same function, so the two cannot drift apart.
+pub fn shape_key(job: &Job) -> String {
     serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
 }
 
