@@ -41,7 +41,7 @@ enum Output {
 }
 
 /// A job state, as `sovra jobs --state` filters by it (the scheduler's states; a test checks that each parses as
-/// one of `sovra_scheduler::engine::JobState`).
+/// one of `sovra_engine::JobState`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum JobStateArg {
     /// Waiting in its queue.
@@ -521,7 +521,7 @@ mod tests {
     fn every_job_state_value_is_a_state_of_the_scheduler() {
         for v in JobStateArg::value_variants() {
             let name = value_name(*v);
-            let parsed: Result<sovra_scheduler::engine::JobState, _> =
+            let parsed: Result<sovra_engine::JobState, _> =
                 serde_json::from_value(serde_json::Value::String(name.clone()));
             assert!(parsed.is_ok(), "`sovra jobs --state {name}` is not a scheduler state");
         }

@@ -107,7 +107,7 @@ impl Metrics {
     }
 
     /// Refreshes the gauges from the current state and queues, then encodes everything in the text format.
-    pub fn render(&self, state: &ClusterState, queues: &[crate::engine::QueueStat]) -> String {
+    pub fn render(&self, state: &ClusterState, queues: &[sovra_engine::QueueStat]) -> String {
         for q in queues {
             let l = QueueLabel { queue: q.spec.name.clone() };
             self.pending.get_or_create(&l).set(i64::from(q.pending));

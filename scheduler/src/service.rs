@@ -11,7 +11,6 @@
 //! taken from the cluster file as they are (ready), unless the scheduler runs with `--require-daemons`, where
 //! they are NotReady until their daemon registers.
 
-use crate::engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use crate::metrics::Metrics;
 use crate::store::{NodeRecord, Store};
 use sovra_api::v1::cluster_server::Cluster;
@@ -21,6 +20,7 @@ use sovra_api::v1::{
     PoolsResponse, Register, Registered, ReportReply, node_report, report_reply,
 };
 use sovra_domain::{ClusterConfig, Gpu, Health, MigInstance, PolicySpec};
+use sovra_engine::{Engine, Event, JobId, JobRecord, QueueSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -152,7 +152,8 @@ impl Scheduler {
         let reported: BTreeMap<String, NodeRecord> =
             nodes.into_iter().filter(|(n, _)| enrolled.contains(n.as_str())).collect();
         let live_cluster = overlay(&cluster, &reported);
-        let (mut engine, requeued) = Engine::restore(&live_cluster, queues_of(&cluster), policy, seed, records)?;
+        let (mut engine, requeued) =
+            Engine::restore(&live_cluster, queues_of(&cluster), policy, seed, records).map_err(|e| e.to_string())?;
         if let Some(s) = &store {
             let m = s.manifest();
             engine.continue_after(m.last_id, m.last_seq);
@@ -525,7 +526,10 @@ impl Inner {
             return Ok(vec![]);
         }
         let cluster = overlay(&self.base, &self.reported);
-        let requeued = self.engine.rebuild(&cluster, queues_of(&self.base)).map_err(Status::invalid_argument)?;
+        let requeued = self
+            .engine
+            .rebuild(&cluster, queues_of(&self.base))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.cluster = cluster;
         if !requeued.is_empty() {
             tracing::warn!(node, jobs = ?requeued, "the node's GPUs changed: jobs requeued");

@@ -21,8 +21,8 @@
 //! and submission numbers continue after the manifest's, so an id is never given twice, even after a recovery.
 //! The manifest is a lower bound: sled may be ahead of it (a crash between the flush and the rename), never behind.
 
-use crate::engine::{JobId, JobRecord};
 use sha2::{Digest, Sha256};
+use sovra_engine::{JobId, JobRecord};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,8 @@
 //! job that no permitted pool could ever hold — the core's explanation says *unresolvable* — is refused, not queued.
 //! After every event the queue is scanned in priority order (higher first, then arrival order) and every job that
 //! fits starts: small jobs may start before a waiting large one (greedy backfill, no reservation — the scheduler
-//! service adds reservations). Within a scan, a job shape that did not fit is not retried.
+//! service adds reservations). Within a scan, a job shape that did not fit is not retried; the shape is the engine's
+//! ([`sovra_engine::shape_key`]: kind, residency, replicas, resources and NVLink wish), so both skip alike.
 //!
 //! **Metrics.** Queue wait (start − arrival) percentiles over all jobs that were not refused; jobs still waiting at
 //! the horizon count with their wait so far (a lower bound). Allocated GPU milli per pool, sampled at a fixed
@@ -21,7 +22,7 @@ pub use crate::scenario::{Arrival, Duration, Offer, Plan, Scenario, Stream, Targ
 use serde::Serialize;
 use sovra_domain::{ClusterConfig, Job, satisfies};
 use sovra_placement::{ClusterState, Decision, Placer, Verdict};
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Utilisation of one pool over time.
 #[derive(Debug, Clone, Serialize)]
@@ -240,11 +241,11 @@ pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, Str
         }
         // Something finished: scan the queue in priority order, starting what fits.
         queue.sort_by(|&a, &b| jobs[b].2.priority.cmp(&jobs[a].2.priority).then(a.cmp(&b)));
-        let mut failed_shapes: Vec<(&str, &sovra_domain::Resources, u32)> = Vec::new();
+        let mut failed_shapes: BTreeSet<String> = BTreeSet::new();
         let mut still = Vec::with_capacity(queue.len());
         for &q in &queue {
             let job = &jobs[q].2;
-            let shape = (job.residency.as_str(), &job.resources, job.replicas);
+            let shape = sovra_engine::shape_key(job);
             if failed_shapes.contains(&shape) {
                 still.push(q);
                 continue;
@@ -259,7 +260,7 @@ pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, Str
                     running[q] = Some(d);
                 }
                 Err(_) => {
-                    failed_shapes.push(shape);
+                    failed_shapes.insert(shape);
                     still.push(q);
                 }
             }

@@ -7,10 +7,10 @@ mod common;
 
 use common::{fixture, json, post, start};
 use sovra_domain::{ClusterConfig, PolicySpec};
+use sovra_engine::{Engine, QueueSpec};
 use sovra_extender::extender::{Binder, Extender};
 use sovra_extender::{Cache, pod::pod_request, wire::ExtenderArgs};
 use sovra_placement::DEFAULT_SEED;
-use sovra_scheduler::{Engine, QueueSpec};
 use std::sync::Arc;
 
 const NODES: [&str; 6] = ["gpu-fr-1", "gpu-fr-2", "gpu-fr-small", "gpu-fr-infer-1", "gpu-hyper-1", "gpu-nl-1"];

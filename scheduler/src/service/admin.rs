@@ -79,7 +79,8 @@ impl Admin for Scheduler {
         let mut reported = inner.reported.clone();
         reported.retain(|n, _| enrolled.contains(n));
         let cluster = overlay(&base, &reported);
-        let requeued = inner.engine.rebuild(&cluster, queues_of(&base)).map_err(Status::invalid_argument)?;
+        let requeued =
+            inner.engine.rebuild(&cluster, queues_of(&base)).map_err(|e| Status::invalid_argument(e.to_string()))?;
         inner.live.retain(|n, _| enrolled.contains(n));
         let response = ReloadResponse {
             nodes: base.nodes.len() as u32,

@@ -2,13 +2,13 @@
 //! get, list, watch, set-state and cancel.
 
 use super::{ReplyStream, Scheduler};
-use crate::engine::{JobRecord, JobState, SubmitError};
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{
     CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, Replica, SetStateRequest, SubmitRequest,
     SubmitResponse, WatchRequest,
 };
 use sovra_domain::limits::{MAX_JOB_YAML_BYTES, MAX_REQUEST_ID_LEN};
+use sovra_engine::{JobError, JobRecord, JobState, SubmitError};
 use tonic::{Request, Response, Status};
 
 impl Scheduler {
@@ -54,6 +54,8 @@ impl Scheduler {
             }
             Err(e @ SubmitError::UnknownQueue { .. }) => Err(Status::invalid_argument(format!("job: queue: {e}"))),
             Err(e @ SubmitError::RequestReused { .. }) => Err(Status::already_exists(format!("request_id: {e}"))),
+            // A refusal the engine may add later is still a refusal.
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }
 }
@@ -173,7 +175,7 @@ impl Jobs for Scheduler {
                 )));
             }
         };
-        r.map_err(|e| if e.starts_with("no job") { Status::not_found(e) } else { Status::failed_precondition(e) })?;
+        r.map_err(job_status)?;
         inner.cycle([req.id])?;
         inner
             .engine
@@ -185,8 +187,16 @@ impl Jobs for Scheduler {
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {
         let id = req.into_inner().id;
         let mut inner = self.lock()?;
-        inner.engine.cancel(id).map_err(Status::failed_precondition)?;
+        inner.engine.cancel(id).map_err(job_status)?;
         inner.cycle([id])?;
         inner.engine.job(id).map(|r| Response::new(info(r))).ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+}
+
+/// The gRPC status of a refused lifecycle change: NOT_FOUND for an unknown job, FAILED_PRECONDITION otherwise.
+fn job_status(e: JobError) -> Status {
+    match e {
+        JobError::NoSuchJob { .. } => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
     }
 }

@@ -1,5 +1,10 @@
 //! The scheduling engine: jobs, queues and their lifecycle around the pure placement core. In-memory and
-//! deterministic; the service (gRPC, sled, liveness) drives it.
+//! deterministic; the service (gRPC, sled, liveness) drives it, and the simulator shares its rules.
+//!
+//! **Pure.** Like the placement core, this crate does no I/O: no async runtime, RPC, Kubernetes or storage crate
+//! is in its dependency tree, and it reads no clock — anything that depends on time gets the time from its caller
+//! (the service's wall clock, the simulator's simulated one). `tests/purity.rs` walks `cargo metadata` and scans
+//! this crate's source to keep it so.
 //!
 //! **Lifecycle.** pending → placed → running → succeeded | failed | cancelled; *lost* when a node disappears,
 //! then pending again (requeued); *refused* at submit when no permitted pool could ever hold the job.
@@ -25,10 +30,11 @@
 //! for the waiting job instead of being taken by a stream of small ones (no starvation), while idle capacity
 //! elsewhere is still used (backfill).
 
-use sovra_domain::{ClusterConfig, GPU_MILLI, Job, PolicySpec, WorkloadShare};
+use sovra_domain::{ClusterConfig, Job, PolicySpec, WorkloadShare};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
+mod cycle;
 mod types;
 
 pub use types::*;
@@ -63,8 +69,12 @@ pub struct Engine {
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
 type Usage = BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>;
 
-/// What decides whether a job fits (its name and queue do not): equal keys fit or fail alike.
-fn shape_key(job: &Job) -> String {
+/// A job's *shape*: everything about it that decides whether and where the placement core can place it — kind,
+/// residency class, replicas, resources and NVLink wish — and nothing that does not (name, queue, priority). Two
+/// jobs with equal keys fit or fail alike on a given cluster state, so a scheduler may skip a job whose shape has
+/// just failed. The engine caches submit verdicts and skips retries by it; the simulator's replay skips retries by
+/// this same function, so the two cannot drift apart.
+pub fn shape_key(job: &Job) -> String {
     serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
 }
 
@@ -96,8 +106,8 @@ impl Engine {
         queues: Vec<QueueSpec>,
         policy: PolicySpec,
         seed: u64,
-    ) -> Result<Engine, String> {
-        let state = ClusterState::from_config(cluster).map_err(|e| e.to_string())?;
+    ) -> Result<Engine, EngineError> {
+        let state = ClusterState::from_config(cluster)?;
         let t = state.topology();
         let totals = [
             t.total_gpu_milli().max(1) as f64,
@@ -134,7 +144,7 @@ impl Engine {
         policy: PolicySpec,
         seed: u64,
         records: Vec<JobRecord>,
-    ) -> Result<(Engine, Vec<JobId>), String> {
+    ) -> Result<(Engine, Vec<JobId>), EngineError> {
         let mut e = Engine::new(cluster, queues, policy, seed)?;
         let mut requeued = Vec::new();
         for mut r in records {
@@ -186,7 +196,7 @@ impl Engine {
     /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
     /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
     /// whole; jobs whose placement no longer fits are requeued and returned.
-    pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, String> {
+    pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, EngineError> {
         let records: Vec<JobRecord> = self.jobs.values().cloned().collect();
         let (mut next, requeued) = Engine::restore(cluster, queues, self.policy.clone(), self.seed, records)?;
         let old = self.state.topology().clone();
@@ -324,10 +334,10 @@ impl Engine {
     }
 
     /// Cancels a job; its resources are released. Unknown or final jobs are an error.
-    pub fn cancel(&mut self, id: JobId) -> Result<(), String> {
-        let state = self.jobs.get(&id).map(|r| r.state).ok_or_else(|| format!("no job {id}"))?;
+    pub fn cancel(&mut self, id: JobId) -> Result<(), JobError> {
+        let state = self.jobs.get(&id).map(|r| r.state).ok_or(JobError::NoSuchJob { id })?;
         if state.is_final() {
-            return Err(format!("job {id} is already {state:?}"));
+            return Err(JobError::WrongState { id, state, expected: "pending, placed or running" });
         }
         self.release(id);
         self.jobs.get_mut(&id).expect("checked above").state = JobState::Cancelled;
@@ -335,19 +345,19 @@ impl Engine {
     }
 
     /// Confirms a placed job is running.
-    pub fn started(&mut self, id: JobId) -> Result<(), String> {
+    pub fn started(&mut self, id: JobId) -> Result<(), JobError> {
         match self.jobs.get_mut(&id) {
             Some(r) if r.state == JobState::Placed => {
                 r.state = JobState::Running;
                 Ok(())
             }
-            Some(r) => Err(format!("job {id} is {:?}, not placed", r.state)),
-            None => Err(format!("no job {id}")),
+            Some(r) => Err(JobError::WrongState { id, state: r.state, expected: "placed" }),
+            None => Err(JobError::NoSuchJob { id }),
         }
     }
 
     /// A job finished; its resources are released.
-    pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), String> {
+    pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), JobError> {
         match self.jobs.get(&id).map(|r| r.state) {
             Some(s) if s.holds_resources() => {
                 self.release(id);
@@ -355,8 +365,8 @@ impl Engine {
                     if success { JobState::Succeeded } else { JobState::Failed };
                 Ok(())
             }
-            Some(s) => Err(format!("job {id} is {s:?}, not running")),
-            None => Err(format!("no job {id}")),
+            Some(state) => Err(JobError::WrongState { id, state, expected: "placed or running" }),
+            None => Err(JobError::NoSuchJob { id }),
         }
     }
 
@@ -386,280 +396,5 @@ impl Engine {
             self.state.set_node_ready(idx, true);
             self.dirty = true;
         }
-    }
-
-    /// GPU milli a job holds or would hold per pool, from a decision.
-    fn milli_by_pool(d: &Decision) -> BTreeMap<String, u64> {
-        let mut m = BTreeMap::new();
-        for r in &d.replicas {
-            *m.entry(r.pool.clone()).or_default() += r.devices.iter().map(|a| u64::from(a.milli)).sum::<u64>();
-        }
-        m
-    }
-
-    /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
-    fn usage(&self) -> Usage {
-        let mut u = Usage::new();
-        for r in self.jobs.values() {
-            if let Some(d) = &r.placement {
-                account(&mut u, &r.job.queue, d, 1);
-            }
-        }
-        u
-    }
-
-    /// DRF dominant share of a queue, divided by its weight.
-    fn dominant_share(&self, queue: &str, usage: &Usage) -> f64 {
-        let held = usage.get(queue).map(|u| u.0).unwrap_or_default();
-        let share = (0..3).map(|i| held[i] as f64 / self.totals[i]).fold(0.0, f64::max);
-        share / f64::from(self.queues.get(queue).map_or(1, |q| q.weight.max(1)))
-    }
-
-    /// Nodes excluded for a job by its queue's quotas: pools where one more replica would exceed the quota.
-    fn quota_mask(&self, job: &Job, usage: &Usage) -> Option<Vec<bool>> {
-        let q = self.queues.get(&job.queue)?;
-        if q.quota_milli.is_empty() {
-            return None;
-        }
-        let topo = self.state.topology();
-        let per_replica = u64::from(job.resources.gpus) * u64::from(job.resources.gpu_milli.min(GPU_MILLI));
-        let held = usage.get(&job.queue).map(|u| &u.1);
-        let mut mask = vec![false; topo.nodes.len()];
-        for (p, pool) in topo.pools.iter().enumerate() {
-            if let Some(&limit) = q.quota_milli.get(&pool.id) {
-                let used = held.and_then(|h| h.get(&pool.id)).copied().unwrap_or(0);
-                if used + per_replica > limit {
-                    for &n in &topo.pool_nodes[p] {
-                        mask[n as usize] = true;
-                    }
-                }
-            }
-        }
-        Some(mask)
-    }
-
-    /// Whether a decision keeps the job's queue within its quotas (a gang may put several replicas in one pool).
-    fn within_quota(&self, job: &Job, d: &Decision, usage: &Usage) -> bool {
-        let Some(q) = self.queues.get(&job.queue) else { return true };
-        let held = usage.get(&job.queue).map(|u| &u.1);
-        Self::milli_by_pool(d).iter().all(|(pool, m)| match q.quota_milli.get(pool) {
-            Some(&limit) => held.and_then(|h| h.get(pool)).copied().unwrap_or(0) + m <= limit,
-            None => true,
-        })
-    }
-
-    /// One scheduling cycle; returns what it did.
-    ///
-    /// When nothing was released since the last cycle, every job that was pending then would fail again (the
-    /// cluster only got fuller), so only the jobs submitted since are tried, in rank order, under the standing
-    /// reservation — unless they outrank the job holding it. Otherwise a full cycle runs:
-    ///
-    /// Each step takes the best pending job under the *current* usage — the head of one queue's list (sorted by
-    /// priority, then submission), choosing between queues by priority, then DRF share, then submission — so
-    /// fair shares move as jobs start within the cycle. A job whose shape already failed in this cycle (same
-    /// queue, same requirements) is not tried again until a preemption frees something.
-    pub fn schedule(&mut self) -> Vec<Event> {
-        if !self.dirty {
-            return self.schedule_new();
-        }
-        self.dirty = false;
-        self.untried.clear();
-        self.reservation = None;
-        let mut events = Vec::new();
-        let mut usage = self.usage();
-        let mut pending: Vec<&JobRecord> = self.jobs.values().filter(|r| r.state == JobState::Pending).collect();
-        pending.sort_by(|a, b| b.job.priority.cmp(&a.job.priority).then(a.seq.cmp(&b.seq)));
-        let mut queues: BTreeMap<String, std::collections::VecDeque<JobId>> = BTreeMap::new();
-        for r in pending {
-            queues.entry(r.job.queue.clone()).or_default().push_back(r.id);
-        }
-        let mut reserved: Option<(i32, Vec<bool>)> = None;
-        let mut failed: BTreeMap<(String, String), Option<Explanation>> = BTreeMap::new();
-        while let Some(queue) = queues
-            .iter()
-            .filter_map(|(q, ids)| ids.front().map(|id| (q, &self.jobs[id])))
-            .min_by(|(qa, ra), (qb, rb)| {
-                rb.job
-                    .priority
-                    .cmp(&ra.job.priority)
-                    .then(self.dominant_share(qa, &usage).total_cmp(&self.dominant_share(qb, &usage)))
-                    .then(ra.seq.cmp(&rb.seq))
-            })
-            .map(|(q, _)| q.clone())
-        {
-            let id = queues.get_mut(&queue).and_then(|ids| ids.pop_front()).expect("the chosen queue has a head");
-            let job = self.jobs[&id].job.clone();
-            let key = (job.queue.clone(), shape_key(&job));
-            if let Some(why) = failed.get(&key) {
-                self.jobs.get_mut(&id).expect("pending job exists").explanation = why.clone();
-                continue;
-            }
-            let mut mask = self.quota_mask(&job, &usage);
-            // Honour a reservation made earlier in this cycle by a job of higher or equal rank.
-            if let Some((_, r)) = &reserved {
-                exclude(&mut mask, r);
-            }
-            match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
-                Ok(d) if self.within_quota(&job, &d, &usage) => {
-                    self.start(id, d, &mut usage, &mut events);
-                }
-                outcome => {
-                    let explanation = outcome.err();
-                    if let Some(victims) = self.preemption_for(&job, mask.as_deref()) {
-                        for &v in &victims {
-                            if let Some(d) = self.jobs[&v].placement.clone() {
-                                account(&mut usage, &self.jobs[&v].job.queue.clone(), &d, -1);
-                            }
-                            self.release(v);
-                            let r = self.jobs.get_mut(&v).expect("victim exists");
-                            r.state = JobState::Pending;
-                            r.preemptions += 1;
-                            events.push(Event::Preempted { job: v, by: id });
-                        }
-                        // Something was freed: shapes that failed may fit now.
-                        failed.clear();
-                        let d = self
-                            .placer
-                            .place_excluding(&self.state, &job, mask.as_deref())
-                            .expect("preemption_for checked that the job fits after releasing the victims");
-                        self.start(id, d, &mut usage, &mut events);
-                        continue;
-                    }
-                    failed.insert(key, explanation.clone());
-                    self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
-                    if reserved.is_none()
-                        && let Some(nodes) = self.reserve(id, &mut events)
-                    {
-                        // A reservation changes what later jobs may use: failures seen so far still hold.
-                        reserved = Some((job.priority, nodes));
-                    }
-                }
-            }
-        }
-        events
-    }
-
-    /// The incremental cycle: only jobs submitted since the last cycle (see [`Engine::schedule`]).
-    fn schedule_new(&mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        let mut ids = std::mem::take(&mut self.untried);
-        ids.retain(|id| self.jobs.get(id).is_some_and(|r| r.state == JobState::Pending));
-        ids.sort_by(|a, b| {
-            let (ra, rb) = (&self.jobs[a], &self.jobs[b]);
-            rb.job.priority.cmp(&ra.job.priority).then(ra.seq.cmp(&rb.seq))
-        });
-        let mut usage = self.usage();
-        for id in ids {
-            let job = self.jobs[&id].job.clone();
-            let seq = self.jobs[&id].seq;
-            let outranks = |r: &Option<(JobId, i32, u64, Vec<bool>)>| {
-                r.as_ref()
-                    .is_none_or(|(_, p, s, _)| (job.priority, std::cmp::Reverse(seq)) > (*p, std::cmp::Reverse(*s)))
-            };
-            let mut mask = self.quota_mask(&job, &usage);
-            if !outranks(&self.reservation)
-                && let Some((_, _, _, r)) = &self.reservation
-            {
-                exclude(&mut mask, r);
-            }
-            match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
-                Ok(d) if self.within_quota(&job, &d, &usage) => {
-                    self.start(id, d, &mut usage, &mut events);
-                }
-                outcome => {
-                    if self.preemption_for(&job, mask.as_deref()).is_some() {
-                        // Preemption reshuffles what runs: let a full cycle decide, in rank order.
-                        self.dirty = true;
-                        self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
-                        let mut rest = self.schedule();
-                        events.append(&mut rest);
-                        return events;
-                    }
-                    self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
-                    if outranks(&self.reservation) {
-                        self.reserve(id, &mut events);
-                    }
-                }
-            }
-        }
-        events
-    }
-
-    /// Gives job `id` the standing reservation (see [`Engine::reservation_for`]), recording the event; returns the
-    /// reserved nodes, or `None` when the job could not fit even then.
-    fn reserve(&mut self, id: JobId, events: &mut Vec<Event>) -> Option<Vec<bool>> {
-        let job = self.jobs[&id].job.clone();
-        let nodes = self.reservation_for(&job)?;
-        let topo = self.state.topology();
-        let names = nodes.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| topo.nodes[i].name.clone()).collect();
-        events.push(Event::Reserved { job: id, nodes: names });
-        self.reservation = Some((id, job.priority, self.jobs[&id].seq, nodes.clone()));
-        Some(nodes)
-    }
-
-    /// Starts a pending job on `d` (decided on the current state): applies it, charges its queue, records it.
-    fn start(&mut self, id: JobId, d: Decision, usage: &mut Usage, events: &mut Vec<Event>) {
-        self.state.apply(&d).expect("the core placed it on this state");
-        let rec = self.jobs.get_mut(&id).expect("pending job exists");
-        account(usage, &rec.job.queue, &d, 1);
-        rec.placement = Some(d);
-        rec.state = JobState::Placed;
-        rec.explanation = None;
-        events.push(Event::Placed { job: id });
-    }
-
-    /// Running gangs of lower priority whose release makes `job` fit: greedy release (lowest priority, most
-    /// recent first), then spare every victim not needed. `None` when no set of them makes it fit.
-    fn preemption_for(&mut self, job: &Job, mask: Option<&[bool]>) -> Option<Vec<JobId>> {
-        let mut candidates: Vec<&JobRecord> =
-            self.jobs.values().filter(|r| r.state.holds_resources() && r.job.priority < job.priority).collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        candidates.sort_by(|a, b| a.job.priority.cmp(&b.job.priority).then(b.seq.cmp(&a.seq)));
-        let candidates: Vec<(JobId, Decision)> =
-            candidates.iter().map(|r| (r.id, r.placement.clone().expect("holds resources"))).collect();
-        let mut scratch = self.state.clone();
-        let mut chosen = Vec::new();
-        let mut fits = false;
-        for (id, d) in &candidates {
-            scratch.release(d);
-            chosen.push((*id, d.clone()));
-            if self.placer.place_excluding(&scratch, job, mask).is_ok() {
-                fits = true;
-                break;
-            }
-        }
-        if !fits {
-            return None;
-        }
-        // Spare victims whose release was not needed: put each back and keep it if the job still fits.
-        let mut needed = Vec::new();
-        for (id, d) in chosen.into_iter().rev() {
-            let mut trial = scratch.clone();
-            if trial.apply(&d).is_ok() && self.placer.place_excluding(&trial, job, mask).is_ok() {
-                scratch = trial;
-            } else {
-                needed.push(id);
-            }
-        }
-        needed.sort_unstable();
-        Some(needed)
-    }
-
-    /// The nodes `job` would use if every running job of its priority or lower had finished: its reservation.
-    fn reservation_for(&mut self, job: &Job) -> Option<Vec<bool>> {
-        let mut scratch = self.state.clone();
-        for r in self.jobs.values().filter(|r| r.state.holds_resources() && r.job.priority <= job.priority) {
-            if let Some(d) = &r.placement {
-                scratch.release(d);
-            }
-        }
-        let d = self.placer.place(&scratch, job).ok()?;
-        let mut mask = vec![false; self.state.topology().nodes.len()];
-        for r in &d.replicas {
-            mask[r.node as usize] = true;
-        }
-        Some(mask)
     }
 }

@@ -4,7 +4,7 @@
 //! (US-owned) with pool `train-de` = node de-a, 4 GPUs. Classes: `any`, `fr-only` (country FR).
 
 use sovra_domain::{ClusterConfig, Job, NvlinkWish, PolicySpec, Purpose, Resources};
-use sovra_scheduler::{Engine, Event, JobId, JobState, QueueSpec, SubmitError};
+use sovra_engine::{Engine, Event, JobId, JobState, QueueSpec, SubmitError};
 
 const CLUSTER: &str = r#"
 zones:
@@ -247,4 +247,17 @@ fn preemption_spares_victims_that_would_not_help() {
         events.iter().filter_map(|ev| if let Event::Preempted { job, .. } = ev { Some(*job) } else { None }).collect();
     assert_eq!(preempted, vec![w], "{events:?}");
     assert_eq!((state(&e, v), state(&e, x), state(&e, high)), (JobState::Placed, JobState::Placed, JobState::Placed));
+}
+
+#[test]
+fn lifecycle_errors_are_typed_and_name_the_field() {
+    use sovra_engine::JobError;
+    let mut e = engine(vec![QueueSpec::new("default")]);
+    assert_eq!(e.cancel(99), Err(JobError::NoSuchJob { id: 99 }));
+    assert_eq!(e.started(99).unwrap_err().to_string(), "id: no job 99; `sovra jobs` lists the jobs");
+    let a = e.submit(job("a", "default", 0, "any", 1, 1), None).unwrap();
+    assert_eq!(e.started(a), Err(JobError::WrongState { id: a, state: JobState::Pending, expected: "placed" }));
+    e.cancel(a).unwrap();
+    let err = e.finished(a, true).unwrap_err();
+    assert_eq!(err.to_string(), format!("state: job {a} is Cancelled, not placed or running"));
 }

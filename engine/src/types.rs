@@ -83,8 +83,40 @@ impl QueueSpec {
     }
 }
 
+/// Why an engine could not be built (or rebuilt) over a cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The configuration passed validation but the placement core cannot build a topology from it.
+    #[error("cluster: {0}; fix the cluster file and reload")]
+    Cluster(#[from] sovra_placement::BuildError),
+}
+
+/// Why a lifecycle change (cancel, started, finished) of a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// No job has this id.
+    #[error("id: no job {id}; `sovra jobs` lists the jobs")]
+    NoSuchJob {
+        /// The id asked for.
+        id: JobId,
+    },
+    /// The job is not in a state the change applies to.
+    #[error("state: job {id} is {state:?}, not {expected}")]
+    WrongState {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        state: JobState,
+        /// What the change needs, e.g. `placed`, `running`, `pending, placed or running`.
+        expected: &'static str,
+    },
+}
+
 /// Why a submit was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The job names a queue that does not exist.
     #[error("unknown queue {queue:?}; the scheduler has [{known}]")]
