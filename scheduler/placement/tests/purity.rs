@@ -1,69 +1,15 @@
 //! The placement core must stay pure: no async runtime, RPC, Kubernetes, storage or NVML crate may enter its
 //! normal dependency tree (directly or transitively). This test reads `cargo metadata` and fails if one creeps in.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
+#[path = "../../../testsupport/dependency_tree.rs"]
+mod dependency_tree;
 
-const FORBIDDEN: &[&str] = &[
-    "tokio",
-    "async-std",
-    "smol",
-    "futures",
-    "tonic",
-    "prost",
-    "hyper",
-    "axum",
-    "reqwest",
-    "kube",
-    "kube-client",
-    "k8s-openapi",
-    "sled",
-    "redb",
-    "fjall",
-    "rocksdb",
-    "nvml-wrapper",
-    "tower",
-    "mio",
-];
+use dependency_tree::{IO_CRATES, forbidden_in, normal_dependency_tree};
 
 #[test]
 fn placement_core_has_no_io_dependencies() {
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--manifest-path"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .output()
-        .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: BTreeMap<&str, &str> = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-        .collect();
-    let nodes = meta["resolve"]["nodes"].as_array().unwrap();
-    let deps: BTreeMap<&str, Vec<&str>> = nodes
-        .iter()
-        .map(|n| {
-            let normal = n["deps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
-                .map(|d| d["pkg"].as_str().unwrap())
-                .collect();
-            (n["id"].as_str().unwrap(), normal)
-        })
-        .collect();
-    let root = names.iter().find(|(_, n)| **n == "sovra-placement").map(|(id, _)| *id).unwrap();
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![root];
-    while let Some(id) = stack.pop() {
-        if seen.insert(id) {
-            stack.extend(deps.get(id).into_iter().flatten().copied());
-        }
-    }
-    let found: Vec<&str> = seen.iter().map(|id| names[id]).filter(|n| FORBIDDEN.contains(n)).collect();
+    let tree = normal_dependency_tree(env!("CARGO_MANIFEST_DIR"), "sovra-placement");
+    let found = forbidden_in(&tree, IO_CRATES);
     assert!(found.is_empty(), "the placement core now depends on {found:?}; keep I/O out of it");
-    assert!(seen.len() > 1, "the walk found the core's dependencies");
+    assert!(tree.contains("sovra-domain"), "the walk found the core's dependencies");
 }
