@@ -228,7 +228,12 @@ pub fn diagnose(e: &(dyn StdError + 'static)) -> ConnectProblem {
     if lower.contains("timed out") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return ConnectProblem::Unreachable(joined);
     }
-    if lower.contains("connection closed") || lower.contains("connection reset") {
+    // The forms a TLS 1.3 server's hang-up takes, depending on where the client was (reading, or still writing its
+    // HTTP/2 preface: then the write fails with a broken pipe).
+    if ["connection closed", "connection reset", "broken pipe", "connection aborted", "unexpected eof"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
         return ConnectProblem::ClosedAfterHandshake(joined);
     }
     ConnectProblem::Other(joined)
@@ -266,6 +271,8 @@ mod tests {
         let p = diagnose(&closed);
         assert!(matches!(p, ConnectProblem::ClosedAfterHandshake(_)), "{p:?}");
         assert!(p.explain("https://s:7070", "ca.pem").contains("refused our client certificate"));
+        let pipe = std::io::Error::other("connection error: stream closed because of a broken pipe");
+        assert!(matches!(diagnose(&pipe), ConnectProblem::ClosedAfterHandshake(_)));
     }
 
     #[test]
