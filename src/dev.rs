@@ -44,7 +44,7 @@ pub struct DevArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Heartbeat interval, milliseconds (100 to 60000).
-    #[arg(long, default_value_t = 1000, value_parser = heartbeat_ms)]
+    #[arg(long, default_value_t = 1000, value_parser = sovra_scheduler::service::parse_heartbeat_ms)]
     heartbeat_ms: u64,
     /// Run the scripted tour, then exit.
     #[arg(long)]
@@ -54,23 +54,7 @@ pub struct DevArgs {
     token: Option<String>,
 }
 
-/// The shortest heartbeat `sovra dev` takes. Below it the daemons' heartbeats and the liveness check compete with
-/// everything else on a busy machine: healthy nodes flap NotReady and their jobs are re-placed over and over (at
-/// 1 ms the tour saw 277 placements for 3 jobs), which no user wants from a local mode.
-pub const MIN_HEARTBEAT_MS: u64 = 100;
-/// The longest: the tour waits for a dead node in multiples of the interval.
-pub const MAX_HEARTBEAT_MS: u64 = 60_000;
-
-fn heartbeat_ms(s: &str) -> Result<u64, String> {
-    let ms: u64 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number of milliseconds"))?;
-    if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&ms) {
-        return Err(format!(
-            "{ms} ms is out of range: use {MIN_HEARTBEAT_MS} to {MAX_HEARTBEAT_MS} ms (shorter heartbeats make \
-             healthy nodes flap NotReady on a busy machine)"
-        ));
-    }
-    Ok(ms)
-}
+pub use sovra_scheduler::service::{MAX_HEARTBEAT_MS, MIN_HEARTBEAT_MS};
 
 fn fail(code: u8) -> impl Fn(String) -> Failure {
     move |message| Failure { code, message }

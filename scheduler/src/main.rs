@@ -56,8 +56,9 @@ enum Command {
         /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this address.
         #[arg(long)]
         metrics_listen: Option<String>,
-        /// Heartbeat interval node daemons must keep, milliseconds (NotReady after 1.5 intervals of silence).
-        #[arg(long, default_value_t = 2000)]
+        /// Heartbeat interval node daemons must keep, milliseconds, 100 to 60000 (NotReady after 1.5 intervals of
+        /// silence).
+        #[arg(long, default_value_t = 2000, value_parser = sovra_scheduler::service::parse_heartbeat_ms)]
         heartbeat_ms: u64,
         /// Nodes are NotReady until their daemon registers (default: nodes without a daemon are used as the
         /// cluster file describes them).
@@ -128,9 +129,6 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         Some(p) => p.parse().map_err(|e| bad(format!("--policy: {e}")))?,
         None => cluster.scheduling.policy.clone().unwrap_or_default(),
     };
-    if heartbeat_ms == 0 {
-        return Err(bad("--heartbeat-ms: must be at least 1".into()));
-    }
     let ca = tls_dir.as_ref().map(|d| TlsDir(d.clone()).ca());
     let tls = tls_dir.map(|d| TlsDir(d).server_config()).transpose().map_err(bad)?;
     let store = match &data {

@@ -198,3 +198,41 @@ async fn request_id_retry_of_a_refused_job_is_refused_again_not_ok() {
     stop.send(()).unwrap();
     handle.await.unwrap();
 }
+
+/// `sovra jobs --state bogus` was refused by the CLI only: the List RPC answered an empty list to any other client.
+#[tokio::test]
+async fn list_with_an_unknown_state_is_invalid_argument_not_an_empty_list() {
+    let (mut jobs, stop, handle) = start().await;
+    jobs.submit(submit(job("one", "1", "gpus: 1, cpu_milli: 1000, memory_mib: 1024"), "")).await.unwrap();
+    let mut bogus = list();
+    bogus.get_mut().state = "bogus".into();
+    let e = jobs.list(bogus).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().starts_with("state: \"bogus\" is not a job state"), "{}", e.message());
+    // Every state the message names is one the service takes.
+    for name in ["pending", "placed", "running", "succeeded", "failed", "cancelled", "lost", "refused"] {
+        assert!(e.message().contains(name), "{}", e.message());
+        let mut r = list();
+        r.get_mut().state = name.into();
+        let got = jobs.list(r).await.unwrap().into_inner().jobs;
+        assert_eq!(got.len(), usize::from(name == "placed"), "{name}");
+    }
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+/// `serve --heartbeat-ms 1` was taken (only 0 was refused), though it makes healthy nodes flap NotReady.
+#[test]
+fn serve_heartbeat_below_100_ms_is_refused_naming_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.yaml");
+    std::fs::write(&config, CLUSTER).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sovra-scheduler"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-ms", "1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--heartbeat-ms") && err.contains("use 100 to 60000 ms"), "{err}");
+}

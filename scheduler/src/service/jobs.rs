@@ -109,6 +109,15 @@ impl Jobs for Scheduler {
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let req = req.into_inner();
+        if !req.state.is_empty()
+            && serde_json::from_value::<JobState>(serde_json::Value::String(req.state.clone())).is_err()
+        {
+            return Err(Status::invalid_argument(format!(
+                "state: {:?} is not a job state; use one of pending, placed, running, succeeded, failed, cancelled, \
+                 lost, refused (or none for all)",
+                req.state
+            )));
+        }
         let inner = self.lock()?;
         let jobs = inner
             .engine
