@@ -54,8 +54,6 @@ pub struct DevArgs {
     token: Option<String>,
 }
 
-pub use sovra_scheduler::service::{MAX_HEARTBEAT_MS, MIN_HEARTBEAT_MS};
-
 fn fail(code: u8) -> impl Fn(String) -> Failure {
     move |message| Failure { code, message }
 }
