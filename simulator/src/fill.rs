@@ -1,4 +1,4 @@
-//! Fill mode: the FGD paper's experiment protocol (`shared/reference/fgd-simulator-protocol.md` §0–§5), run on
+//! Fill mode: the FGD paper's experiment protocol (`docs/fgd-simulator-protocol.md` §0–§5), run on
 //! Sovra's placement core.
 //!
 //! 1. The task list is sorted by name; FGD's target workload is taken from this *untuned* list (95% coverage).

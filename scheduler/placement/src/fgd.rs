@@ -1,5 +1,5 @@
 //! Fragmentation gradient descent (FGD; Weng et al., "Beware of Fragmentation: Scheduling GPU-Sharing Workloads
-//! with Fragmentation Gradient Descent", USENIX ATC'23), exactly as `shared/reference/fgd-simulator-protocol.md`
+//! with Fragmentation Gradient Descent", USENIX ATC'23), exactly as `docs/fgd-simulator-protocol.md`
 //! §4 defines it.
 //!
 //! A node's *fragmentation* against a target workload of replica shapes t with shares p_t is
