@@ -2,110 +2,12 @@
 //! grant` and `sovra audit verify`: exit codes (0 done, 1 denied / broken, 2 bad input) and `--output json`.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+#[path = "support/registry_tour.rs"]
+mod registry_tour;
 
-impl Scratch {
-    fn new() -> Scratch {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("sovra-registry-cli-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Tour {
-    dir: Scratch,
-}
-
-impl Tour {
-    /// Keys, the example cluster and promotion config, a signed model with provenance and metrics.
-    fn new() -> Tour {
-        let t = Tour { dir: Scratch::new() };
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::copy(repo.join("examples/cluster.yaml"), t.p("cluster.yaml")).unwrap();
-        std::fs::copy(repo.join("examples/promotion.yaml"), t.p("promotion.yaml")).unwrap();
-        for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
-            t.ok(&["model", "keygen", &format!("keys/{k}")]);
-        }
-        std::fs::create_dir_all(t.p("model/weights")).unwrap();
-        std::fs::write(t.p("model/config.json"), b"{\"layers\": 2}\n").unwrap();
-        std::fs::write(t.p("model/weights/w0.bin"), vec![7u8; 100_000]).unwrap();
-        std::fs::write(t.p("provenance.yaml"), "training_job: j1\ntraining_zone: fr-par-secnum\n").unwrap();
-        std::fs::write(t.p("metrics.json"), "{\"accuracy\": 0.95, \"toxicity\": 0.01}").unwrap();
-        t.ok(&["model", "sign", "model", "--private-key", "keys/trainer.pem", "--signature", "model.sig"]);
-        t
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sovra"))
-            .current_dir(self.dir.path())
-            .env("SOVRA_REGISTRY", self.p("registry"))
-            .env("SOVRA_PROMOTION_CONFIG", self.p("promotion.yaml"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn code(&self, args: &[&str]) -> (i32, String, String) {
-        let o = self.run(args);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into(),
-            String::from_utf8_lossy(&o.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.code(args);
-        assert_eq!(code, 0, "sovra {args:?}\nstdout: {out}\nstderr: {err}");
-        out
-    }
-
-    fn json(&self, args: &[&str], expect: i32) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["--output", "json"]);
-        let (code, out, err) = self.code(&a);
-        assert_eq!(code, expect, "sovra {a:?}\nstdout: {out}\nstderr: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    fn push(&self) {
-        self.ok(&[
-            "model",
-            "push",
-            "radiology",
-            "model",
-            "--signature",
-            "model.sig",
-            "--residency-class",
-            "fr-health",
-            "--provenance",
-            "provenance.yaml",
-            "--metrics",
-            "metrics.json",
-        ]);
-    }
-}
+use registry_tour::Tour;
 
 #[test]
 fn the_whole_flow_with_exit_codes_and_json() {

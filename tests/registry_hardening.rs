@@ -5,139 +5,12 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+#[path = "support/registry_tour.rs"]
+mod registry_tour;
 
-impl Scratch {
-    fn new() -> Scratch {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("sovra-registry-hardening-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Keys, the example cluster and promotion config, and a signed model with provenance and metrics.
-struct Tour {
-    dir: Scratch,
-}
-
-impl Tour {
-    fn new() -> Tour {
-        let t = Tour { dir: Scratch::new() };
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        std::fs::copy(repo.join("examples/cluster.yaml"), t.p("cluster.yaml")).unwrap();
-        std::fs::copy(repo.join("examples/promotion.yaml"), t.p("promotion.yaml")).unwrap();
-        for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
-            t.ok(&["model", "keygen", &format!("keys/{k}")]);
-        }
-        std::fs::create_dir_all(t.p("model/weights")).unwrap();
-        std::fs::write(t.p("model/config.json"), b"{\"layers\": 2}\n").unwrap();
-        std::fs::write(t.p("model/weights/w0.bin"), vec![7u8; 100_000]).unwrap();
-        std::fs::write(t.p("provenance.yaml"), "training_job: j1\ntraining_zone: fr-par-secnum\n").unwrap();
-        std::fs::write(t.p("metrics.json"), "{\"accuracy\": 0.95, \"toxicity\": 0.01}").unwrap();
-        t.ok(&["model", "sign", "model", "--private-key", "keys/trainer.pem", "--signature", "model.sig"]);
-        t
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.0.join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sovra"));
-        c.current_dir(&self.dir.0)
-            .env("SOVRA_REGISTRY", self.p("registry"))
-            .env("SOVRA_PROMOTION_CONFIG", self.p("promotion.yaml"))
-            .env_remove("SOVRA_AUDIT_WITNESS")
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn code(&self, args: &[&str]) -> (i32, String, String) {
-        let o = self.run(args);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into(),
-            String::from_utf8_lossy(&o.stderr).into(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.code(args);
-        assert_eq!(code, 0, "sovra {args:?}\nstdout: {out}\nstderr: {err}");
-        out
-    }
-
-    fn expect(&self, args: &[&str], want: i32) -> (String, String) {
-        let (code, out, err) = self.code(args);
-        assert_eq!(code, want, "sovra {args:?}\nstdout: {out}\nstderr: {err}");
-        (out, err)
-    }
-
-    fn json(&self, args: &[&str], want: i32) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["--output", "json"]);
-        let (out, _) = self.expect(&a, want);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    fn push_model(&self, dir: &str, sig: &str) -> String {
-        let v = self.json(
-            &[
-                "model",
-                "push",
-                "radiology",
-                dir,
-                "--signature",
-                sig,
-                "--residency-class",
-                "fr-health",
-                "--provenance",
-                "provenance.yaml",
-                "--metrics",
-                "metrics.json",
-            ],
-            0,
-        );
-        v["digest"].as_str().unwrap().to_string()
-    }
-
-    fn push(&self) -> String {
-        self.push_model("model", "model.sig")
-    }
-
-    /// A push, a denial, a promotion, two approvals: five audit entries.
-    fn history(&self) {
-        self.push();
-        self.expect(&["model", "promote", "radiology", "--to", "inference"], 1);
-        self.ok(&["model", "promote", "radiology", "--to", "registry"]);
-        self.ok(&["model", "approve", "radiology", "--to", "inference", "--key", "keys/alice.pem"]);
-        self.ok(&["model", "approve", "radiology", "--to", "inference", "--key", "keys/bob.pem"]);
-    }
-
-    fn verify(&self, extra: &[&str]) -> (i32, Value) {
-        let mut a = vec!["audit", "verify", "--output", "json"];
-        a.extend_from_slice(extra);
-        let (code, out, err) = self.code(&a);
-        let v = serde_json::from_str(&out).unwrap_or(Value::String(format!("{out}{err}")));
-        (code, v)
-    }
-}
+use registry_tour::Tour;
 
 fn copy_dir(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
@@ -451,7 +324,7 @@ fn pull_writes_the_bundle_beside_the_directory_not_hidden_inside() {
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join("model_signing")).find(|f| f.is_file()))
     {
         let o = Command::new(exe)
-            .current_dir(&t.dir.0)
+            .current_dir(t.dir.path())
             .args(["verify", "key", "out", "--signature", "out.sig", "--public_key", "keys/trainer.pub.pem"])
             .output()
             .unwrap();
