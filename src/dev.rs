@@ -20,7 +20,7 @@ use sovra_node_daemon::HealthPolicy;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter, sources};
 use sovra_scheduler::service::{Options, Scheduler, serve_metrics, serve_with};
-use sovra_scheduler::store::Store;
+use sovra_scheduler::store::SledStore;
 use sovra_scheduler::tls::{TlsDir, generate};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
     let tls = generate(&data.join("tls"), &["localhost".into(), "127.0.0.1".into()], &names).map_err(&bad)?;
     let state = data.join("state");
     // `sovra dev` has no `--recover` of its own: name the scheduler command that recovers this directory.
-    let store = Store::open(&state).map_err(|e| {
+    let store = SledStore::open(&state).map_err(|e| {
         bad(format!(
             "{e}\n(under `sovra dev` the state is {}: recover it with `sovra-scheduler serve --config {} --data {} \
              --recover`, or start `sovra dev` with another --data)",
@@ -121,9 +121,10 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
         ))
     })?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
-    let opts = Options { heartbeat, require_daemons: true, config_path: Some(config_path.clone()) };
+    let opts =
+        Options { heartbeat, require_daemons: true, config_path: Some(config_path.clone()), ..Options::default() };
     let policy = cluster.scheduling.policy.clone().unwrap_or_default();
-    let scheduler = Scheduler::with_options(cluster.clone(), policy, 42, Some(store), opts).map_err(&bad)?;
+    let scheduler = Scheduler::with_options(cluster.clone(), policy, 42, Some(Box::new(store)), opts).map_err(&bad)?;
 
     let default_addr = |port: u16| if args.tour { "127.0.0.1:0".to_string() } else { format!("127.0.0.1:{port}") };
     let listen = args.listen.clone().unwrap_or_else(|| default_addr(7070));
@@ -470,7 +471,7 @@ fn finish(checks: Checks) -> Result<u8, Failure> {
 
 /// The scheduler's nodes.
 async fn list_nodes(ch: &tonic::transport::Channel, remote: &Remote) -> Result<Vec<sovra_api::v1::NodeInfo>, Failure> {
-    let r = ClusterClient::new(ch.clone()).nodes(remote::authed(remote, NodesRequest {})?).await;
+    let r = ClusterClient::new(ch.clone()).nodes(remote::authed(remote, NodesRequest::default())?).await;
     Ok(r.map_err(|e| fail(1)(e.message().to_string()))?.into_inner().nodes)
 }
 

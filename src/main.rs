@@ -278,6 +278,10 @@ enum Command {
     Watch {
         /// Job id (default: all jobs).
         id: Option<u64>,
+        /// Resume: only changes after this revision (a job's `revision`, or the revision a list was read at),
+        /// instead of every current job first.
+        #[arg(long, value_name = "REVISION")]
+        since: Option<u64>,
         #[command(flatten)]
         remote: remote::Remote,
         /// Output format: one line (or one JSON document) per change.
@@ -339,7 +343,9 @@ fn main() -> ExitCode {
         Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
         Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),
         Command::Reload { remote, output } => remote::run(remote, remote::Action::Reload, output),
-        Command::Watch { id, remote, output } => remote::run(remote, remote::Action::Watch { id }, output),
+        Command::Watch { id, since, remote, output } => {
+            remote::run(remote, remote::Action::Watch { id, since }, output)
+        }
         Command::Dev { args } => dev::run(args),
         Command::Model { command } => model_cmd::run(command),
         Command::Exception { command } => promote_cmd::exception(command),

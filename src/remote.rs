@@ -59,7 +59,12 @@ pub enum Action {
     /// Re-read the scheduler's cluster file.
     Reload,
     /// Print job updates as they happen (one job, or all).
-    Watch { id: Option<u64> },
+    Watch {
+        /// One job, or all.
+        id: Option<u64>,
+        /// Only changes after this revision.
+        since: Option<u64>,
+    },
 }
 
 /// The failure of a call to `remote`: the scheduler's refusal (its message), or, for a transport failure, what it
@@ -181,8 +186,23 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             }
         }
         Action::Jobs { queue, state } => {
-            let req = ListRequest { queue: queue.unwrap_or_default(), state: state.unwrap_or_default() };
-            let list = jobs.list(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner().jobs;
+            // Every page, in id order.
+            let mut list = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let req = ListRequest {
+                    queue: queue.clone().unwrap_or_default(),
+                    state: state.clone().unwrap_or_default(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = jobs.list(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+                list.extend(page.jobs);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             if json {
                 println!("{}", to_json(&list));
             } else {
@@ -218,8 +238,18 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
             if json { println!("{}", to_json(&info)) } else { println!("job {} {}", info.id, info.state) }
         }
         Action::Nodes => {
-            let nodes =
-                cluster.nodes(authed(&remote, NodesRequest {})?).await.map_err(status(&remote))?.into_inner().nodes;
+            // Every page, by node name.
+            let mut nodes = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let req = NodesRequest { page_size: 0, page_token };
+                let page = cluster.nodes(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+                nodes.extend(page.nodes);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             if json {
                 println!("{}", to_json(&nodes));
             } else {
@@ -336,8 +366,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                 println!("reloaded: {} nodes in {} pools; requeued jobs: {:?}", r.nodes, r.pools, r.requeued);
             }
         }
-        Action::Watch { id } => {
-            let req = WatchRequest { id: id.unwrap_or(0), queue: String::new() };
+        Action::Watch { id, since } => {
+            let req = WatchRequest { id: id.unwrap_or(0), queue: String::new(), since_revision: since.unwrap_or(0) };
             let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
             while let Some(j) = stream.message().await.map_err(status(&remote))? {
                 if json {

@@ -87,7 +87,8 @@ fn authed<T>(msg: T) -> Request<T> {
 }
 
 async fn node(env: &Env) -> NodeInfo {
-    let nodes = ClusterClient::new(channel(env).await).nodes(authed(NodesRequest {})).await.unwrap().into_inner().nodes;
+    let nodes =
+        ClusterClient::new(channel(env).await).nodes(authed(NodesRequest::default())).await.unwrap().into_inner().nodes;
     nodes.into_iter().next().unwrap()
 }
 

@@ -16,7 +16,7 @@ use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter};
 use sovra_placement::synth;
 use sovra_scheduler::service::{Options, Scheduler, serve_with};
-use sovra_scheduler::store::Store;
+use sovra_scheduler::store::{SledStore, Store};
 use sovra_scheduler::tls::generate;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,10 +45,10 @@ async fn main() {
         (nums.first().copied().unwrap_or(1000), nums.get(1).copied().unwrap_or(8), nums.get(2).copied().unwrap_or(500));
     let cluster = synth::cluster(nodes, 1);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = durable.then(|| Store::open(dir.path()).expect("sled opens"));
+    let store = durable.then(|| Box::new(SledStore::open(dir.path()).expect("sled opens")) as Box<dyn Store>);
     let tls_dir = tempfile::tempdir().expect("a temporary directory");
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-    let opts = Options { heartbeat: Duration::from_secs(1), require_daemons: daemons, config_path: None };
+    let opts = Options { heartbeat: Duration::from_secs(1), require_daemons: daemons, ..Options::default() };
     let scheduler =
         Scheduler::with_options(cluster.clone(), PolicySpec::default(), 42, store, opts).expect("scheduler starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

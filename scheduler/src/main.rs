@@ -15,7 +15,7 @@
 use clap::{Parser, Subcommand};
 use sovra_domain::ClusterConfig;
 use sovra_scheduler::service::{Options, Scheduler, serve_metrics, serve_with};
-use sovra_scheduler::store::Store;
+use sovra_scheduler::store::{SledStore, Store};
 use sovra_scheduler::tls::TlsDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +69,10 @@ enum Command {
         /// damaged directory is refused.
         #[arg(long, requires = "data")]
         recover: bool,
+        /// How long finished jobs (succeeded, failed, cancelled, refused) stay listed before they are archived in
+        /// the store (`sovra job ID` still finds them): e.g. `90s`, `30m`, `24h`, `7d` (default: forever).
+        #[arg(long, value_name = "DURATION", value_parser = sovra_scheduler::service::parse_retention)]
+        retain_finished: Option<Duration>,
     },
     /// Create a CA, the scheduler's server certificate and node client certificates in a directory (an existing CA
     /// there is reused).
@@ -87,43 +91,57 @@ enum Command {
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let bad = |m: String| (2u8, m);
-    let (config, listen, data, token, policy, seed, tls_dir, metrics_listen, heartbeat_ms, require_daemons, recover) =
-        match cli.command {
-            Command::Certs { dir, hosts, nodes } => {
-                let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
-                println!("CA:        {}", tls.ca().display());
-                println!("server:    {}", tls.server().0.display());
-                for n in &nodes {
-                    println!("node {n}: {}", tls.node(n).0.display());
-                }
-                return Ok(());
+    let (
+        config,
+        listen,
+        data,
+        token,
+        policy,
+        seed,
+        tls_dir,
+        metrics_listen,
+        heartbeat_ms,
+        require_daemons,
+        recover,
+        retain_finished,
+    ) = match cli.command {
+        Command::Certs { dir, hosts, nodes } => {
+            let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
+            println!("CA:        {}", tls.ca().display());
+            println!("server:    {}", tls.server().0.display());
+            for n in &nodes {
+                println!("node {n}: {}", tls.node(n).0.display());
             }
-            Command::Serve {
-                config,
-                listen,
-                data,
-                token,
-                policy,
-                seed,
-                tls_dir,
-                metrics_listen,
-                heartbeat_ms,
-                require_daemons,
-                recover,
-            } => (
-                config,
-                listen,
-                data,
-                token,
-                policy,
-                seed,
-                tls_dir,
-                metrics_listen,
-                heartbeat_ms,
-                require_daemons,
-                recover,
-            ),
-        };
+            return Ok(());
+        }
+        Command::Serve {
+            config,
+            listen,
+            data,
+            token,
+            policy,
+            seed,
+            tls_dir,
+            metrics_listen,
+            heartbeat_ms,
+            require_daemons,
+            recover,
+            retain_finished,
+        } => (
+            config,
+            listen,
+            data,
+            token,
+            policy,
+            seed,
+            tls_dir,
+            metrics_listen,
+            heartbeat_ms,
+            require_daemons,
+            recover,
+            retain_finished,
+        ),
+    };
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
         Some(p) => p.parse().map_err(|e| bad(format!("--policy: {e}")))?,
@@ -134,7 +152,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let store = match &data {
         None => None,
         Some(d) if recover => {
-            let (store, damage) = Store::open_recover(d).map_err(|m| (1, m))?;
+            let (store, damage) = SledStore::open_recover(d).map_err(|m| (1, m))?;
             if damage.is_empty() {
                 println!("recover: {} is intact; nothing was lost", d.display());
             } else {
@@ -145,11 +163,16 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
                 let lost = damage.lost_jobs().len();
                 println!("recover: {lost} job(s) lost; new jobs get ids after {}", store.manifest().last_id);
             }
-            Some(store)
+            Some(Box::new(store) as Box<dyn Store>)
         }
-        Some(d) => Some(Store::open(d).map_err(|m| (1, m))?),
+        Some(d) => Some(Box::new(SledStore::open(d).map_err(|m| (1, m))?) as Box<dyn Store>),
     };
-    let opts = Options { heartbeat: Duration::from_millis(heartbeat_ms), require_daemons, config_path: Some(config) };
+    let opts = Options {
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        require_daemons,
+        config_path: Some(config),
+        retain_finished,
+    };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;

@@ -20,7 +20,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sovra_placement::ClusterState;
 
 /// The `Content-Type` of [`Metrics::render`]'s text: prometheus-client writes OpenMetrics (`# TYPE` names without
 /// `_total`, a closing `# EOF`), which Prometheus reads as such only under this type.
@@ -106,35 +105,27 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Refreshes the gauges from the current state and queues, then encodes everything in the text format.
-    pub fn render(&self, state: &ClusterState, queues: &[sovra_engine::QueueStat]) -> String {
+    /// Refreshes the gauges from a snapshot's figures — pools with their GPU milli free, used and unavailable (same
+    /// order), node counts, queues — then encodes everything in the text format.
+    pub fn render(
+        &self,
+        pools: &[sovra_api::v1::PoolInfo],
+        pool_milli: &[[u64; 3]],
+        ready: i64,
+        not_ready: i64,
+        queues: &[sovra_api::v1::QueueInfo],
+    ) -> String {
         for q in queues {
-            let l = QueueLabel { queue: q.spec.name.clone() };
+            let l = QueueLabel { queue: q.name.clone() };
             self.pending.get_or_create(&l).set(i64::from(q.pending));
             self.running.get_or_create(&l).set(i64::from(q.running));
         }
-        let topo = state.topology();
         let mut zones: std::collections::BTreeMap<&str, [i64; 3]> = std::collections::BTreeMap::new();
-        let ready = (0..topo.nodes.len() as u32).filter(|&n| state.node_ready(n)).count() as i64;
-        let not_ready = topo.nodes.len() as i64 - ready;
-        for (p, pool) in topo.pools.iter().enumerate() {
-            let mut v = [0i64; 3]; // free, used, unavailable
-            for &n in &topo.pool_nodes[p] {
-                let up = state.node_ready(n);
-                for d in topo.device_range(n) {
-                    let used = i64::from(state.device_used(d));
-                    v[1] += used;
-                    if up && state.device_healthy(d) {
-                        v[0] += 1000 - used;
-                    } else {
-                        v[2] += 1000 - used;
-                    }
-                }
-            }
-            let zone = topo.zones[pool.zone].id.as_str();
-            let z = zones.entry(zone).or_default();
+        for (pool, m) in pools.iter().zip(pool_milli) {
+            let v = m.map(|x| x as i64);
+            let z = zones.entry(pool.zone.as_str()).or_default();
             for (name, k) in [("free", 0), ("used", 1), ("unavailable", 2)] {
-                let l = PoolLabel { pool: pool.id.clone(), zone: zone.into(), state: name.into() };
+                let l = PoolLabel { pool: pool.id.clone(), zone: pool.zone.clone(), state: name.into() };
                 self.pool_milli.get_or_create(&l).set(v[k]);
                 z[k] += v[k];
             }

@@ -1,41 +1,31 @@
-//! Durable state in sled: every job record, written before a request is acknowledged.
+//! Durable state behind one small interface, [`Store`]: the scheduler's single writer hands it one [`Batch`] per
+//! group commit (every job record, node inventory and event line that a batch of requests changed) and
+//! acknowledges those requests only after [`Store::commit`] returned — the batch is then on disk (docs/design.md
+//! invariant 7).
 //!
-//! Tree `jobs`: key = the job id (big-endian u64, so iteration is in id order), value = the record as JSON behind a
-//! checksum (see [`encode`]). Tree `nodes`: key = the node name, value = the GPUs its daemon last reported
-//! ([`NodeRecord`], JSON), so that a restarted scheduler rebuilds the same topology and its placements still fit
-//! before the daemons reconnect. Tree `events`: key = a sequence number (big-endian u64), value = one line of what
-//! happened (node registered, not ready, job lost …), for operators; bounded to the last [`EVENTS_KEPT`] entries.
-//! Tree `quarantine`: records `--recover` found damaged, kept as they were for inspection.
+//! Backends:
+//! - [`SledStore`] (sled, embedded; the default for `serve --data`): checksummed records, a manifest outside sled
+//!   that detects truncation and roll-back, `--recover` (see [`sled_backend`]).
+//! - [`MemoryStore`]: nothing survives the process; what `serve` without `--data` and most tests use. It keeps the
+//!   committed records, so the writer can rebuild its engine from it after a failed request exactly as it would
+//!   from disk.
 //!
-//! Writes go in one atomic batch per request, then `flush` — a submit is only acknowledged once it is on disk
-//! (docs/design.md invariant 7). sled's last release is from 2021 and has open reports of trouble after abrupt stops;
-//! it stays behind this small interface so that the kill -9 tests can judge it and another store can replace it.
+//! The backend-agnostic suite `scheduler/tests/store_contract.rs` runs the same checks against every backend, so a
+//! distributed one (etcd) can be added without touching the engine or the service.
 //!
-//! **Damage is detected, never silent.** After each flushed batch the store rewrites a small manifest file next to
-//! sled's files ([`MANIFEST_FILE`]: the number of job records, the last job id and submission number, the number of
-//! request ids, with a checksum), atomically (temporary file, fsync, rename). A sled file
-//! that was truncated, overwritten or rolled back cannot take the manifest along, so [`Store::open`] compares the
-//! two and refuses to start when acknowledged jobs are missing, a record fails its checksum or the manifest itself
-//! is missing or damaged: the message says what was lost and the ways out (restore a backup, or
-//! [`Store::open_recover`], `sovra-scheduler serve --recover`, which starts and lists exactly what was lost). Job ids
-//! and submission numbers continue after the manifest's, so an id is never given twice, even after a recovery.
-//! The manifest is a lower bound: sled may be ahead of it (a crash between the flush and the rename), never behind.
+//! **Retention.** Finished jobs leave the hot state after the retention period: the batch that archives them
+//! moves their records to the backend's archive (atomically with the batch's other writes). Archived records are
+//! still counted by the damage checks and can be read one by one ([`Store::archived`]).
 
-use sha2::{Digest, Sha256};
 use sovra_engine::{JobId, JobRecord};
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// Events kept in the `events` tree.
-pub const EVENTS_KEPT: u64 = 10_000;
+mod damage;
+pub mod sled_backend;
 
-/// The manifest's file name, in the state directory.
-pub const MANIFEST_FILE: &str = "sovra-manifest.json";
-
-/// What every checksummed job record starts with (then 32 bytes of SHA-256 of the JSON, then the JSON).
-const RECORD_MAGIC: &[u8; 4] = b"SVR1";
+pub use damage::Damage;
+pub use sled_backend::{EVENTS_KEPT, MANIFEST_FILE, SledStore};
 
 /// What a node's daemon last reported, as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -54,7 +44,7 @@ pub struct NodeRecord {
 /// What the store has acknowledged, as the manifest records it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
-    /// Job records written.
+    /// Job records written (hot and archived).
     pub jobs: u64,
     /// The highest job id written.
     pub last_id: JobId,
@@ -64,464 +54,153 @@ pub struct Manifest {
     pub request_ids: u64,
 }
 
-/// The manifest file: the manifest and the SHA-256 (hex) of its JSON.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ManifestFile {
-    version: u32,
-    manifest: Manifest,
-    sha256: String,
+impl Manifest {
+    /// The manifest after `records` were written, `is_new` telling whether a record's id was never written before.
+    pub fn after<'a>(mut self, records: impl IntoIterator<Item = (&'a JobRecord, bool)>) -> Manifest {
+        for (r, is_new) in records {
+            if is_new {
+                self.jobs += 1;
+                self.request_ids += u64::from(r.request_id.is_some());
+            }
+            self.last_id = self.last_id.max(r.id);
+            self.last_seq = self.last_seq.max(r.seq);
+        }
+        self
+    }
 }
 
-/// What [`Store::open`] found wrong with a state directory; empty when nothing is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Damage {
-    /// The manifest is missing or unreadable (why), while the store holds jobs.
-    pub manifest: Option<String>,
-    /// The manifest as recorded, when it could be read.
-    pub recorded: Option<Manifest>,
-    /// Job ids at or below the manifest's last id that the store does not hold.
-    pub missing: Vec<JobId>,
-    /// Records that fail their checksum or cannot be decoded: the key (a job id when it is one) and why.
-    pub corrupt: Vec<(String, String)>,
-    /// Job ids among `corrupt`.
-    pub corrupt_ids: Vec<JobId>,
-    /// Node inventories that cannot be decoded (daemons report them again).
-    pub nodes: Vec<String>,
+/// Everything one group commit writes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Job records, new or changed (the latest version of each).
+    pub jobs: Vec<JobRecord>,
+    /// Finished jobs to move out of the hot state into the archive (their latest record is in the store already
+    /// or in `jobs`).
+    pub archive: Vec<JobId>,
+    /// Node inventories, new or changed.
+    pub nodes: Vec<(String, NodeRecord)>,
+    /// Event lines, oldest first.
+    pub events: Vec<String>,
 }
 
-impl Damage {
-    /// Whether nothing is wrong.
+impl Batch {
+    /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.manifest.is_none() && self.missing.is_empty() && self.corrupt.is_empty() && self.nodes.is_empty()
-    }
-
-    /// The jobs lost: missing ones and those whose record is damaged, in id order.
-    pub fn lost_jobs(&self) -> Vec<JobId> {
-        let set: BTreeSet<JobId> = self.missing.iter().chain(&self.corrupt_ids).copied().collect();
-        set.into_iter().collect()
-    }
-
-    /// What is wrong, in one paragraph.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(m) = &self.manifest {
-            parts.push(m.clone());
-        }
-        if let Some(r) = &self.recorded
-            && !self.missing.is_empty()
-        {
-            parts.push(format!(
-                "the manifest records {} job(s) up to id {}; {} of them are missing from the store (ids {})",
-                r.jobs,
-                r.last_id,
-                self.missing.len(),
-                ranges(&self.missing)
-            ));
-        }
-        if !self.corrupt.is_empty() {
-            let list: Vec<String> = self.corrupt.iter().take(10).map(|(k, why)| format!("{k}: {why}")).collect();
-            let more =
-                if self.corrupt.len() > 10 { format!(" and {} more", self.corrupt.len() - 10) } else { "".into() };
-            parts.push(format!("{} record(s) are damaged ({}{more})", self.corrupt.len(), list.join("; ")));
-        }
-        if !self.nodes.is_empty() {
-            parts.push(format!("node inventories are unreadable: {}", self.nodes.join(", ")));
-        }
-        parts.join("; ")
+        self.jobs.is_empty() && self.archive.is_empty() && self.nodes.is_empty() && self.events.is_empty()
     }
 }
 
-/// `[1, 2, 3, 7]` → `1-3, 7`.
-fn ranges(ids: &[JobId]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
-            j += 1;
-        }
-        out.push(if i == j { ids[i].to_string() } else { format!("{}-{}", ids[i], ids[j]) });
-        i = j + 1;
-    }
-    out.join(", ")
+/// Why a store could not be opened, read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed to read or write (disk full, I/O error, …): what was being done and the backend's error.
+    #[error("{0}")]
+    Backend(String),
+    /// What is stored is damaged: what is wrong and the ways out.
+    #[error("{0}")]
+    Damaged(String),
+    /// The state directory is used by another process.
+    #[error("{0}")]
+    InUse(String),
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A place the scheduler keeps its state. Implementations must make [`Store::commit`] atomic (all of a batch or
+/// none of it survives a crash) and durable on return, and must never hand back a record that fails its checks.
+pub trait Store: Send + Sync {
+    /// A short name for messages (`sled`, `memory`).
+    fn backend(&self) -> &'static str;
+    /// Every job record in the hot state, in id order.
+    fn load(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Every node inventory, by name.
+    fn load_nodes(&self) -> Result<Vec<(String, NodeRecord)>, StoreError>;
+    /// What has been acknowledged: job ids and submission numbers continue after its `last_id` and `last_seq`.
+    fn manifest(&self) -> Manifest;
+    /// Writes a batch atomically and durably.
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+    /// An archived job's record, if it was archived.
+    fn archived(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
+    /// The last `n` event lines, oldest first.
+    fn events(&self, n: usize) -> Vec<String>;
 }
 
-/// A job record as stored: [`RECORD_MAGIC`], SHA-256 of the JSON, the JSON.
-fn encode(r: &JobRecord) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(r).map_err(|e| format!("encoding job {}: {e}", r.id))?;
-    let mut v = Vec::with_capacity(RECORD_MAGIC.len() + 32 + json.len());
-    v.extend_from_slice(RECORD_MAGIC);
-    v.extend_from_slice(&Sha256::digest(&json));
-    v.extend_from_slice(&json);
-    Ok(v)
+#[derive(Default)]
+struct Memory {
+    jobs: BTreeMap<JobId, JobRecord>,
+    archive: BTreeMap<JobId, JobRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
+    events: std::collections::VecDeque<String>,
+    manifest: Manifest,
 }
 
-/// Decodes a stored record, checking its checksum and that it is the record of `id`.
-fn decode(id: JobId, v: &[u8]) -> Result<JobRecord, String> {
-    let body = v.strip_prefix(RECORD_MAGIC.as_slice()).ok_or_else(|| {
-        if v.first() == Some(&b'{') {
-            "no checksum (written by a version before checksums)".to_string()
-        } else {
-            "not a job record (damaged header)".to_string()
-        }
-    })?;
-    if body.len() < 32 {
-        return Err("truncated record".into());
-    }
-    let (sum, json) = body.split_at(32);
-    if Sha256::digest(json).as_slice() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let rec: JobRecord = serde_json::from_slice(json).map_err(|e| format!("undecodable: {e}"))?;
-    if rec.id != id {
-        return Err(format!("holds job {} under key {id}", rec.id));
-    }
-    Ok(rec)
+/// The in-memory backend: nothing survives the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
 }
 
-/// The legacy form (plain JSON, before checksums), adopted by `--recover`.
-fn decode_legacy(id: JobId, v: &[u8]) -> Option<JobRecord> {
-    serde_json::from_slice::<JobRecord>(v).ok().filter(|r| r.id == id && v.first() == Some(&b'{'))
-}
-
-/// The state store.
-pub struct Store {
-    db: sled::Db,
-    jobs: sled::Tree,
-    nodes: sled::Tree,
-    events: sled::Tree,
-    quarantine: sled::Tree,
-    dir: PathBuf,
-    manifest: Mutex<Manifest>,
-}
-
-/// What a scan of the `jobs` tree found.
-struct Scan {
-    good: Vec<JobRecord>,
-    legacy: Vec<JobRecord>,
-    /// Every key present (good or not), as ids where they are ids.
-    present: BTreeSet<JobId>,
-    corrupt: Vec<(sled::IVec, sled::IVec, String)>,
-    corrupt_ids: Vec<JobId>,
-}
-
-impl Store {
-    /// Opens (or creates) the store in `dir`; refuses a damaged one with a message that says what was lost and how
-    /// to go on (restore a backup, or [`Store::open_recover`]).
-    pub fn open(dir: &Path) -> Result<Store, String> {
-        let (store, damage) = Self::open_checked(dir)?;
-        if !damage.is_empty() {
-            return Err(format!(
-                "{}: the scheduler's state is damaged: {}. The scheduler refuses to start so that no acknowledged job \
-                 is lost silently and no job id is given twice. Either restore the directory from a backup (stop the \
-                 scheduler, replace the directory, start again), or start with --recover to continue without what is \
-                 listed here (it is reported again, ids are not reused, damaged records are kept aside)",
-                dir.display(),
-                damage.describe()
-            ));
-        }
-        Ok(store)
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
     }
 
-    /// Opens the store in `dir` even when it is damaged, and says what was lost: damaged records move to the
-    /// `quarantine` tree, records without a checksum (an older version's) get one, unreadable node inventories are
-    /// dropped, and the manifest is rewritten; job ids continue after the highest the manifest ever recorded.
-    pub fn open_recover(dir: &Path) -> Result<(Store, Damage), String> {
-        let (store, damage) = Self::open_checked(dir)?;
-        if damage.is_empty() {
-            return Ok((store, damage));
-        }
-        let scan = store.scan();
-        let mut batch = sled::Batch::default();
-        for (key, _, _) in &scan.corrupt {
-            batch.remove(key.clone());
-        }
-        for r in &scan.legacy {
-            batch.insert(&r.id.to_be_bytes(), encode(r)?);
-        }
-        for (key, raw, _) in &scan.corrupt {
-            store.quarantine.insert(key, raw.clone()).map_err(|e| format!("keeping a damaged record: {e}"))?;
-        }
-        store.jobs.apply_batch(batch).map_err(|e| format!("writing the job store: {e}"))?;
-        for n in &damage.nodes {
-            store.nodes.remove(n.as_bytes()).map_err(|e| format!("writing the node store: {e}"))?;
-        }
-        let mut m = store.count(&scan);
-        if let Some(r) = damage.recorded {
-            m.last_id = m.last_id.max(r.last_id);
-            m.last_seq = m.last_seq.max(r.last_seq);
-        }
-        store.db.flush().map_err(|e| format!("flushing the job store: {e}"))?;
-        store.write_manifest(&m)?;
-        *store.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())? = m;
-        let _ = store.event(&format!("started with --recover: {}", damage.describe()));
-        Ok((store, damage))
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Memory>, StoreError> {
+        self.inner.lock().map_err(|_| StoreError::Backend("the memory store's lock is poisoned".into()))
+    }
+}
+
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
     }
 
-    fn open_checked(dir: &Path) -> Result<(Store, Damage), String> {
-        let way_out = "restore the directory from a backup; --recover cannot read it either";
-        // sled may panic on a damaged file rather than return an error: either way the directory cannot be used.
-        let opened = std::panic::catch_unwind(|| sled::open(dir));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) if e.to_string().contains("could not acquire lock") => {
-                return Err(format!(
-                    "{}: the state directory is in use by another process (another sovra-scheduler?); stop it or \
-                     use another --data",
-                    dir.display()
-                ));
-            }
-            Ok(Err(e)) => return Err(format!("{}: cannot open the state directory: {e}; {way_out}", dir.display())),
-            Err(_) => {
-                return Err(format!(
-                    "{}: the state directory is damaged (sled cannot open it); {way_out}",
-                    dir.display()
-                ));
-            }
-        };
-        let tree = |name: &str| db.open_tree(name).map_err(|e| format!("{}: {e}; {way_out}", dir.display()));
-        let (jobs, nodes, events, quarantine) = (tree("jobs")?, tree("nodes")?, tree("events")?, tree("quarantine")?);
-        let store = Store { db, jobs, nodes, events, quarantine, dir: dir.to_path_buf(), manifest: Mutex::default() };
-        let scan = store.scan();
-        let mut damage = Damage {
-            corrupt: scan.corrupt.iter().map(|(_, _, why)| why.clone()).map(|w| split_key(&w)).collect(),
-            corrupt_ids: scan.corrupt_ids.clone(),
-            ..Damage::default()
-        };
-        for item in store.nodes.iter() {
-            match item {
-                Ok((_, v)) if serde_json::from_slice::<NodeRecord>(&v).is_ok() => {}
-                Ok((k, _)) => damage.nodes.push(String::from_utf8_lossy(&k).into_owned()),
-                Err(e) => damage.corrupt.push(("node store".into(), e.to_string())),
+    fn load(&self) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self.lock()?.jobs.values().cloned().collect())
+    }
+
+    fn load_nodes(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
+        Ok(self.lock()?.nodes.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn manifest(&self) -> Manifest {
+        self.lock().map(|m| m.manifest).unwrap_or_default()
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut m = self.lock()?;
+        let m = &mut *m;
+        let next = m
+            .manifest
+            .after(batch.jobs.iter().map(|r| (r, !m.jobs.contains_key(&r.id) && !m.archive.contains_key(&r.id))));
+        for r in &batch.jobs {
+            m.jobs.insert(r.id, r.clone());
+        }
+        for id in &batch.archive {
+            if let Some(r) = m.jobs.remove(id) {
+                m.archive.insert(*id, r);
             }
         }
-        let counted = store.count(&scan);
-        let path = dir.join(MANIFEST_FILE);
-        match read_manifest(&path) {
-            Ok(Some(recorded)) => {
-                let held = scan.present.range(..=recorded.last_id).count() as u64;
-                if held < recorded.jobs {
-                    damage.missing = (1..=recorded.last_id).filter(|id| !scan.present.contains(id)).collect();
-                }
-                damage.recorded = Some(recorded);
-                let m = Manifest {
-                    jobs: counted.jobs.max(recorded.jobs),
-                    last_id: counted.last_id.max(recorded.last_id),
-                    last_seq: counted.last_seq.max(recorded.last_seq),
-                    request_ids: counted.request_ids.max(recorded.request_ids),
-                };
-                *store.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())? = m;
-            }
-            Ok(None) if scan.present.is_empty() => {
-                // A new directory (or one that never held a job): start the manifest.
-                store.write_manifest(&counted)?;
-                *store.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())? = counted;
-            }
-            Ok(None) => {
-                damage.manifest = Some(format!(
-                    "the manifest {} is missing while the store holds {} job record(s), so what was lost cannot be \
-                     told",
-                    path.display(),
-                    scan.present.len()
-                ));
-            }
-            Err(why) => damage.manifest = Some(format!("the manifest {} is damaged ({why})", path.display())),
+        for (name, rec) in &batch.nodes {
+            m.nodes.insert(name.clone(), rec.clone());
         }
-        if !scan.legacy.is_empty() {
-            let ids: Vec<JobId> = scan.legacy.iter().map(|r| r.id).collect();
-            damage.corrupt.push((format!("job(s) {}", ranges(&ids)), "no checksum (an older version's)".into()));
-        }
-        Ok((store, damage))
-    }
-
-    /// Reads every record of the `jobs` tree, sorting the good from the damaged.
-    fn scan(&self) -> Scan {
-        let mut s = Scan {
-            good: Vec::new(),
-            legacy: Vec::new(),
-            present: BTreeSet::new(),
-            corrupt: Vec::new(),
-            corrupt_ids: Vec::new(),
-        };
-        for item in self.jobs.iter() {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    s.corrupt.push((sled::IVec::default(), sled::IVec::default(), format!("job store\t{e}")));
-                    break;
-                }
-            };
-            let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
-                s.corrupt.push((k.clone(), v, format!("key {}\tnot a job id", hex(&k))));
-                continue;
-            };
-            let id = u64::from_be_bytes(key);
-            s.present.insert(id);
-            match decode(id, &v) {
-                Ok(r) => s.good.push(r),
-                Err(why) => match decode_legacy(id, &v) {
-                    Some(r) => s.legacy.push(r),
-                    None => {
-                        s.corrupt_ids.push(id);
-                        s.corrupt.push((k, v, format!("job {id}\t{why}")));
-                    }
-                },
+        for e in &batch.events {
+            m.events.push_back(e.clone());
+            if m.events.len() as u64 > EVENTS_KEPT {
+                m.events.pop_front();
             }
         }
-        s
-    }
-
-    /// The manifest of the good and legacy records of a scan.
-    fn count(&self, scan: &Scan) -> Manifest {
-        let mut m = Manifest::default();
-        for r in scan.good.iter().chain(&scan.legacy) {
-            m.jobs += 1;
-            m.last_id = m.last_id.max(r.id);
-            m.last_seq = m.last_seq.max(r.seq);
-            m.request_ids += u64::from(r.request_id.is_some());
-        }
-        m
-    }
-
-    /// Writes the manifest atomically: a temporary file, fsync, rename over the old one. The directory is not
-    /// fsynced after the rename (that was a third fsync per submit, which halved durable submissions/s together with
-    /// the file's own): a rename lost in a crash leaves the previous manifest in place, and an older manifest is a
-    /// lower bound of what sled holds, which is all the damage check needs. The file's fsync stays: without it a
-    /// crash could leave the new name on an empty file, which would read as damage.
-    fn write_manifest(&self, m: &Manifest) -> Result<(), String> {
-        let json = serde_json::to_string(m).map_err(|e| format!("encoding the manifest: {e}"))?;
-        let file = ManifestFile { version: 1, manifest: *m, sha256: hex(&Sha256::digest(json.as_bytes())) };
-        let text = serde_json::to_vec_pretty(&file).map_err(|e| format!("encoding the manifest: {e}"))?;
-        let path = self.dir.join(MANIFEST_FILE);
-        let tmp = self.dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let fail = |e: std::io::Error| format!("writing the manifest {}: {e}", path.display());
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(&text).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, &path).map_err(fail)?;
+        m.manifest = next;
         Ok(())
     }
 
-    /// The manifest as of the last write: job ids and submission numbers continue after its `last_id` and
-    /// `last_seq`.
-    pub fn manifest(&self) -> Manifest {
-        self.manifest.lock().map(|m| *m).unwrap_or_default()
+    fn archived(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.lock()?.archive.get(&id).cloned())
     }
 
-    /// Every stored record, in id order. A record that cannot be read is an error naming its key.
-    pub fn load(&self) -> Result<Vec<JobRecord>, String> {
-        let mut out = Vec::new();
-        for item in self.jobs.iter() {
-            let (k, v) = item.map_err(|e| format!("reading the job store: {e}"))?;
-            let id = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
-            out.push(decode(id, &v).map_err(|e| format!("job store entry {id} is unreadable: {e}"))?);
-        }
-        Ok(out)
-    }
-
-    /// Writes `records` atomically, flushes them to disk, then records them in the manifest.
-    pub fn save<'a>(&self, records: impl IntoIterator<Item = &'a JobRecord>) -> Result<(), String> {
-        let mut manifest = self.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())?;
-        let mut next = *manifest;
-        let mut batch = sled::Batch::default();
-        for r in records {
-            let key = r.id.to_be_bytes();
-            if !self.jobs.contains_key(key).map_err(|e| format!("reading the job store: {e}"))? {
-                next.jobs += 1;
-                next.request_ids += u64::from(r.request_id.is_some());
-            }
-            next.last_id = next.last_id.max(r.id);
-            next.last_seq = next.last_seq.max(r.seq);
-            batch.insert(&key, encode(r)?);
-        }
-        self.jobs.apply_batch(batch).map_err(|e| format!("writing the job store: {e}"))?;
-        self.db.flush().map_err(|e| format!("flushing the job store: {e}"))?;
-        if next != *manifest {
-            self.write_manifest(&next)?;
-            *manifest = next;
-        }
-        Ok(())
-    }
-}
-
-/// `"job 3\tchecksum mismatch"` → `("job 3", "checksum mismatch")`.
-fn split_key(s: &str) -> (String, String) {
-    match s.split_once('\t') {
-        Some((k, why)) => (k.to_string(), why.to_string()),
-        None => (String::new(), s.to_string()),
-    }
-}
-
-/// The manifest in `path`: `None` when there is none, an error when it cannot be trusted.
-fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let file: ManifestFile = serde_json::from_slice(&text).map_err(|e| format!("unreadable: {e}"))?;
-    let json = serde_json::to_string(&file.manifest).map_err(|e| e.to_string())?;
-    if file.version != 1 || hex(&Sha256::digest(json.as_bytes())) != file.sha256 {
-        return Err("checksum mismatch".into());
-    }
-    Ok(Some(file.manifest))
-}
-
-impl Store {
-    /// Every stored node inventory, by name.
-    pub fn load_nodes(&self) -> Result<Vec<(String, NodeRecord)>, String> {
-        let mut out = Vec::new();
-        for item in self.nodes.iter() {
-            let (k, v) = item.map_err(|e| format!("reading the node store: {e}"))?;
-            let name = String::from_utf8_lossy(&k).into_owned();
-            let rec =
-                serde_json::from_slice(&v).map_err(|e| format!("node store entry {name:?} is unreadable: {e}"))?;
-            out.push((name, rec));
-        }
-        Ok(out)
-    }
-
-    /// Writes a node's inventory and flushes it.
-    pub fn save_node(&self, name: &str, rec: &NodeRecord) -> Result<(), String> {
-        let v = serde_json::to_vec(rec).map_err(|e| format!("encoding node {name}: {e}"))?;
-        self.nodes.insert(name.as_bytes(), v).map_err(|e| format!("writing the node store: {e}"))?;
-        self.db.flush().map_err(|e| format!("flushing the node store: {e}"))?;
-        Ok(())
-    }
-
-    /// Appends an event line (not flushed on its own: the next flushed write carries it), dropping the oldest
-    /// beyond [`EVENTS_KEPT`].
-    pub fn event(&self, line: &str) -> Result<(), String> {
-        let next = self
-            .events
-            .last()
-            .ok()
-            .flatten()
-            .and_then(|(k, _)| k.as_ref().try_into().ok())
-            .map_or(0, u64::from_be_bytes)
-            + 1;
-        self.events.insert(next.to_be_bytes(), line.as_bytes()).map_err(|e| format!("writing an event: {e}"))?;
-        if next > EVENTS_KEPT {
-            let _ = self.events.remove((next - EVENTS_KEPT).to_be_bytes());
-        }
-        Ok(())
-    }
-
-    /// The last `n` events, oldest first.
-    pub fn events(&self, n: usize) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .events
-            .iter()
-            .rev()
-            .take(n)
-            .filter_map(|i| i.ok())
-            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
-            .collect();
-        v.reverse();
-        v
+    fn events(&self, n: usize) -> Vec<String> {
+        let Ok(m) = self.lock() else { return vec![] };
+        let skip = m.events.len().saturating_sub(n);
+        m.events.iter().skip(skip).cloned().collect()
     }
 }

@@ -85,7 +85,7 @@ async fn admin_views_reload_watch_and_metrics() {
     assert_eq!(eu.zones, ["fr"], "the US-owned zone does not satisfy eu-restricted");
 
     // Watch every job, then submit: the watcher sees it placed, then cancelled.
-    let mut watch = jobs.watch(authed(WatchRequest { id: 0, queue: String::new() })).await.unwrap().into_inner();
+    let mut watch = jobs.watch(authed(WatchRequest::default())).await.unwrap().into_inner();
     let id = jobs
         .submit(authed(SubmitRequest { job_yaml: job("a", "research", 2), request_id: String::new() }))
         .await

@@ -12,7 +12,7 @@ use sovra_api::v1::{
 };
 use sovra_domain::{ClusterConfig, PolicySpec};
 use sovra_scheduler::service::{Options, Scheduler, serve, serve_with};
-use sovra_scheduler::store::Store;
+use sovra_scheduler::store::{SledStore, Store};
 use sovra_scheduler::tls::{TlsDir, generate};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,10 +43,12 @@ struct Server {
     handle: tokio::task::JoinHandle<()>,
 }
 
-async fn start(dir: &Path, opts: Options, store: Option<Store>, tls: bool) -> Server {
+async fn start(dir: &Path, opts: Options, store: Option<SledStore>, tls: bool) -> Server {
     generate(dir, &[], &["n1".into(), "n2".into(), "n9".into()]).unwrap();
     let cluster = ClusterConfig::from_yaml("cluster.yaml", CLUSTER).unwrap();
-    let scheduler = Scheduler::with_options(cluster, PolicySpec::default(), 42, store, opts).unwrap();
+    let scheduler =
+        Scheduler::with_options(cluster, PolicySpec::default(), 42, store.map(|s| Box::new(s) as Box<dyn Store>), opts)
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let scheme = if tls { "https" } else { "http" };
     let addr = format!("{scheme}://{}", listener.local_addr().unwrap());
@@ -137,7 +139,7 @@ fn authed<T>(msg: T) -> Request<T> {
 
 async fn node(addr: &str, dir: &Path, name: &str) -> NodeInfo {
     let ch = channel(addr, dir, None).await.unwrap();
-    let nodes = ClusterClient::new(ch).nodes(authed(NodesRequest {})).await.unwrap().into_inner().nodes;
+    let nodes = ClusterClient::new(ch).nodes(authed(NodesRequest::default())).await.unwrap().into_inner().nodes;
     nodes.into_iter().find(|n| n.name == name).unwrap()
 }
 
@@ -325,7 +327,7 @@ async fn with_require_daemons_nodes_wait_for_their_daemon_and_a_restart_keeps_re
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let opts = Options { require_daemons: true, ..long_heartbeat() };
-    let s = start(dir.path(), opts.clone(), Some(Store::open(data.path()).unwrap()), true).await;
+    let s = start(dir.path(), opts.clone(), Some(SledStore::open(data.path()).unwrap()), true).await;
     assert!(!node(&s.addr, dir.path(), "n1").await.ready, "no daemon yet");
     let id = submit(&s.addr, dir.path(), "one", 1).await;
     assert_eq!(job_state(&s.addr, dir.path(), id).await.0, "pending");
@@ -341,13 +343,13 @@ async fn with_require_daemons_nodes_wait_for_their_daemon_and_a_restart_keeps_re
     s.handle.await.unwrap();
     drop(s.scheduler);
     // Restart on the same state: n1 keeps its 4 reported GPUs and the job its placement.
-    let mut store = Store::open(data.path());
+    let mut store = SledStore::open(data.path());
     for _ in 0..100 {
         if store.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        store = Store::open(data.path());
+        store = SledStore::open(data.path());
     }
     let s = start(dir.path(), opts, Some(store.unwrap()), true).await;
     let n = node(&s.addr, dir.path(), "n1").await;
@@ -365,6 +367,6 @@ async fn plain_serve_still_works_for_clients() {
     let addr = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, scheduler, TOKEN.into(), std::future::pending()));
     let ch = Endpoint::from_shared(addr).unwrap().connect().await.unwrap();
-    let nodes = ClusterClient::new(ch).nodes(authed(NodesRequest {})).await.unwrap().into_inner().nodes;
+    let nodes = ClusterClient::new(ch).nodes(authed(NodesRequest::default())).await.unwrap().into_inner().nodes;
     assert_eq!(nodes.len(), 2);
 }

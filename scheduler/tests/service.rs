@@ -3,10 +3,10 @@
 
 use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
-use sovra_api::v1::{CancelRequest, GetRequest, ListRequest, NodesRequest, PoolsRequest, SubmitRequest};
+use sovra_api::v1::{CancelRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, SubmitRequest};
 use sovra_domain::{ClusterConfig, PolicySpec};
 use sovra_scheduler::service::{Scheduler, serve};
-use sovra_scheduler::store::Store;
+use sovra_scheduler::store::{SledStore, Store};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -36,9 +36,10 @@ fn job(name: &str, class: &str, gpus: u32) -> String {
 }
 
 /// Starts a server on an ephemeral port; returns its address and a handle that stops it.
-async fn start(store: Option<Store>) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn start(store: Option<SledStore>) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let cluster = ClusterConfig::from_yaml("cluster.yaml", CLUSTER).unwrap();
-    let scheduler = Scheduler::new(cluster, PolicySpec::default(), 42, store).unwrap();
+    let scheduler =
+        Scheduler::new(cluster, PolicySpec::default(), 42, store.map(|s| Box::new(s) as Box<dyn Store>)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -134,10 +135,10 @@ async fn jobs_over_grpc() {
     assert_eq!(b_now.state, "placed");
     assert_eq!(b_now.replicas[0].zone, "fr");
     let list =
-        jobs.list(authed(ListRequest { queue: String::new(), state: "placed".into() })).await.unwrap().into_inner();
+        jobs.list(authed(ListRequest { state: "placed".into(), ..Default::default() })).await.unwrap().into_inner();
     assert_eq!(list.jobs.len(), 2, "b and c");
 
-    let nodes = cluster.nodes(authed(NodesRequest {})).await.unwrap().into_inner().nodes;
+    let nodes = cluster.nodes(authed(NodesRequest::default())).await.unwrap().into_inner().nodes;
     let fr = nodes.iter().find(|n| n.name == "fr-a").unwrap();
     assert_eq!((fr.zone.as_str(), fr.gpus, fr.used_milli), ("fr", 4, 3000));
     let pools = cluster.pools(authed(PoolsRequest {})).await.unwrap().into_inner().pools;
@@ -149,7 +150,7 @@ async fn jobs_over_grpc() {
 #[tokio::test]
 async fn a_restart_recovers_jobs_and_placements() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, stop, handle) = start(Some(Store::open(dir.path()).unwrap())).await;
+    let (addr, stop, handle) = start(Some(SledStore::open(dir.path()).unwrap())).await;
     let (mut jobs, _) = clients(&addr).await;
     let a = jobs
         .submit(authed(SubmitRequest { job_yaml: job("a", "fr-only", 4), request_id: "r-a".into() }))
@@ -168,12 +169,13 @@ async fn a_restart_recovers_jobs_and_placements() {
     drop(jobs);
 
     // Same directory, new process state: the jobs, their states and a's GPUs are back; ids continue.
-    let (addr, stop, handle) = start(Some(Store::open(dir.path()).unwrap())).await;
+    let (addr, stop, handle) = start(Some(SledStore::open(dir.path()).unwrap())).await;
     let (mut jobs, mut cluster) = clients(&addr).await;
     let after = jobs.get(authed(GetRequest { id: a.id })).await.unwrap().into_inner();
-    assert_eq!(after, before);
+    assert!(after.revision > before.revision, "revisions keep increasing across a restart");
+    assert_eq!(JobInfo { revision: 0, ..after }, JobInfo { revision: 0, ..before });
     assert_eq!(jobs.get(authed(GetRequest { id: b.id })).await.unwrap().into_inner().state, "pending");
-    let nodes = cluster.nodes(authed(NodesRequest {})).await.unwrap().into_inner().nodes;
+    let nodes = cluster.nodes(authed(NodesRequest::default())).await.unwrap().into_inner().nodes;
     assert_eq!(nodes.iter().find(|n| n.name == "fr-a").unwrap().used_milli, 4000, "no GPU assigned twice, none lost");
     let again = jobs
         .submit(authed(SubmitRequest { job_yaml: job("a", "fr-only", 4), request_id: "r-a".into() }))

@@ -8,7 +8,7 @@ use sovra_api::v1::jobs_client::JobsClient;
 use sovra_api::v1::{ListRequest, SubmitRequest};
 use sovra_domain::{ClusterConfig, PolicySpec};
 use sovra_scheduler::service::Scheduler;
-use sovra_scheduler::store::{MANIFEST_FILE, Store};
+use sovra_scheduler::store::{MANIFEST_FILE, SledStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -233,9 +233,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// [`Store::open`] (or, with `recover`, [`Store::open_recover`]), waiting while sled's background thread of a
 /// dropped scheduler still holds the directory's lock.
-fn open(dir: &Path, recover: bool) -> Result<(Store, sovra_scheduler::store::Damage), String> {
+fn open(dir: &Path, recover: bool) -> Result<(SledStore, sovra_scheduler::store::Damage), String> {
     for _ in 0..250 {
-        let r = if recover { Store::open_recover(dir) } else { Store::open(dir).map(|s| (s, Default::default())) };
+        let r =
+            if recover { SledStore::open_recover(dir) } else { SledStore::open(dir).map(|s| (s, Default::default())) };
         match r {
             Err(e) if e.contains("in use by another process") => std::thread::sleep(Duration::from_millis(20)),
             other => return other,
@@ -247,7 +248,7 @@ fn open(dir: &Path, recover: bool) -> Result<(Store, sovra_scheduler::store::Dam
 /// Four jobs through the library (no server), the scheduler dropped so that sled can be opened directly.
 fn four_jobs_in_process(data: &Path) {
     let cluster = ClusterConfig::load(&cluster_file()).unwrap();
-    let s = Scheduler::new(cluster, PolicySpec::default(), 42, Some(Store::open(data).unwrap())).unwrap();
+    let s = Scheduler::new(cluster, PolicySpec::default(), 42, Some(Box::new(SledStore::open(data).unwrap()))).unwrap();
     for i in 0..4 {
         assert_eq!(s.submit_yaml(&job(i), &format!("r{i}")).unwrap().id, i as u64 + 1);
     }
@@ -281,7 +282,8 @@ fn record_failing_its_checksum_is_refused_and_recover_lists_it() {
     let (store, damage) = open(dir.path(), true).unwrap();
     assert_eq!(damage.lost_jobs(), vec![2]);
     let s =
-        Scheduler::new(ClusterConfig::load(&cluster_file()).unwrap(), PolicySpec::default(), 42, Some(store)).unwrap();
+        Scheduler::new(ClusterConfig::load(&cluster_file()).unwrap(), PolicySpec::default(), 42, Some(Box::new(store)))
+            .unwrap();
     assert_eq!(s.submit_yaml(&job(9), "").unwrap().id, 5, "ids continue after the manifest's last id");
     drop(s);
     assert!(open(dir.path(), false).is_ok(), "a recovered directory opens");

@@ -1,24 +1,39 @@
 //! The `Jobs` API: submit (validated against the limits of `sovra_domain::limits`, idempotent by request id),
-//! get, list, watch, set-state and cancel.
+//! get, list (paginated), watch (resumable from a revision), set-state and cancel. Changes go to the writer; reads
+//! come from the published snapshot.
 
+use super::writer::{ReplyTx, Req};
 use super::{ReplyStream, Scheduler};
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{
     CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, Replica, SetStateRequest, SubmitRequest,
     SubmitResponse, WatchRequest,
 };
+use sovra_domain::Job;
 use sovra_domain::limits::{MAX_JOB_YAML_BYTES, MAX_REQUEST_ID_LEN};
-use sovra_engine::{JobError, JobRecord, JobState, SubmitError};
+use sovra_engine::{JobRecord, JobState};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// Jobs per `List` page when the request asks for none.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The largest `List` / `Nodes` page.
+pub const MAX_PAGE: usize = 10_000;
+
+/// The page size a request asks for, checked.
+pub(super) fn page_size(asked: u32, field: &str) -> Result<usize, Status> {
+    match asked as usize {
+        0 => Ok(DEFAULT_PAGE),
+        n if n <= MAX_PAGE => Ok(n),
+        n => {
+            Err(Status::invalid_argument(format!("{field}: {n}; at most {MAX_PAGE} per page (follow next_page_token)")))
+        }
+    }
+}
+
 impl Scheduler {
-    /// Submits one job given as job YAML, with an optional request id (empty: none): what the gRPC `Submit` does,
-    /// callable without a server (the fuzz target `fuzz/fuzz_targets/scheduler_submit.rs` drives it).
-    ///
-    /// A request over a limit, an invalid job or an unknown queue is INVALID_ARGUMENT naming the field; a request
-    /// id used before for a job with different content is ALREADY_EXISTS naming the first job; a job no permitted
-    /// pool could ever hold is FAILED_PRECONDITION (and recorded as refused).
-    pub fn submit_yaml(&self, job_yaml: &str, request_id: &str) -> Result<SubmitResponse, Status> {
+    /// Checks a submit request's limits and parses its job against the cluster's residency classes.
+    fn parse_submit(&self, job_yaml: &str, request_id: &str) -> Result<(Job, Option<String>), Status> {
         if job_yaml.len() > MAX_JOB_YAML_BYTES {
             return Err(Status::invalid_argument(format!(
                 "job: the job YAML is {} bytes; at most {MAX_JOB_YAML_BYTES} are accepted",
@@ -31,31 +46,36 @@ impl Scheduler {
                 request_id.len()
             )));
         }
-        let mut inner = self.lock()?;
-        let jobs =
-            inner.cluster.jobs_from_yaml("job", job_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let jobs = self
+            .snapshot()
+            .base
+            .jobs_from_yaml("job", job_yaml)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let [job] = <[_; 1]>::try_from(jobs).map_err(|_| Status::invalid_argument("job: submit one job at a time"))?;
-        let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
-        match inner.engine.submit(job, request_id) {
-            Ok(id) => {
-                // A retry of a request whose job was refused gets the refusal again, as the first attempt did.
-                if let Some(r) = inner.engine.job(id).filter(|r| r.state == JobState::Refused) {
-                    let why = r.explanation.as_ref().map(|e| e.summary.clone()).unwrap_or_default();
-                    return Err(Status::failed_precondition(format!("job {id} refused: {why}")));
-                }
-                self.metrics.submits.inc();
-                inner.cycle([id])?;
-                let state = inner.engine.job(id).map(|r| state_name(r.state)).unwrap_or_default();
-                Ok(SubmitResponse { id, state })
-            }
-            Err(SubmitError::Refused { id, explanation }) => {
-                inner.persist([id])?;
-                Err(Status::failed_precondition(format!("job {id} refused: {}", explanation.summary)))
-            }
-            Err(e @ SubmitError::UnknownQueue { .. }) => Err(Status::invalid_argument(format!("job: queue: {e}"))),
-            Err(e @ SubmitError::RequestReused { .. }) => Err(Status::already_exists(format!("request_id: {e}"))),
-            // A refusal the engine may add later is still a refusal.
-            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        Ok((job, (!request_id.is_empty()).then(|| request_id.to_string())))
+    }
+
+    /// Submits one job given as job YAML, with an optional request id (empty: none), and waits for the answer:
+    /// what the gRPC `Submit` does, callable without a server or runtime (the fuzz target
+    /// `fuzz/fuzz_targets/scheduler_submit.rs` drives it).
+    ///
+    /// A request over a limit, an invalid job or an unknown queue is INVALID_ARGUMENT naming the field; a request
+    /// id used before for a job with different content is ALREADY_EXISTS naming the first job; a job no permitted
+    /// pool could ever hold is FAILED_PRECONDITION (and recorded as refused).
+    pub fn submit_yaml(&self, job_yaml: &str, request_id: &str) -> Result<SubmitResponse, Status> {
+        let (job, request_id) = self.parse_submit(job_yaml, request_id)?;
+        self.call_blocking(Req::Submit { job: Box::new(job), request_id }, ReplyTx::Submit)
+    }
+
+    /// A job's view: from the snapshot, or from the archive once it left the hot state.
+    fn job_info(&self, id: u64) -> Result<JobInfo, Status> {
+        if let Some(j) = self.snapshot().jobs.get(&id) {
+            return Ok(JobInfo::clone(j));
+        }
+        match self.store.archived(id) {
+            Ok(Some(r)) => Ok(info(&r)),
+            Ok(None) => Err(Status::not_found(format!("no job {id}"))),
+            Err(e) => Err(Status::unavailable(format!("reading the archive for job {id}: {e}"))),
         }
     }
 }
@@ -91,6 +111,7 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
             .unwrap_or_default(),
         explanation_summary: r.explanation.as_ref().map(|e| e.summary.clone()).unwrap_or_default(),
         preemptions: r.preemptions,
+        revision: 0,
     }
 }
 
@@ -98,13 +119,12 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
 impl Jobs for Scheduler {
     async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let req = req.into_inner();
-        self.submit_yaml(&req.job_yaml, &req.request_id).map(Response::new)
+        let (job, request_id) = self.parse_submit(&req.job_yaml, &req.request_id)?;
+        self.call(Req::Submit { job: Box::new(job), request_id }, ReplyTx::Submit).await.map(Response::new)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<JobInfo>, Status> {
-        let id = req.into_inner().id;
-        let inner = self.lock()?;
-        inner.engine.job(id).map(|r| Response::new(info(r))).ok_or_else(|| Status::not_found(format!("no job {id}")))
+        self.job_info(req.into_inner().id).map(Response::new)
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -118,15 +138,30 @@ impl Jobs for Scheduler {
                 req.state
             )));
         }
-        let inner = self.lock()?;
-        let jobs = inner
-            .engine
-            .jobs()
-            .filter(|r| req.queue.is_empty() || r.job.queue == req.queue)
-            .filter(|r| req.state.is_empty() || state_name(r.state) == req.state)
-            .map(info)
-            .collect();
-        Ok(Response::new(ListResponse { jobs }))
+        let size = page_size(req.page_size, "page_size")?;
+        let after = match req.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token: {t:?} is not a token this scheduler gave; omit it to start"
+                ))
+            })?,
+        };
+        let snap = self.snapshot();
+        let mut jobs = Vec::new();
+        let mut next_page_token = String::new();
+        for j in snap.jobs.range(after.saturating_add(1)..).map(|(_, j)| j) {
+            if !(req.queue.is_empty() || j.queue == req.queue) || !(req.state.is_empty() || j.state == req.state) {
+                continue;
+            }
+            if jobs.len() == size {
+                // More follow: the next page starts after the last job of this one.
+                next_page_token = jobs.last().map(|j: &JobInfo| j.id.to_string()).unwrap_or_default();
+                break;
+            }
+            jobs.push(JobInfo::clone(j));
+        }
+        Ok(Response::new(ListResponse { jobs, next_page_token, revision: snap.revision }))
     }
 
     type WatchStream = ReplyStream<JobInfo>;
@@ -135,32 +170,47 @@ impl Jobs for Scheduler {
         let req = req.into_inner();
         let wanted =
             move |j: &JobInfo| (req.id == 0 || j.id == req.id) && (req.queue.is_empty() || j.queue == req.queue);
-        let (mut updates, snapshot) = {
-            let inner = self.lock()?;
-            if req.id != 0 && inner.engine.job(req.id).is_none() {
-                return Err(Status::not_found(format!("no job {}", req.id)));
-            }
-            let snapshot: Vec<JobInfo> = inner.engine.jobs().map(info).filter(|j| wanted(j)).collect();
-            (inner.watch.subscribe(), snapshot)
-        };
+        // Subscribe before reading the snapshot: nothing committed after it can be missed.
+        let mut updates = self.watch.subscribe();
+        let snap = self.snapshot();
+        if req.id != 0 && !snap.jobs.contains_key(&req.id) && self.job_info(req.id).is_err() {
+            return Err(Status::not_found(format!("no job {}", req.id)));
+        }
+        let since = req.since_revision;
+        if since != 0 && since < snap.compacted {
+            return Err(Status::out_of_range(format!(
+                "since_revision: {since} is older than revision {}, before which finished jobs were archived; list \
+                 the jobs again and watch from the list's revision",
+                snap.compacted
+            )));
+        }
+        let at = snap.revision;
+        let current: Vec<Arc<JobInfo>> =
+            snap.jobs.values().filter(|j| j.revision > since && wanted(j)).cloned().collect();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            for j in snapshot {
-                if tx.send(Ok(j)).await.is_err() {
+            let mut last = since;
+            for j in current {
+                last = last.max(j.revision);
+                if tx.send(Ok(JobInfo::clone(&j))).await.is_err() {
                     return;
                 }
             }
             loop {
                 match updates.recv().await {
-                    Ok(j) if wanted(&j) => {
-                        if tx.send(Ok(j)).await.is_err() {
+                    Ok(j) if j.revision > at && wanted(&j) => {
+                        last = last.max(j.revision);
+                        if tx.send(Ok(JobInfo::clone(&j))).await.is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let _ = tx
-                            .send(Err(Status::data_loss(format!("the watcher fell {n} updates behind; watch again"))))
+                            .send(Err(Status::data_loss(format!(
+                                "the watcher fell {n} updates behind; watch again with since_revision {}",
+                                last.saturating_sub(1)
+                            ))))
                             .await;
                         return;
                     }
@@ -173,39 +223,11 @@ impl Jobs for Scheduler {
 
     async fn set_state(&self, req: Request<SetStateRequest>) -> Result<Response<JobInfo>, Status> {
         let req = req.into_inner();
-        let mut inner = self.lock()?;
-        let r = match req.state.as_str() {
-            "running" => inner.engine.started(req.id),
-            "succeeded" => inner.engine.finished(req.id, true),
-            "failed" => inner.engine.finished(req.id, false),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "state: {other:?} is not one a runner reports; use running, succeeded or failed"
-                )));
-            }
-        };
-        r.map_err(job_status)?;
-        inner.cycle([req.id])?;
-        inner
-            .engine
-            .job(req.id)
-            .map(|r| Response::new(info(r)))
-            .ok_or_else(|| Status::not_found(format!("no job {}", req.id)))
+        self.call(Req::SetState { id: req.id, state: req.state }, ReplyTx::Job).await.map(Response::new)
     }
 
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {
         let id = req.into_inner().id;
-        let mut inner = self.lock()?;
-        inner.engine.cancel(id).map_err(job_status)?;
-        inner.cycle([id])?;
-        inner.engine.job(id).map(|r| Response::new(info(r))).ok_or_else(|| Status::not_found(format!("no job {id}")))
-    }
-}
-
-/// The gRPC status of a refused lifecycle change: NOT_FOUND for an unknown job, FAILED_PRECONDITION otherwise.
-fn job_status(e: JobError) -> Status {
-    match e {
-        JobError::NoSuchJob { .. } => Status::not_found(e.to_string()),
-        _ => Status::failed_precondition(e.to_string()),
+        self.call(Req::Cancel { id }, ReplyTx::Job).await.map(Response::new)
     }
 }

@@ -1,4 +1,4 @@
-//! Serving: the gRPC API (with TLS and the liveness check) and the metrics endpoint.
+//! Serving: the gRPC API (with TLS) and the metrics endpoint. The liveness check runs in the writer.
 
 use super::Scheduler;
 use sovra_api::v1::admin_server::AdminServer;
@@ -16,8 +16,7 @@ pub async fn serve(
     serve_with(listener, scheduler, token, None, shutdown).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes, with TLS when `tls` is given, and runs the liveness
-/// check meanwhile.
+/// Serves the API on `listener` until `shutdown` completes, with TLS when `tls` is given.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     scheduler: Scheduler,
@@ -30,7 +29,6 @@ pub async fn serve_with(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
     }
-    let liveness = scheduler.spawn_liveness();
     let result = builder
         .add_service(JobsServer::with_interceptor(scheduler.clone(), check.clone()))
         .add_service(ClusterServer::with_interceptor(scheduler.clone(), check.clone()))
@@ -39,7 +37,6 @@ pub async fn serve_with(
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| format!("the gRPC server stopped: {e}"));
-    liveness.abort();
     result
 }
 
@@ -69,9 +66,9 @@ pub async fn serve_metrics(
             axum::routing::get(move || {
                 let s = scheduler.clone();
                 async move {
-                    match s.lock() {
-                        Ok(_) => (StatusCode::OK, "ok\n".to_string()),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e.message())),
+                    match &s.snapshot().stopped {
+                        None => (StatusCode::OK, "ok\n".to_string()),
+                        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                     }
                 }
             }),
