@@ -250,7 +250,7 @@ fn nodes_show_why_a_daemon_cannot_read_its_gpus() {
             let opts = sovra_scheduler::service::Options {
                 heartbeat: Duration::from_millis(500),
                 require_daemons: true,
-                config_path: None,
+                ..Default::default()
             };
             let s =
                 sovra_scheduler::service::Scheduler::with_options(cluster, Default::default(), 42, None, opts).unwrap();

@@ -22,6 +22,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         explanation_json: r#"{"filters":[{"filter":"residency","rejected_nodes":3}]}"#.into(),
         explanation_summary: "no room now".into(),
         preemptions: 1,
+        revision: 3,
     };
     let v = serde_json::to_value(&job).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -37,6 +38,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
             "queue",
             "replicas",
             "residency",
+            "revision",
             "state"
         ]
     );

@@ -38,7 +38,7 @@ async fn start() -> Env {
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path(), &[], &["gpu-1".into()]).unwrap();
     let cluster = ClusterConfig::from_yaml("cluster.yaml", CLUSTER).unwrap();
-    let opts = Options { heartbeat: HEARTBEAT, require_daemons: true, config_path: None };
+    let opts = Options { heartbeat: HEARTBEAT, require_daemons: true, config_path: None, ..Options::default() };
     let scheduler = Scheduler::with_options(cluster, PolicySpec::default(), 42, None, opts).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("https://{}", listener.local_addr().unwrap());

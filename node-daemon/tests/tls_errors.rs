@@ -32,7 +32,12 @@ fn start(dir: &Path, hosts: &[&str]) -> String {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(async move {
             let cluster = ClusterConfig::from_yaml("cluster.yaml", CLUSTER).unwrap();
-            let opts = Options { heartbeat: Duration::from_millis(500), require_daemons: true, config_path: None };
+            let opts = Options {
+                heartbeat: Duration::from_millis(500),
+                require_daemons: true,
+                config_path: None,
+                ..Options::default()
+            };
             let s = Scheduler::with_options(cluster, PolicySpec::default(), 42, None, opts).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(format!("https://{}", listener.local_addr().unwrap())).unwrap();

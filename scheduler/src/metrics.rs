@@ -66,6 +66,14 @@ pub struct Metrics {
     nodes: Family<StateLabel, Gauge>,
     /// Messages from node daemons.
     pub node_reports: Counter,
+    /// Group commits written (each one write and one flush of the store).
+    pub commits: Counter,
+    /// Requests per group commit.
+    pub commit_requests: Histogram,
+    /// Duration of a store commit (write, flush, manifest), seconds.
+    pub commit_seconds: Histogram,
+    /// Requests refused because the panic of a bug was caught (the service went on).
+    pub panics: Counter,
 }
 
 impl Default for Metrics {
@@ -90,6 +98,12 @@ impl Metrics {
             zone_milli: Family::default(),
             nodes: Family::default(),
             node_reports: Counter::default(),
+            commits: Counter::default(),
+            // 1 … 2048 requests.
+            commit_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 10 µs … ~5 s.
+            commit_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
+            panics: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("sovra_queue_pending_jobs", "Jobs waiting in a queue", m.pending.clone());
@@ -102,6 +116,10 @@ impl Metrics {
         registry.register("sovra_zone_gpu_milli", "GPU milli per zone: free, used, unavailable", m.zone_milli.clone());
         registry.register("sovra_nodes", "Nodes ready and not ready", m.nodes.clone());
         registry.register("sovra_node_reports", "Messages received from node daemons", m.node_reports.clone());
+        registry.register("sovra_commits", "Group commits written to the store", m.commits.clone());
+        registry.register("sovra_commit_requests", "Requests per group commit", m.commit_requests.clone());
+        registry.register("sovra_commit_seconds", "Duration of a store commit", m.commit_seconds.clone());
+        registry.register("sovra_request_panics", "Requests refused after a caught panic", m.panics.clone());
         Metrics { registry, ..m }
     }
 

@@ -214,7 +214,17 @@ impl Writer {
             nodes: changes.nodes.iter().filter_map(|n| self.reported.get(n).map(|r| (n.clone(), r.clone()))).collect(),
             events: changes.events.clone(),
         };
-        if let Err(e) = self.store.commit(&batch) {
+        let written = if batch.is_empty() {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let written = self.store.commit(&batch);
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.commits.inc();
+            self.metrics.commit_requests.observe(work.len() as f64);
+            written
+        };
+        if let Err(e) = written {
             let why: Arc<str> = format!(
                 "the {} store failed to write ({e}); nothing since its last successful write was acknowledged. \
                  The scheduler stopped taking changes: fix the disk and restart it",
@@ -265,6 +275,7 @@ impl Writer {
                     Ok(o) => outcomes.push(o),
                     Err(p) => {
                         tracing::error!(request = ?req, panic = %panic_text(&p), "a request panicked in the writer");
+                        self.metrics.panics.inc();
                         failed_at = Some(i);
                         break;
                     }
