@@ -34,9 +34,12 @@ use sovra_domain::{ClusterConfig, Job, PolicySpec, WorkloadShare};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
+mod blocking;
 mod cycle;
+mod explain;
 mod types;
 
+pub use explain::*;
 pub use types::*;
 
 /// The engine.
@@ -64,6 +67,8 @@ pub struct Engine {
     /// The policy and seed the placer was built with (kept for [`Engine::rebuild`]).
     policy: PolicySpec,
     seed: u64,
+    /// The caller's time, milliseconds (see [`Engine::set_now`]).
+    now_ms: u64,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -132,6 +137,7 @@ impl Engine {
             next_id: 1,
             next_seq: 1,
             totals,
+            now_ms: 0,
         })
     }
 
@@ -183,6 +189,8 @@ impl Engine {
             }
             e.jobs.insert(r.id, r);
         }
+        // The clock continues from the latest time the records hold (the caller sets it before its next cycle).
+        e.now_ms = e.jobs.values().flat_map(|r| &r.preemption_records).map(|p| p.at_ms).max().unwrap_or(0);
         Ok((e, requeued))
     }
 
@@ -231,6 +239,26 @@ impl Engine {
             self.dirty = true;
         }
         changed
+    }
+
+    /// Sets the time, in milliseconds of the caller's clock (the service's wall clock since the Unix epoch, the
+    /// simulator's simulated time), that the following cycles stamp on what they record (preemption records).
+    /// The engine reads no clock: until this is called the time is 0, and after [`Engine::restore`] (and so
+    /// [`Engine::rebuild`]) it is the latest time found in the jobs' records, so a caller that cares about the
+    /// time sets it before each cycle (or calls [`Engine::schedule_at`]). The value is taken as given.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The time last set with [`Engine::set_now`] (see there).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Sets the time ([`Engine::set_now`]) and runs one cycle ([`Engine::schedule`]).
+    pub fn schedule_at(&mut self, now_ms: u64) -> Vec<Event> {
+        self.set_now(now_ms);
+        self.schedule()
     }
 
     /// The queues with their figures, by name.
@@ -316,7 +344,19 @@ impl Engine {
         }
         self.jobs.insert(
             id,
-            JobRecord { id, request_id, job, state, seq, placement: None, explanation, preemptions: 0, losses: 0 },
+            JobRecord {
+                id,
+                request_id,
+                job,
+                state,
+                seq,
+                placement: None,
+                explanation,
+                preemptions: 0,
+                losses: 0,
+                blockers: Vec::new(),
+                preemption_records: Vec::new(),
+            },
         );
         match refused {
             Some(e) => Err(SubmitError::Refused { id, explanation: Box::new(e) }),
@@ -324,7 +364,7 @@ impl Engine {
         }
     }
 
-    fn release(&mut self, id: JobId) {
+    pub(crate) fn release(&mut self, id: JobId) {
         if let Some(rec) = self.jobs.get_mut(&id)
             && let Some(d) = rec.placement.take()
         {
