@@ -29,6 +29,22 @@
 //! ranked jobs of the same cycle may start only on other nodes, so capacity freed on the reserved nodes accumulates
 //! for the waiting job instead of being taken by a stream of small ones (no starvation), while idle capacity
 //! elsewhere is still used (backfill).
+//!
+//! **Why a job waits** (`explain.rs`, `blocking.rs`): besides the placement core's [`Explanation`], each time a
+//! cycle tries or skips a pending job it sets the job's [`JobRecord::blockers`], structured and with numbers — its
+//! queue's [`Blocker::Quota`] in each pool the job may use that the quota closes (or a placement found would
+//! overrun), a [`Blocker::Reservation`] only when the job would have started had the reserved nodes not been
+//! excluded, and always its [`Blocker::Position`] in its queue. [`Blocker`]'s `Display` is the one wording for
+//! people (`sovra job --explain`); everything else reads the fields.
+//!
+//! **Preemption records**: each preemption leaves a [`PreemptionRecord`] (who, by whom, both priorities, when,
+//! GPU milli and devices freed, nodes) on the victim — the last [`MAX_PREEMPTION_RECORDS`] — and in
+//! [`Event::Preempted`]. The time is the caller's: [`Engine::set_now`] (or [`Engine::schedule_at`]) sets it,
+//! [`Engine::schedule`] stamps the last time set.
+//!
+//! **Invariants** checked after every step of random lifecycles by `tests/properties.rs`: no device over 1000
+//! milli and the state agreeing with the placements, no partial gang, every replica in a zone of its class and a
+//! pool of its kind, no acknowledged job lost across rebuilds and restarts.
 
 use sovra_domain::{ClusterConfig, Job, PolicySpec, WorkloadShare};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
