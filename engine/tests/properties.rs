@@ -5,6 +5,8 @@
 //! - no partial gang: a job holding resources has exactly `replicas` placements, any other job none;
 //! - every replica is on a node whose zone satisfies the job's residency class and whose pool's purpose is the
 //!   job's kind (looked up in the cluster configuration, not the core's topology);
+//! - a job that started keeps no blockers; preemption records name the job as victim, a strictly higher
+//!   priority as the preemptor, and stay bounded;
 //! - no acknowledged job (submit returned `Ok`) disappears, across rebuilds and restarts; a restart keeps every
 //!   job's state, placement included, except the documented requeue (a job whose placement no longer fits goes
 //!   back to pending, and is listed as requeued).
@@ -173,6 +175,7 @@ fn check(e: &Engine, cfg: &ClusterConfig, acked: &[JobId]) -> Result<(), TestCas
         match (&r.placement, r.state.holds_resources()) {
             (Some(d), true) => {
                 prop_assert_eq!(d.replicas.len(), r.job.replicas as usize, "job {} holds a partial gang", r.id);
+                prop_assert!(r.blockers.is_empty(), "job {} started but keeps blockers {:?}", r.id, r.blockers);
                 for p in &d.replicas {
                     let node = cfg.nodes.iter().find(|n| n.name == p.node_name);
                     let node =
@@ -202,6 +205,12 @@ fn check(e: &Engine, cfg: &ClusterConfig, acked: &[JobId]) -> Result<(), TestCas
                     p.is_some()
                 )));
             }
+        }
+    }
+    for r in e.jobs() {
+        prop_assert!(r.preemption_records.len() <= sovra_engine::MAX_PREEMPTION_RECORDS);
+        for p in &r.preemption_records {
+            prop_assert!(p.victim == r.id && p.victim_priority < p.by_priority, "job {}: record {:?}", r.id, p);
         }
     }
     for (dev, &u) in used.iter().enumerate() {
