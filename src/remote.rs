@@ -400,6 +400,18 @@ fn print_job(j: &JobInfo, explain: bool) {
     if !j.explanation_summary.is_empty() {
         println!("  why: {}", j.explanation_summary);
     }
+    if explain {
+        // The engine's own wording (one formatting function per record type, `sovra_engine::Blocker` and
+        // `sovra_engine::PreemptionRecord`); a server that sends none (older, or the job never waited) shows none.
+        for b in serde_json::from_str::<Vec<sovra_engine::Blocker>>(&j.blockers_json).unwrap_or_default() {
+            println!("  blocked: {b}");
+        }
+        for p in
+            serde_json::from_str::<Vec<sovra_engine::PreemptionRecord>>(&j.preemption_records_json).unwrap_or_default()
+        {
+            println!("  preempted: {p}");
+        }
+    }
     if explain && let Ok(e) = serde_json::from_str::<serde_json::Value>(&j.explanation_json) {
         for f in e["filters"].as_array().into_iter().flatten() {
             if f["rejected_nodes"].as_u64().unwrap_or(0) == 0 {

@@ -64,6 +64,15 @@ fn job_commands_against_a_running_scheduler() {
     let out = text(&o);
     assert!(out.contains("pending") && out.contains("why: no room now"), "{out}");
     assert!(out.contains("residency") && out.contains("gpu-capacity"), "{out}");
+    // The engine's blockers, in its own wording: the first waiting job heads its queue.
+    assert!(out.contains("blocked: position 1 of 1 in queue default"), "{out}");
+    let o = sovra(&server, TOKEN, &["job", &waiting, "-o", "json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        j["blockers"][0],
+        serde_json::json!({"blocker": "position", "queue": "default", "position": 1, "pending": 1})
+    );
+    assert_eq!(j["preemption_records"], serde_json::json!([]));
 
     let o = sovra(&server, TOKEN, &["jobs"]);
     assert!(text(&o).contains("oncology-finetune"));

@@ -23,16 +23,20 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         explanation_summary: "no room now".into(),
         preemptions: 1,
         revision: 3,
+        blockers_json: r#"[{"blocker":"position","queue":"research","position":2,"pending":3}]"#.into(),
+        preemption_records_json: r#"[{"victim":7,"by":9}]"#.into(),
     };
     let v = serde_json::to_value(&job).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
         [
+            "blockers",
             "explanation",
             "explanation_summary",
             "id",
             "name",
+            "preemption_records",
             "preemptions",
             "priority",
             "queue",
@@ -43,6 +47,8 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         ]
     );
     assert_eq!(v["explanation"]["filters"][0]["rejected_nodes"], 3);
+    assert_eq!(v["blockers"][0]["position"], 2);
+    assert_eq!(v["preemption_records"][0]["by"], 9);
     assert_eq!(v["replicas"][0]["devices"], serde_json::json!([0, 1]));
     assert_eq!(v["replicas"][0]["milli_per_device"], 1000);
 }

@@ -1,14 +1,14 @@
 //! The scheduling cycle: fair-share order, quotas, whole-gang preemption and backfill reservations (see the
 //! crate docs for the policy).
 
-use crate::{Engine, Event, JobId, JobRecord, JobState, Usage, account, exclude, shape_key};
+use crate::{Blocker, Engine, Event, JobId, JobRecord, JobState, Usage, account, exclude, shape_key};
 use sovra_domain::{GPU_MILLI, Job};
 use sovra_placement::{Decision, Explanation};
 use std::collections::BTreeMap;
 
 impl Engine {
     /// GPU milli a job holds or would hold per pool, from a decision.
-    fn milli_by_pool(d: &Decision) -> BTreeMap<String, u64> {
+    pub(crate) fn milli_by_pool(d: &Decision) -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
         for r in &d.replicas {
             *m.entry(r.pool.clone()).or_default() += r.devices.iter().map(|a| u64::from(a.milli)).sum::<u64>();
@@ -35,7 +35,7 @@ impl Engine {
     }
 
     /// Nodes excluded for a job by its queue's quotas: pools where one more replica would exceed the quota.
-    fn quota_mask(&self, job: &Job, usage: &Usage) -> Option<Vec<bool>> {
+    pub(crate) fn quota_mask(&self, job: &Job, usage: &Usage) -> Option<Vec<bool>> {
         let q = self.queues.get(&job.queue)?;
         if q.quota_milli.is_empty() {
             return None;
@@ -58,7 +58,7 @@ impl Engine {
     }
 
     /// Whether a decision keeps the job's queue within its quotas (a gang may put several replicas in one pool).
-    fn within_quota(&self, job: &Job, d: &Decision, usage: &Usage) -> bool {
+    pub(crate) fn within_quota(&self, job: &Job, d: &Decision, usage: &Usage) -> bool {
         let Some(q) = self.queues.get(&job.queue) else { return true };
         let held = usage.get(&job.queue).map(|u| &u.1);
         Self::milli_by_pool(d).iter().all(|(pool, m)| match q.quota_milli.get(pool) {
@@ -92,8 +92,10 @@ impl Engine {
         for r in pending {
             queues.entry(r.job.queue.clone()).or_default().push_back(r.id);
         }
-        let mut reserved: Option<(i32, Vec<bool>)> = None;
-        let mut failed: BTreeMap<(String, String), Option<Explanation>> = BTreeMap::new();
+        let mut reserved: Option<(JobId, i32, Vec<bool>)> = None;
+        let mut failed: BTreeMap<(String, String), (Option<Explanation>, Vec<Blocker>)> = BTreeMap::new();
+        // Per queue: its jobs tried or skipped in this cycle that are still pending (they rank ahead of the rest).
+        let mut waiting: BTreeMap<String, u32> = BTreeMap::new();
         while let Some(queue) = queues
             .iter()
             .filter_map(|(q, ids)| ids.front().map(|id| (q, &self.jobs[id])))
@@ -107,15 +109,22 @@ impl Engine {
             .map(|(q, _)| q.clone())
         {
             let id = queues.get_mut(&queue).and_then(|ids| ids.pop_front()).expect("the chosen queue has a head");
+            let behind = queues.get(&queue).map_or(0, |ids| ids.len() as u32);
+            let ahead = waiting.get(&queue).copied().unwrap_or(0);
+            let position = Blocker::Position { queue: queue.clone(), position: ahead + 1, pending: ahead + 1 + behind };
             let job = self.jobs[&id].job.clone();
             let key = (job.queue.clone(), shape_key(&job));
-            if let Some(why) = failed.get(&key) {
-                self.jobs.get_mut(&id).expect("pending job exists").explanation = why.clone();
+            if let Some((why, blockers)) = failed.get(&key) {
+                let (why, mut blockers) = (why.clone(), blockers.clone());
+                blockers.push(position);
+                self.set_waiting(id, why, blockers);
+                *waiting.entry(queue).or_default() += 1;
                 continue;
             }
-            let mut mask = self.quota_mask(&job, &usage);
+            let quota = self.quota_mask(&job, &usage);
+            let mut mask = quota.clone();
             // Honour a reservation made earlier in this cycle by a job of higher or equal rank.
-            if let Some((_, r)) = &reserved {
+            if let Some((_, _, r)) = &reserved {
                 exclude(&mut mask, r);
             }
             match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
@@ -123,17 +132,13 @@ impl Engine {
                     self.start(id, d, &mut usage, &mut events);
                 }
                 outcome => {
-                    let explanation = outcome.err();
+                    let (explanation, overrun) = match outcome {
+                        Ok(d) => (None, Some(d)),
+                        Err(e) => (Some(e), None),
+                    };
                     if let Some(victims) = self.preemption_for(&job, mask.as_deref()) {
                         for &v in &victims {
-                            if let Some(d) = self.jobs[&v].placement.clone() {
-                                account(&mut usage, &self.jobs[&v].job.queue.clone(), &d, -1);
-                            }
-                            self.release(v);
-                            let r = self.jobs.get_mut(&v).expect("victim exists");
-                            r.state = JobState::Pending;
-                            r.preemptions += 1;
-                            events.push(Event::Preempted { job: v, by: id });
+                            self.preempt(v, id, job.priority, &mut usage, &mut events);
                         }
                         // Something was freed: shapes that failed may fit now.
                         failed.clear();
@@ -144,13 +149,21 @@ impl Engine {
                         self.start(id, d, &mut usage, &mut events);
                         continue;
                     }
-                    failed.insert(key, explanation.clone());
-                    self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
+                    let mut blockers = self.quota_blockers(&job, &usage, overrun.as_ref());
+                    if let Some((holder, priority, r)) = &reserved
+                        && self.fits_without_reservation(&job, quota.as_deref(), &usage)
+                    {
+                        blockers.push(self.reservation_blocker(*holder, *priority, r));
+                    }
+                    failed.insert(key, (explanation.clone(), blockers.clone()));
+                    blockers.push(position);
+                    self.set_waiting(id, explanation, blockers);
+                    *waiting.entry(queue).or_default() += 1;
                     if reserved.is_none()
                         && let Some(nodes) = self.reserve(id, &mut events)
                     {
                         // A reservation changes what later jobs may use: failures seen so far still hold.
-                        reserved = Some((job.priority, nodes));
+                        reserved = Some((id, job.priority, nodes));
                     }
                 }
             }
@@ -163,10 +176,21 @@ impl Engine {
         let mut events = Vec::new();
         let mut ids = std::mem::take(&mut self.untried);
         ids.retain(|id| self.jobs.get(id).is_some_and(|r| r.state == JobState::Pending));
+        if ids.is_empty() {
+            return events;
+        }
         ids.sort_by(|a, b| {
             let (ra, rb) = (&self.jobs[a], &self.jobs[b]);
             rb.job.priority.cmp(&ra.job.priority).then(ra.seq.cmp(&rb.seq))
         });
+        // Each queue's pending jobs in rank order (for positions); ids are tried in that same order, so the
+        // queue's jobs started earlier in this cycle all ranked ahead.
+        let mut ranks: BTreeMap<String, Vec<(std::cmp::Reverse<i32>, u64)>> = BTreeMap::new();
+        for r in self.jobs.values().filter(|r| r.state == JobState::Pending) {
+            ranks.entry(r.job.queue.clone()).or_default().push((std::cmp::Reverse(r.job.priority), r.seq));
+        }
+        ranks.values_mut().for_each(|v| v.sort_unstable());
+        let mut started: BTreeMap<String, u32> = BTreeMap::new();
         let mut usage = self.usage();
         for id in ids {
             let job = self.jobs[&id].job.clone();
@@ -175,26 +199,44 @@ impl Engine {
                 r.as_ref()
                     .is_none_or(|(_, p, s, _)| (job.priority, std::cmp::Reverse(seq)) > (*p, std::cmp::Reverse(*s)))
             };
-            let mut mask = self.quota_mask(&job, &usage);
-            if !outranks(&self.reservation)
-                && let Some((_, _, _, r)) = &self.reservation
-            {
+            let quota = self.quota_mask(&job, &usage);
+            let mut mask = quota.clone();
+            let honoured = !outranks(&self.reservation);
+            if honoured && let Some((_, _, _, r)) = &self.reservation {
                 exclude(&mut mask, r);
             }
             match self.placer.place_excluding(&self.state, &job, mask.as_deref()) {
                 Ok(d) if self.within_quota(&job, &d, &usage) => {
                     self.start(id, d, &mut usage, &mut events);
+                    *started.entry(job.queue.clone()).or_default() += 1;
                 }
                 outcome => {
+                    let (explanation, overrun) = match outcome {
+                        Ok(d) => (None, Some(d)),
+                        Err(e) => (Some(e), None),
+                    };
                     if self.preemption_for(&job, mask.as_deref()).is_some() {
                         // Preemption reshuffles what runs: let a full cycle decide, in rank order.
                         self.dirty = true;
-                        self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
+                        self.jobs.get_mut(&id).expect("pending job exists").explanation = explanation;
                         let mut rest = self.schedule();
                         events.append(&mut rest);
                         return events;
                     }
-                    self.jobs.get_mut(&id).expect("pending job exists").explanation = outcome.err();
+                    let mut blockers = self.quota_blockers(&job, &usage, overrun.as_ref());
+                    if honoured
+                        && let Some((holder, priority, _, r)) = self.reservation.clone()
+                        && self.fits_without_reservation(&job, quota.as_deref(), &usage)
+                    {
+                        blockers.push(self.reservation_blocker(holder, priority, &r));
+                    }
+                    let of_queue = ranks.get(&job.queue).map_or(&[][..], Vec::as_slice);
+                    let gone = started.get(&job.queue).copied().unwrap_or(0);
+                    let ahead = of_queue.partition_point(|&k| k < (std::cmp::Reverse(job.priority), seq)) as u32;
+                    let ahead = ahead.saturating_sub(gone);
+                    let pending = (of_queue.len() as u32).saturating_sub(gone).max(ahead + 1);
+                    blockers.push(Blocker::Position { queue: job.queue.clone(), position: ahead + 1, pending });
+                    self.set_waiting(id, explanation, blockers);
                     if outranks(&self.reservation) {
                         self.reserve(id, &mut events);
                     }
@@ -224,6 +266,7 @@ impl Engine {
         rec.placement = Some(d);
         rec.state = JobState::Placed;
         rec.explanation = None;
+        rec.blockers.clear();
         events.push(Event::Placed { job: id });
     }
 

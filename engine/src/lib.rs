@@ -29,15 +29,34 @@
 //! ranked jobs of the same cycle may start only on other nodes, so capacity freed on the reserved nodes accumulates
 //! for the waiting job instead of being taken by a stream of small ones (no starvation), while idle capacity
 //! elsewhere is still used (backfill).
+//!
+//! **Why a job waits** (`explain.rs`, `blocking.rs`): besides the placement core's [`Explanation`], each time a
+//! cycle tries or skips a pending job it sets the job's [`JobRecord::blockers`], structured and with numbers — its
+//! queue's [`Blocker::Quota`] in each pool the job may use that the quota closes (or a placement found would
+//! overrun), a [`Blocker::Reservation`] only when the job would have started had the reserved nodes not been
+//! excluded, and always its [`Blocker::Position`] in its queue. [`Blocker`]'s `Display` is the one wording for
+//! people (`sovra job --explain`); everything else reads the fields.
+//!
+//! **Preemption records**: each preemption leaves a [`PreemptionRecord`] (who, by whom, both priorities, when,
+//! GPU milli and devices freed, nodes) on the victim — the last [`MAX_PREEMPTION_RECORDS`] — and in
+//! [`Event::Preempted`]. The time is the caller's: [`Engine::set_now`] (or [`Engine::schedule_at`]) sets it,
+//! [`Engine::schedule`] stamps the last time set.
+//!
+//! **Invariants** checked after every step of random lifecycles by `tests/properties.rs`: no device over 1000
+//! milli and the state agreeing with the placements, no partial gang, every replica in a zone of its class and a
+//! pool of its kind, no acknowledged job lost across rebuilds and restarts.
 
 use sovra_domain::{ClusterConfig, Job, PolicySpec, WorkloadShare};
 use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
+mod blocking;
 mod cycle;
+mod explain;
 mod retention;
 mod types;
 
+pub use explain::*;
 pub use types::*;
 
 /// The engine.
@@ -65,6 +84,8 @@ pub struct Engine {
     /// The policy and seed the placer was built with (kept for [`Engine::rebuild`]).
     policy: PolicySpec,
     seed: u64,
+    /// The caller's time, milliseconds (see [`Engine::set_now`]).
+    now_ms: u64,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -133,6 +154,7 @@ impl Engine {
             next_id: 1,
             next_seq: 1,
             totals,
+            now_ms: 0,
         })
     }
 
@@ -184,6 +206,8 @@ impl Engine {
             }
             e.jobs.insert(r.id, r);
         }
+        // The clock continues from the latest time the records hold (the caller sets it before its next cycle).
+        e.now_ms = e.jobs.values().flat_map(|r| &r.preemption_records).map(|p| p.at_ms).max().unwrap_or(0);
         Ok((e, requeued))
     }
 
@@ -232,6 +256,26 @@ impl Engine {
             self.dirty = true;
         }
         changed
+    }
+
+    /// Sets the time, in milliseconds of the caller's clock (the service's wall clock since the Unix epoch, the
+    /// simulator's simulated time), that the following cycles stamp on what they record (preemption records).
+    /// The engine reads no clock: until this is called the time is 0, and after [`Engine::restore`] (and so
+    /// [`Engine::rebuild`]) it is the latest time found in the jobs' records, so a caller that cares about the
+    /// time sets it before each cycle (or calls [`Engine::schedule_at`]). The value is taken as given.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The time last set with [`Engine::set_now`] (see there).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Sets the time ([`Engine::set_now`]) and runs one cycle ([`Engine::schedule`]).
+    pub fn schedule_at(&mut self, now_ms: u64) -> Vec<Event> {
+        self.set_now(now_ms);
+        self.schedule()
     }
 
     /// The queues with their figures, by name.
@@ -317,7 +361,19 @@ impl Engine {
         }
         self.jobs.insert(
             id,
-            JobRecord { id, request_id, job, state, seq, placement: None, explanation, preemptions: 0, losses: 0 },
+            JobRecord {
+                id,
+                request_id,
+                job,
+                state,
+                seq,
+                placement: None,
+                explanation,
+                preemptions: 0,
+                losses: 0,
+                blockers: Vec::new(),
+                preemption_records: Vec::new(),
+            },
         );
         match refused {
             Some(e) => Err(SubmitError::Refused { id, explanation: Box::new(e) }),
@@ -325,7 +381,7 @@ impl Engine {
         }
     }
 
-    fn release(&mut self, id: JobId) {
+    pub(crate) fn release(&mut self, id: JobId) {
         if let Some(rec) = self.jobs.get_mut(&id)
             && let Some(d) = rec.placement.take()
         {

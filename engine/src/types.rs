@@ -1,6 +1,7 @@
 //! The engine's vocabulary: job ids, states and records, queues, submit errors, cycle events, queue figures, and
 //! the canonical digest of a job's spec.
 
+use crate::{Blocker, PreemptionRecord};
 use sovra_domain::Job;
 use sovra_placement::{Decision, Explanation};
 use std::collections::BTreeMap;
@@ -63,6 +64,14 @@ pub struct JobRecord {
     pub preemptions: u32,
     /// Times it was lost with a node.
     pub losses: u32,
+    /// What else kept it pending when a cycle last tried or skipped it: quota, a reservation, its position in its
+    /// queue (empty once it starts; records stored before these existed load with none).
+    #[serde(default)]
+    pub blockers: Vec<Blocker>,
+    /// Its most recent preemptions (at most [`MAX_PREEMPTION_RECORDS`](crate::MAX_PREEMPTION_RECORDS), oldest
+    /// first).
+    #[serde(default)]
+    pub preemption_records: Vec<PreemptionRecord>,
 }
 
 /// A queue.
@@ -166,6 +175,8 @@ pub enum Event {
         job: JobId,
         /// The job it made room for.
         by: JobId,
+        /// Who, why, when and what was freed (also kept on the victim's record).
+        record: PreemptionRecord,
     },
     /// A job could not be placed this cycle and holds a reservation.
     Reserved {

@@ -25,6 +25,8 @@ fn record(id: u64, state: JobState, request: Option<&str>) -> JobRecord {
         explanation: None,
         preemptions: 0,
         losses: 0,
+        blockers: vec![],
+        preemption_records: vec![],
     }
 }
 

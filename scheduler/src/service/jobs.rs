@@ -112,6 +112,9 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
         explanation_summary: r.explanation.as_ref().map(|e| e.summary.clone()).unwrap_or_default(),
         preemptions: r.preemptions,
         revision: 0,
+        // Plain data (strings, numbers, lists): serialising cannot fail.
+        blockers_json: serde_json::to_string(&r.blockers).unwrap_or_default(),
+        preemption_records_json: serde_json::to_string(&r.preemption_records).unwrap_or_default(),
     }
 }
 

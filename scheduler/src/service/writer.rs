@@ -336,7 +336,10 @@ impl Writer {
     /// Runs one scheduling cycle, counting what it did.
     fn cycle(&mut self, changes: &mut Changes) {
         let started = Instant::now();
-        let events = self.engine.schedule();
+        // The engine reads no clock: preemption records carry the wall clock, in milliseconds since 1970.
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let events = self.engine.schedule_at(now_ms);
         self.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
         for e in &events {
             match e {
