@@ -29,15 +29,14 @@ pub async fn serve_with(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
     }
-    let result = builder
+    builder
         .add_service(JobsServer::with_interceptor(scheduler.clone(), check.clone()))
         .add_service(ClusterServer::with_interceptor(scheduler.clone(), check.clone()))
         .add_service(AdminServer::with_interceptor(scheduler.clone(), check))
         .add_service(NodesServer::new(scheduler))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| format!("the gRPC server stopped: {e}"));
-    result
+        .map_err(|e| format!("the gRPC server stopped: {e}"))
 }
 
 /// Serves `/metrics` (Prometheus text format) and `/healthz` on `listener` until `shutdown` completes.

@@ -9,6 +9,9 @@ use sovra_api::v1::{NodeInfo, PoolInfo, QueueInfo};
 use sovra_domain::Health;
 use std::sync::Arc;
 
+/// Node views by name, pools, and per pool GPU milli free, used and unavailable.
+type Views = (imbl::OrdMap<String, Arc<NodeView>>, Vec<PoolInfo>, Vec<[u64; 3]>);
+
 impl Writer {
     /// The view of node `i` of the engine's topology.
     fn node_view(&self, i: usize) -> NodeView {
@@ -83,7 +86,7 @@ impl Writer {
     }
 
     /// Every node's view and the pools, from scratch (at start, and when the topology changed).
-    fn all_views(&mut self) -> (imbl::OrdMap<String, Arc<NodeView>>, Vec<PoolInfo>, Vec<[u64; 3]>) {
+    fn all_views(&mut self) -> Views {
         let topo = self.engine.state().topology().clone();
         let mut nodes = imbl::OrdMap::new();
         let mut milli = vec![[0u64; 3]; topo.pools.len()];
