@@ -1,12 +1,12 @@
-//! `sovra replay` schedules as the deployed scheduler does: one scenario (two queues with fair-share weights and a
-//! quota, three priorities, gangs of several sizes, one refused stream) run (a) through the simulator's replay and
-//! (b) through the scheduler service in-process — its tonic `Jobs` methods called directly, the test being the
-//! clock: it walks the same timeline of arrivals and completions in simulated time order (completions first at
-//! equal times), submits each job as YAML, reports `running` for every placed job (smallest id first, until none is
-//! placed) and `succeeded` when a run's duration is over, and re-derives preemptions from the jobs' `preemptions`
-//! counts. Both must give every job the same runs (start, end, node and devices of each replica, preempted or
-//! not), the same waits and the same preemptions; the scenario is checked to preempt and to make jobs wait, so the
-//! comparison cannot pass vacuously.
+//! `sovra replay` schedules as the deployed scheduler does: one scenario (`simulator/examples/contended/`: two
+//! queues with fair-share weights and a quota, three priorities, gangs of several sizes, one refused stream) run
+//! (a) through the simulator's replay and (b) through the scheduler service in-process — its tonic `Jobs` methods
+//! called directly, the test being the clock: it walks the same timeline of arrivals and completions in simulated
+//! time order (completions first at equal times), submits each job as YAML, reports `running` for every placed job
+//! (smallest id first, until none is placed) and `succeeded` when a run's duration is over, and re-derives
+//! preemptions from the jobs' `preemptions` counts. Both must give every job the same runs (start, end, node and
+//! devices of each replica, preempted or not), the same waits and the same preemptions; the scenario is checked to
+//! preempt and to make jobs wait, so the comparison cannot pass vacuously.
 
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{GetRequest, JobInfo, ListRequest, SetStateRequest, SubmitRequest};
@@ -15,70 +15,36 @@ use sovra_simulator::replay::{JobRun, JobTrace, ReplicaAt, Scenario, timeline};
 use std::collections::{BTreeMap, BinaryHeap};
 use tonic::Request;
 
-const CLUSTER: &str = "\
-zones: [{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR}]
-pools: [{id: p, zone: z, purpose: training}]
-residency_classes: [{name: any}, {name: de-only, countries: [DE]}]
-nodes:
-  - {name: n, count: 3, pool: p, cpu_milli: 64000, memory_mib: 262144, gpus: {model: G, count: 4, memory_mib: 1}}
-queues:
-  - {name: a, weight: 1}
-  - {name: b, weight: 2, quota_milli: {p: 8000}}
-";
+/// The scenario: `simulator/examples/contended/` (also measured in BENCHMARKS.md).
+fn scenario() -> Scenario {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulator/examples/contended/scenario.yaml");
+    Scenario::load(&file).unwrap()
+}
 
-/// Streams: (job name, the rest of the job's fields, count, arrival, duration).
-const STREAMS: [(&str, &str, u32, &str, &str); 5] = [
+/// Each stream's job as the test submits it (`{name: <name>-<k>, <fields>}`); checked against the scenario's own
+/// job templates, so the two cannot drift apart.
+const FIELDS: [(&str, &str); 5] = [
     (
         "batch",
         "kind: training, queue: a, priority: 0, residency: any, resources: {gpus: 2, cpu_milli: 1000, memory_mib: 1024}",
-        40,
-        "{poisson_per_hour: 6}",
-        "{exponential_mean_minutes: 50}",
     ),
     (
         "urgent",
         "kind: training, queue: b, priority: 5, residency: any, resources: {gpus: 4, cpu_milli: 1000, memory_mib: 1024}",
-        10,
-        "{every_minutes: 50}",
-        "{fixed_minutes: 35}",
     ),
     (
         "small",
         "kind: training, queue: b, priority: 0, residency: any, resources: {gpus: 1, cpu_milli: 1000, memory_mib: 1024}",
-        40,
-        "{poisson_per_hour: 8}",
-        "{uniform_minutes: [10, 70]}",
     ),
     (
         "gang",
         "kind: training, queue: a, priority: 2, replicas: 2, residency: any, resources: {gpus: 2, cpu_milli: 1000, memory_mib: 1024}",
-        6,
-        "{every_minutes: 90}",
-        "{fixed_minutes: 60}",
     ),
     (
         "nowhere",
         "kind: training, queue: a, residency: de-only, resources: {gpus: 1, cpu_milli: 1000, memory_mib: 1024}",
-        2,
-        "{every_minutes: 100}",
-        "{fixed_minutes: 10}",
     ),
 ];
-
-fn scenario() -> (tempfile::TempDir, Scenario) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cluster.yaml"), CLUSTER).unwrap();
-    let mut text = String::from("cluster: cluster.yaml\nseed: 7\nhorizon_hours: 8\nstreams:\n");
-    for (name, fields, count, arrival, duration) in STREAMS {
-        text += &format!(
-            "  - job: {{name: {name}, {fields}}}\n    count: {count}\n    arrival: {arrival}\n    duration: {duration}\n"
-        );
-    }
-    let file = dir.path().join("scenario.yaml");
-    std::fs::write(&file, text).unwrap();
-    let s = Scenario::load(&file).unwrap();
-    (dir, s)
-}
 
 /// What the test, as the clock, saw of one job through the service.
 #[derive(Default)]
@@ -176,7 +142,13 @@ impl Clock {
 
 #[tokio::test(flavor = "current_thread")]
 async fn replay_places_preempts_and_waits_as_the_scheduler_service() {
-    let (_dir, s) = scenario();
+    let s = scenario();
+    let fields: BTreeMap<&str, &str> = FIELDS.into_iter().collect();
+    assert_eq!(s.streams.len(), fields.len());
+    for st in &s.streams {
+        let yaml = format!("{{name: {}, {}}}", st.job.name, fields[st.job.name.as_str()]);
+        assert_eq!(s.cluster.jobs_from_yaml("job", &yaml).unwrap(), vec![st.job.clone()], "{yaml}");
+    }
     let (result, sim) = timeline(&s, &s.cluster).unwrap();
 
     // The scenario is not vacuous: it preempts, makes jobs wait and refuses the impossible stream.
@@ -194,7 +166,6 @@ async fn replay_places_preempts_and_waits_as_the_scheduler_service() {
         jobs: sim.clone(),
         of_id: BTreeMap::new(),
     };
-    let fields: BTreeMap<&str, &str> = STREAMS.iter().map(|(name, fields, ..)| (*name, *fields)).collect();
     while let Some(std::cmp::Reverse((Time(t), kind, i, run))) = clock.ticks.pop() {
         if t >= s.horizon_s {
             break;
