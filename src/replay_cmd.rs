@@ -46,6 +46,11 @@ fn print_result(r: &ReplayResult) {
     for (stream, n) in &r.refused_by_stream {
         println!("  refused: {n} × {stream}");
     }
+    println!(
+        "preemptions {} ({} jobs preempted, {} of them waiting again at the horizon; a preempted job restarts from \
+         scratch)",
+        r.preemptions, r.preempted_jobs, r.requeued_at_horizon
+    );
     let w = r.wait_minutes;
     println!("queue wait (minutes): p50 {:.1}, p95 {:.1}, p99 {:.1}, max {:.1}", w.p50, w.p95, w.p99, w.max);
     for (stream, w) in &r.wait_minutes_by_stream {
@@ -144,7 +149,7 @@ pub fn run_replay(args: ScenarioArgs) -> Result<u8, Failure> {
 pub fn run_plan(args: ScenarioArgs) -> Result<u8, Failure> {
     let ScenarioArgs { scenario, policy, seed, out, output } = args;
     let s = load(&scenario, policy, seed)?;
-    let p = plan(&s).map_err(|message| Failure { code: 2, message })?;
+    let p = plan(&s).map_err(|e| Failure { code: 2, message: e.to_string() })?;
     let target = s.plan.as_ref().map(|pl| pl.target).expect("plan() checked the section");
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).map_err(|e| Failure { code: 2, message: format!("{}: {e}", dir.display()) })?;

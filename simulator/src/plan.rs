@@ -4,11 +4,11 @@
 //! stay: they are what you have). Search: start with every offer at its maximum; if the target is not met there,
 //! report that. Otherwise, offer by offer, binary-search the smallest count that still meets the target with the
 //! other counts fixed, and repeat the pass until nothing changes (coordinate descent, at most 4 passes). This
-//! assumes more nodes never make the metric worse — true of the queue model up to tie effects — and finds a
-//! minimal point, not necessarily the cheapest combination when offers substitute for each other; each offer's
+//! assumes more nodes never make the metric worse — true of the engine's queueing up to tie effects (with
+//! preemption and fair share a larger cluster can, rarely, reorder who waits) — and finds a minimal point, not necessarily the cheapest combination when offers substitute for each other; each offer's
 //! curve (the metric against its count, the others at the answer) is swept and plotted so that this can be seen.
 
-use crate::replay::{Offer, ReplayResult, Scenario, Target, replay};
+use crate::replay::{Offer, ReplayError, ReplayResult, Scenario, Target, replay};
 use serde::Serialize;
 
 /// One evaluated configuration.
@@ -53,19 +53,37 @@ fn meets(target: Target, m: f64) -> bool {
     }
 }
 
+/// Why a plan could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The scenario has no `plan:` section.
+    #[error("{file}: no plan section; add plan: {{target, offers}}")]
+    NoPlan {
+        /// The scenario file.
+        file: String,
+    },
+    /// A replay of a planned cluster failed.
+    #[error("{file}: {error}")]
+    Replay {
+        /// The scenario file.
+        file: String,
+        /// Why.
+        error: ReplayError,
+    },
+}
+
 /// Runs the search. Errors: no plan section, or a replay failure.
-pub fn plan(s: &Scenario) -> Result<PlanResult, String> {
-    let p = s
-        .plan
-        .as_ref()
-        .ok_or_else(|| format!("{}: no plan section; add plan: {{target, offers}}", s.file.display()))?;
+pub fn plan(s: &Scenario) -> Result<PlanResult, PlanError> {
+    let file = s.file.display().to_string();
+    let p = s.plan.as_ref().ok_or_else(|| PlanError::NoPlan { file: file.clone() })?;
     let mut evaluations: Vec<Evaluation> = Vec::new();
-    let mut eval = |counts: &[u32]| -> Result<(f64, ReplayResult), String> {
+    let mut eval = |counts: &[u32]| -> Result<(f64, ReplayResult), PlanError> {
         let mut cluster = s.cluster.clone();
         for (o, &n) in p.offers.iter().zip(counts) {
             cluster.nodes.extend(o.nodes(n));
         }
-        let r = replay(s, &cluster)?;
+        let r = replay(s, &cluster).map_err(|error| PlanError::Replay { file: file.clone(), error })?;
         let m = metric(p.target, &r);
         evaluations.push(Evaluation { counts: counts.to_vec(), metric: m, meets: meets(p.target, m) });
         Ok((m, r))

@@ -1,28 +1,42 @@
 //! Replay mode: jobs arrive over time, wait in a queue, run for a while and leave — on a Sovra cluster with zones,
-//! pools and residency classes, through the same placement core.
+//! pools and residency classes, scheduled by the deployed scheduler's own engine ([`sovra_engine::Engine`]) on a
+//! simulated clock.
 //!
 //! A **scenario** (YAML, `examples/scenario.yaml`) names a cluster file and *streams* of jobs: a job template, how
 //! many, an arrival process (`every_minutes` or `poisson_per_hour`) and a duration distribution (`fixed_minutes`,
 //! `exponential_mean_minutes`, `uniform_minutes: [lo, hi]`). Optionally a `plan:` section for `sovra plan`.
 //!
-//! **Queueing.** Arrivals and completions are events in time order (completions first at equal times). An arriving
-//! job that no permitted pool could ever hold — the core's explanation says *unresolvable* — is refused, not queued.
-//! After every event the queue is scanned in priority order (higher first, then arrival order) and every job that
-//! fits starts: small jobs may start before a waiting large one (greedy backfill, no reservation — the scheduler
-//! service adds reservations). Within a scan, a job shape that did not fit is not retried; the shape is the engine's
-//! ([`sovra_engine::shape_key`]: kind, residency, replicas, resources and NVLink wish), so both skip alike.
+//! **Queueing is the engine's.** The replay builds an `Engine` over the cluster with the cluster file's `queues:`
+//! (one `default` queue when it has none, as the scheduler service does), the scenario's policy and seed, and
+//! drives it exactly as the service does, one scheduling cycle per request: an arrival is `submit` then one
+//! `schedule()`; a completion is `finished(id, true)` then one `schedule()`; every job a cycle placed is reported
+//! running — `started(id)` then one `schedule()`, smallest id first, until no job is left placed (what a runner
+//! reporting `running` does). So the order of a cycle (priority, then DRF fair share across queues, then
+//! submission), quotas, whole-gang preemption, backfill reservations, the incremental cycle and the retry skipping
+//! by [`sovra_engine::shape_key`] are the deployed scheduler's, not a model of it. A job no permitted pool could
+//! ever hold is refused by the engine at submit (never queued). Events are taken in time order, completions before
+//! arrivals at equal times, then by arrival order.
 //!
-//! **Metrics.** Queue wait (start − arrival) percentiles over all jobs that were not refused; jobs still waiting at
-//! the horizon count with their wait so far (a lower bound). Allocated GPU milli per pool, sampled at a fixed
-//! interval. Every placement is re-checked against its job's residency class and kind: the count of violations is
-//! reported and asserted to be 0.
+//! **Preemption.** A preempted job goes back to pending in the engine and loses its work: when it is placed again
+//! it **restarts from scratch** and runs its full duration; the completion its interrupted run would have had is
+//! dropped. Its trace keeps every run (start, end, placement, whether it was preempted).
+//!
+//! **Metrics.** A job's queue wait is all the time it spent pending: arrival to first start, plus each preemption
+//! to the following restart; jobs pending at the horizon count with their wait so far (a lower bound). Wait
+//! percentiles are over all jobs that were not refused. Allocated GPU milli per pool, sampled at a fixed interval.
+//! Every placement is re-checked against its job's residency class and kind, independently of the core's filters:
+//! the count of violations is reported and must be 0 (the replay fails otherwise). [`timeline`] returns, besides
+//! the result, each job's [`JobTrace`].
 
 use crate::fill::SplitMix;
 pub use crate::scenario::{Arrival, Duration, Offer, Plan, Scenario, Stream, Target, limits};
 use serde::Serialize;
 use sovra_domain::{ClusterConfig, Job, satisfies};
-use sovra_placement::{ClusterState, Decision, Placer, Verdict};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use sovra_engine::QueueSpec;
+use sovra_placement::Decision;
+use std::collections::BTreeMap;
+
+mod run;
 
 /// Utilisation of one pool over time.
 #[derive(Debug, Clone, Serialize)]
@@ -55,15 +69,22 @@ pub struct Waits {
 pub struct ReplayResult {
     /// Jobs that arrived before the horizon.
     pub jobs: usize,
-    /// Jobs that started.
+    /// Jobs that started (at least once).
     pub started: usize,
     /// Jobs refused on arrival: no permitted pool could ever hold them.
     pub refused: usize,
-    /// Jobs still waiting at the horizon.
+    /// Jobs that never started by the horizon.
     pub unstarted: usize,
     /// Refused or never started, as a percentage of jobs.
     pub unserved_pct: f64,
-    /// Queue waits (minutes) over all jobs not refused; waiting ones count with their wait so far.
+    /// Preemptions: runs ended because a higher-priority job needed their resources (each restarts from scratch).
+    pub preemptions: usize,
+    /// Jobs preempted at least once.
+    pub preempted_jobs: usize,
+    /// Jobs that had started, were preempted and were waiting again at the horizon.
+    pub requeued_at_horizon: usize,
+    /// Queue waits (minutes) over all jobs not refused: all the time each spent pending; waiting ones count with
+    /// their wait so far.
     pub wait_minutes: Waits,
     /// The same per stream (by the stream's job name), for streams with jobs that were not refused.
     pub wait_minutes_by_stream: BTreeMap<String, Waits>,
@@ -73,8 +94,81 @@ pub struct ReplayResult {
     pub sample_times_s: Vec<f64>,
     /// Per-pool utilisation.
     pub pools: Vec<PoolSeries>,
-    /// Placements outside the job's permitted zones or pool purpose (asserted 0).
+    /// Placements outside the job's permitted zones or pool purpose (always 0: the replay fails otherwise).
     pub residency_violations: usize,
+}
+
+/// Where one replica of a run was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaAt {
+    /// Node name.
+    pub node: String,
+    /// Device indices on the node.
+    pub devices: Vec<u32>,
+    /// Milli-GPU taken on each device.
+    pub milli_per_device: u32,
+}
+
+/// One run of a job: from a placement to its completion, its preemption, or the horizon.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    /// When it was placed, seconds.
+    pub start_s: f64,
+    /// When it ended (completed or preempted), seconds; `None` if still running at the horizon.
+    pub end_s: Option<f64>,
+    /// Whether it ended by preemption.
+    pub preempted: bool,
+    /// Its placement, one entry per replica.
+    pub replicas: Vec<ReplicaAt>,
+}
+
+/// What happened to one job of the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobTrace {
+    /// Job name (`<stream job name>-<k>`).
+    pub name: String,
+    /// The stream's job name.
+    pub stream: String,
+    /// Arrival, seconds.
+    pub arrival_s: f64,
+    /// Run time it needs, seconds (each restart after a preemption needs all of it again).
+    pub duration_s: f64,
+    /// Refused at submit.
+    pub refused: bool,
+    /// Its runs, in order.
+    pub runs: Vec<JobRun>,
+    /// Times it was preempted, as the engine counts them.
+    pub preemptions: u32,
+    /// Its queue wait, minutes (see the module docs); `None` if refused.
+    pub wait_minutes: Option<f64>,
+}
+
+/// Why a replay failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The engine could not be built over the cluster.
+    #[error("{0}")]
+    Cluster(#[from] sovra_engine::EngineError),
+    /// The engine did not accept a job (other than refusing it as unresolvable), e.g. an unknown queue.
+    #[error("job {job}: {error}")]
+    Submit {
+        /// The job's name.
+        job: String,
+        /// The engine's answer.
+        error: Box<sovra_engine::SubmitError>,
+    },
+    /// The engine refused a lifecycle change the replay made (a bug: the replay lost track of a job's state).
+    #[error("job {job}: {error}")]
+    Lifecycle {
+        /// The job's name.
+        job: String,
+        /// The engine's answer.
+        error: Box<sovra_engine::JobError>,
+    },
+    /// A placement outside its job's permitted zones or pool purpose (a bug of the core's filters).
+    #[error("{0} placements outside permitted zones or pool purposes")]
+    Residency(usize),
 }
 
 fn draw_interval(rng: &mut SplitMix, arrival: Arrival) -> f64 {
@@ -97,25 +191,53 @@ fn unit(rng: &mut SplitMix) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// An event: (time, order within the time: completions 0 before arrivals 1, sequence).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Event {
-    time: f64,
-    kind: u8,
-    seq: usize,
+/// One job of the scenario before it is submitted.
+pub(crate) struct Arriving {
+    /// Arrival, seconds.
+    pub(crate) time: f64,
+    /// Its stream's index.
+    pub(crate) stream: usize,
+    /// The job (named `<name>-<k>`).
+    pub(crate) job: Job,
+    /// Run time, seconds.
+    pub(crate) duration: f64,
 }
 
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
+/// Materialises the arrivals before the horizon, in time order (then stream order).
+fn arrivals(s: &Scenario) -> Vec<Arriving> {
+    let mut jobs = Vec::new();
+    for (i, st) in s.streams.iter().enumerate() {
+        let mut rng = SplitMix::new(s.seed ^ (0x5EED_0000 + i as u64));
+        let mut t = st.start_s;
+        for k in 0..st.count {
+            if k > 0 || matches!(st.arrival, Arrival::PoissonPerHour(_)) {
+                t += draw_interval(&mut rng, st.arrival);
+            }
+            if t >= s.horizon_s {
+                break;
+            }
+            let mut job = st.job.clone();
+            job.name = format!("{}-{k}", st.job.name);
+            let duration = draw_duration(&mut rng, st.duration);
+            jobs.push(Arriving { time: t, stream: i, job, duration });
+        }
     }
+    jobs.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.stream.cmp(&b.stream)));
+    jobs
 }
-impl Ord for Event {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // BinaryHeap is a max-heap: reverse for earliest first.
-        o.time.total_cmp(&self.time).then(o.kind.cmp(&self.kind)).then(o.seq.cmp(&self.seq))
+
+/// The cluster's queues, as the scheduler service takes them: its `queues:`, or one `default` queue when it has
+/// none (a cluster built in code).
+pub fn queues_of(cluster: &ClusterConfig) -> Vec<QueueSpec> {
+    let mut queues: Vec<QueueSpec> = cluster
+        .queues
+        .iter()
+        .map(|q| QueueSpec { name: q.name.clone(), weight: q.weight, quota_milli: q.quota_milli.clone() })
+        .collect();
+    if queues.is_empty() {
+        queues.push(QueueSpec::new("default"));
     }
+    queues
 }
 
 /// Sovereignty check of one decision, independent of the core's filters: replicas whose pool's purpose differs
@@ -144,165 +266,52 @@ fn percentiles(mut waits: Vec<f64>) -> Waits {
 }
 
 /// Runs a scenario on `cluster` (the scenario's own, or a planned variant of it).
-pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, String> {
-    let mut state = ClusterState::from_config(cluster).map_err(|e| e.to_string())?;
-    let topo = state.topology().clone();
-    let mut placer =
-        Placer::new(s.policy.clone(), s.seed).with_target_workload(&cluster.scheduling.fgd_target_workload);
-    // Materialise arrivals: (time, stream, job, duration).
-    let mut jobs: Vec<(f64, usize, Job, f64)> = Vec::new();
-    for (i, st) in s.streams.iter().enumerate() {
-        let mut rng = SplitMix::new(s.seed ^ (0x5EED_0000 + i as u64));
-        let mut t = st.start_s;
-        for k in 0..st.count {
-            if k > 0 || matches!(st.arrival, Arrival::PoissonPerHour(_)) {
-                t += draw_interval(&mut rng, st.arrival);
-            }
-            if t >= s.horizon_s {
-                break;
-            }
-            let mut job = st.job.clone();
-            job.name = format!("{}-{k}", st.job.name);
-            let d = draw_duration(&mut rng, st.duration);
-            jobs.push((t, i, job, d));
-        }
-    }
-    jobs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut events: BinaryHeap<Event> =
-        jobs.iter().enumerate().map(|(seq, j)| Event { time: j.0, kind: 1, seq }).collect();
-    let pool_zone: Vec<String> = topo.pools.iter().map(|p| topo.zones[p.zone].id.clone()).collect();
-    let mut pools: Vec<PoolSeries> = topo
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PoolSeries {
-            pool: p.id.clone(),
-            zone: pool_zone[i].clone(),
-            capacity_milli: topo.pool_nodes[i]
-                .iter()
-                .map(|&n| u64::from(topo.nodes[n as usize].dev_count) * 1000)
-                .sum(),
-            used_milli: Vec::new(),
-        })
-        .collect();
-    let mut used_by_pool = vec![0u64; topo.pools.len()];
-    let mut running: Vec<Option<Decision>> = vec![None; jobs.len()];
-    let mut started_at: Vec<Option<f64>> = vec![None; jobs.len()];
-    let mut queue: Vec<usize> = Vec::new();
-    let (mut refused, mut violations) = (0usize, 0usize);
-    let mut refused_by_stream: BTreeMap<String, usize> = BTreeMap::new();
-    let mut sample_times = Vec::new();
-    let mut next_sample = 0.0;
+pub fn replay(s: &Scenario, cluster: &ClusterConfig) -> Result<ReplayResult, ReplayError> {
+    run::run(s, cluster, false).map(|(r, _)| r)
+}
 
-    let apply = |d: &Decision, sign: i64, used: &mut Vec<u64>| {
-        for r in &d.replicas {
-            let pool = topo.nodes[r.node as usize].pool as usize;
-            let milli: u64 = r.devices.iter().map(|a| u64::from(a.milli)).sum();
-            used[pool] = if sign > 0 { used[pool] + milli } else { used[pool].saturating_sub(milli) };
-        }
-    };
-    while let Some(ev) = events.pop() {
-        if ev.time >= s.horizon_s {
-            break;
-        }
-        while next_sample <= ev.time {
-            sample_times.push(next_sample);
-            for (p, series) in pools.iter_mut().enumerate() {
-                series.used_milli.push(used_by_pool[p]);
-            }
-            next_sample += s.sample_s;
-        }
-        let (arrival, _, job, duration) = &jobs[ev.seq];
-        if ev.kind == 0 {
-            if let Some(d) = running[ev.seq].take() {
-                state.release(&d);
-                apply(&d, -1, &mut used_by_pool);
-            }
-        } else {
-            // An arrival admits the job: the learned FGD mix counts it once, whatever its retries.
-            placer.observe_admitted(job);
-            match placer.verdict(&state, job) {
-                Verdict::Fit(d) => {
-                    violations += violations_of(cluster, job, &d);
-                    state.apply(&d).map_err(|e| e.to_string())?;
-                    apply(&d, 1, &mut used_by_pool);
-                    started_at[ev.seq] = Some(*arrival);
-                    events.push(Event { time: arrival + duration, kind: 0, seq: ev.seq });
-                    running[ev.seq] = Some(d);
-                }
-                Verdict::Unresolvable(_) => {
-                    refused += 1;
-                    *refused_by_stream.entry(s.streams[jobs[ev.seq].1].job.name.clone()).or_default() += 1;
-                }
-                Verdict::Unschedulable(_) => queue.push(ev.seq),
-            }
-            // An arrival frees nothing: the queue cannot have become placeable.
-            continue;
-        }
-        // Something finished: scan the queue in priority order, starting what fits.
-        queue.sort_by(|&a, &b| jobs[b].2.priority.cmp(&jobs[a].2.priority).then(a.cmp(&b)));
-        let mut failed_shapes: BTreeSet<String> = BTreeSet::new();
-        let mut still = Vec::with_capacity(queue.len());
-        for &q in &queue {
-            let job = &jobs[q].2;
-            let shape = sovra_engine::shape_key(job);
-            if failed_shapes.contains(&shape) {
-                still.push(q);
-                continue;
-            }
-            match placer.place(&state, job) {
-                Ok(d) => {
-                    violations += violations_of(cluster, job, &d);
-                    state.apply(&d).map_err(|e| e.to_string())?;
-                    apply(&d, 1, &mut used_by_pool);
-                    started_at[q] = Some(ev.time);
-                    events.push(Event { time: ev.time + jobs[q].3, kind: 0, seq: q });
-                    running[q] = Some(d);
-                }
-                Err(_) => {
-                    failed_shapes.insert(shape);
-                    still.push(q);
-                }
-            }
-        }
-        queue = still;
-    }
-    while next_sample < s.horizon_s {
-        sample_times.push(next_sample);
-        for (p, series) in pools.iter_mut().enumerate() {
-            series.used_milli.push(used_by_pool[p]);
-        }
-        next_sample += s.sample_s;
-    }
-    assert_eq!(violations, 0, "placements outside permitted zones");
+/// [`replay`], and what happened to each job of the scenario (in arrival order).
+pub fn timeline(s: &Scenario, cluster: &ClusterConfig) -> Result<(ReplayResult, Vec<JobTrace>), ReplayError> {
+    run::run(s, cluster, true)
+}
+
+/// Sums up the traces of a finished replay (the pool series and sample times come from the run).
+fn summarise(traces: &[JobTrace], sample_times_s: Vec<f64>, pools: Vec<PoolSeries>) -> ReplayResult {
     let mut waits: Vec<f64> = Vec::new();
     let mut by_stream: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut unstarted = 0;
-    for (i, j) in jobs.iter().enumerate() {
-        let w = match started_at[i] {
-            Some(t) => (t - j.0) / 60.0,
-            None if queue.contains(&i) => {
-                unstarted += 1;
-                (s.horizon_s - j.0) / 60.0
-            }
-            None => continue,
-        };
-        waits.push(w);
-        by_stream.entry(s.streams[j.1].job.name.clone()).or_default().push(w);
+    let mut refused_by_stream: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut refused, mut unstarted, mut requeued) = (0, 0, 0);
+    for t in traces {
+        if t.refused {
+            refused += 1;
+            *refused_by_stream.entry(t.stream.clone()).or_default() += 1;
+            continue;
+        }
+        match t.runs.last() {
+            None => unstarted += 1,
+            Some(r) if r.preempted => requeued += 1,
+            Some(_) => {}
+        }
+        if let Some(w) = t.wait_minutes {
+            waits.push(w);
+            by_stream.entry(t.stream.clone()).or_default().push(w);
+        }
     }
-    let wait_minutes_by_stream = by_stream.into_iter().map(|(k, v)| (k, percentiles(v))).collect();
-    let n = jobs.len();
-    Ok(ReplayResult {
+    let n = traces.len();
+    ReplayResult {
         jobs: n,
-        started: started_at.iter().flatten().count(),
+        started: traces.iter().filter(|t| !t.runs.is_empty()).count(),
         refused,
         unstarted,
         unserved_pct: if n == 0 { 0.0 } else { 100.0 * (refused + unstarted) as f64 / n as f64 },
+        preemptions: traces.iter().map(|t| t.preemptions as usize).sum(),
+        preempted_jobs: traces.iter().filter(|t| t.preemptions > 0).count(),
+        requeued_at_horizon: requeued,
         wait_minutes: percentiles(waits),
-        wait_minutes_by_stream,
+        wait_minutes_by_stream: by_stream.into_iter().map(|(k, v)| (k, percentiles(v))).collect(),
         refused_by_stream,
-        sample_times_s: sample_times,
+        sample_times_s,
         pools,
-        residency_violations: violations,
-    })
+        residency_violations: 0,
+    }
 }

@@ -306,6 +306,19 @@ impl Scenario {
                     for pr in cluster.check_job(&job, &format!("{p}job.")) {
                         problem(pr.field, pr.message);
                     }
+                    // The scheduler refuses a job of an unknown queue at submit: so does the scenario.
+                    let queues = crate::replay::queues_of(&cluster);
+                    if !queues.iter().any(|q| q.name == job.queue) {
+                        let known: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+                        problem(
+                            format!("{p}job.queue"),
+                            format!(
+                                "unknown queue {:?}; the cluster file's queues: are [{}]",
+                                job.queue,
+                                known.join(", ")
+                            ),
+                        );
+                    }
                     job
                 }
                 Err(ps) => {

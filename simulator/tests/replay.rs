@@ -1,7 +1,7 @@
 //! Replay and plan on tiny scenarios whose outcome can be computed by hand.
 
 use sovra_simulator::plan::plan;
-use sovra_simulator::replay::{Scenario, replay};
+use sovra_simulator::replay::{Scenario, replay, timeline};
 use std::path::PathBuf;
 
 /// Writes a one-zone cluster of `gpus` single-GPU nodes and a scenario into a fresh folder.
@@ -60,16 +60,59 @@ fn impossible_jobs_are_refused_not_queued() {
     assert_eq!(r.unstarted, 0);
 }
 
+/// Three one-GPU jobs of 30 minutes on one GPU: `first` at 0 min, `low` at 5 min, `high` at 6 min, with the
+/// priorities given.
+fn three_on_one_gpu(first: i32, low: i32, high: i32) -> String {
+    [("first", first, 0.0), ("low", low, 5.0 / 60.0), ("high", high, 0.1)]
+        .iter()
+        .map(|(name, prio, hour)| {
+            format!(
+                "  - job: {{name: {name}, kind: training, priority: {prio}, residency: any, resources: {{gpus: 1, cpu_milli: 1, memory_mib: 1}}}}\n    \
+                 count: 1\n    start_hour: {hour}\n    arrival: {{every_minutes: 1}}\n    duration: {{fixed_minutes: 30}}\n"
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn higher_priority_starts_first() {
-    // One GPU held 0–30 min by `first`; at 5 min `low` queues, at 6 min `high` queues: `high` starts at 30.
-    let streams = "  - job: {name: first, kind: training, residency: any, resources: {gpus: 1, cpu_milli: 1, memory_mib: 1}}\n    count: 1\n    arrival: {every_minutes: 1}\n    duration: {fixed_minutes: 30}\n  - job: {name: low, kind: training, priority: 1, residency: any, resources: {gpus: 1, cpu_milli: 1, memory_mib: 1}}\n    count: 1\n    start_hour: 0.0833333\n    arrival: {every_minutes: 1}\n    duration: {fixed_minutes: 30}\n  - job: {name: high, kind: training, priority: 9, residency: any, resources: {gpus: 1, cpu_milli: 1, memory_mib: 1}}\n    count: 1\n    start_hour: 0.1\n    arrival: {every_minutes: 1}\n    duration: {fixed_minutes: 30}\n";
-    let s = Scenario::load(&scenario("prio", 1, streams, "")).unwrap();
+    // One GPU held 0–30 min by `first` (the highest priority: nobody preempts it); at 5 min `low` queues, at 6 min
+    // `high` queues: `high` starts at 30, `low` at 60.
+    let s = Scenario::load(&scenario("prio", 1, &three_on_one_gpu(10, 1, 9), "")).unwrap();
     let r = replay(&s, &s.cluster).unwrap();
     let high = r.wait_minutes_by_stream["high"].max;
     let low = r.wait_minutes_by_stream["low"].max;
     assert!((high - 24.0).abs() < 0.01, "high waits 30 − 6 = 24 min: {high}");
     assert!((low - 55.0).abs() < 0.01, "low waits 60 − 5 = 55 min: {low}");
+    assert_eq!(r.preemptions, 0);
+}
+
+#[test]
+fn a_preempted_job_restarts_from_scratch() {
+    // Priorities 0, 1, 9: at 5 min `low` preempts `first`, at 6 min `high` preempts `low`. `high` runs 6–36; then
+    // `low` restarts from scratch (36–66), then `first` (66–96). Waits count every pending stretch: first 0 + 61,
+    // low 0 + 30, high 0.
+    let s = Scenario::load(&scenario("preempt", 1, &three_on_one_gpu(0, 1, 9), "")).unwrap();
+    let (r, trace) = timeline(&s, &s.cluster).unwrap();
+    assert_eq!((r.preemptions, r.preempted_jobs, r.requeued_at_horizon, r.unstarted), (2, 2, 0, 0));
+    let runs = |name: &str| -> Vec<(f64, Option<f64>, bool)> {
+        let t = trace.iter().find(|t| t.name == format!("{name}-0")).unwrap();
+        t.runs
+            .iter()
+            .map(|r| (r.start_s / 60.0, r.end_s.map(|e| (e / 60.0 * 1e6).round() / 1e6), r.preempted))
+            .collect()
+    };
+    assert_eq!(runs("first"), vec![(0.0, Some(5.0), true), (66.0, Some(96.0), false)]);
+    let low = runs("low");
+    assert_eq!(low.len(), 2, "{low:?}");
+    assert!((low[0].0 - 5.0).abs() < 1e-6 && low[0].2 && (low[1].0 - 36.0).abs() < 1e-6 && !low[1].2, "{low:?}");
+    assert_eq!(runs("high").len(), 1);
+    let wait = |name: &str| r.wait_minutes_by_stream[name].max;
+    assert!((wait("first") - 61.0).abs() < 1e-6, "{}", wait("first"));
+    assert!((wait("low") - 30.0).abs() < 1e-6, "{}", wait("low"));
+    assert_eq!(wait("high"), 0.0);
+    // Each run is on the cluster's one GPU.
+    assert!(trace.iter().flat_map(|t| &t.runs).all(|r| r.replicas.len() == 1 && r.replicas[0].devices == vec![0]));
 }
 
 #[test]
@@ -121,6 +164,10 @@ fn bad_scenarios_name_the_field() {
         (
             "  - job: {name: t, kind: training, residency: any, resources: {gpus: 1, gpu_milli: 2000, cpu_milli: 1, memory_mib: 1}}\n    count: 1\n    arrival: {every_minutes: 1}\n    duration: {uniform_minutes: [5, 1]}\n",
             "streams[0].job.resources.gpu_milli: 2000 is out of range",
+        ),
+        (
+            "  - job: {name: t, kind: training, queue: nope, residency: any, resources: {gpus: 1, cpu_milli: 1, memory_mib: 1}}\n    count: 1\n    arrival: {every_minutes: 1}\n    duration: {fixed_minutes: 1}\n",
+            "streams[0].job.queue: unknown queue \"nope\"; the cluster file's queues: are [default]",
         ),
     ];
     for (i, (streams, want)) in cases.iter().enumerate() {

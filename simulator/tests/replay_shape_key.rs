@@ -1,6 +1,10 @@
-//! Regression: within one queue scan, `sovra replay` skips a job whose shape already failed. Its shape key once
-//! left out the job's `kind` and NVLink wish (unlike the engine's), so a job that could start was skipped because a
-//! job of another kind, or with a stricter NVLink wish, had just failed. The replay now uses the engine's own key.
+//! Regression: within a scheduling cycle, a job whose shape already failed is skipped — and the shape must be the
+//! whole of what decides placement. `sovra replay` once kept its own key that left out the job's `kind` and NVLink
+//! wish (unlike the engine's), so a job that could start was skipped because a job of another kind, or with a
+//! stricter NVLink wish, had just failed. The replay is now driven by the engine, whose cycle skips retries by
+//! [`sovra_engine::shape_key`] (per queue): these scenarios check, through the replay, that a job of another kind
+//! or NVLink wish is still tried after such a failure (and, the failing job holding the backfill reservation, that
+//! it is tried on the other nodes).
 
 use sovra_simulator::replay::{Scenario, replay};
 use std::path::{Path, PathBuf};
