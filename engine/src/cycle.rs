@@ -18,13 +18,7 @@ impl Engine {
 
     /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
     pub(crate) fn usage(&self) -> Usage {
-        let mut u = Usage::new();
-        for r in self.jobs.values() {
-            if let Some(d) = &r.placement {
-                account(&mut u, &r.job.queue, d, 1);
-            }
-        }
-        u
+        self.held.clone()
     }
 
     /// DRF dominant share of a queue, divided by its weight.
@@ -263,6 +257,7 @@ impl Engine {
         self.state.apply(&d).expect("the core placed it on this state");
         let rec = self.jobs.get_mut(&id).expect("pending job exists");
         account(usage, &rec.job.queue, &d, 1);
+        account(&mut self.held, &rec.job.queue, &d, 1);
         rec.placement = Some(d);
         rec.state = JobState::Placed;
         rec.explanation = None;

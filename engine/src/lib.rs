@@ -86,6 +86,9 @@ pub struct Engine {
     seed: u64,
     /// The caller's time, milliseconds (see [`Engine::set_now`]).
     now_ms: u64,
+    /// What each queue holds (GPU milli, CPU, memory; GPU milli per pool), kept up to date as jobs start and are
+    /// released, so that a cycle does not add it up from every job again.
+    held: Usage,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -155,6 +158,7 @@ impl Engine {
             next_seq: 1,
             totals,
             now_ms: 0,
+            held: Usage::new(),
         })
     }
 
@@ -197,6 +201,8 @@ impl Engine {
                     r.placement = None;
                     r.state = JobState::Pending;
                     requeued.push(r.id);
+                } else if let Some(d) = &r.placement {
+                    account(&mut e.held, &r.job.queue, d, 1);
                 }
             } else {
                 r.placement = None;
@@ -280,17 +286,24 @@ impl Engine {
 
     /// The queues with their figures, by name.
     pub fn queue_stats(&self) -> Vec<QueueStat> {
-        let usage = self.usage();
+        let usage = &self.held;
+        // One pass over the jobs: (pending, holding resources) per queue.
+        let mut counts: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        for r in self.jobs.values() {
+            let c = counts.entry(r.job.queue.as_str()).or_default();
+            c.0 += u32::from(r.state == JobState::Pending);
+            c.1 += u32::from(r.state.holds_resources());
+        }
         self.queues
             .values()
             .map(|q| {
-                let of_queue = || self.jobs.values().filter(|r| r.job.queue == q.name);
+                let (pending, running) = counts.get(q.name.as_str()).copied().unwrap_or_default();
                 QueueStat {
                     spec: q.clone(),
-                    pending: of_queue().filter(|r| r.state == JobState::Pending).count() as u32,
-                    running: of_queue().filter(|r| r.state.holds_resources()).count() as u32,
+                    pending,
+                    running,
                     gpu_milli_held: usage.get(&q.name).map_or(0, |u| u.0[0]),
-                    share: self.dominant_share(&q.name, &usage),
+                    share: self.dominant_share(&q.name, usage),
                 }
             })
             .collect()
@@ -386,6 +399,7 @@ impl Engine {
             && let Some(d) = rec.placement.take()
         {
             self.state.release(&d);
+            account(&mut self.held, &rec.job.queue, &d, -1);
             self.dirty = true;
         }
     }

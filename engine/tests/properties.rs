@@ -169,6 +169,18 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
 
 /// Every invariant of the module docs that one engine state must satisfy.
 fn check(e: &Engine, cfg: &ClusterConfig, acked: &[JobId]) -> Result<(), TestCaseError> {
+    // The engine keeps each queue's holdings up to date incrementally: they must equal the sum over placements.
+    for q in e.queue_stats() {
+        let held: u64 = e
+            .jobs()
+            .filter(|r| r.job.queue == q.spec.name)
+            .filter_map(|r| r.placement.as_ref())
+            .flat_map(|d| &d.replicas)
+            .flat_map(|p| &p.devices)
+            .map(|a| u64::from(a.milli))
+            .sum();
+        prop_assert_eq!(q.gpu_milli_held, held, "queue {} holdings drifted from its placements", q.spec.name);
+    }
     let topo = e.state().topology();
     let mut used = vec![0u64; topo.devices.len()];
     for r in e.jobs() {
