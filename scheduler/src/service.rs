@@ -246,6 +246,7 @@ impl Scheduler {
         let mut w = Writer {
             engine,
             store: store.clone(),
+            positions: apply::positions(&cluster),
             base: cluster,
             cluster: live_cluster,
             reported,

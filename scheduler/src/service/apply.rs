@@ -40,7 +40,17 @@ fn job_status(e: JobError) -> Status {
     }
 }
 
+/// Each node's position in a cluster file (the same in the overlaid cluster, which keeps the file's order).
+pub(crate) fn positions(cluster: &ClusterConfig) -> std::collections::BTreeMap<String, usize> {
+    cluster.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect()
+}
+
 impl Writer {
+    /// A node's position in `base` and `cluster`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.positions.get(name).copied().filter(|&i| self.base.nodes.get(i).is_some_and(|n| n.name == name))
+    }
+
     /// Applies one request.
     pub(crate) fn apply(&mut self, req: &Req, ch: &mut Changes) -> Result<Outcome, Status> {
         match req {
@@ -189,7 +199,7 @@ impl Writer {
                 reg.node
             )));
         }
-        let Some(node) = self.base.nodes.iter().find(|n| n.name == identity) else {
+        let Some(node) = self.position(identity).and_then(|i| self.base.nodes.get(i)) else {
             return Err(Status::permission_denied(format!(
                 "node {identity:?} is not enrolled: add it (with its pool) to the scheduler's cluster file and reload"
             )));
@@ -252,7 +262,7 @@ impl Writer {
         };
         g.health = if healthy { Health::Healthy } else { Health::Unhealthy { reason: reason.to_string() } };
         let gpus = self.reported.get(node).map(|r| r.gpus.clone()).unwrap_or_default();
-        if let Some(n) = self.cluster.nodes.iter_mut().find(|n| n.name == node) {
+        if let Some(n) = self.position(node).and_then(|i| self.cluster.nodes.get_mut(i)) {
             n.gpus = gpus;
         }
         self.engine.set_gpu_health(node, gpu, healthy);
@@ -285,13 +295,14 @@ impl Writer {
             ch.nodes.insert(node.to_string());
         }
         ch.views.insert(node.to_string());
-        let current = self.cluster.nodes.iter().find(|n| n.name == node).map(|n| n.gpus.clone()).unwrap_or_default();
+        let current =
+            self.position(node).and_then(|i| self.cluster.nodes.get(i)).map(|n| n.gpus.clone()).unwrap_or_default();
         self.reported.insert(node.into(), rec.clone());
         if same_devices(&current, &rec.gpus) {
             for (i, g) in rec.gpus.iter().enumerate() {
                 self.engine.set_gpu_health(node, i as u32, g.health.is_healthy());
             }
-            if let Some(n) = self.cluster.nodes.iter_mut().find(|n| n.name == node) {
+            if let Some(n) = self.position(node).and_then(|i| self.cluster.nodes.get_mut(i)) {
                 n.gpus = rec.gpus;
             }
             return Ok(vec![]);
@@ -331,6 +342,7 @@ impl Writer {
         };
         ch.events.push(format!("configuration reloaded from {}; requeued {requeued:?}", path.display()));
         tracing::info!(file = %path.display(), ?requeued, "configuration reloaded");
+        self.positions = positions(&base);
         self.base = base;
         self.cluster = cluster;
         self.reported = reported;

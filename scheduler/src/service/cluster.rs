@@ -8,16 +8,25 @@ use super::{ReplyStream, Scheduler};
 use sovra_api::v1::cluster_server::Cluster;
 use sovra_api::v1::nodes_server::Nodes;
 use sovra_api::v1::{
-    Ack, NodeReport, NodesRequest, NodesResponse, PoolsRequest, PoolsResponse, ReportReply, node_report, report_reply,
+    Ack, NodeReport, NodesRequest, NodesResponse, PoolsRequest, PoolsResponse, Register, Registered, ReportReply,
+    node_report, report_reply,
 };
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 impl Scheduler {
-    /// One message after the registration, on report stream `session`.
-    async fn on_report(&self, identity: &str, session: u64, msg: NodeReport) -> Result<Option<ReportReply>, Status> {
+    /// Registers a node whose identity the caller has established: what the `Nodes` API does after checking the
+    /// client certificate, for in-process node sources (the scale benchmark's simulated nodes; an embedding that
+    /// authenticates nodes itself). Returns the report session (for [`Scheduler::node_heartbeat`]) and the reply.
+    pub async fn register_node(&self, identity: &str, reg: Register) -> Result<(u64, Registered), Status> {
         self.metrics.node_reports.inc();
+        self.call(Req::Register { identity: identity.to_string(), reg: Box::new(reg) }, ReplyTx::Registered).await
+    }
+
+    /// A heartbeat from `identity` on report session `session`: what a report stream's heartbeat does. It touches
+    /// only the node's liveness cell — the writer hears of it only when the node was NotReady.
+    pub fn node_heartbeat(&self, identity: &str, session: u64) -> Result<(), Status> {
         let now = Instant::now();
         {
             let live = self.live.load();
@@ -30,6 +39,13 @@ impl Scheduler {
         if self.snapshot().nodes.get(identity).is_some_and(|v| !v.info.ready) {
             self.enqueue(Req::Ready { identity: identity.to_string() }, ReplyTx::Unit(None))?;
         }
+        Ok(())
+    }
+
+    /// One message after the registration, on report stream `session`.
+    async fn on_report(&self, identity: &str, session: u64, msg: NodeReport) -> Result<Option<ReportReply>, Status> {
+        self.metrics.node_reports.inc();
+        self.node_heartbeat(identity, session)?;
         match msg.body {
             Some(node_report::Body::Heartbeat(h)) => {
                 Ok(Some(ReportReply { body: Some(report_reply::Body::Ack(Ack { seq: h.seq })) }))
@@ -108,9 +124,7 @@ impl Nodes for Scheduler {
         let Some(node_report::Body::Register(reg)) = first.body else {
             return Err(Status::invalid_argument("register: the first message of a report stream must register"));
         };
-        self.metrics.node_reports.inc();
-        let req = Req::Register { identity: identity.clone(), reg: Box::new(reg) };
-        let (session, registered) = self.call(req, ReplyTx::Registered).await?;
+        let (session, registered) = self.register_node(&identity, reg).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let _ = tx.send(Ok(ReportReply { body: Some(report_reply::Body::Registered(registered)) })).await;
         let me = self.clone();

@@ -118,6 +118,8 @@ pub(crate) struct Writer {
     pub cluster: ClusterConfig,
     /// What daemons reported, by node.
     pub reported: BTreeMap<String, NodeRecord>,
+    /// Each node's position in `base` (and `cluster`).
+    pub positions: BTreeMap<String, usize>,
     pub live: Arc<ArcSwap<LiveMap>>,
     pub snap: Arc<ArcSwap<Snapshot>>,
     pub watch: tokio::sync::broadcast::Sender<Arc<JobInfo>>,
