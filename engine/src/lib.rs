@@ -35,6 +35,7 @@ use sovra_placement::{ClusterState, Decision, Explanation, Placer, Verdict};
 use std::collections::BTreeMap;
 
 mod cycle;
+mod nodes;
 mod types;
 
 pub use types::*;

@@ -25,4 +25,4 @@ pub use decision::{
 };
 pub use fgd::{Shape, Workload};
 pub use placer::{DEFAULT_SEED, Placer, place};
-pub use snapshot::{ApplyError, BuildError, ClusterState, NodeIdx, NodeSummary, Topology};
+pub use snapshot::{ApplyError, BuildError, ClusterState, NodeChange, NodeIdx, NodeSummary, Topology};
