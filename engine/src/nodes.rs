@@ -146,6 +146,11 @@ impl Engine {
                 t.node_index(name).map_or([0; 3], |i| node_totals(t, i))
             }
         };
+        if !std::sync::Arc::ptr_eq(self.state.topology(), self.empty.topology()) {
+            // The twin always shares the live topology; should it ever not, make it again (O(nodes)).
+            let topo = self.state.topology().clone();
+            self.empty = ClusterState::with_health(topo.clone(), vec![true; topo.devices.len()]);
+        }
         let idx = ClusterState::patch_all(&mut [&mut self.state, &mut self.empty], change)?;
         let after = match change {
             NodeChange::Remove(_) => [0; 3],
