@@ -8,9 +8,15 @@
 //! - `alibaba-1213`: the 1,213 GPU nodes of the Alibaba trace, tasks of `openb_pod_list_default.csv` shuffled.
 //!
 //! `fgd-cold` decides with a fresh placer (empty memo) each time: the cost of one isolated pure call.
+//!
+//! `enroll-engine` enrolls the synthetic cluster's nodes one by one into an engine with 200 jobs running:
+//! [`Engine::upsert_node`] (patches the topology in place) against [`Engine::rebuild`] over the grown cluster after
+//! each node (the old path). One iteration = the whole enrollment; throughput = nodes enrolled per second.
 
+use criterion::BatchSize;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sovra_domain::{Job, PolicySpec, Purpose, ScorerKind, WorkloadShare};
+use sovra_engine::{Engine, QueueSpec};
 use sovra_placement::fgd::{Shape, Workload};
 use sovra_placement::{ClusterState, DEFAULT_SEED, Placer, score::mix, synth};
 use sovra_simulator::trace;
@@ -123,5 +129,54 @@ fn alibaba(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, synthetic, alibaba);
+/// An engine over the first 100 nodes of `full` with 200 jobs submitted and scheduled.
+fn seeded_engine(full: &sovra_domain::ClusterConfig) -> (Engine, sovra_domain::ClusterConfig) {
+    let mut cfg = full.clone();
+    cfg.nodes.truncate(100);
+    let mut e = Engine::new(&cfg, vec![QueueSpec::new("bench")], PolicySpec::default(), DEFAULT_SEED).unwrap();
+    for j in synth::jobs(200, 5) {
+        let _ = e.submit(j, None);
+    }
+    e.schedule();
+    (e, cfg)
+}
+
+fn enroll(c: &mut Criterion) {
+    let mut g = c.benchmark_group("enroll-engine");
+    g.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(3));
+    for nodes in [1_000usize, 10_000] {
+        let full = synth::cluster(nodes + 100, 1);
+        g.throughput(Throughput::Elements(nodes as u64));
+        g.bench_function(format!("upsert/{nodes}"), |b| {
+            b.iter_batched(
+                || seeded_engine(&full).0,
+                |mut e| {
+                    for n in &full.nodes[100..] {
+                        black_box(e.upsert_node(n).unwrap());
+                    }
+                    e
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        if nodes <= 1_000 {
+            g.bench_function(format!("rebuild/{nodes}"), |b| {
+                b.iter_batched(
+                    || seeded_engine(&full),
+                    |(mut e, mut cfg)| {
+                        for n in &full.nodes[100..] {
+                            cfg.nodes.push(n.clone());
+                            black_box(e.rebuild(&cfg, vec![QueueSpec::new("bench")]).unwrap());
+                        }
+                        e
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, synthetic, alibaba, enroll);
 criterion_main!(benches);

@@ -53,6 +53,7 @@ use std::collections::BTreeMap;
 mod blocking;
 mod cycle;
 mod explain;
+mod nodes;
 mod retention;
 mod types;
 
@@ -226,7 +227,8 @@ impl Engine {
 
     /// Rebuilds the engine over a changed cluster (a node reported different GPUs, or the configuration was
     /// reloaded), keeping every job, the policy, the seed and which nodes are not ready. Placements are re-applied
-    /// whole; jobs whose placement no longer fits are requeued and returned.
+    /// whole; jobs whose placement no longer fits are requeued and returned. Costs O(nodes + jobs): for one node
+    /// enrolling, changing or leaving use [`Engine::upsert_node`] / [`Engine::remove_node`] (O(that node)).
     pub fn rebuild(&mut self, cluster: &ClusterConfig, queues: Vec<QueueSpec>) -> Result<Vec<JobId>, EngineError> {
         let records: Vec<JobRecord> = self.jobs.values().cloned().collect();
         let (mut next, requeued) = Engine::restore(cluster, queues, self.policy.clone(), self.seed, records)?;

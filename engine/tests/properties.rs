@@ -316,7 +316,13 @@ fn run(nodes: Vec<NodeSpec>, steps: Vec<Step>, seed: u64) -> Result<(), TestCase
                 specs[n].gpus = gpus;
                 cfg = cluster(&specs);
                 let before: BTreeMap<JobId, JobState> = e.jobs().map(|r| (r.id, r.state)).collect();
-                let requeued = e.rebuild(&cfg, queues()).expect("the changed cluster builds");
+                // Odd GPU counts patch the node in place (what the service does), even ones rebuild everything.
+                let requeued = if gpus % 2 == 1 {
+                    let node = cfg.nodes.get(n).expect("the changed node");
+                    e.upsert_node(node).expect("the changed node patches")
+                } else {
+                    e.rebuild(&cfg, queues()).expect("the changed cluster builds")
+                };
                 for r in e.jobs() {
                     let was = before.get(&r.id).copied();
                     if requeued.contains(&r.id) {

@@ -35,10 +35,7 @@ fn rss_mib() -> f64 {
 
 fn ready_nodes(s: &Scheduler) -> u64 {
     let text = s.metrics_text().expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("sovra_nodes{state=\"ready\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix("sovra_nodes{state=\"ready\"} ")).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -93,7 +90,9 @@ async fn main() {
         nodes as f64 / registered,
         if durable { "inventories in sled" } else { "state in memory" }
     );
-    println!("resident memory: {rss_before:.0} MiB before the scheduler, {rss_after:.0} MiB with {nodes} nodes registered");
+    println!(
+        "resident memory: {rss_before:.0} MiB before the scheduler, {rss_after:.0} MiB with {nodes} nodes registered"
+    );
 
     // Heartbeats: two tasks beat every node round-robin for 10 s, as fast as they can.
     let sessions = Arc::new(sessions);

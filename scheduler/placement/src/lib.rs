@@ -10,6 +10,11 @@
 //! model, CPU and memory, GPU capacity. Feasible nodes are ranked by a weighted sum of integer scorers
 //! ([`score`], [`fgd`]); ties go to a fixed node order seeded by the placer's seed. Gangs are all-or-nothing.
 //! Deterministic: the same snapshot, job order and seed give the same decisions.
+//!
+//! The node inventory can change in place ([`ClusterState::patch`], [`NodeChange`]): a node added, removed or
+//! given new GPUs; the patched topology is laid out as a fresh build of the changed configuration would be, so the
+//! placer decides alike on both. A decision scans every node of the job's permitted pools (O(candidates)); see
+//! `BENCHMARKS.md`, "Placement core: scaling curve", for what that costs at 100k nodes.
 
 pub mod decision;
 pub mod fgd;
@@ -25,4 +30,4 @@ pub use decision::{
 };
 pub use fgd::{Shape, Workload};
 pub use placer::{DEFAULT_SEED, Placer, place};
-pub use snapshot::{ApplyError, BuildError, ClusterState, NodeIdx, NodeSummary, Topology};
+pub use snapshot::{ApplyError, BuildError, ClusterState, NodeChange, NodeIdx, NodeSummary, Topology};

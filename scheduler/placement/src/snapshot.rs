@@ -6,11 +6,13 @@
 //! GPU in MIG mode. Each device has 1000 milli of capacity.
 
 use crate::decision::Decision;
-use petgraph::unionfind::UnionFind;
 use sovra_domain::{ClusterConfig, GPU_MILLI, Purpose, ResidencyClass, Zone};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod patch;
+pub use patch::NodeChange;
 
 /// Dense index of a node in a [`Topology`].
 pub type NodeIdx = u32;
@@ -95,6 +97,8 @@ pub struct Topology {
     /// Largest node GPU capacity (milli): the GPU scale of best-fit scores.
     pub max_node_gpu_milli: u64,
     node_ids: BTreeMap<String, NodeIdx>,
+    /// Dense node class ids ([`NodeInfo::class`]) by device models, in order of first appearance.
+    class_ids: BTreeMap<Vec<u16>, u32>,
     /// See [`Topology::generation`].
     generation: u64,
 }
@@ -146,82 +150,18 @@ impl Topology {
             max_node_cpu: 1,
             max_node_gpu_milli: 1,
             node_ids: BTreeMap::new(),
+            class_ids: BTreeMap::new(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         };
-        let mut classes: BTreeMap<Vec<u16>, u32> = BTreeMap::new();
         for node in &cfg.nodes {
-            let idx = t.nodes.len() as NodeIdx;
             let pool = *pool_idx
                 .get(node.pool.as_str())
                 .ok_or_else(|| BuildError(format!("node {} names unknown pool {}", node.name, node.pool)))?;
-            if t.node_ids.insert(node.name.clone(), idx).is_some() {
+            if t.node_ids.contains_key(&node.name) {
                 return Err(BuildError(format!("node name {} is used twice", node.name)));
             }
-            // NVLink islands: connected components of the peer graph (petgraph's union-find).
-            let mut links = UnionFind::<usize>::new(node.gpus.len());
-            for (i, g) in node.gpus.iter().enumerate() {
-                for &p in &g.nvlink_peers {
-                    if (p as usize) < node.gpus.len() {
-                        links.union(i, p as usize);
-                    }
-                }
-            }
-            let labels = links.into_labeling();
-            let dev_start = t.devices.len() as u32;
-            let mut next_mig_island = node.gpus.len() as u16;
-            for (gi, g) in node.gpus.iter().enumerate() {
-                let push = |t: &mut Topology, model: String, memory: u64, profile: Option<String>, island: u16| {
-                    let model = t.intern(&model);
-                    t.devices.push(DeviceInfo {
-                        node: idx,
-                        gpu: gi as u16,
-                        mig_profile: profile,
-                        model,
-                        memory_mib: memory,
-                        island,
-                        uuid: g.uuid.clone(),
-                    });
-                };
-                if g.mig.is_empty() {
-                    push(&mut t, g.model.clone(), g.memory_mib, None, labels[gi] as u16);
-                } else {
-                    // MIG instances are isolated devices: no NVLink island spans them.
-                    for m in &g.mig {
-                        push(
-                            &mut t,
-                            format!("{}-MIG-{}", g.model, m.profile),
-                            m.memory_mib,
-                            Some(m.profile.clone()),
-                            next_mig_island,
-                        );
-                        next_mig_island += 1;
-                    }
-                }
-            }
-            let dev_count = t.devices.len() as u32 - dev_start;
-            if dev_count > u32::from(u16::MAX) / 2 {
-                return Err(BuildError(format!("node {} has {dev_count} devices; at most 32767", node.name)));
-            }
-            let models: Vec<u16> = t.devices[dev_start as usize..].iter().map(|d| d.model).collect();
-            let uniform_model = match models.first() {
-                Some(&m) if models.iter().all(|&x| x == m) => Some(m),
-                _ => None,
-            };
-            let next_class = classes.len() as u32;
-            let class = *classes.entry(models).or_insert(next_class);
-            t.max_node_cpu = t.max_node_cpu.max(node.cpu_milli);
-            t.max_node_gpu_milli = t.max_node_gpu_milli.max(u64::from(dev_count) * u64::from(GPU_MILLI));
-            t.pool_nodes[pool as usize].push(idx);
-            t.nodes.push(NodeInfo {
-                name: node.name.clone(),
-                pool,
-                cpu_milli: node.cpu_milli,
-                memory_mib: node.memory_mib,
-                dev_start,
-                dev_count: dev_count as u16,
-                uniform_model,
-                class,
-            });
+            patch::check_devices(node)?;
+            t.push_node(node, pool);
         }
         Ok(t)
     }

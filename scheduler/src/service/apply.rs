@@ -291,31 +291,35 @@ impl Writer {
         let gpu_error = if inv.backend_ready { String::new() } else { inv.backend_reason.clone() };
         let rec =
             NodeRecord { backend: inv.backend.clone(), driver_version: inv.driver_version.clone(), gpus, gpu_error };
+        let Some(i) = self.position(node) else {
+            return Err(Status::internal(format!("node {node:?} is not in the cluster")));
+        };
+        let current = self.cluster.nodes.get(i).map(|n| n.gpus.clone()).unwrap_or_default();
+        let requeued = if same_devices(&current, &rec.gpus) {
+            for (g, gpu) in rec.gpus.iter().enumerate() {
+                self.engine.set_gpu_health(node, g as u32, gpu.health.is_healthy());
+            }
+            Vec::new()
+        } else {
+            // Different devices: the node is patched in place (the rest of the topology and its usage stay).
+            let mut changed = self.base.nodes[i].clone();
+            changed.gpus = rec.gpus.clone();
+            let requeued =
+                self.engine.upsert_node(&changed).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+            if !requeued.is_empty() {
+                tracing::warn!(node, jobs = ?requeued, "the node's GPUs changed: jobs requeued");
+            }
+            requeued
+        };
+        // Taken: record what the daemon reported.
+        if let Some(n) = self.cluster.nodes.get_mut(i) {
+            n.gpus = rec.gpus.clone();
+        }
         if self.reported.get(node) != Some(&rec) {
             ch.nodes.insert(node.to_string());
         }
         ch.views.insert(node.to_string());
-        let current =
-            self.position(node).and_then(|i| self.cluster.nodes.get(i)).map(|n| n.gpus.clone()).unwrap_or_default();
-        self.reported.insert(node.into(), rec.clone());
-        if same_devices(&current, &rec.gpus) {
-            for (i, g) in rec.gpus.iter().enumerate() {
-                self.engine.set_gpu_health(node, i as u32, g.health.is_healthy());
-            }
-            if let Some(n) = self.position(node).and_then(|i| self.cluster.nodes.get_mut(i)) {
-                n.gpus = rec.gpus;
-            }
-            return Ok(vec![]);
-        }
-        let cluster = overlay(&self.base, &self.reported);
-        let requeued = self
-            .engine
-            .rebuild(&cluster, queues_of(&self.base))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.cluster = cluster;
-        if !requeued.is_empty() {
-            tracing::warn!(node, jobs = ?requeued, "the node's GPUs changed: jobs requeued");
-        }
+        self.reported.insert(node.into(), rec);
         Ok(requeued)
     }
 
