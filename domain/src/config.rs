@@ -8,7 +8,8 @@
 
 use crate::job::{Job, NvlinkWish, Resources};
 use crate::limits::{
-    MAX_CPU_MILLI, MAX_GPUS_PER_REPLICA, MAX_JOBS_PER_FILE, MAX_LIST_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_REPLICAS,
+    MAX_CPU_MILLI, MAX_FEASIBLE_NODES, MAX_GPUS_PER_REPLICA, MAX_JOBS_PER_FILE, MAX_LIST_LEN, MAX_MEMORY_MIB,
+    MAX_NAME_LEN, MAX_REPLICAS,
 };
 use crate::node::{GPU_MILLI, Gpu, Node};
 use crate::policy::PolicySpec;
@@ -93,6 +94,10 @@ pub struct SchedulingConfig {
     /// The target workload FGD measures fragmentation against (`scheduling.fgd_target_workload`); when empty, FGD
     /// learns the mix from the jobs it has seen.
     pub fgd_target_workload: Vec<WorkloadShare>,
+    /// `scheduling.max_feasible_nodes`: a replica goes to the best of the first this-many feasible nodes instead of
+    /// the best of all (for very large clusters; kube-scheduler's `percentageOfNodesToScore` as a count). 0, the
+    /// default: every candidate is scored.
+    pub max_feasible_nodes: u32,
 }
 
 /// One entry of a declared target workload: a replica shape and its relative weight.
@@ -392,6 +397,8 @@ struct RawScheduling {
     policy: Option<String>,
     #[serde(default)]
     fgd_target_workload: Vec<RawShare>,
+    #[serde(default)]
+    max_feasible_nodes: i64,
 }
 
 #[derive(Deserialize)]

@@ -38,3 +38,6 @@ pub const MAX_REQUEST_ID_LEN: usize = 253;
 
 /// At most this many bytes of job YAML in one submit request.
 pub const MAX_JOB_YAML_BYTES: usize = 1 << 20;
+
+/// The largest `scheduling.max_feasible_nodes` (beyond, use 0: score every node).
+pub const MAX_FEASIBLE_NODES: u32 = 1_000_000;

@@ -43,3 +43,21 @@ fn cluster_sizes_over_limits_name_the_field() {
     // Within the limits, the same file loads.
     assert!(ClusterConfig::from_yaml("c.yaml", &cluster("z", &MAX_CPU_MILLI.to_string(), "")).is_ok());
 }
+
+#[test]
+fn max_feasible_nodes_is_read_and_bounded() {
+    let c = ClusterConfig::from_yaml("c.yaml", &cluster("z", "1", "scheduling: {max_feasible_nodes: 256}\n")).unwrap();
+    assert_eq!(c.scheduling.max_feasible_nodes, 256);
+    let c = ClusterConfig::from_yaml("c.yaml", &cluster("z", "1", "")).unwrap();
+    assert_eq!(c.scheduling.max_feasible_nodes, 0, "the default scores every node");
+    for (v, want) in
+        [("-1", "-1 is negative"), ("1000001", "1000001 is too large; use 0 (score every node) or at most 1000000")]
+    {
+        let e = ClusterConfig::from_yaml(
+            "c.yaml",
+            &cluster("z", "1", &format!("scheduling: {{max_feasible_nodes: {v}}}\n")),
+        );
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(&format!("scheduling.max_feasible_nodes: {want}")), "{e}");
+    }
+}

@@ -151,7 +151,9 @@ impl Engine {
             untried: Vec::new(),
             reservation: None,
             state,
-            placer: Placer::new(policy, seed).with_target_workload(workload),
+            placer: Placer::new(policy, seed)
+                .with_target_workload(workload)
+                .with_max_feasible_nodes(cluster.scheduling.max_feasible_nodes),
             jobs: BTreeMap::new(),
             queues: queues.into_iter().map(|q| (q.name.clone(), q)).collect(),
             requests: BTreeMap::new(),

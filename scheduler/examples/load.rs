@@ -7,10 +7,13 @@
 //! With `--daemons` every node is a simulated node: the scheduler serves over mutual TLS with `--require-daemons`,
 //! and one node daemon reporter per node (`sovra_node_daemon::report::Reporter`, the daemon's own code, with a
 //! fake backend built from the node's description) registers and heartbeats every 0.8 s during the run.
+//! With `--readers` two reader clients call `Get` (one job) and `Nodes` (the first page) every 10 ms, first for 2 s
+//! with no submissions, then during the burst: the latencies of both are printed for each phase.
 //! Prints submissions/s, placed jobs/s and submit latency percentiles.
 
-use sovra_api::v1::SubmitRequest;
+use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
+use sovra_api::v1::{GetRequest, NodesRequest, SubmitRequest};
 use sovra_domain::PolicySpec;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::report::{DaemonMetrics, Reporter};
@@ -40,6 +43,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let durable = args.iter().any(|a| a == "--durable");
     let daemons = args.iter().any(|a| a == "--daemons");
+    let readers = args.iter().any(|a| a == "--readers");
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let (nodes, clients, per_client) =
         (nums.first().copied().unwrap_or(1000), nums.get(1).copied().unwrap_or(8), nums.get(2).copied().unwrap_or(500));
@@ -97,6 +101,26 @@ async fn main() {
     let reports_before = reports(&scheduler);
     let ca_pem = tls.as_ref().map(|t| std::fs::read(t.ca()).expect("CA"));
     let jobs = synth::jobs(clients * per_client, 7);
+    let stop_reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut idle_reads = (Vec::new(), Vec::new());
+    let mut read_tasks = Vec::new();
+    if readers {
+        let ep = Endpoint::from_shared(addr.clone()).expect("address");
+        let ch = ep.connect().await.expect("connect");
+        let mut req = Request::new(SubmitRequest { job_yaml: yaml(&jobs[0]), request_id: "reader".into() });
+        req.metadata_mut().insert("authorization", "Bearer load".parse().expect("header"));
+        let id = JobsClient::new(ch.clone()).submit(req).await.expect("a job to read").into_inner().id;
+        let idle_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let idle: Vec<_> = (0..2).map(|_| tokio::spawn(read_loop(ch.clone(), id, idle_stop.clone()))).collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        idle_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in idle {
+            let (g, n) = t.await.expect("reader");
+            idle_reads.0.extend(g);
+            idle_reads.1.extend(n);
+        }
+        read_tasks = (0..2).map(|_| tokio::spawn(read_loop(ch.clone(), id, stop_reading.clone()))).collect();
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..clients {
@@ -142,6 +166,13 @@ async fn main() {
         placed += p;
     }
     let secs = started.elapsed().as_secs_f64();
+    stop_reading.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut burst_reads = (Vec::new(), Vec::new());
+    for t in read_tasks {
+        let (g, n) = t.await.expect("reader");
+        burst_reads.0.extend(g);
+        burst_reads.1.extend(n);
+    }
     let node_msgs = reports(&scheduler) - reports_before;
     lat.sort();
     let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1].as_secs_f64() * 1e3;
@@ -156,6 +187,24 @@ async fn main() {
         pct(0.99),
         lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
+    if readers {
+        for (what, idle, burst) in
+            [("Get", &mut idle_reads.0, &mut burst_reads.0), ("Nodes", &mut idle_reads.1, &mut burst_reads.1)]
+        {
+            idle.sort();
+            burst.sort();
+            println!(
+                "reads {what}: without submissions {} calls, p50 {:.2} ms, p99 {:.2} ms; during the burst {} calls, \
+                 p50 {:.2} ms, p99 {:.2} ms",
+                idle.len(),
+                pct_of(idle, 0.5),
+                pct_of(idle, 0.99),
+                burst.len(),
+                pct_of(burst, 0.5),
+                pct_of(burst, 0.99)
+            );
+        }
+    }
     if daemons {
         println!(
             "meanwhile {} node daemons sent {node_msgs} reports over mTLS ({:.0}/s)",
@@ -169,4 +218,39 @@ async fn main() {
 fn reports(s: &Scheduler) -> u64 {
     let text = s.metrics_text().expect("metrics");
     text.lines().find_map(|l| l.strip_prefix("sovra_node_reports_total ")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The `q` quantile of sorted latencies, milliseconds.
+fn pct_of(lat: &[Duration], q: f64) -> f64 {
+    if lat.is_empty() {
+        return 0.0;
+    }
+    lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1].as_secs_f64() * 1e3
+}
+
+/// Calls `Get(id)` and `Nodes` alternately until `stop`; returns their latencies.
+async fn read_loop(
+    ch: tonic::transport::Channel,
+    id: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut jobs, mut cluster) = (JobsClient::new(ch.clone()), ClusterClient::new(ch));
+    let (mut gets, mut nodes) = (Vec::new(), Vec::new());
+    // Paced like a dashboard that polls (100 pairs of calls a second per reader), so that the readers measure
+    // waiting, not their own share of the two CPUs.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let mut req = Request::new(GetRequest { id });
+        req.metadata_mut().insert("authorization", "Bearer load".parse().expect("header"));
+        let t0 = Instant::now();
+        jobs.get(req).await.expect("get");
+        gets.push(t0.elapsed());
+        let mut req = Request::new(NodesRequest::default());
+        req.metadata_mut().insert("authorization", "Bearer load".parse().expect("header"));
+        let t0 = Instant::now();
+        cluster.nodes(req).await.expect("nodes");
+        nodes.push(t0.elapsed());
+    }
+    (gets, nodes)
 }

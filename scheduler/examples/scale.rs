@@ -61,35 +61,57 @@ async fn main() {
     let s = Scheduler::with_options(cluster, PolicySpec::default(), 42, store, opts).expect("scheduler starts");
     println!("scheduler over {nodes} nodes built in {:.2} s", t0.elapsed().as_secs_f64());
 
+    // Registered nodes heartbeat from then on (every node at least once a second, from one thread), as daemons do.
     let t0 = Instant::now();
     let registers = Arc::new(registers);
     let next = Arc::new(AtomicU64::new(0));
+    let beating: Arc<std::sync::Mutex<Vec<(String, u64)>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let (s, beating, done) = (s.clone(), beating.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let pass = Instant::now();
+                let list = beating.lock().map(|l| l.clone()).unwrap_or_default();
+                for (node, session) in &list {
+                    s.node_heartbeat(node, *session).expect("heartbeat");
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(pass.elapsed()));
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..512 {
-        let (s, registers, next) = (s.clone(), registers.clone(), next.clone());
+        let (s, registers, next, beating) = (s.clone(), registers.clone(), next.clone(), beating.clone());
         tasks.push(tokio::spawn(async move {
-            let mut sessions = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(reg) = registers.get(i) else { return sessions };
+                let Some(reg) = registers.get(i) else { return };
                 let (session, _) = s.register_node(&reg.node.clone(), reg.clone()).await.expect("registers");
-                sessions.push((reg.node.clone(), session));
+                beating.lock().expect("list").push((reg.node.clone(), session));
             }
         }));
     }
-    let mut sessions = Vec::with_capacity(nodes);
     for t in tasks {
-        sessions.extend(t.await.expect("register task"));
+        t.await.expect("register task");
     }
     let registered = t0.elapsed().as_secs_f64();
+    while ready_nodes(&s) < nodes as u64 && t0.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all_ready = t0.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    beater.join().expect("heartbeat thread");
     let ready = ready_nodes(&s);
     assert_eq!(ready, nodes as u64, "every node is ready after registering");
-    let rss_after = rss_mib();
+    let mut sessions = beating.lock().expect("list").clone();
+    sessions.sort();
     println!(
-        "{nodes} nodes registered and ready in {registered:.2} s ({:.0} registrations/s), {}",
+        "{nodes} nodes registered in {registered:.2} s ({:.0} registrations/s), all ready after {all_ready:.2} s, {}",
         nodes as f64 / registered,
         if durable { "inventories in sled" } else { "state in memory" }
     );
+    let rss_after = rss_mib();
     println!(
         "resident memory: {rss_before:.0} MiB before the scheduler, {rss_after:.0} MiB with {nodes} nodes registered"
     );

@@ -184,6 +184,16 @@ impl RawCluster {
             .scheduling
             .policy
             .and_then(|s| s.parse::<PolicySpec>().map_err(|e| v.problem("scheduling.policy", e)).ok());
+        let max_feasible_nodes = match self.scheduling.max_feasible_nodes {
+            n if n > i64::from(MAX_FEASIBLE_NODES) => {
+                v.problem(
+                    "scheduling.max_feasible_nodes",
+                    format!("{n} is too large; use 0 (score every node) or at most {MAX_FEASIBLE_NODES}"),
+                );
+                0
+            }
+            n => v.at_least("scheduling.max_feasible_nodes", n, 0) as u32,
+        };
         let fgd_target_workload = self
             .scheduling
             .fgd_target_workload
@@ -226,7 +236,7 @@ impl RawCluster {
             pools: self.pools,
             residency_classes,
             nodes,
-            scheduling: SchedulingConfig { policy, fgd_target_workload },
+            scheduling: SchedulingConfig { policy, fgd_target_workload, max_feasible_nodes },
             queues,
         }
     }

@@ -137,6 +137,11 @@ impl Cache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).config.scheduling.fgd_target_workload.clone()
     }
 
+    /// The config's search cap (`scheduling.max_feasible_nodes`; 0: score every node).
+    pub fn max_feasible_nodes(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).config.scheduling.max_feasible_nodes
+    }
+
     /// A cache holding the config's nodes (all ready, nothing running).
     pub fn new(config: ClusterConfig) -> Result<Cache, CacheError> {
         let state = ClusterState::from_config(&config).map_err(|e| CacheError(e.to_string()))?;

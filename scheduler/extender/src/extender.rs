@@ -48,7 +48,9 @@ impl Extender {
     /// for the same snapshot and job. With no declared workload, FGD learns it from the pods bound
     /// ([`Placer::observe_admitted`] on bind).
     pub fn new(cache: Arc<Cache>, policy: PolicySpec, seed: u64, binder: Binder) -> Extender {
-        let placer = Placer::new(policy, seed).with_target_workload(&cache.fgd_target_workload());
+        let placer = Placer::new(policy, seed)
+            .with_target_workload(&cache.fgd_target_workload())
+            .with_max_feasible_nodes(cache.max_feasible_nodes());
         Extender { cache, placer: Mutex::new(placer), binder, metrics: Metrics::default() }
     }
 

@@ -68,10 +68,14 @@ fn scaling(c: &mut Criterion) {
     for nodes in [1_000, 5_000, 10_000, 100_000] {
         let cfg = synth::cluster(nodes, 1);
         for policy in ["best-fit", "fgd"] {
-            let p: PolicySpec = policy.parse().expect("known policy");
-            let placer = Placer::new(p, DEFAULT_SEED).with_target_workload(&workload);
-            let mut s = Stream::new(&cfg, jobs.clone(), placer);
-            g.bench_function(format!("{policy}/{nodes}"), |b| b.iter(|| black_box(s.step())));
+            // 0: every candidate scored (the default); 256: `scheduling.max_feasible_nodes: 256`.
+            for cap in [0u32, 256] {
+                let p: PolicySpec = policy.parse().expect("known policy");
+                let placer = Placer::new(p, DEFAULT_SEED).with_target_workload(&workload).with_max_feasible_nodes(cap);
+                let mut s = Stream::new(&cfg, jobs.clone(), placer);
+                let name = if cap == 0 { format!("{policy}/{nodes}") } else { format!("{policy}-max{cap}/{nodes}") };
+                g.bench_function(name, |b| b.iter(|| black_box(s.step())));
+            }
         }
     }
     g.finish();

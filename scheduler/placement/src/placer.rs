@@ -51,6 +51,8 @@ pub struct Placer {
     zone_reasons: (u64, BTreeMap<(String, usize), String>),
     /// FGD scores per (replica shape, node), valid while the node's epoch is unchanged. Cleared with the memo.
     fgd_cache: FgdCache,
+    /// Stop looking once this many feasible nodes were scored for a replica (0: look at every candidate).
+    max_feasible: u32,
 }
 
 /// Replica shapes as FGD scores them: (cpu, milli, gpus, models, NVLink wish).
@@ -142,7 +144,19 @@ impl Placer {
             uses_fgd,
             zone_reasons: (0, BTreeMap::new()),
             fgd_cache: FgdCache::default(),
+            max_feasible: 0,
         }
+    }
+
+    /// Caps the search (`scheduling.max_feasible_nodes`): a replica goes to the best of the first `n` feasible
+    /// nodes, in the order of its permitted pools and of each pool's nodes (the cluster file's order), instead of
+    /// the best of all — kube-scheduler's `percentageOfNodesToScore` idea, as an absolute count. The cost of a
+    /// decision then stops growing with the cluster: a scan ends after `n` feasible nodes (plus the infeasible ones
+    /// met on the way), so nodes early in each pool fill first. A job that fits nowhere is still checked against every
+    /// node, so its explanation is complete. 0 (the default) scores every candidate: the best placement.
+    pub fn with_max_feasible_nodes(mut self, n: u32) -> Placer {
+        self.max_feasible = n;
+        self
     }
 
     /// Declares FGD's target workload (e.g. `scheduling.fgd_target_workload`); an empty list keeps learning.
@@ -361,7 +375,8 @@ impl Placer {
             }
             None => plan.pools.iter().map(|&p| &topo.pool_nodes[p as usize][..]).collect(),
         };
-        for nodes in lists {
+        let cap = if self.max_feasible == 0 { u32::MAX } else { self.max_feasible };
+        'scan: for nodes in lists {
             for &node in nodes {
                 if plan.excluded.as_ref().is_some_and(|x| x.get(node as usize).copied().unwrap_or(false)) {
                     continue;
@@ -374,6 +389,9 @@ impl Placer {
                 let c = self.score_node(state, &topo, node, plan, replica, &scoring);
                 if best.is_none_or(|b| (c.total, std::cmp::Reverse(c.rank)) > (b.total, std::cmp::Reverse(b.rank))) {
                     best = Some(c);
+                }
+                if feasible >= cap {
+                    break 'scan;
                 }
             }
         }

@@ -34,9 +34,22 @@ pub async fn serve_with(
         .add_service(ClusterServer::with_interceptor(scheduler.clone(), check.clone()))
         .add_service(AdminServer::with_interceptor(scheduler.clone(), check))
         .add_service(NodesServer::new(scheduler))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| format!("the gRPC server stopped: {e}"))
+}
+
+/// The accepted connections, with Nagle's algorithm off: answers of a few kilobytes (a page of nodes) otherwise
+/// wait for the client's delayed ACK — ~40 ms on Linux, the p99 of every read before this was set.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Serves `/metrics` (Prometheus text format) and `/healthz` on `listener` until `shutdown` completes.
