@@ -104,6 +104,34 @@ pub fn shape_key(job: &Job) -> String {
     serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
 }
 
+/// Whether a stored placement may be kept on `topo`: every replica on the same node, still in the same pool and
+/// zone, and that zone still satisfies the job's class (a reloaded file or a changed node may have moved a node or
+/// changed a zone) — never keep a job outside its zones.
+pub(crate) fn still_permitted(topo: &sovra_placement::Topology, job: &Job, d: &Decision) -> bool {
+    let class = topo.class(&job.residency);
+    d.replicas.iter().all(|p| {
+        topo.node_index(&p.node_name) == Some(p.node) && {
+            let pool = &topo.pools[topo.nodes[p.node as usize].pool as usize];
+            let zone = &topo.zones[pool.zone];
+            pool.id == p.pool && zone.id == p.zone && class.is_some_and(|c| sovra_domain::satisfies(zone, c))
+        }
+    })
+}
+
+/// The cluster's queues as the engine takes them: its `queues:`, or one `default` queue when it has none (a
+/// cluster built in code). The scheduler service and the simulator's replay both build their engine with these.
+pub fn queues_of(cluster: &ClusterConfig) -> Vec<QueueSpec> {
+    let mut queues: Vec<QueueSpec> = cluster
+        .queues
+        .iter()
+        .map(|q| QueueSpec { name: q.name.clone(), weight: q.weight, quota_milli: q.quota_milli.clone() })
+        .collect();
+    if queues.is_empty() {
+        queues.push(QueueSpec::new("default"));
+    }
+    queues
+}
+
 /// Adds the nodes of `reserved` to an exclusion mask (creating it if there is none).
 fn exclude(mask: &mut Option<Vec<bool>>, reserved: &[bool]) {
     let m = mask.get_or_insert_with(|| vec![false; reserved.len()]);
@@ -184,22 +212,10 @@ impl Engine {
                 e.requests.insert(req.clone(), r.id);
             }
             if r.state.holds_resources() {
-                let fits = r.placement.as_ref().is_some_and(|d| {
-                    let topo = e.state.topology().clone();
-                    let class = topo.class(&r.job.residency);
-                    // Same node, still in the same pool and zone, and that zone still satisfies the job's class
-                    // (a reloaded file may have moved a node or changed a zone): never keep a job outside its zones.
-                    let still_permitted = d.replicas.iter().all(|p| {
-                        topo.node_index(&p.node_name) == Some(p.node) && {
-                            let pool = &topo.pools[topo.nodes[p.node as usize].pool as usize];
-                            let zone = &topo.zones[pool.zone];
-                            pool.id == p.pool
-                                && zone.id == p.zone
-                                && class.is_some_and(|c| sovra_domain::satisfies(zone, c))
-                        }
-                    });
-                    still_permitted && e.state.apply(d).is_ok()
-                });
+                let fits = r
+                    .placement
+                    .as_ref()
+                    .is_some_and(|d| still_permitted(e.state.topology(), &r.job, d) && e.state.apply(d).is_ok());
                 if !fits {
                     r.placement = None;
                     r.state = JobState::Pending;

@@ -64,17 +64,7 @@ impl Engine {
                 for id in affected {
                     let Some(rec) = self.jobs.get_mut(&id) else { continue };
                     let fits = rec.placement.as_ref().is_some_and(|d| {
-                        let topo = self.state.topology();
-                        let class = topo.class(&rec.job.residency);
-                        d.replicas.iter().all(|p| {
-                            topo.node_index(&p.node_name) == Some(p.node) && {
-                                let pool = &topo.pools[topo.nodes[p.node as usize].pool as usize];
-                                let zone = &topo.zones[pool.zone];
-                                pool.id == p.pool
-                                    && zone.id == p.zone
-                                    && class.is_some_and(|c| sovra_domain::satisfies(zone, c))
-                            }
-                        }) && self.state.apply(d).is_ok()
+                        crate::still_permitted(self.state.topology(), &rec.job, d) && self.state.apply(d).is_ok()
                     });
                     if !fits {
                         if let Some(d) = rec.placement.take() {

@@ -31,49 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API.
-    Serve {
-        /// Cluster file (zones, pools, residency classes, nodes, queues).
-        #[arg(long, short = 'c')]
-        config: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: String,
-        /// State directory (sled); without it, state is lost when the process ends.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Bearer token clients must present (default: a random one, printed).
-        #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Scorers and weights (default: the cluster's scheduling.policy, else best-fit,topology).
-        #[arg(long)]
-        policy: Option<String>,
-        /// Seed of the tie-breaking node order.
-        #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
-        seed: u64,
-        /// TLS directory (`sovra-scheduler certs`): serve over TLS and accept node daemons with client certificates.
-        #[arg(long)]
-        tls_dir: Option<PathBuf>,
-        /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this address.
-        #[arg(long)]
-        metrics_listen: Option<String>,
-        /// Heartbeat interval node daemons must keep, milliseconds, 100 to 60000 (NotReady after 1.5 intervals of
-        /// silence).
-        #[arg(long, default_value_t = 2000, value_parser = sovra_scheduler::service::parse_heartbeat_ms)]
-        heartbeat_ms: u64,
-        /// Nodes are NotReady until their daemon registers (default: nodes without a daemon are used as the
-        /// cluster file describes them).
-        #[arg(long)]
-        require_daemons: bool,
-        /// Start even though the `--data` directory is damaged: prints every job that was lost (missing, or a
-        /// record failing its checksum), keeps damaged records aside and never reuses their ids. Without it a
-        /// damaged directory is refused.
-        #[arg(long, requires = "data")]
-        recover: bool,
-        /// How long finished jobs (succeeded, failed, cancelled, refused) stay listed before they are archived in
-        /// the store (`sovra job ID` still finds them): e.g. `90s`, `30m`, `24h`, `7d` (default: forever).
-        #[arg(long, value_name = "DURATION", value_parser = sovra_scheduler::service::parse_retention)]
-        retain_finished: Option<Duration>,
-    },
+    Serve(Box<ServeArgs>),
     /// Create a CA, the scheduler's server certificate and node client certificates in a directory (an existing CA
     /// there is reused).
     Certs {
@@ -89,9 +47,67 @@ enum Command {
     },
 }
 
+/// `sovra-scheduler serve`.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Cluster file (zones, pools, residency classes, nodes, queues).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// State directory (sled); without it, state is lost when the process ends.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Bearer token clients must present (default: a random one, printed).
+    #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Scorers and weights (default: the cluster's scheduling.policy, else best-fit,topology).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Seed of the tie-breaking node order.
+    #[arg(long, default_value_t = sovra_placement::DEFAULT_SEED)]
+    seed: u64,
+    /// TLS directory (`sovra-scheduler certs`): serve over TLS and accept node daemons with client certificates.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` and `/healthz` over HTTP on this address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Heartbeat interval node daemons must keep, milliseconds, 100 to 60000 (NotReady after 1.5 intervals of
+    /// silence).
+    #[arg(long, default_value_t = 2000, value_parser = sovra_scheduler::service::parse_heartbeat_ms)]
+    heartbeat_ms: u64,
+    /// Nodes are NotReady until their daemon registers (default: nodes without a daemon are used as the
+    /// cluster file describes them).
+    #[arg(long)]
+    require_daemons: bool,
+    /// Start even though the `--data` directory is damaged: prints every job that was lost (missing, or a
+    /// record failing its checksum), keeps damaged records aside and never reuses their ids. Without it a
+    /// damaged directory is refused.
+    #[arg(long, requires = "data")]
+    recover: bool,
+    /// How long finished jobs (succeeded, failed, cancelled, refused) stay listed before they are archived in
+    /// the store (`sovra job ID` still finds them): e.g. `90s`, `30m`, `24h`, `7d` (default: forever).
+    #[arg(long, value_name = "DURATION", value_parser = sovra_scheduler::service::parse_retention)]
+    retain_finished: Option<Duration>,
+}
+
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
     let bad = |m: String| (2u8, m);
-    let (
+    let a = match cli.command {
+        Command::Certs { dir, hosts, nodes } => {
+            let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
+            println!("CA:        {}", tls.ca().display());
+            println!("server:    {}", tls.server().0.display());
+            for n in &nodes {
+                println!("node {n}: {}", tls.node(n).0.display());
+            }
+            return Ok(());
+        }
+        Command::Serve(a) => *a,
+    };
+    let ServeArgs {
         config,
         listen,
         data,
@@ -104,44 +120,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         require_daemons,
         recover,
         retain_finished,
-    ) = match cli.command {
-        Command::Certs { dir, hosts, nodes } => {
-            let tls = sovra_scheduler::tls::generate(&dir, &hosts, &nodes).map_err(bad)?;
-            println!("CA:        {}", tls.ca().display());
-            println!("server:    {}", tls.server().0.display());
-            for n in &nodes {
-                println!("node {n}: {}", tls.node(n).0.display());
-            }
-            return Ok(());
-        }
-        Command::Serve {
-            config,
-            listen,
-            data,
-            token,
-            policy,
-            seed,
-            tls_dir,
-            metrics_listen,
-            heartbeat_ms,
-            require_daemons,
-            recover,
-            retain_finished,
-        } => (
-            config,
-            listen,
-            data,
-            token,
-            policy,
-            seed,
-            tls_dir,
-            metrics_listen,
-            heartbeat_ms,
-            require_daemons,
-            recover,
-            retain_finished,
-        ),
-    };
+    } = a;
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
         Some(p) => p.parse().map_err(|e| bad(format!("--policy: {e}")))?,

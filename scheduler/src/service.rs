@@ -26,7 +26,7 @@ use crate::store::{MemoryStore, NodeRecord, Store};
 use arc_swap::ArcSwap;
 use snapshot::{Clock, LiveMap, Snapshot};
 use sovra_domain::{ClusterConfig, PolicySpec};
-use sovra_engine::{Engine, QueueSpec};
+use sovra_engine::Engine;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -151,19 +151,8 @@ pub struct Scheduler {
     _writer: Arc<WriterThread>,
 }
 
-/// The cluster's queues; a cluster without any (e.g. built in code) gets one `default` queue, as a cluster file
-/// without a `queues:` section does.
-fn queues_of(cluster: &ClusterConfig) -> Vec<QueueSpec> {
-    let mut queues: Vec<QueueSpec> = cluster
-        .queues
-        .iter()
-        .map(|q| QueueSpec { name: q.name.clone(), weight: q.weight, quota_milli: q.quota_milli.clone() })
-        .collect();
-    if queues.is_empty() {
-        queues.push(QueueSpec::new("default"));
-    }
-    queues
-}
+/// The cluster's queues (the engine's rule: its `queues:`, or one `default` queue).
+pub(crate) use sovra_engine::queues_of;
 
 /// `base` with each reported node's GPUs replaced by what its daemon reported.
 fn overlay(base: &ClusterConfig, reported: &BTreeMap<String, NodeRecord>) -> ClusterConfig {
@@ -310,14 +299,24 @@ impl Scheduler {
         }
     }
 
+    /// Sends a request; the receiver gets its answer.
+    fn send<T>(
+        &self,
+        req: Req,
+        wrap: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Status>>) -> ReplyTx,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T, Status>>, Status> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(req, wrap(tx))?;
+        Ok(rx)
+    }
+
     /// Sends a request and waits for its answer (asynchronously).
     async fn call<T>(
         &self,
         req: Req,
         wrap: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Status>>) -> ReplyTx,
     ) -> Result<T, Status> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(req, wrap(tx))?;
+        let rx = self.send(req, wrap)?;
         rx.await.map_err(|_| Status::unavailable("the scheduler stopped before answering"))?
     }
 
@@ -327,8 +326,7 @@ impl Scheduler {
         req: Req,
         wrap: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, Status>>) -> ReplyTx,
     ) -> Result<T, Status> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(req, wrap(tx))?;
+        let rx = self.send(req, wrap)?;
         futures_executor::block_on(rx).map_err(|_| Status::unavailable("the scheduler stopped before answering"))?
     }
 

@@ -32,7 +32,6 @@ use crate::fill::SplitMix;
 pub use crate::scenario::{Arrival, Duration, Offer, Plan, Scenario, Stream, Target, limits};
 use serde::Serialize;
 use sovra_domain::{ClusterConfig, Job, satisfies};
-use sovra_engine::QueueSpec;
 use sovra_placement::Decision;
 use std::collections::BTreeMap;
 
@@ -226,19 +225,8 @@ fn arrivals(s: &Scenario) -> Vec<Arriving> {
     jobs
 }
 
-/// The cluster's queues, as the scheduler service takes them: its `queues:`, or one `default` queue when it has
-/// none (a cluster built in code).
-pub fn queues_of(cluster: &ClusterConfig) -> Vec<QueueSpec> {
-    let mut queues: Vec<QueueSpec> = cluster
-        .queues
-        .iter()
-        .map(|q| QueueSpec { name: q.name.clone(), weight: q.weight, quota_milli: q.quota_milli.clone() })
-        .collect();
-    if queues.is_empty() {
-        queues.push(QueueSpec::new("default"));
-    }
-    queues
-}
+/// The cluster's queues, as the scheduler service takes them (the engine's [`sovra_engine::queues_of`]).
+pub use sovra_engine::queues_of;
 
 /// Sovereignty check of one decision, independent of the core's filters: replicas whose pool's purpose differs
 /// from the job's kind or whose zone fails the job's residency class, recomputed from the configuration.
