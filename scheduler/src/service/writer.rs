@@ -192,7 +192,15 @@ impl Writer {
                 next_tick = now + tick;
             }
             if !work.is_empty() || sweep {
-                self.round(work, sweep.then_some(now));
+                // Requests that panic are isolated inside the round; this catches a bug in writing, publishing or
+                // answering: the round's callers see the writer gone (UNAVAILABLE), and the writer starts again
+                // from the store.
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| self.round(work, sweep.then_some(now))));
+                if let Err(p) = r {
+                    tracing::error!(panic = %panic_text(&p), "a round panicked outside its requests; reloading");
+                    self.metrics.panics.inc();
+                    self.reload_from_store();
+                }
             }
             if stop {
                 return;
@@ -333,6 +341,20 @@ impl Writer {
         self.engine = engine;
         self.generation = 0; // views are rebuilt at the next publish
         Ok(())
+    }
+
+    /// After a panic outside the requests: the engine from the store, and a snapshot rebuilt from scratch (its
+    /// revision continues; watches resume only from after it).
+    fn reload_from_store(&mut self) {
+        if let Err(e) = self.recover() {
+            self.stopped = Some(format!("after a failure the state could not be reloaded: {e}").into());
+        }
+        let after = self.snap.load().revision + 1;
+        let mut s = self.initial_snapshot();
+        s.revision = s.revision.max(after);
+        s.compacted = s.revision;
+        s.stopped = self.stopped.clone();
+        self.snap.store(Arc::new(s));
     }
 
     /// Runs one scheduling cycle, counting what it did.
