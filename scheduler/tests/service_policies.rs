@@ -32,12 +32,17 @@ queues:
 "#;
 
 async fn start() -> JobsClient<Channel> {
+    start_with().await.0
+}
+
+/// A served scheduler: a client and the scheduler itself (for its event log).
+async fn start_with() -> (JobsClient<Channel>, Scheduler) {
     let cluster = ClusterConfig::from_yaml("cluster.yaml", CLUSTER).unwrap();
     let scheduler = Scheduler::new(cluster, PolicySpec::default(), 42, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, scheduler, TOKEN.into(), std::future::pending()));
-    JobsClient::new(Channel::from_shared(addr).unwrap().connect().await.unwrap())
+    tokio::spawn(serve(listener, scheduler.clone(), TOKEN.into(), std::future::pending()));
+    (JobsClient::new(Channel::from_shared(addr).unwrap().connect().await.unwrap()), scheduler)
 }
 
 fn authed<T>(msg: T) -> Request<T> {
@@ -71,14 +76,17 @@ async fn state(c: &mut JobsClient<Channel>, id: u64) -> (String, u32, Vec<String
 
 #[tokio::test]
 async fn preemption_is_whole_gang_and_only_when_it_helps() {
-    let mut c = start().await;
+    let (mut c, scheduler) = start_with().await;
     let (gang, s) = submit(&mut c, "gang", "a", 0, "fr-only", 2, 4).await;
     assert_eq!(s, "placed", "a 2 × 4 GPU gang fills both fr nodes");
     let (high, s) = submit(&mut c, "high", "a", 10, "fr-only", 1, 2).await;
     assert_eq!(s, "placed");
     let (st, pre, nodes) = state(&mut c, gang).await;
     assert_eq!((st.as_str(), pre, nodes.len()), ("pending", 1, 0), "the whole gang was preempted and holds nothing");
-    let _ = high;
+    // The operators' event log keeps the preemption record: who, whom, both priorities, what was freed.
+    let events = scheduler.events(100);
+    let line = events.iter().find(|l| l.contains(&format!("preempted job {gang}"))).expect("a preemption event");
+    assert!(line.contains(&format!("job {high} (priority 10)")) && line.contains("8 devices"), "{line}");
     // A high job that fits elsewhere preempts nothing.
     let (lowde, _) = submit(&mut c, "low-de", "a", 0, "any", 1, 2).await;
     let (other, s) = submit(&mut c, "other", "a", 10, "any", 1, 2).await;

@@ -371,9 +371,10 @@ impl Writer {
                     self.metrics.placements.inc();
                     changes.jobs.insert(*job);
                 }
-                sovra_engine::Event::Preempted { job, .. } => {
+                sovra_engine::Event::Preempted { job, record, .. } => {
                     self.metrics.preemptions.inc();
                     changes.jobs.insert(*job);
+                    changes.events.push(record.to_string());
                 }
                 sovra_engine::Event::Reserved { job, .. } => {
                     changes.jobs.insert(*job);
