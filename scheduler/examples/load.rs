@@ -205,6 +205,25 @@ async fn main() {
             );
         }
     }
+    // Group commits, when the build has them (the metrics exist since the single-writer redesign).
+    let text = scheduler.metrics_text().expect("metrics");
+    let metric = |name: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+    };
+    if let (Some(n), Some(reqs), Some(secs), Some(cycles), Some(cycle_secs)) = (
+        metric("sovra_commits_total "),
+        metric("sovra_commit_requests_sum "),
+        metric("sovra_commit_seconds_sum "),
+        metric("sovra_decision_seconds_count "),
+        metric("sovra_decision_seconds_sum "),
+    ) {
+        println!(
+            "group commits: {n:.0}, {:.1} requests each, {:.2} ms per store commit; {cycles:.0} cycles, {:.2} ms each",
+            reqs / n.max(1.0),
+            secs * 1e3 / n.max(1.0),
+            cycle_secs * 1e3 / cycles.max(1.0)
+        );
+    }
     if daemons {
         println!(
             "meanwhile {} node daemons sent {node_msgs} reports over mTLS ({:.0}/s)",
