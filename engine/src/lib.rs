@@ -212,6 +212,15 @@ impl Engine {
                 e.requests.insert(req.clone(), r.id);
             }
             if r.state.holds_resources() {
+                // Nodes are found by name: a file that gained, lost or reordered nodes moves the others' indices,
+                // and a placement on a node that is still there, unchanged, is kept (device indices are per node).
+                if let Some(d) = &mut r.placement {
+                    for p in &mut d.replicas {
+                        if let Some(j) = e.state.topology().node_index(&p.node_name) {
+                            p.node = j;
+                        }
+                    }
+                }
                 let fits = r
                     .placement
                     .as_ref()

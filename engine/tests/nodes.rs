@@ -206,3 +206,30 @@ fn a_changed_node_keeps_the_jobs_that_still_fit() {
     let idx = e.state().topology().node_index("fr-a").unwrap();
     assert_eq!(e.state().summary(idx).free_whole, 0, "the kept job holds both remaining GPUs");
 }
+
+/// Restore (and so `rebuild`, and a reload) finds nodes by name: a file that gained a node before the others, or
+/// lost one, moves every later node's index, and no job on an unchanged node may be requeued for it.
+#[test]
+fn restore_keeps_placements_on_nodes_whose_index_moved() {
+    let all = synth::cluster(31, 5);
+    let mut cfg = all.clone();
+    cfg.nodes.remove(0);
+    let e = busy(&cfg);
+    let records: Vec<_> = e.jobs().cloned().collect();
+    let held = records.iter().filter(|r| r.placement.is_some()).count();
+    assert!(held > 20, "only {held} jobs placed");
+    // The first node comes back at the front: every other node's index moves by one.
+    let (grown, requeued) = Engine::restore(&all, queues(), PolicySpec::default(), 42, records.clone()).unwrap();
+    assert_eq!(requeued, Vec::<u64>::new(), "nothing moved but indices");
+    for r in grown.jobs() {
+        let before = records.iter().find(|x| x.id == r.id).unwrap();
+        let names = |d: &Option<sovra_placement::Decision>| {
+            d.as_ref().map(|d| d.replicas.iter().map(|p| p.node_name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(&r.placement), names(&before.placement), "job {} kept its nodes", r.id);
+    }
+    // And the state agrees: the new node is idle, the others hold what they held.
+    let t = grown.state().topology();
+    assert_eq!(grown.state().cpu_used(t.node_index(&all.nodes[0].name).unwrap()), 0);
+    assert_eq!(grown.state().used_gpu_milli(), e.state().used_gpu_milli());
+}
