@@ -8,7 +8,7 @@
 //!
 //! **Failures.** A request that panics inside the engine is answered INTERNAL; the writer rebuilds the engine from
 //! the store (the last committed state), re-applies the round's other requests, and goes on — one bad request
-//! never poisons the service (`scheduler/tests/panic_isolation.rs` injects one). When the store cannot write a
+//! never poisons the service (`scheduler/tests/one_writer.rs` injects one). When the store cannot write a
 //! batch, nothing of it is acknowledged and the writer stops taking changes (fail closed): every later change is
 //! refused with the store's error until the scheduler is restarted; reads keep working.
 
