@@ -18,54 +18,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sovra_domain::{Job, PolicySpec, Purpose, ScorerKind, WorkloadShare};
 use sovra_engine::{Engine, QueueSpec};
 use sovra_placement::fgd::{Shape, Workload};
+use sovra_placement::synth::DecisionStream;
 use sovra_placement::{ClusterState, DEFAULT_SEED, Placer, score::mix, synth};
 use sovra_simulator::trace;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
-
-struct Stream {
-    pristine: ClusterState,
-    state: ClusterState,
-    placer: Placer,
-    jobs: Vec<Job>,
-    next: usize,
-    fails: u32,
-    used: u64,
-    cap: u64,
-}
-
-impl Stream {
-    fn new(cfg: &sovra_domain::ClusterConfig, jobs: Vec<Job>, placer: Placer) -> Stream {
-        let pristine = ClusterState::from_config(cfg).unwrap();
-        let cap = pristine.topology().total_gpu_milli();
-        Stream { state: pristine.clone(), pristine, placer, jobs, next: 0, fails: 0, used: 0, cap }
-    }
-
-    fn step(&mut self) -> bool {
-        let job = &self.jobs[self.next % self.jobs.len()];
-        self.next += 1;
-        let placed = match self.placer.place(&self.state, job) {
-            Ok(d) => {
-                self.state.apply(&d).unwrap();
-                self.used += job.resources.total_gpu_milli();
-                self.fails = 0;
-                true
-            }
-            Err(_) => {
-                self.fails += 1;
-                false
-            }
-        };
-        if self.fails > 100 || self.used * 100 > self.cap * 85 {
-            self.state = self.pristine.clone();
-            self.used = 0;
-            self.fails = 0;
-        }
-        placed
-    }
-}
 
 fn config(c: &mut Criterion) -> &mut Criterion {
     c
@@ -82,8 +41,10 @@ fn synthetic(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     for policy in ["best-fit", "best-fit,topology", "fgd", "fgd,topology"] {
         let p: PolicySpec = policy.parse().unwrap();
-        let mut s = Stream::new(&cfg, jobs.clone(), Placer::new(p, DEFAULT_SEED).with_target_workload(&workload));
-        g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
+        let mut s =
+            DecisionStream::new(&cfg, jobs.clone(), Placer::new(p, DEFAULT_SEED).with_target_workload(&workload))
+                .expect("the bench's cluster is valid");
+        g.bench_function(policy, |b| b.iter(|| black_box(s.step().expect("the core's decisions apply"))));
     }
     // One isolated pure call with an empty memo: what a cold FGD decision costs.
     let state = ClusterState::from_config(&cfg).unwrap();
@@ -122,8 +83,8 @@ fn alibaba(c: &mut Criterion) {
     for policy in ["best-fit", "fgd"] {
         let p: PolicySpec = policy.parse().unwrap();
         let placer = Placer::new(p, DEFAULT_SEED).with_workload(workload.clone());
-        let mut s = Stream::new(&cfg, jobs.clone(), placer);
-        g.bench_function(policy, |b| b.iter(|| black_box(s.step())));
+        let mut s = DecisionStream::new(&cfg, jobs.clone(), placer).expect("the bench's cluster is valid");
+        g.bench_function(policy, |b| b.iter(|| black_box(s.step().expect("the core's decisions apply"))));
     }
     let _unused: Option<WorkloadShare> = None;
     g.finish();

@@ -10,52 +10,11 @@
 //! configuration after each node (the old path, O(n) per node).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use sovra_domain::{ClusterConfig, Job, PolicySpec};
+use sovra_domain::PolicySpec;
+use sovra_placement::synth::DecisionStream;
 use sovra_placement::{ClusterState, DEFAULT_SEED, Placer, synth};
 use std::hint::black_box;
 use std::time::Duration;
-
-struct Stream {
-    pristine: ClusterState,
-    state: ClusterState,
-    placer: Placer,
-    jobs: Vec<Job>,
-    next: usize,
-    fails: u32,
-    used: u64,
-    cap: u64,
-}
-
-impl Stream {
-    fn new(cfg: &ClusterConfig, jobs: Vec<Job>, placer: Placer) -> Stream {
-        let pristine = ClusterState::from_config(cfg).expect("synthetic clusters are valid");
-        let cap = pristine.topology().total_gpu_milli();
-        Stream { state: pristine.clone(), pristine, placer, jobs, next: 0, fails: 0, used: 0, cap }
-    }
-
-    fn step(&mut self) -> bool {
-        let job = &self.jobs[self.next % self.jobs.len()];
-        self.next += 1;
-        let placed = match self.placer.place(&self.state, job) {
-            Ok(d) => {
-                self.state.apply(&d).expect("the core's decisions fit");
-                self.used += job.resources.total_gpu_milli();
-                self.fails = 0;
-                true
-            }
-            Err(_) => {
-                self.fails += 1;
-                false
-            }
-        };
-        if self.fails > 100 || self.used * 100 > self.cap * 85 {
-            self.state = self.pristine.clone();
-            self.used = 0;
-            self.fails = 0;
-        }
-        placed
-    }
-}
 
 fn scaling(c: &mut Criterion) {
     let jobs = synth::jobs(20_000, 2);
@@ -72,9 +31,9 @@ fn scaling(c: &mut Criterion) {
             for cap in [0u32, 256] {
                 let p: PolicySpec = policy.parse().expect("known policy");
                 let placer = Placer::new(p, DEFAULT_SEED).with_target_workload(&workload).with_max_feasible_nodes(cap);
-                let mut s = Stream::new(&cfg, jobs.clone(), placer);
+                let mut s = DecisionStream::new(&cfg, jobs.clone(), placer).expect("the bench's cluster is valid");
                 let name = if cap == 0 { format!("{policy}/{nodes}") } else { format!("{policy}-max{cap}/{nodes}") };
-                g.bench_function(name, |b| b.iter(|| black_box(s.step())));
+                g.bench_function(name, |b| b.iter(|| black_box(s.step().expect("the core's decisions apply"))));
             }
         }
     }

@@ -175,6 +175,62 @@ pub fn jobs(n: usize, seed: u64) -> Vec<Job> {
         .collect()
 }
 
+/// A stream of decisions as the benchmarks measure them: jobs taken round-robin from a list, each placed on one
+/// state and applied, the state reset to empty when 85% of its GPU milli is allocated or after 100 refusals in a
+/// row. Shared by `benches/placement.rs` and `scheduler/placement/benches/scaling.rs`, so both measure the same
+/// thing.
+pub struct DecisionStream {
+    pristine: crate::ClusterState,
+    state: crate::ClusterState,
+    placer: crate::Placer,
+    jobs: Vec<Job>,
+    next: usize,
+    fails: u32,
+    used: u64,
+    cap: u64,
+}
+
+impl DecisionStream {
+    /// A stream of `jobs` (at least one) through `placer` onto `cluster`, starting empty.
+    pub fn new(
+        cluster: &ClusterConfig,
+        jobs: Vec<Job>,
+        placer: crate::Placer,
+    ) -> Result<DecisionStream, crate::BuildError> {
+        if jobs.is_empty() {
+            return Err(crate::BuildError("a decision stream needs at least one job".into()));
+        }
+        let pristine = crate::ClusterState::from_config(cluster)?;
+        let cap = pristine.topology().total_gpu_milli();
+        Ok(DecisionStream { state: pristine.clone(), pristine, placer, jobs, next: 0, fails: 0, used: 0, cap })
+    }
+
+    /// One decision (place, then apply); whether the job was placed. An error is a decision the core made that
+    /// does not apply to the state it was made on — a bug of the core.
+    pub fn step(&mut self) -> Result<bool, crate::ApplyError> {
+        let job = &self.jobs[self.next % self.jobs.len()];
+        self.next += 1;
+        let placed = match self.placer.place(&self.state, job) {
+            Ok(d) => {
+                self.state.apply(&d)?;
+                self.used += job.resources.total_gpu_milli();
+                self.fails = 0;
+                true
+            }
+            Err(_) => {
+                self.fails += 1;
+                false
+            }
+        };
+        if self.fails > 100 || self.used * 100 > self.cap * 85 {
+            self.state = self.pristine.clone();
+            self.used = 0;
+            self.fails = 0;
+        }
+        Ok(placed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
