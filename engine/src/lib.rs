@@ -473,19 +473,28 @@ impl Engine {
     /// A node disappeared (or stopped heartbeating): it receives no more work, and every job with a replica on it
     /// is released whole, counted as lost and requeued. Returns the lost jobs.
     pub fn node_lost(&mut self, node: &str) -> Vec<JobId> {
-        let Some(idx) = self.state.topology().node_index(node) else { return vec![] };
-        self.state.set_node_ready(idx, false);
-        let lost: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|r| r.placement.as_ref().is_some_and(|d| d.replicas.iter().any(|p| p.node == idx)))
-            .map(|r| r.id)
-            .collect();
+        self.nodes_lost([node])
+    }
+
+    /// [`Engine::node_lost`] for many nodes at once, with one pass over the jobs (a restart with
+    /// `--require-daemons` marks every node lost: one call per node would scan every job once per node).
+    pub fn nodes_lost<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>) -> Vec<JobId> {
+        let mut gone = vec![false; self.state.topology().nodes.len()];
+        for name in nodes {
+            if let Some(idx) = self.state.topology().node_index(name) {
+                self.state.set_node_ready(idx, false);
+                gone[idx as usize] = true;
+            }
+        }
+        let on_gone = |d: &Decision| d.replicas.iter().any(|p| gone.get(p.node as usize).copied().unwrap_or(false));
+        let lost: Vec<JobId> =
+            self.jobs.values().filter(|r| r.placement.as_ref().is_some_and(on_gone)).map(|r| r.id).collect();
         for &id in &lost {
             self.release(id);
-            let r = self.jobs.get_mut(&id).expect("listed above");
-            r.losses += 1;
-            r.state = JobState::Pending; // requeued: lost → pending
+            if let Some(r) = self.jobs.get_mut(&id) {
+                r.losses += 1;
+                r.state = JobState::Pending; // requeued: lost → pending
+            }
         }
         lost
     }

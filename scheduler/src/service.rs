@@ -206,7 +206,7 @@ impl Scheduler {
         let clock = Clock::new();
         let now = Instant::now();
         let mut live = LiveMap::new();
-        let mut lost = Vec::new();
+        let mut silent = Vec::new();
         for n in &cluster.nodes {
             if reported.contains_key(&n.name) {
                 let cell = snapshot::LiveCell::default();
@@ -214,9 +214,10 @@ impl Scheduler {
                 live.insert(n.name.clone(), Arc::new(cell));
             } else if opts.require_daemons {
                 live.insert(n.name.clone(), Arc::new(snapshot::LiveCell::default()));
-                lost.extend(engine.node_lost(&n.name));
+                silent.push(n.name.as_str());
             }
         }
+        let lost = engine.nodes_lost(silent);
         let now_finished: Vec<_> = engine.jobs().filter(|r| r.state.is_final()).map(|r| r.id).collect();
         let metrics = Arc::new(Metrics::new());
         let (watch, _) = tokio::sync::broadcast::channel(4096);

@@ -47,7 +47,7 @@ pub(crate) fn positions(cluster: &ClusterConfig) -> std::collections::BTreeMap<S
 
 impl Writer {
     /// A node's position in `base` and `cluster`.
-    fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.positions.get(name).copied().filter(|&i| self.base.nodes.get(i).is_some_and(|n| n.name == name))
     }
 

@@ -176,7 +176,7 @@ impl Jobs for Scheduler {
         // Subscribe before reading the snapshot: nothing committed after it can be missed.
         let mut updates = self.watch.subscribe();
         let snap = self.snapshot();
-        if req.id != 0 && !snap.jobs.contains_key(&req.id) && self.job_info(req.id).is_err() {
+        if req.id != 0 && self.job_info(req.id).is_err() {
             return Err(Status::not_found(format!("no job {}", req.id)));
         }
         let since = req.since_revision;

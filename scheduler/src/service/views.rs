@@ -32,10 +32,8 @@ impl Writer {
         }
         let reported = self.reported.get(&n.name);
         let unhealthy = self
-            .cluster
-            .nodes
-            .get(i)
-            .filter(|c| c.name == n.name)
+            .position(&n.name)
+            .and_then(|p| self.cluster.nodes.get(p))
             .map(|c| {
                 c.gpus
                     .iter()

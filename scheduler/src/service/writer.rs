@@ -333,11 +333,8 @@ impl Writer {
         let m = self.store.manifest();
         engine.continue_after(m.last_id, m.last_seq);
         // Nodes that were NotReady in the committed state stay so.
-        for (name, v) in self.snap.load().nodes.iter() {
-            if !v.info.ready {
-                engine.node_lost(name);
-            }
-        }
+        let snap = self.snap.load_full();
+        engine.nodes_lost(snap.nodes.iter().filter(|(_, v)| !v.info.ready).map(|(name, _)| name.as_str()));
         self.engine = engine;
         self.generation = 0; // views are rebuilt at the next publish
         Ok(())
