@@ -2,8 +2,8 @@
 //!
 //! `cargo run --release -p sovra-scheduler --example load -- [NODES] [CLIENTS] [SUBMITS_PER_CLIENT] [--durable]`
 //! (defaults 1000 nodes, 8 clients, 500 submits each). The cluster is `sovra_placement::synth::cluster(NODES)`
-//! (8 GPUs per node, 24 zones); jobs are `synth::jobs`. Every submit runs a scheduling cycle before it is answered.
-//! With `--durable` the state is in sled (flushed before every answer); without, in memory.
+//! (8 GPUs per node, 24 zones); jobs are `synth::jobs`. Every submit is answered after the scheduling cycle of its group
+//! commit. With `--durable` the state is in sled (each group commit flushed before its answers); without, in memory.
 //! With `--daemons` every node is a simulated node: the scheduler serves over mutual TLS with `--require-daemons`,
 //! and one node daemon reporter per node (`sovra_node_daemon::report::Reporter`, the daemon's own code, with a
 //! fake backend built from the node's description) registers and heartbeats every 0.8 s during the run.
@@ -180,7 +180,7 @@ async fn main() {
         "{nodes} nodes ({} GPUs), {clients} clients × {per_client} submits, {}: {:.0} submissions/s, {:.0} placed jobs/s \
          ({placed} placed), submit latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         nodes * 8,
-        if durable { "state in sled, flushed per submit" } else { "state in memory" },
+        if durable { "state in sled, flushed before each answer" } else { "state in memory" },
         lat.len() as f64 / secs,
         placed as f64 / secs,
         pct(0.5),
