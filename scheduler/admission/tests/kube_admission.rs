@@ -42,12 +42,15 @@ fn start_webhook(cp: &ControlPlane, port: u16) -> Proc {
         format!("--tls-key={}", d.join("hook.key").display()),
         "--admin=group:system:masters".into(),
     ];
-    // SAFETY of the env: the child gets KUBECONFIG through a wrapper shell, so the test process's env is untouched.
-    let script =
-        format!("KUBECONFIG={} exec {} \"$@\"", cp.admin_kubeconfig().display(), env!("CARGO_BIN_EXE_sovra-admission"));
-    let mut all = vec!["-c".to_string(), script, "sovra-admission".into()];
-    all.extend(args);
-    Proc::spawn("sovra-admission", Path::new("/bin/sh"), &all, &d.join("admission.log")).expect("webhook")
+    let kubeconfig = cp.admin_kubeconfig();
+    Proc::spawn_env(
+        "sovra-admission",
+        Path::new(env!("CARGO_BIN_EXE_sovra-admission")),
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+        &d.join("admission.log"),
+    )
+    .expect("webhook")
 }
 
 /// deploy/admission.yaml's two WebhookConfigurations, pointed at `https://127.0.0.1:port` with the test CA.

@@ -14,6 +14,17 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args…` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, HarnessError> {
+        Self::spawn_env(name, program, args, &[], log)
+    }
+
+    /// As [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+    ) -> Result<Proc, HarnessError> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -22,6 +33,7 @@ impl Proc {
         let err = out.try_clone().map_err(|e| HarnessError::Io(format!("{}: {e}", log.display())))?;
         let child = Command::new(program)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
