@@ -265,7 +265,8 @@ impl ControlPlane {
     }
 
     /// Starts kube-scheduler with `config` (a `KubeSchedulerConfiguration`; its `clientConnection.kubeconfig` is set
-    /// to the scheduler's identity `system:kube-scheduler` and leader election is turned off) and waits until it has
+    /// to the scheduler's identity `system:kube-scheduler`, its other client settings kept, and leader election is
+    /// turned off) and waits until it has
     /// started its profiles.
     pub async fn start_scheduler(&mut self, mut config: serde_yaml_ng::Value) -> Result<(), HarnessError> {
         self.stop_scheduler();
@@ -273,10 +274,9 @@ impl ControlPlane {
         let map = config
             .as_mapping_mut()
             .ok_or_else(|| HarnessError::Start("the scheduler configuration is not a mapping".into()))?;
-        map.insert(
-            "clientConnection".into(),
-            serde_yaml_ng::to_value(serde_json::json!({"kubeconfig": kc})).unwrap_or_default(),
-        );
+        // Other clientConnection settings (qps, burst) are kept.
+        let conn = map.entry("clientConnection".into()).or_insert_with(|| serde_yaml_ng::Mapping::new().into());
+        conn["kubeconfig"] = kc.display().to_string().into();
         map.insert(
             "leaderElection".into(),
             serde_yaml_ng::to_value(serde_json::json!({"leaderElect": false})).unwrap_or_default(),
