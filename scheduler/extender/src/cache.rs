@@ -62,6 +62,8 @@ pub struct PodRecord {
     pub node: Option<String>,
     /// What it asks for, or why that could not be read.
     pub request: Result<PodRequest, String>,
+    /// The devices recorded on it at bind ([`crate::assign`]); accounted as recorded when they fit.
+    pub devices: Option<crate::assign::Assigned>,
 }
 
 /// Members of a gang the cache knows.
@@ -320,12 +322,18 @@ impl Cache {
     /// Records that this extender bound a pod (accounted at once; the watch confirms it later). Returns false when
     /// the pod's request is unknown (it is then accounted when the watch reports it).
     pub fn assume_bound(&self, uid: &str, key: &str, node: &str) -> bool {
+        self.assume_bound_on(uid, key, node, None)
+    }
+
+    /// [`Cache::assume_bound`] on the devices chosen at bind (`None`: the placement core's choice).
+    pub fn assume_bound_on(&self, uid: &str, key: &str, node: &str, devices: Option<crate::assign::Assigned>) -> bool {
         let mut inner = self.lock();
         let record = match inner.pods.get(uid).cloned().or_else(|| inner.pending.remove(uid).map(|(_, p)| p)) {
             Some(p) => p,
             None => return false,
         };
-        let record = PodRecord { node: Some(node.to_string()), key: key.to_string(), ..record };
+        let devices = devices.or(record.devices.clone());
+        let record = PodRecord { node: Some(node.to_string()), key: key.to_string(), devices, ..record };
         inner.pods.insert(uid.to_string(), record);
         inner.reaccount(uid);
         self.changed();
@@ -388,8 +396,10 @@ impl Inner {
         }
         self.not_offered = not_offered;
         self.accounted.clear();
-        let uids: Vec<String> = self.pods.keys().cloned().collect();
-        for uid in uids {
+        // Pods with recorded devices first, so that a pod accounted by the core's choice never takes them.
+        let mut uids: Vec<(bool, String)> = self.pods.iter().map(|(u, p)| (p.devices.is_none(), u.clone())).collect();
+        uids.sort();
+        for (_, uid) in uids {
             self.reaccount(&uid);
         }
     }
@@ -405,7 +415,12 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
-        match account(&mut self.state, idx, &p.key, &req.job) {
+        let recorded = p.devices.as_ref().map(|a| {
+            crate::assign::account_recorded(&mut self.state, idx, &p.key, &req.job, a).inspect_err(
+                |why| tracing::warn!(pod = %p.key, %node, %why, "recorded devices not used; accounting as Sovra would"),
+            )
+        });
+        match recorded.unwrap_or(Err(String::new())).or_else(|_| account(&mut self.state, idx, &p.key, &req.job)) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }

@@ -68,6 +68,7 @@ fn bound_pods_are_accounted_and_released_across_rebuilds() {
         key: format!("ns/{uid}"),
         node: Some("cfg-1".into()),
         request: Ok(request(gpus)),
+        devices: None,
     };
     c.upsert_pod(rec("a", "2"));
     c.upsert_pod(rec("b", "4"));
@@ -91,7 +92,13 @@ fn pending_memory_is_bounded() {
     let c = cache();
     for i in 0..(MAX_PENDING + 10) {
         c.remember(
-            PodRecord { uid: format!("u{i}"), key: format!("ns/p{i}"), node: None, request: Ok(request("1")) },
+            PodRecord {
+                uid: format!("u{i}"),
+                key: format!("ns/p{i}"),
+                node: None,
+                request: Ok(request("1")),
+                devices: None,
+            },
             false,
         );
     }
