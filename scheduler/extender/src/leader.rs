@@ -309,7 +309,7 @@ impl Elector {
 
     /// Tries every retry period, forever. Errors are logged; a leader whose renewals keep failing stops leading
     /// at its renew deadline without being told.
-    pub async fn run(self) {
+    pub async fn run(&self) {
         let period = self.leadership.settings.retry_period;
         let mut was = false;
         loop {
