@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve filter, prioritize, preempt and bind to kube-scheduler.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the node labels (GPU feature discovery keys) for a node daemon inventory (JSON from
     /// `sovra-node-daemon inventory`).
     Labels {
@@ -180,7 +180,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             eprintln!("labelled node {node} with {} label(s)", labels.len());
             Ok(())
         }
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
     }
 }
 
