@@ -152,25 +152,3 @@ async fn a_member_bound_where_it_has_no_slot_is_bound_only_with_a_new_reservatio
     assert_eq!(e.ledger().counts(&e.cache().snapshot()), (0, 0), "released with the deleted member");
     assert_eq!(passing(&filter(addr, &pod_req("solo", 1, "", 0)).await), ["gpu-fr-1", "gpu-fr-2"]);
 }
-
-#[tokio::test]
-async fn concurrent_binds_never_share_a_device() {
-    // Eight 1-GPU pods bound to one 8-GPU node at once, then a ninth: each holds its own device, the ninth is
-    // refused.
-    let e = ext(Duration::from_secs(60));
-    let (addr, _srv) = start(e.clone()).await;
-    for i in 0..9 {
-        filter(addr, &pod_req(&format!("one-{i}"), 1, "", 0)).await;
-    }
-    let binds: Vec<_> =
-        (0..8).map(|i| tokio::spawn(async move { bind(addr, &format!("one-{i}"), "gpu-fr-2").await })).collect();
-    for b in binds {
-        assert_eq!(b.await.unwrap(), "");
-    }
-    let why = bind(addr, "one-8", "gpu-fr-2").await;
-    assert!(why.starts_with("no room for ml/one-8 on node gpu-fr-2"), "{why}");
-    let snap = e.cache().snapshot();
-    let i = snap.node_index("gpu-fr-2").unwrap();
-    let range = snap.state.topology().device_range(i);
-    assert!(range.clone().all(|d| snap.state.device_used(d) == 1000), "every device used exactly once");
-}
