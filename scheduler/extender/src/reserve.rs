@@ -136,8 +136,9 @@ impl Ledger {
         let gang = req.gang.as_ref()?;
         let mut inner = self.lock();
         inner.prune(snap);
-        if let Some(g) = inner.gangs.get(&gang.key).filter(|g| g.resources == req.job.resources) {
-            return Some(slot_map(&g.slots));
+        if let Some(g) = inner.gangs.get(&gang.key) {
+            // One reservation per gang: a member asking for other resources does not replace it.
+            return (g.resources == req.job.resources).then(|| slot_map(&g.slots));
         }
         let view = inner.view(snap.clone(), Some(&gang.key));
         let job = Job { replicas: remaining, ..req.job.clone() };
@@ -202,8 +203,16 @@ impl Ledger {
             inner.generation += 1;
         }
         let view = inner.view(snap.clone(), Some(&gang.key));
-        let bound = snap.gangs.get(&gang.key).map_or(0, |c| c.bound);
-        let rest = gang.min_member.saturating_sub(bound).saturating_sub(1);
+        let count = snap.gangs.get(&gang.key).copied().unwrap_or_default();
+        if count.members.max(1) < gang.min_member {
+            return Err(format!(
+                "gang {} waits for its members: {} of {} pods exist; no member is bound before all exist",
+                gang.key,
+                count.members.max(1),
+                gang.min_member
+            ));
+        }
+        let rest = gang.min_member.saturating_sub(count.bound).saturating_sub(1);
         let p = choose(&view.state, idx, key, &req.job)?;
         if rest == 0 {
             inner.gangs.remove(&gang.key);

@@ -152,3 +152,14 @@ async fn a_member_bound_where_it_has_no_slot_is_bound_only_with_a_new_reservatio
     assert_eq!(e.ledger().counts(&e.cache().snapshot()), (0, 0), "released with the deleted member");
     assert_eq!(passing(&filter(addr, &pod_req("solo", 1, "", 0)).await), ["gpu-fr-1", "gpu-fr-2"]);
 }
+
+#[tokio::test]
+async fn a_member_is_not_bound_before_its_whole_gang_exists() {
+    let e = ext(Duration::from_secs(60));
+    let (addr, _srv) = start(e.clone()).await;
+    assert!(passing(&filter(addr, &pod_req("trio-0", 8, "trio", 3)).await).is_empty(), "1 of 3: waits");
+    let why = bind(addr, "trio-0", "gpu-fr-1").await;
+    assert_eq!(why, "gang ml/trio waits for its members: 1 of 3 pods exist; no member is bound before all exist");
+    assert_eq!(e.cache().accounted_pods(), 0);
+    assert_eq!(e.ledger().counts(&e.cache().snapshot()), (0, 0));
+}
