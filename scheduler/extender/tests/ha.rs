@@ -433,3 +433,56 @@ async fn concurrent_binds_through_the_api_never_record_the_same_device_twice() {
     devices.sort();
     assert_eq!(devices, ["0", "1", "2", "3", "4", "5", "6", "7"]);
 }
+
+/// deploy/: two replicas with leader election, flags the binary knows, the replica's identity from the downward
+/// API, and the RBAC the election and the device annotations need.
+#[test]
+fn deploy_runs_two_replicas_with_leader_election_and_the_rbac_it_needs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let docs = |file: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|v: &serde_json::Value| !v.is_null())
+            .collect()
+    };
+    let ext = docs("extender.yaml");
+    let deploy = ext.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert!(deploy["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--leader-elect") && args.contains(&"--kube"), "{args:?}");
+    let help =
+        std::process::Command::new(env!("CARGO_BIN_EXE_sovra-extender")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in args.iter().skip(1) {
+        let flag = a.split('=').next().unwrap();
+        assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "{flag} is not a flag");
+    }
+    let env: Vec<(&str, &str)> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?)))
+        .collect();
+    assert!(env.contains(&("POD_NAME", "metadata.name")) && env.contains(&("POD_NAMESPACE", "metadata.namespace")));
+    let rbac = docs("rbac.yaml");
+    let verbs = |kind: &str, name: &str, group: &str, resource: &str| -> Vec<String> {
+        let role = rbac.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap();
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["apiGroups"].as_array().unwrap().iter().any(|g| g == group))
+            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let lease = verbs("Role", "sovra-extender-lease", "coordination.k8s.io", "leases");
+    for v in ["get", "create", "update"] {
+        assert!(lease.iter().any(|x| x == v), "leases: {v} in {lease:?}");
+    }
+    assert!(verbs("ClusterRole", "sovra-extender", "", "pods").iter().any(|v| v == "patch"), "pods: patch");
+    let binding = rbac.iter().find(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == "sovra-extender-lease");
+    assert_eq!(binding.unwrap()["subjects"][0]["name"], "sovra-extender");
+}
