@@ -116,6 +116,9 @@ struct Inner {
     index: Arc<NameIndex>,
     not_offered: BTreeMap<String, Arc<str>>,
     accounted: BTreeMap<String, Decision>,
+    /// Pods this extender bound that the watch has not shown bound yet: an older, unbound version of them (e.g.
+    /// the device annotation written just before the Binding) does not release what they hold.
+    assumed: BTreeMap<String, (String, Option<crate::assign::Assigned>)>,
     /// The node set changed: rebuild the topology before publishing.
     rebuild: bool,
 }
@@ -166,6 +169,7 @@ impl Cache {
                 index,
                 not_offered: BTreeMap::new(),
                 accounted: BTreeMap::new(),
+                assumed: BTreeMap::new(),
                 rebuild: false,
             }),
             published: RwLock::new(Arc::new(snapshot)),
@@ -240,8 +244,14 @@ impl Cache {
     }
 
     /// Adds or updates a pod (from the API). A finished pod should be removed instead.
-    pub fn upsert_pod(&self, pod: PodRecord) {
+    pub fn upsert_pod(&self, mut pod: PodRecord) {
         let mut inner = self.lock();
+        if pod.node.is_some() {
+            inner.assumed.remove(&pod.uid);
+        } else if let Some((node, devices)) = inner.assumed.get(&pod.uid) {
+            pod.node = Some(node.clone());
+            pod.devices = devices.clone();
+        }
         if inner.pods.get(&pod.uid) == Some(&pod) {
             return;
         }
@@ -255,6 +265,7 @@ impl Cache {
     pub fn remove_pod(&self, uid: &str) {
         let mut inner = self.lock();
         inner.pending.remove(uid);
+        inner.assumed.remove(uid);
         if inner.pods.remove(uid).is_some() {
             inner.reaccount(uid);
             self.changed();
@@ -267,6 +278,7 @@ impl Cache {
         let gone: Vec<String> = inner.pods.keys().filter(|u| !uids.contains(*u)).cloned().collect();
         for uid in &gone {
             inner.pods.remove(uid);
+            inner.assumed.remove(uid);
             inner.reaccount(uid);
         }
         if !gone.is_empty() {
@@ -333,6 +345,7 @@ impl Cache {
             None => return false,
         };
         let devices = devices.or(record.devices.clone());
+        inner.assumed.insert(uid.to_string(), (node.to_string(), devices.clone()));
         let record = PodRecord { node: Some(node.to_string()), key: key.to_string(), devices, ..record };
         inner.pods.insert(uid.to_string(), record);
         inner.reaccount(uid);
