@@ -51,8 +51,9 @@ pub async fn bind_pod(client: &kube::Client, ns: &str, name: &str, uid: &str, no
 }
 
 /// Records the devices chosen for a pod in its annotations ([`crate::assign`]) with one JSON merge patch
-/// (`PATCH /api/v1/namespaces/{ns}/pods/{name}`), the pod's UID as precondition (a pod re-created under the same
-/// name is refused with 409). Done before the Binding.
+/// (`PATCH /api/v1/namespaces/{ns}/pods/{name}`, field manager `sovra-extender`), the pod's UID as precondition (a
+/// pod re-created under the same name has another UID, and kube-apiserver refuses the patch: 422, `metadata.uid`
+/// is immutable). Done before the Binding.
 pub async fn annotate_pod(
     client: &kube::Client,
     ns: &str,
@@ -68,7 +69,8 @@ pub async fn annotate_pod(
     metadata
         .insert("annotations".into(), serde_json::to_value(crate::assign::annotations(assigned)).unwrap_or_default());
     let patch = serde_json::json!({ "metadata": metadata });
-    match pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    let params = PatchParams { field_manager: Some("sovra-extender".into()), ..Default::default() };
+    match pods.patch(name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) => Err(format!(
             "recording the devices of pod {ns}/{name} (annotation {}): the API server answered {} {}: {}",

@@ -199,6 +199,11 @@ pub struct Elector {
     leadership: Leadership,
 }
 
+/// Writes name the field manager `sovra-extender` (the Lease's managedFields say who holds it).
+fn params() -> PostParams {
+    PostParams { field_manager: Some("sovra-extender".into()), ..Default::default() }
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -240,7 +245,7 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&params(), &lease).await {
                 Ok(created) => Ok(self.won(started, &created)),
                 Err(e) if is_conflict(&e) => Ok(self.lost(None)),
                 Err(e) => Err(self.err(e)),
@@ -280,7 +285,7 @@ impl Elector {
         });
         // The read resourceVersion stays in the metadata: the API server refuses the write with 409 if the Lease
         // changed since.
-        match self.api.replace(&s.name, &PostParams::default(), &lease).await {
+        match self.api.replace(&s.name, &params(), &lease).await {
             Ok(written) => Ok(self.won(started, &written)),
             Err(e) if is_conflict(&e) => Ok(self.lost(holder)),
             Err(e) => Err(self.err(e)),
@@ -341,7 +346,7 @@ impl Elector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
         lease.spec = Some(spec);
-        match self.api.replace(&s.name, &PostParams::default(), &lease).await {
+        match self.api.replace(&s.name, &params(), &lease).await {
             Ok(_) => Ok(()),
             Err(e) if is_conflict(&e) => Ok(()),
             Err(e) => Err(self.err(e)),

@@ -146,7 +146,8 @@ async fn fake_api(State(api): State<Api>, method: Method, uri: Uri, body: Bytes)
                     if let Some(uid) = body["metadata"]["uid"].as_str()
                         && pod["metadata"]["uid"] != uid
                     {
-                        return status(409, "Conflict", "Precondition failed: UID in precondition");
+                        // What kube-apiserver answers (checked against v1.37): the UID is immutable.
+                        return status(422, "Invalid", "metadata.uid: Invalid value: field is immutable");
                     }
                     if let Some(a) = body["metadata"]["annotations"].as_object() {
                         for (k, v) in a {

@@ -168,7 +168,7 @@ async fn bind_creates_exactly_one_binding_with_the_exact_path_and_body() {
     let binding = seen.iter().position(|s| s.method == "POST").unwrap();
     assert!(patch < binding, "{seen:?}");
     assert_eq!(seen.iter().filter(|s| s.method == "PATCH").count(), 1);
-    assert_eq!(seen[patch].path_and_query, "/api/v1/namespaces/ml/pods/train-0?");
+    assert_eq!(seen[patch].path_and_query, "/api/v1/namespaces/ml/pods/train-0?&fieldManager=sovra-extender");
     assert_eq!(seen[patch].content_type, "application/merge-patch+json");
     assert_eq!(
         seen[patch].body,
@@ -196,7 +196,7 @@ async fn bind_conflict_is_success_on_the_same_node_and_an_error_elsewhere() {
         log.lock().unwrap().iter().map(|s| (s.method.clone(), s.path_and_query.clone())).collect();
     let get = |p: &str| ("GET".to_string(), format!("/api/v1/namespaces/ml/pods/{p}"));
     let post = |p: &str| ("POST".to_string(), format!("/api/v1/namespaces/ml/pods/{p}/binding?"));
-    let patch = |p: &str| ("PATCH".to_string(), format!("/api/v1/namespaces/ml/pods/{p}?"));
+    let patch = |p: &str| ("PATCH".to_string(), format!("/api/v1/namespaces/ml/pods/{p}?&fieldManager=sovra-extender"));
     assert_eq!(
         seen,
         vec![
