@@ -487,3 +487,46 @@ fn deploy_runs_two_replicas_with_leader_election_and_the_rbac_it_needs() {
     let binding = rbac.iter().find(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == "sovra-extender-lease");
     assert_eq!(binding.unwrap()["subjects"][0]["name"], "sovra-extender");
 }
+
+/// One connection that stays open: (request sender, the connection's task, which ends when the server closes it).
+async fn keep_alive(
+    addr: std::net::SocketAddr,
+) -> (hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    (send, tokio::spawn(async move { conn.await.unwrap() }))
+}
+
+async fn send(
+    s: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    path: &str,
+    body: Vec<u8>,
+) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::post(path).header("host", "localhost").body(http_body_util::Full::new(Bytes::from(body)));
+    let resp = s.send_request(req.unwrap()).await.unwrap();
+    json(&resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn a_follower_closes_the_connection_of_a_refused_bind_so_that_the_retry_dials_again() {
+    // kube-scheduler keeps its connection to the Service; a follower that kept it open would get every retry.
+    let (client, api) = api_server().await;
+    let (_ea, a, task_a) = elect(&client, "replica-a");
+    assert!(until(5, || a.is_leader(), || false).await);
+    let (_eb, b, task_b) = elect(&client, "replica-b");
+    let follower = kube_ext(&client, Some(b));
+    let (fa, _fs) = start(follower).await;
+    let req = add_pod(&api, "p", serde_json::json!({"nvidia.com/gpu": "1"}));
+    let (mut s, conn) = keep_alive(fa).await;
+    let v = send(&mut s, "/sovra/filter", req.clone()).await;
+    assert_eq!(v["NodeNames"], serde_json::json!(["gpu-fr-1", "gpu-fr-2"]));
+    let v = send(&mut s, "/sovra/filter", req).await;
+    assert_eq!(v["Error"], "", "filter keeps the connection");
+    let bind = serde_json::json!({"PodName": "p", "PodNamespace": "ml", "PodUID": "uid-p", "Node": "gpu-fr-1"});
+    let v = send(&mut s, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
+    assert!(v["Error"].as_str().unwrap().contains("is not the leader"), "{v}");
+    tokio::time::timeout(Duration::from_secs(2), conn).await.expect("the follower closed the connection").unwrap();
+    task_a.abort();
+    task_b.abort();
+}
