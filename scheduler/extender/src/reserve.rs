@@ -212,7 +212,9 @@ impl Ledger {
                 gang.min_member
             ));
         }
-        let rest = gang.min_member.saturating_sub(count.bound).saturating_sub(1);
+        // Members whose binds are in flight hold their claims: they are not part of the rest.
+        let in_flight = inner.claims.values().filter(|c| c.gang.as_deref() == Some(gang.key.as_str())).count();
+        let rest = gang.min_member.saturating_sub(count.bound).saturating_sub(in_flight as u32).saturating_sub(1);
         let p = choose(&view.state, idx, key, &req.job)?;
         if rest == 0 {
             inner.gangs.remove(&gang.key);
