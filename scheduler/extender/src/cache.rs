@@ -62,6 +62,8 @@ pub struct PodRecord {
     pub node: Option<String>,
     /// What it asks for, or why that could not be read.
     pub request: Result<PodRequest, String>,
+    /// The devices recorded on it at bind ([`crate::assign`]); accounted as recorded when they fit.
+    pub devices: Option<crate::assign::Assigned>,
 }
 
 /// Members of a gang the cache knows.
@@ -114,6 +116,9 @@ struct Inner {
     index: Arc<NameIndex>,
     not_offered: BTreeMap<String, Arc<str>>,
     accounted: BTreeMap<String, Decision>,
+    /// Pods this extender bound that the watch has not shown bound yet: an older, unbound version of them (e.g.
+    /// the device annotation written just before the Binding) does not release what they hold.
+    assumed: BTreeMap<String, (String, Option<crate::assign::Assigned>)>,
     /// The node set changed: rebuild the topology before publishing.
     rebuild: bool,
 }
@@ -164,6 +169,7 @@ impl Cache {
                 index,
                 not_offered: BTreeMap::new(),
                 accounted: BTreeMap::new(),
+                assumed: BTreeMap::new(),
                 rebuild: false,
             }),
             published: RwLock::new(Arc::new(snapshot)),
@@ -238,8 +244,14 @@ impl Cache {
     }
 
     /// Adds or updates a pod (from the API). A finished pod should be removed instead.
-    pub fn upsert_pod(&self, pod: PodRecord) {
+    pub fn upsert_pod(&self, mut pod: PodRecord) {
         let mut inner = self.lock();
+        if pod.node.is_some() {
+            inner.assumed.remove(&pod.uid);
+        } else if let Some((node, devices)) = inner.assumed.get(&pod.uid) {
+            pod.node = Some(node.clone());
+            pod.devices = devices.clone();
+        }
         if inner.pods.get(&pod.uid) == Some(&pod) {
             return;
         }
@@ -253,6 +265,7 @@ impl Cache {
     pub fn remove_pod(&self, uid: &str) {
         let mut inner = self.lock();
         inner.pending.remove(uid);
+        inner.assumed.remove(uid);
         if inner.pods.remove(uid).is_some() {
             inner.reaccount(uid);
             self.changed();
@@ -265,6 +278,7 @@ impl Cache {
         let gone: Vec<String> = inner.pods.keys().filter(|u| !uids.contains(*u)).cloned().collect();
         for uid in &gone {
             inner.pods.remove(uid);
+            inner.assumed.remove(uid);
             inner.reaccount(uid);
         }
         if !gone.is_empty() {
@@ -320,12 +334,19 @@ impl Cache {
     /// Records that this extender bound a pod (accounted at once; the watch confirms it later). Returns false when
     /// the pod's request is unknown (it is then accounted when the watch reports it).
     pub fn assume_bound(&self, uid: &str, key: &str, node: &str) -> bool {
+        self.assume_bound_on(uid, key, node, None)
+    }
+
+    /// [`Cache::assume_bound`] on the devices chosen at bind (`None`: the placement core's choice).
+    pub fn assume_bound_on(&self, uid: &str, key: &str, node: &str, devices: Option<crate::assign::Assigned>) -> bool {
         let mut inner = self.lock();
         let record = match inner.pods.get(uid).cloned().or_else(|| inner.pending.remove(uid).map(|(_, p)| p)) {
             Some(p) => p,
             None => return false,
         };
-        let record = PodRecord { node: Some(node.to_string()), key: key.to_string(), ..record };
+        let devices = devices.or(record.devices.clone());
+        inner.assumed.insert(uid.to_string(), (node.to_string(), devices.clone()));
+        let record = PodRecord { node: Some(node.to_string()), key: key.to_string(), devices, ..record };
         inner.pods.insert(uid.to_string(), record);
         inner.reaccount(uid);
         self.changed();
@@ -388,8 +409,10 @@ impl Inner {
         }
         self.not_offered = not_offered;
         self.accounted.clear();
-        let uids: Vec<String> = self.pods.keys().cloned().collect();
-        for uid in uids {
+        // Pods with recorded devices first, so that a pod accounted by the core's choice never takes them.
+        let mut uids: Vec<(bool, String)> = self.pods.iter().map(|(u, p)| (p.devices.is_none(), u.clone())).collect();
+        uids.sort();
+        for (_, uid) in uids {
             self.reaccount(&uid);
         }
     }
@@ -405,7 +428,12 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
-        match account(&mut self.state, idx, &p.key, &req.job) {
+        let recorded = p.devices.as_ref().map(|a| {
+            crate::assign::account_recorded(&mut self.state, idx, &p.key, &req.job, a).inspect_err(
+                |why| tracing::warn!(pod = %p.key, %node, %why, "recorded devices not used; accounting as Sovra would"),
+            )
+        });
+        match recorded.unwrap_or(Err(String::new())).or_else(|_| account(&mut self.state, idx, &p.key, &req.job)) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }

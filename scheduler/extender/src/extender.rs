@@ -37,6 +37,10 @@ pub struct Extender {
     cache: Arc<Cache>,
     placer: Mutex<Placer>,
     binder: Binder,
+    /// Gang reservations and binds in flight (src/reserve.rs).
+    ledger: crate::reserve::Ledger,
+    /// With leader election, whether this replica leads (only the leader binds and reserves).
+    leader: Option<crate::leader::Leadership>,
     /// Request counters.
     pub metrics: Metrics,
 }
@@ -51,7 +55,43 @@ impl Extender {
         let placer = Placer::new(policy, seed)
             .with_target_workload(&cache.fgd_target_workload())
             .with_max_feasible_nodes(cache.max_feasible_nodes());
-        Extender { cache, placer: Mutex::new(placer), binder, metrics: Metrics::default() }
+        Extender {
+            cache,
+            placer: Mutex::new(placer),
+            binder,
+            ledger: crate::reserve::Ledger::default(),
+            leader: None,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Binds (and reserves gangs) only while `leadership` says this replica leads.
+    pub fn with_leadership(mut self, leadership: crate::leader::Leadership) -> Extender {
+        self.leader = Some(leadership);
+        self
+    }
+
+    /// Gang reservations last `timeout` (default [`crate::reserve::DEFAULT_GANG_RESERVATION_TIMEOUT`]).
+    pub fn with_gang_reservation_timeout(mut self, timeout: std::time::Duration) -> Extender {
+        self.ledger = crate::reserve::Ledger::new(timeout);
+        self
+    }
+
+    /// Gang reservations and binds in flight.
+    pub fn ledger(&self) -> &crate::reserve::Ledger {
+        &self.ledger
+    }
+
+    /// Whether this replica may bind: it leads, or runs without leader election.
+    pub fn leads(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| l.is_leader())
+    }
+
+    fn check_leader(&self) -> Result<(), String> {
+        match &self.leader {
+            Some(l) if !l.is_leader() => Err(l.not_leader()),
+            _ => Ok(()),
+        }
     }
 
     /// The placer's policy and seed.
@@ -86,13 +126,16 @@ impl Extender {
                             key: pod_key(pod),
                             node: None,
                             request: request.clone(),
+                            devices: None,
                         },
                         req.gang.is_some(),
                     );
                 }
                 let snap = self.cache.snapshot();
                 match request {
-                    Ok(req) => evaluate(&snap, &req, &names, &self.placer),
+                    Ok(req) => {
+                        crate::reserve::filter_verdicts(&self.ledger, snap, &req, &names, &self.placer, self.leads())
+                    }
                     Err(why) => {
                         let why: Arc<str> = why.into();
                         names.iter().map(|_| Verdict::Unresolvable(why.clone())).collect()
@@ -137,6 +180,10 @@ impl Extender {
         let zero = |names: &[&'a str]| names.iter().map(|n| HostPriority { host: n, score: 0 }).collect();
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
         let snap = self.cache.snapshot();
+        if let Some(scores) = crate::reserve::reserved_scores(&self.ledger, &snap, &req, &names) {
+            return names.iter().zip(scores).map(|(n, s)| HostPriority { host: n, score: clamp_score(s) }).collect();
+        }
+        let snap = self.ledger.view(snap, req.gang.as_ref().map(|g| g.key.as_str()));
         let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
         let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
         let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
@@ -191,7 +238,7 @@ impl Extender {
                     .collect(),
                 (None, None) => vec![],
             };
-        let snap = self.cache.snapshot();
+        let snap = self.ledger.view(self.cache.snapshot(), req.gang.as_ref().map(|g| g.key.as_str()));
         let mut freed = snap.state.clone();
         for d in self.cache.accounted(candidates.iter().flat_map(|(_, uids, _)| uids.iter().map(String::as_str))) {
             // A victim accounted on a node the snapshot does not have (changed since) is skipped.
@@ -234,6 +281,7 @@ impl Extender {
         if a.pod_name.is_empty() || a.node.is_empty() {
             return Err("the bind request needs PodName and Node".into());
         }
+        self.check_leader()?;
         let ns = if a.pod_namespace.is_empty() { "default" } else { a.pod_namespace.as_str() };
         let key = format!("{ns}/{}", a.pod_name);
         let snap = self.cache.snapshot();
@@ -274,10 +322,26 @@ impl Extender {
         if self.cache.record(&a.pod_uid).is_none() {
             self.cache.remember(rec.clone(), false);
         }
-        if let Binder::Kube(client) = &self.binder {
-            crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
+        // Devices: a slot of the pod's gang reservation, or the core's choice there (claimed until accounted).
+        let claim_id = if a.pod_uid.is_empty() { key.as_str() } else { a.pod_uid.as_str() };
+        let placement = self.ledger.claim(&self.cache.snapshot(), req, claim_id, &a.node, &self.placer)?;
+        let assigned = crate::assign::Assigned { node: a.node.clone(), devices: placement.devices };
+        let written = async {
+            if let Binder::Kube(client) = &self.binder {
+                // The devices are on the pod before it is bound: a bound pod Sovra bound always records them.
+                crate::k8s::annotate_pod(client, ns, &a.pod_name, &a.pod_uid, &assigned).await?;
+                self.check_leader()?;
+                crate::k8s::bind_pod(client, ns, &a.pod_name, &a.pod_uid, &a.node).await?;
+            }
+            Ok::<(), String>(())
         }
-        self.cache.assume_bound(&a.pod_uid, &key, &a.node);
+        .await;
+        if let Err(e) = written {
+            self.ledger.finish(claim_id, false);
+            return Err(e);
+        }
+        self.cache.assume_bound_on(&a.pod_uid, &key, &a.node, Some(assigned));
+        self.ledger.finish(claim_id, true);
         // Bound: the pod is admitted, so FGD's learned mix counts it (once, however often it was filtered).
         self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
         Ok(())

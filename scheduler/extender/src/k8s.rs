@@ -50,6 +50,39 @@ pub async fn bind_pod(client: &kube::Client, ns: &str, name: &str, uid: &str, no
     }
 }
 
+/// Records the devices chosen for a pod in its annotations ([`crate::assign`]) with one JSON merge patch
+/// (`PATCH /api/v1/namespaces/{ns}/pods/{name}`, field manager `sovra-extender`), the pod's UID as precondition (a
+/// pod re-created under the same name has another UID, and kube-apiserver refuses the patch: 422, `metadata.uid`
+/// is immutable). Done before the Binding.
+pub async fn annotate_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    assigned: &crate::assign::Assigned,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut metadata = serde_json::Map::new();
+    if !uid.is_empty() {
+        metadata.insert("uid".into(), uid.into());
+    }
+    metadata
+        .insert("annotations".into(), serde_json::to_value(crate::assign::annotations(assigned)).unwrap_or_default());
+    let patch = serde_json::json!({ "metadata": metadata });
+    let params = PatchParams { field_manager: Some("sovra-extender".into()), ..Default::default() };
+    match pods.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(format!(
+            "recording the devices of pod {ns}/{name} (annotation {}): the API server answered {} {}: {}",
+            crate::assign::DEVICES_ANNOTATION,
+            status.code,
+            status.reason,
+            status.message
+        )),
+        Err(e) => Err(format!("recording the devices of pod {ns}/{name}: {e}")),
+    }
+}
+
 /// The parts of a node daemon inventory (the JSON `sovra-node-daemon inventory` prints) that the GPU labels need;
 /// other fields are ignored, so newer inventories still read.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,7 +270,14 @@ pub fn pod_record(p: &Pod) -> Option<PodRecord> {
     let json = serde_json::to_vec(p).ok()?;
     let pod: crate::wire::Pod = serde_json::from_slice(&json).ok()?;
     let node = (!pod.spec.node_name.is_empty()).then(|| pod.spec.node_name.clone());
-    Some(PodRecord { uid: pod.metadata.uid.clone(), key: pod_key(&pod), node, request: pod_request(&pod) })
+    let key = pod_key(&pod);
+    let devices = crate::assign::from_annotations(&pod.metadata.annotations.0).and_then(|r| {
+        r.inspect_err(
+            |e| tracing::warn!(pod = %key, error = %e, "recorded devices unreadable; accounting as Sovra would"),
+        )
+        .ok()
+    });
+    Some(PodRecord { uid: pod.metadata.uid.clone(), key, node, request: pod_request(&pod), devices })
 }
 
 /// Watches Nodes and Pods (reflectors with backoff) and keeps the cache in step, forever. Pods that finished are

@@ -9,14 +9,20 @@
 //! - [`extender`]: filter, prioritize, preempt and bind on top of `sovra-placement`;
 //! - [`metrics`]: request counters for `GET /metrics` (prometheus-client);
 //! - [`server`]: the HTTP and HTTPS (rustls, optional mTLS) server;
-//! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels.
+//! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels;
+//! - [`assign`]: the devices a bound pod holds, recorded in its annotations;
+//! - [`reserve`]: gang reservations and binds in flight;
+//! - [`leader`]: leader election through a Lease (only the leader binds).
 
+pub mod assign;
 pub mod cache;
 pub mod extender;
 pub mod k8s;
+pub mod leader;
 pub mod metrics;
 pub mod pod;
 pub mod quantity;
+pub mod reserve;
 pub mod server;
 pub mod wire;
 

@@ -3,11 +3,12 @@
 use clap::{Parser, Subcommand};
 use sovra_domain::{ClusterConfig, PolicySpec};
 use sovra_extender::extender::{Binder, Extender};
-use sovra_extender::{Cache, k8s, server};
+use sovra_extender::{Cache, k8s, leader, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "sovra-extender", version, about = "Sovra as a Kubernetes scheduler extender")]
@@ -19,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve filter, prioritize, preempt and bind to kube-scheduler.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the node labels (GPU feature discovery keys) for a node daemon inventory (JSON from
     /// `sovra-node-daemon inventory`).
     Labels {
@@ -73,6 +74,60 @@ struct ServeArgs {
     /// Largest request body, MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
+    /// How long a gang's reserved devices wait for its members' binds before they are released (the gang then
+    /// starts over): `ms`, `s` or `m`.
+    #[arg(long, default_value = "60s", value_parser = leader::parse_duration)]
+    gang_reservation_timeout: Duration,
+    /// Run as one of several replicas: elect a leader through a coordination.k8s.io/v1 Lease; only the leader
+    /// binds, every replica answers filter, prioritize and preempt. Needs --kube.
+    #[arg(long, requires = "kube")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "sovra-extender")]
+    lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", hide_env_values = true, default_value = "sovra-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME", hide_env_values = true)]
+    lease_identity: Option<String>,
+    /// How long a lease stays valid after its last renewal (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = leader::parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader keeps leading (and binding) without a successful renewal; less than --lease-duration.
+    #[arg(long, default_value = "10s", value_parser = leader::parse_duration)]
+    renew_deadline: Duration,
+    /// How often to try to acquire or renew the lease; less than --renew-deadline.
+    #[arg(long, default_value = "2s", value_parser = leader::parse_duration)]
+    retry_period: Duration,
+}
+
+/// SIGINT, or SIGTERM (what Kubernetes sends a pod it stops).
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server cleanly"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// This host's name (the identity of a replica without POD_NAME).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn main() -> ExitCode {
@@ -125,25 +180,55 @@ async fn run(cli: Cli) -> Result<(), String> {
             eprintln!("labelled node {node} with {} label(s)", labels.len());
             Ok(())
         }
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
     }
 }
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     let config = ClusterConfig::load(&a.config).map_err(|e| e.to_string())?;
     let policy = a.policy.clone().or_else(|| config.scheduling.policy.clone()).unwrap_or_default();
+    if a.gang_reservation_timeout.is_zero() {
+        return Err("--gang-reservation-timeout is 0; give a positive duration such as 60s".into());
+    }
     let cache = Arc::new(Cache::new(config).map_err(|e| e.to_string())?);
+    let mut elector = None;
     let binder = if a.kube {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("--kube: cannot reach the Kubernetes API (kubeconfig or in-cluster): {e}"))?;
+        if a.leader_elect {
+            let settings = leader::LeaseSettings {
+                namespace: a.lease_namespace.clone(),
+                name: a.lease_name.clone(),
+                identity: a.lease_identity.clone().filter(|i| !i.trim().is_empty()).unwrap_or_else(host_name),
+                lease_duration: a.lease_duration,
+                renew_deadline: a.renew_deadline,
+                retry_period: a.retry_period,
+            };
+            elector = Some(leader::Elector::new(client.clone(), settings).map_err(|e| e.to_string())?);
+        }
         tokio::spawn(k8s::watch(client.clone(), cache.clone()));
         Binder::Kube(client)
     } else {
         tracing::warn!("without --kube, nodes come from the config only and bind records placements without binding");
         Binder::CacheOnly
     };
-    let ext = Arc::new(Extender::new(cache, policy.clone(), a.seed, binder));
+    let ext =
+        Extender::new(cache, policy.clone(), a.seed, binder).with_gang_reservation_timeout(a.gang_reservation_timeout);
+    let (ext, elector) = match elector {
+        None => (ext, None),
+        Some((elector, leadership)) => {
+            tracing::info!(identity = %leadership.identity(), lease = %format!("{}/{}", a.lease_namespace, a.lease_name),
+                "leader election on: only the leader binds");
+            let elector = Arc::new(elector);
+            let task = tokio::spawn({
+                let elector = elector.clone();
+                async move { elector.run().await }
+            });
+            (ext.with_leadership(leadership), Some((elector, task)))
+        }
+    };
+    let ext = Arc::new(ext);
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(server::tls_config(c, k, a.tls_client_ca.as_deref())?),
         _ => None,
@@ -160,8 +245,15 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     );
     tokio::select! {
         _ = running.wait() => Ok(()),
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown() => {
             tracing::info!("interrupted; stopping");
+            if let Some((elector, task)) = elector {
+                // Stop renewing, then hand the lease over at once instead of after its duration.
+                task.abort();
+                if let Err(e) = elector.release().await {
+                    tracing::warn!(error = %e, "could not release the lease; another replica takes over when it expires");
+                }
+            }
             Ok(())
         }
     }

@@ -64,9 +64,29 @@ async fn preempt(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
     }
 }
 
-async fn bind(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
+/// Asks the connection a request came on to close once its answers are sent (HTTP/1.1 `Connection: close`
+/// semantics, an HTTP/2 GOAWAY), so that the client's next request dials again.
+#[derive(Clone, Default)]
+pub struct CloseConnection(Arc<tokio::sync::Notify>);
+
+async fn bind(
+    State(ext): State<Arc<Extender>>,
+    close: Option<axum::Extension<CloseConnection>>,
+    body: Bytes,
+) -> Response {
     match wire::decode_binding(&body) {
-        Ok(args) => json(&ext.bind(&args).await),
+        Ok(args) => {
+            let result = ext.bind(&args).await;
+            // A follower refused: kube-scheduler keeps one connection to the Service, which would keep reaching
+            // this replica. Closing it makes the retry dial again, and the Service may then reach the leader.
+            if !result.error.is_empty()
+                && !ext.leads()
+                && let Some(axum::Extension(c)) = close
+            {
+                c.0.notify_one();
+            }
+            json(&result)
+        }
         Err(e) => bad_request(&ext, e),
     }
 }
@@ -144,6 +164,27 @@ impl Running {
     }
 }
 
+/// Runs a connection until it ends, or shuts it down gracefully (answers in flight are sent) when asked to.
+async fn serve_until_closed<I, S>(
+    conn: auto::Connection<'_, I, S, TokioExecutor>,
+    close: &CloseConnection,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = close.0.notified() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
 /// Serves `app` on `listener`, over TLS when `tls` is given. Each connection runs on its own task; a TLS handshake
 /// that takes more than 10 s is dropped.
 pub fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Running> {
@@ -160,15 +201,18 @@ pub fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerC
                 }
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
+            let close = CloseConnection::default();
+            let service = TowerToHyperService::new(app.clone().layer(axum::Extension(close.clone())));
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let result = match acceptor {
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => serve_until_closed(builder.serve_connection(TokioIo::new(stream), service), &close).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), service).await,
+                            Ok(Ok(tls)) => {
+                                serve_until_closed(builder.serve_connection(TokioIo::new(tls), service), &close).await
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 return;

@@ -32,6 +32,8 @@ fn help_never_shows_a_value_from_the_environment() {
         let o = Command::new(env!("CARGO_BIN_EXE_sovra-extender"))
             .args([c, "--help"])
             .env("NODE_NAME", "node-secret-4711")
+            .env("POD_NAME", "pod-secret-4711")
+            .env("POD_NAMESPACE", "ns-secret-4711")
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -62,4 +64,18 @@ fn labels_into_a_closed_pipe_end_quietly_without_a_panic() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(o.status.success(), "{:?}: {err}", o.status);
+}
+
+#[test]
+fn leader_election_and_gang_flags_are_checked_naming_the_flag() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cluster.yaml");
+    let o = extender(&["serve", "-c", cfg, "--leader-elect"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--kube"), "--leader-elect needs --kube: {}", text(&o));
+    let o = extender(&["serve", "-c", cfg, "--lease-duration", "15"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--lease-duration") && text(&o).contains("the unit is ms, s or m"), "{}", text(&o));
+    let o = extender(&["serve", "-c", cfg, "--listen", "127.0.0.1:0", "--gang-reservation-timeout", "0s"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--gang-reservation-timeout is 0"), "{}", text(&o));
 }

@@ -383,6 +383,7 @@ async fn preempt_keeps_only_nodes_where_the_victims_make_room() {
             key: format!("ml/{uid}"),
             node: Some("gpu-fr-1".into()),
             request: sovra_extender::pod::pod_request(&pod),
+            devices: None,
         });
     }
     let mut req = json(&fixture("preempt_cache_mode.json"));
@@ -478,8 +479,6 @@ async fn gang_members_wait_until_the_whole_gang_fits() {
         );
         assert!(v["FailedAndUnresolvableNodes"]["gpu-hyper-1"].is_string(), "residency still unresolvable");
     }
-    let (_, b) = post(addr, "/sovra/filter", member("trio", 3, 2)).await;
-    assert_eq!(json(&b)["NodeNames"], serde_json::json!(["gpu-fr-1", "gpu-fr-2", "gpu-nl-1"]), "the gang fits");
     // Four members of 8 GPUs can never fit three nodes: the core's verdict is unresolvable, and the extender answers
     // it as such (`FailedAndUnresolvableNodes`: preemption cannot help), saying why. Before, its own gang check
     // called it "not now".
@@ -493,7 +492,10 @@ async fn gang_members_wait_until_the_whole_gang_fits() {
             assert!(why.starts_with("gang ml/quad: its 4 unbound pods can never fit together"), "{why}");
         }
     }
-    // Binding one trio member leaves two to place: they still fit on the two other nodes.
+    let (_, b) = post(addr, "/sovra/filter", member("trio", 3, 2)).await;
+    assert_eq!(json(&b)["NodeNames"], serde_json::json!(["gpu-fr-1", "gpu-fr-2", "gpu-nl-1"]), "the gang fits");
+    // (The trio's members are now reserved: see tests/gang_reserve.rs.) Binding one trio member leaves two to place:
+    // they still fit on the two other nodes.
     let bind = serde_json::json!({"PodName":"trio-0","PodNamespace":"ml","PodUID":"uid-trio-0","Node":"gpu-fr-1"});
     let (_, b) = post(addr, "/sovra/bind", serde_json::to_vec(&bind).unwrap()).await;
     assert_eq!(json(&b)["Error"], "");

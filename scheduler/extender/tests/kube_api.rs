@@ -74,6 +74,11 @@ async fn fake_api(
         ("POST", "/api/v1/namespaces/ml/pods/forbidden/binding") => {
             status(403, "Forbidden", "pods \"forbidden\" is forbidden: cannot create resource \"pods/binding\"")
         }
+        ("PATCH", p) if p.starts_with("/api/v1/namespaces/ml/pods/") => {
+            let name = p.rsplit('/').next().unwrap();
+            object(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}")}, "spec": {"containers": []}}))
+        }
         ("GET", p) if p.starts_with("/api/v1/namespaces/ml/pods/") && !p.ends_with("/missing") => {
             // The first read finds the pod pending; after a binding attempt, taken-* pods are bound.
             let name = p.rsplit('/').next().unwrap();
@@ -157,6 +162,19 @@ async fn bind_creates_exactly_one_binding_with_the_exact_path_and_body() {
             "target": {"apiVersion": "v1", "kind": "Node", "name": "gpu-fr-1"}
         })
     );
+    // Before the Binding, one merge patch recorded the chosen devices (all 8 GPUs), with the UID as precondition.
+    let seen = log.lock().unwrap().clone();
+    let patch = seen.iter().position(|s| s.method == "PATCH").expect("a patch of the pod");
+    let binding = seen.iter().position(|s| s.method == "POST").unwrap();
+    assert!(patch < binding, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.method == "PATCH").count(), 1);
+    assert_eq!(seen[patch].path_and_query, "/api/v1/namespaces/ml/pods/train-0?&fieldManager=sovra-extender");
+    assert_eq!(seen[patch].content_type, "application/merge-patch+json");
+    assert_eq!(
+        seen[patch].body,
+        serde_json::json!({"metadata": {"uid": "6f1c2d3e-0000-4000-8000-000000000001", "annotations": {
+            "sovra.io/gpu-devices": "0,1,2,3,4,5,6,7", "sovra.io/gpu-devices-node": "gpu-fr-1"}}})
+    );
 }
 
 #[tokio::test]
@@ -178,16 +196,20 @@ async fn bind_conflict_is_success_on_the_same_node_and_an_error_elsewhere() {
         log.lock().unwrap().iter().map(|s| (s.method.clone(), s.path_and_query.clone())).collect();
     let get = |p: &str| ("GET".to_string(), format!("/api/v1/namespaces/ml/pods/{p}"));
     let post = |p: &str| ("POST".to_string(), format!("/api/v1/namespaces/ml/pods/{p}/binding?"));
+    let patch = |p: &str| ("PATCH".to_string(), format!("/api/v1/namespaces/ml/pods/{p}?&fieldManager=sovra-extender"));
     assert_eq!(
         seen,
         vec![
-            get("taken-same"), // the pod was not seen before: read it to check its residency class
+            get("taken-same"),   // the pod was not seen before: read it to check its residency class
+            patch("taken-same"), // the chosen devices, recorded before the Binding
             post("taken-same"),
             get("taken-same"), // 409: where is it bound?
             get("taken-other"),
+            patch("taken-other"),
             post("taken-other"),
             get("taken-other"),
             get("forbidden"),
+            patch("forbidden"),
             post("forbidden"),
         ]
     );

@@ -68,6 +68,7 @@ fn bound_pods_are_accounted_and_released_across_rebuilds() {
         key: format!("ns/{uid}"),
         node: Some("cfg-1".into()),
         request: Ok(request(gpus)),
+        devices: None,
     };
     c.upsert_pod(rec("a", "2"));
     c.upsert_pod(rec("b", "4"));
@@ -91,11 +92,63 @@ fn pending_memory_is_bounded() {
     let c = cache();
     for i in 0..(MAX_PENDING + 10) {
         c.remember(
-            PodRecord { uid: format!("u{i}"), key: format!("ns/p{i}"), node: None, request: Ok(request("1")) },
+            PodRecord {
+                uid: format!("u{i}"),
+                key: format!("ns/p{i}"),
+                node: None,
+                request: Ok(request("1")),
+                devices: None,
+            },
             false,
         );
     }
     assert!(c.record("u0").is_none(), "the oldest was forgotten");
     assert!(c.record(&format!("u{}", MAX_PENDING + 9)).is_some());
     assert!(c.lock().pending.len() <= MAX_PENDING);
+}
+
+#[test]
+fn a_pod_this_extender_bound_keeps_its_devices_until_the_watch_shows_it_bound() {
+    use crate::assign::Assigned;
+    use sovra_placement::DeviceAssignment;
+    let c = cache();
+    let pending = |uid: &str| PodRecord {
+        uid: uid.into(),
+        key: format!("ns/{uid}"),
+        node: None,
+        request: Ok(request("2")),
+        devices: None,
+    };
+    c.remember(pending("a"), false);
+    let chosen = Assigned {
+        node: "cfg-1".into(),
+        devices: vec![DeviceAssignment { device: 5, milli: 1000 }, DeviceAssignment { device: 6, milli: 1000 }],
+    };
+    assert!(c.assume_bound_on("a", "ns/a", "cfg-1", Some(chosen.clone())));
+    let used = |c: &Cache| {
+        let s = c.snapshot();
+        s.state.topology().device_range(0).map(|d| s.state.device_used(d)).collect::<Vec<_>>()
+    };
+    assert_eq!(used(&c), [0, 0, 0, 0, 0, 1000, 1000, 0], "accounted on the chosen devices, not the lowest free");
+    // The watch shows the pod annotated but not yet bound (the patch before the Binding): still held.
+    c.upsert_pod(PodRecord { devices: Some(chosen.clone()), ..pending("a") });
+    assert_eq!(used(&c), [0, 0, 0, 0, 0, 1000, 1000, 0]);
+    // Then bound: the same devices, from the annotation.
+    c.upsert_pod(PodRecord { node: Some("cfg-1".into()), devices: Some(chosen.clone()), ..pending("a") });
+    assert_eq!(used(&c), [0, 0, 0, 0, 0, 1000, 1000, 0]);
+    // Recorded devices on another node, or not what the pod asks for, fall back to the core's choice.
+    c.upsert_pod(PodRecord {
+        node: Some("cfg-1".into()),
+        devices: Some(Assigned { node: "elsewhere".into(), ..chosen.clone() }),
+        ..pending("a")
+    });
+    assert_eq!(used(&c), [1000, 1000, 0, 0, 0, 0, 0, 0]);
+    c.upsert_pod(PodRecord {
+        node: Some("cfg-1".into()),
+        devices: Some(Assigned { devices: vec![DeviceAssignment { device: 3, milli: 1000 }], ..chosen }),
+        ..pending("a")
+    });
+    assert_eq!(used(&c), [1000, 1000, 0, 0, 0, 0, 0, 0]);
+    c.remove_pod("a");
+    assert_eq!(used(&c), [0; 8]);
 }
