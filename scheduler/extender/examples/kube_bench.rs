@@ -86,7 +86,8 @@ async fn throughput_run(nodes: usize, pods: usize, with_extender: bool) -> (f64,
     create_nodes(&client, nodes).await;
     let mut _server = None;
     let mut config = if with_extender {
-        let cache = Arc::new(Cache::new(ClusterConfig::from_yaml("cluster.yaml", CLUSTER).expect("cluster")).expect("cache"));
+        let cache =
+            Arc::new(Cache::new(ClusterConfig::from_yaml("cluster.yaml", CLUSTER).expect("cluster")).expect("cache"));
         tokio::spawn(k8s::watch(client.clone(), cache.clone()));
         let ext = Arc::new(Extender::new(cache.clone(), PolicySpec::default(), 0, Binder::Kube(client.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
@@ -123,7 +124,11 @@ async fn throughput_run(nodes: usize, pods: usize, with_extender: bool) -> (f64,
 fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let get = |k: &str| {
-        status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0)
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
             / 1024.0
     };
     (get("VmRSS:"), get("VmHWM:"))
@@ -207,6 +212,8 @@ async fn main() {
             let pods = arg(&args, "--pods", "40000").parse().expect("--pods");
             memory(nodes, pods).await;
         }
-        _ => eprintln!("usage: kube_bench throughput [--nodes 500,5000] [--pods 1000] | memory [--nodes 5000] [--pods 40000]"),
+        _ => eprintln!(
+            "usage: kube_bench throughput [--nodes 500,5000] [--pods 1000] | memory [--nodes 5000] [--pods 40000]"
+        ),
     }
 }
