@@ -219,6 +219,7 @@ fn main() {
         synced
     });
     let _ = child.kill();
+    let _ = child.wait();
     match result {
         Ok(took) => println!(
             "{nodes} nodes, {pods} pods synced in {:.1} s: VmRSS before the watches {} MiB; VmHWM {} MiB; VmRSS {} MiB",
