@@ -2,9 +2,12 @@
 //! resources, labels and annotations (docs/kubernetes.md lists them).
 
 use crate::quantity;
-use crate::wire::{Container, Pod, QuantityText};
+use crate::wire::Pod;
 use sovra_domain::{GPU_MILLI, Job, JobKind, NvlinkWish, Resources};
-use std::collections::BTreeMap;
+
+pub mod effective;
+
+pub use effective::pod_amount;
 
 /// Whole GPUs, as NVIDIA's device plugin advertises them.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -52,38 +55,6 @@ impl PodRequest {
     pub fn wants_gpu(&self) -> bool {
         self.job.resources.gpus > 0
     }
-}
-
-fn container_amount(
-    c: &Container,
-    resource: &str,
-    read: fn(&str) -> Result<u64, quantity::QuantityError>,
-) -> Result<u64, String> {
-    // Requests win; for extended resources Kubernetes copies limits into requests when only limits are set.
-    let pick = |m: &BTreeMap<String, QuantityText>| m.get(resource).map(|q| q.0.clone());
-    let text = pick(&c.resources.requests).or_else(|| pick(&c.resources.limits));
-    match text {
-        None => Ok(0),
-        Some(t) => read(&t).map_err(|e| format!("container {:?}: {resource}: {e}", c.name)),
-    }
-}
-
-/// The pod's effective request of `resource`: the larger of the sum over containers and the largest init container
-/// (the Kubernetes rule).
-fn pod_amount(
-    pod: &Pod,
-    resource: &str,
-    read: fn(&str) -> Result<u64, quantity::QuantityError>,
-) -> Result<u64, String> {
-    let mut sum = 0u64;
-    for c in pod.spec.containers.iter().flatten() {
-        sum = sum.saturating_add(container_amount(c, resource, read)?);
-    }
-    let mut init = 0u64;
-    for c in pod.spec.init_containers.iter().flatten() {
-        init = init.max(container_amount(c, resource, read)?);
-    }
-    Ok(sum.max(init))
 }
 
 /// `namespace/name` of a pod (`default` when the namespace is empty).
