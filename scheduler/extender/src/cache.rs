@@ -124,6 +124,7 @@ pub struct Cache {
     inner: Mutex<Inner>,
     published: RwLock<Arc<Snapshot>>,
     dirty: AtomicBool,
+    readiness: crate::readiness::Readiness,
 }
 
 /// A cache that could not be built from its configuration.
@@ -168,7 +169,13 @@ impl Cache {
             }),
             published: RwLock::new(Arc::new(snapshot)),
             dirty: AtomicBool::new(false),
+            readiness: Default::default(),
         })
+    }
+
+    /// Whether the watches that fill the cache have synced (ready at once when nothing watches).
+    pub fn readiness(&self) -> &crate::readiness::Readiness {
+        &self.readiness
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -17,9 +17,12 @@ use std::sync::{Arc, Mutex};
 /// How bind reaches the cluster.
 #[derive(Clone)]
 pub enum Binder {
-    /// No API server: bind only records the placement in the cache (tests, benchmarks, dry runs). Documented as
-    /// such: a real kube-scheduler must not use a `bindVerb` with an extender started without `--kube`.
-    CacheOnly,
+    /// No Kubernetes client (`serve` without `--kube`): every bind is refused with an error naming `--kube`, so
+    /// that a kube-scheduler pointed at this extender never believes a pod was bound when nothing was.
+    NoClient,
+    /// Dry run (`--dry-run-bind`, for benchmarks and tests only): bind checks the pod and the node as usual and
+    /// records the placement in the cache, but binds nothing. Never for a real kube-scheduler's `bindVerb`.
+    DryRun,
     /// Creates the pod's `Binding` subresource through the Kubernetes API.
     Kube(kube::Client),
 }
@@ -70,14 +73,19 @@ impl Extender {
     pub fn filter<'a>(&self, args: &'a ExtenderArgs<'_>) -> ExtenderFilterResult<'a> {
         self.metrics.filter.inc();
         let names = candidate_names(args);
-        let verdicts = match &args.pod {
-            None => {
+        let verdicts = match (self.cache.readiness().not_ready(), &args.pod) {
+            // Before the watches have synced, no node is known to be free: every node fails for now.
+            (Some(why), _) => {
+                let why: Arc<str> = why.into();
+                names.iter().map(|_| Verdict::Unschedulable(why.clone())).collect()
+            }
+            (None, None) => {
                 return ExtenderFilterResult {
                     error: "the filter request has no Pod; kube-scheduler always sends one".into(),
                     ..Default::default()
                 };
             }
-            Some(pod) => {
+            (None, Some(pod)) => {
                 let request = pod_request(pod);
                 if let Ok(req) = &request {
                     self.cache.remember(
@@ -135,6 +143,9 @@ impl Extender {
         self.metrics.prioritize.inc();
         let names = candidate_names(args);
         let zero = |names: &[&'a str]| names.iter().map(|n| HostPriority { host: n, score: 0 }).collect();
+        if self.cache.readiness().not_ready().is_some() {
+            return zero(&names); // the server answers 503 before this; a library caller gets no preference
+        }
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
         let snap = self.cache.snapshot();
         let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
@@ -167,6 +178,9 @@ impl Extender {
     pub fn preempt(&self, args: &ExtenderPreemptionArgs) -> ExtenderPreemptionResult {
         self.metrics.preempt.inc();
         let mut out = ExtenderPreemptionResult::default();
+        if self.cache.readiness().not_ready().is_some() {
+            return out; // no node: nothing is evicted on a partial cache
+        }
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return out };
         // (node, victim UIDs, PDB violations), from whichever form the request used.
         let candidates: Vec<(String, Vec<String>, i64)> =
@@ -236,6 +250,12 @@ impl Extender {
         }
         let ns = if a.pod_namespace.is_empty() { "default" } else { a.pod_namespace.as_str() };
         let key = format!("{ns}/{}", a.pod_name);
+        if let Binder::NoClient = self.binder {
+            return Err(no_client_error(&key, &a.node));
+        }
+        if let Some(why) = self.cache.readiness().not_ready() {
+            return Err(format!("refusing to bind {key} to {}: {why}", a.node));
+        }
         let snap = self.cache.snapshot();
         if let Some(why) = snap.not_offered.get(&a.node) {
             return Err(format!("refusing to bind {key} to {}: {why}", a.node));
@@ -248,7 +268,7 @@ impl Extender {
         let record = match (self.cache.record(&a.pod_uid), &self.binder) {
             (Some(r), _) => Some(r),
             (None, Binder::Kube(client)) => crate::k8s::fetch_pod(client, ns, &a.pod_name).await?,
-            (None, Binder::CacheOnly) => None,
+            (None, Binder::NoClient | Binder::DryRun) => None,
         };
         let Some(rec) = record else {
             return Err(format!(
@@ -282,6 +302,14 @@ impl Extender {
         self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
         Ok(())
     }
+}
+
+/// Why a bind is refused without a Kubernetes client ([`Binder::NoClient`]).
+pub fn no_client_error(key: &str, node: &str) -> String {
+    format!(
+        "refusing to bind {key} to {node}: this extender has no Kubernetes client, so it cannot create the pod's \
+         Binding; start it with --kube (or, for benchmarks and dry runs only, --dry-run-bind, which binds nothing)"
+    )
 }
 
 /// The candidate names of a filter or prioritize request: `NodeNames` when present, else the names of `Nodes`.

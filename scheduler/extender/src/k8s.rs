@@ -3,6 +3,7 @@
 use crate::cache::{Cache, ISLANDS_ANNOTATION, KubeNode, PodRecord};
 use crate::pod::{GPU_RESOURCE, pod_key, pod_request};
 use crate::quantity;
+use crate::readiness::Watch;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -242,7 +243,15 @@ pub fn pod_record(p: &Pod) -> Option<PodRecord> {
 
 /// Watches Nodes and Pods (reflectors with backoff) and keeps the cache in step, forever. Pods that finished are
 /// released; after a watch restart, objects that are gone are dropped.
-pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
+///
+/// Calling it (before the future is polled) marks the cache not ready: every verb refuses and `/readyz` answers
+/// 503 until both watches have delivered their initial list.
+pub fn watch(client: kube::Client, cache: Arc<Cache>) -> impl std::future::Future<Output = ()> + Send {
+    cache.readiness().expect_watches();
+    watch_forever(client, cache)
+}
+
+async fn watch_forever(client: kube::Client, cache: Arc<Cache>) {
     let nodes = {
         let cache = cache.clone();
         let (_reader, writer) = reflector::store::<Node>();
@@ -267,6 +276,7 @@ pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
                         if let Some(s) = seen.take() {
                             cache.retain_nodes(&s);
                         }
+                        cache.readiness().synced(Watch::Nodes);
                     }
                     Err(e) => tracing::warn!(error = %e, "node watch error (retrying)"),
                 }
@@ -303,6 +313,7 @@ pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
                         if let Some(s) = seen.take() {
                             cache.retain_pods(&s);
                         }
+                        cache.readiness().synced(Watch::Pods);
                     }
                     Err(e) => tracing::warn!(error = %e, "pod watch error (retrying)"),
                 }

@@ -7,6 +7,7 @@
 //! - [`pod`]: from a pod to a Sovra job (GPUs, GPU share, residency class, kind, gang);
 //! - [`cache`]: nodes (cluster config + Kubernetes Nodes) and what runs on them, as immutable snapshots;
 //! - [`extender`]: filter, prioritize, preempt and bind on top of `sovra-placement`;
+//! - [`readiness`]: not ready until the watches have synced (`/readyz`);
 //! - [`metrics`]: request counters for `GET /metrics` (prometheus-client);
 //! - [`server`]: the HTTP and HTTPS (rustls, optional mTLS) server;
 //! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels.
@@ -17,6 +18,7 @@ pub mod k8s;
 pub mod metrics;
 pub mod pod;
 pub mod quantity;
+pub mod readiness;
 pub mod server;
 pub mod wire;
 
