@@ -542,5 +542,7 @@ pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, job: &Job) ->
     Err(format!("{key}: node {} has no room left for its {} GPU(s) in Sovra's accounting", info.name, r.gpus))
 }
 
+mod gangs;
+
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,8 @@
 use crate::cache::{Cache, PodRecord, Snapshot};
 use crate::pod::{PodRequest, pod_key, pod_request};
 use crate::wire::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
-    ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPodOut, MetaVictimsOut, NodeListOut, Pod,
-    clamp_score,
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
+    MAX_EXTENDER_PRIORITY, NodeListOut, clamp_score,
 };
 use sovra_domain::PolicySpec;
 use sovra_placement::filter::{JobNeeds, Reason, node_verdict, pool_reason};
@@ -28,6 +27,8 @@ pub enum Binder {
 }
 
 pub use crate::metrics::Metrics;
+
+mod preempt;
 
 /// The verdict on one candidate node: the core's [`sovra_placement::Verdict`] with the words kube-scheduler shows.
 /// `Fit` passes; `Unschedulable` is not now (capacity, readiness, gang waiting): `FailedNodes`; `Unresolvable` is
@@ -170,66 +171,6 @@ impl Extender {
                 HostPriority { host: name, score: clamp_score(score) }
             })
             .collect()
-    }
-
-    /// Preempt: keeps the candidate nodes where preemption can help the pod — the node is offered, its pool may
-    /// take the pod, and once the victims Sovra knows on it are gone the pod fits by Sovra's GPU accounting — with
-    /// their victims as offered, always answered by UID. Nodes without victims are dropped.
-    pub fn preempt(&self, args: &ExtenderPreemptionArgs) -> ExtenderPreemptionResult {
-        self.metrics.preempt.inc();
-        let mut out = ExtenderPreemptionResult::default();
-        if self.cache.readiness().not_ready().is_some() {
-            return out; // no node: nothing is evicted on a partial cache
-        }
-        let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return out };
-        // (node, victim UIDs, PDB violations), from whichever form the request used.
-        let candidates: Vec<(String, Vec<String>, i64)> =
-            match (&args.node_name_to_meta_victims, &args.node_name_to_victims) {
-                (Some(meta), _) => meta
-                    .iter()
-                    .map(|(n, v)| {
-                        let v = v.clone().unwrap_or_default();
-                        (n.clone(), v.pods.into_iter().flatten().map(|p| p.uid).collect(), v.num_pdb_violations)
-                    })
-                    .collect(),
-                (None, Some(full)) => full
-                    .iter()
-                    .map(|(n, v)| {
-                        let v = v.clone().unwrap_or_default();
-                        (
-                            n.clone(),
-                            v.pods.into_iter().flatten().map(|p: Pod| p.metadata.uid).collect(),
-                            v.num_pdb_violations,
-                        )
-                    })
-                    .collect(),
-                (None, None) => vec![],
-            };
-        let snap = self.cache.snapshot();
-        let mut freed = snap.state.clone();
-        for d in self.cache.accounted(candidates.iter().flat_map(|(_, uids, _)| uids.iter().map(String::as_str))) {
-            // A victim accounted on a node the snapshot does not have (changed since) is skipped.
-            if d.replicas.iter().all(|r| snap.node_index(&r.node_name) == Some(r.node)) {
-                freed.release(&d);
-            }
-        }
-        let freed_snap = Snapshot { state: freed, ..(*snap).clone() };
-        for (node, uids, pdb) in candidates {
-            let mut seen = std::collections::BTreeSet::new();
-            let victims: Vec<MetaPodOut> = uids
-                .into_iter()
-                .filter(|u| !u.is_empty() && seen.insert(u.clone()))
-                .map(|uid| MetaPodOut { uid })
-                .collect();
-            if victims.is_empty() {
-                continue;
-            }
-            let verdict = evaluate_nodes(&freed_snap, &req, &[node.as_str()]).pop();
-            if verdict == Some(Verdict::Fit(())) {
-                out.node_name_to_meta_victims.insert(node, MetaVictimsOut { pods: victims, num_pdb_violations: pdb });
-            }
-        }
-        out
     }
 
     /// Bind: checks the node is offered and permitted for the pod, then creates the pod's Binding (idempotent: a pod

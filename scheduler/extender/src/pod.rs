@@ -63,6 +63,29 @@ pub fn pod_key(pod: &Pod) -> String {
     format!("{ns}/{}", pod.metadata.name)
 }
 
+/// The pod's gang, from its `sovra.io/pod-group` label and `sovra.io/pod-group-min-member` annotation (or label):
+/// `None` for a pod of no group; an error when the minimum member count is not a whole number from 1 to
+/// [`MAX_GANG`].
+pub fn pod_gang(pod: &Pod) -> Result<Option<Gang>, String> {
+    let meta = &pod.metadata;
+    let label = |k: &str| meta.labels.0.get(k).or_else(|| meta.annotations.0.get(k)).map(|v| v.trim());
+    let annotation = |k: &str| meta.annotations.0.get(k).or_else(|| meta.labels.0.get(k)).map(|v| v.trim());
+    let name = pod_key(pod);
+    Ok(match label(POD_GROUP_LABEL) {
+        None | Some("") => None,
+        Some(group) => {
+            let min_member = match annotation(MIN_MEMBER_ANNOTATION) {
+                None | Some("") => 1,
+                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_GANG).contains(n)).ok_or_else(|| {
+                    format!("pod {name}: {MIN_MEMBER_ANNOTATION} is {v:?}; write a whole number from 1 to {MAX_GANG}")
+                })?,
+            };
+            let ns = if meta.namespace.is_empty() { "default" } else { &meta.namespace };
+            Some(Gang { key: format!("{ns}/{group}"), min_member })
+        }
+    })
+}
+
 /// Reads a pod's request. Errors name the label, annotation or resource and say what to write instead.
 pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
     let meta = &pod.metadata;
@@ -130,19 +153,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
     };
     let cpu_milli = pod_amount(pod, "cpu", quantity::cpu_milli)?;
     let memory_mib = pod_amount(pod, "memory", quantity::memory_mib)?;
-    let gang = match label(POD_GROUP_LABEL) {
-        None | Some("") => None,
-        Some(group) => {
-            let min_member = match annotation(MIN_MEMBER_ANNOTATION) {
-                None | Some("") => 1,
-                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_GANG).contains(n)).ok_or_else(|| {
-                    format!("pod {name}: {MIN_MEMBER_ANNOTATION} is {v:?}; write a whole number from 1 to {MAX_GANG}")
-                })?,
-            };
-            let ns = if meta.namespace.is_empty() { "default" } else { &meta.namespace };
-            Some(Gang { key: format!("{ns}/{group}"), min_member })
-        }
-    };
+    let gang = pod_gang(pod)?;
     Ok(PodRequest {
         job: Job {
             name,

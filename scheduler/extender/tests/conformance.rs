@@ -351,7 +351,22 @@ async fn checklist_9_bind_idempotent_and_refuses_mismatch() {
 /// every UID is one the scheduler offered for that node; nodes the pod may not use are dropped.
 #[tokio::test]
 async fn checklist_10_preempt_meta_form_subset_of_offered() {
-    let (addr, _srv) = start(extender(Binder::DryRun)).await;
+    let ext = extender(Binder::DryRun);
+    // The victims, as the Pod watch reports them (a victim Sovra does not know is refused: its gang is unknown).
+    for (uid, node) in [("victim-uid-1", "gpu-fr-1"), ("victim-uid-2", "gpu-fr-1"), ("victim-uid-3", "gpu-hyper-1")] {
+        let mut pod = json(&fixture("filter_cache_mode.json"))["Pod"].clone();
+        pod["metadata"]["uid"] = uid.into();
+        pod["spec"]["nodeName"] = node.into();
+        pod["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "1"}});
+        let pod: sovra_extender::wire::Pod = serde_json::from_value(pod).unwrap();
+        ext.cache().upsert_pod(sovra_extender::PodRecord {
+            uid: uid.into(),
+            key: format!("ml/{uid}"),
+            node: Some(node.into()),
+            request: sovra_extender::pod::pod_request(&pod),
+        });
+    }
+    let (addr, _srv) = start(ext).await;
     let want = serde_json::json!({"NodeNameToMetaVictims": {"gpu-fr-1": {"Pods": [{"UID": "victim-uid-1"}, {"UID": "victim-uid-2"}], "NumPDBViolations": 0}}});
     let (s, b) = post(addr, "/sovra/preempt", fixture("preempt_cache_mode.json")).await;
     assert_eq!((s, json(&b)), (200, want));
