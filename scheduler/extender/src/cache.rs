@@ -47,6 +47,8 @@ pub struct KubeNode {
     pub memory_mib: u64,
     /// Allocatable `nvidia.com/gpu`.
     pub gpus: u32,
+    /// Allocatable MIG slices by profile (`nvidia.com/mig-<profile>`).
+    pub mig: BTreeMap<String, u32>,
     /// `Ready` condition true and not cordoned.
     pub ready: bool,
 }
@@ -412,7 +414,8 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
-        match account(&mut self.state, idx, &p.key, &req.job) {
+        let topo = self.state.topology().clone();
+        match account(&mut self.state, idx, &p.key, &crate::mig::job_for(req, &topo)) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }
@@ -442,8 +445,13 @@ impl Inner {
 /// node daemon and cluster files use), memory from `nvidia.com/gpu.memory`, NVLink islands from the
 /// `sovra.io/gpu-nvlink-islands` annotation.
 pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
-    let count =
-        if k.gpus > 0 { k.gpus } else { k.labels.get(COUNT_LABEL).and_then(|c| c.parse().ok()).unwrap_or(0) }.min(64);
+    // The count label counts GPUs in MIG mode too: only a node advertising no MIG slices falls back on it.
+    let count = if k.gpus > 0 || !k.mig.is_empty() {
+        k.gpus
+    } else {
+        k.labels.get(COUNT_LABEL).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+    .min(64);
     let model = k
         .labels
         .get(PRODUCT_LABEL)
@@ -453,6 +461,7 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
     let memory_mib = k.labels.get(MEMORY_LABEL).and_then(|m| m.parse().ok()).unwrap_or(0);
     let islands: Vec<Vec<u32>> =
         k.annotations.get(ISLANDS_ANNOTATION).and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+    let mig = crate::mig::mig_gpus(k, &model, 64 - count as usize);
     Node {
         name: k.name.clone(),
         pool: pool.to_string(),
@@ -472,6 +481,7 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
                 health: Health::Healthy,
                 mig: vec![],
             })
+            .chain(mig)
             .collect(),
     }
 }

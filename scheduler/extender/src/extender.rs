@@ -151,7 +151,11 @@ impl Extender {
         let snap = self.cache.snapshot();
         let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
         let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
-        let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
+        let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(
+            &snap.state,
+            &crate::mig::job_for(&req, snap.state.topology()),
+            &known,
+        );
         // Scores aligned with `names`.
         let mut scored = scored.into_iter();
         let per_name: Vec<Option<(u64, u64)>> = idx.iter().map(|i| i.and_then(|_| scored.next().flatten())).collect();
@@ -240,7 +244,10 @@ impl Extender {
         }
         self.cache.assume_bound(&a.pod_uid, &key, &a.node);
         // Bound: the pod is admitted, so FGD's learned mix counts it (once, however often it was filtered).
-        self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
+        self.placer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe_admitted(&crate::mig::job_for(req, snap.state.topology()));
         Ok(())
     }
 }
@@ -288,7 +295,7 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mute
     } else {
         let remaining = gang.min_member.saturating_sub(count.bound).max(1);
         if remaining > 1 {
-            let mut job = req.job.clone();
+            let mut job = crate::mig::job_for(req, snap.state.topology()).into_owned();
             job.replicas = remaining;
             let verdict = placer.lock().unwrap_or_else(|e| e.into_inner()).verdict(&snap.state, &job);
             verdict.reason().map(|e| {
@@ -320,7 +327,8 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mute
 /// reason, and shared.
 pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
     let topo = snap.state.topology();
-    let job = &req.job;
+    let resolved = crate::mig::job_for(req, topo);
+    let job = &*resolved;
     let Some(class) = topo.class(&job.residency) else {
         let known: Vec<&str> = topo.classes.iter().map(|c| c.name.as_str()).collect();
         let why: Arc<str> = format!(

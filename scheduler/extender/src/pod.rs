@@ -29,6 +29,9 @@ pub const GPU_MODELS_ANNOTATION: &str = "sovra.io/gpu-models";
 /// Annotation: `none`, `prefer` (default for 2+ GPUs) or `require`: the pod's GPUs on one NVLink island.
 pub const NVLINK_ANNOTATION: &str = "sovra.io/nvlink";
 
+/// Most MIG slices one pod may ask for: 64 GPUs of 7 slices.
+pub const MAX_MIG_SLICES: u64 = 64 * sovra_domain::limits::MAX_MIG_PER_GPU;
+
 /// Largest gang Sovra accepts.
 pub const MAX_GANG: u32 = 10_000;
 
@@ -48,6 +51,9 @@ pub struct PodRequest {
     pub job: Job,
     /// The gang, when the pod has a `sovra.io/pod-group` label.
     pub gang: Option<Gang>,
+    /// The MIG profile when the pod asks for `nvidia.com/mig-<profile>` slices (then `job.resources.gpus` counts
+    /// slices, and the allowed models are resolved on the cluster by [`crate::mig::job_for`]).
+    pub mig_profile: Option<String>,
 }
 
 impl PodRequest {
@@ -127,20 +133,36 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             ));
         }
     };
+    let (gpus, gpu_milli, mig_profile) = match crate::mig::mig_request(pod)? {
+        None => (gpus, gpu_milli, None),
+        Some((profile, n)) if gpus == 0 => {
+            if n > MAX_MIG_SLICES {
+                return Err(format!(
+                    "pod {name}: {}{profile} is {n}; a node has at most {MAX_MIG_SLICES} MIG slices",
+                    crate::mig::MIG_RESOURCE_PREFIX
+                ));
+            }
+            (n, u64::from(GPU_MILLI), Some(profile))
+        }
+        Some((profile, _)) => {
+            return Err(format!(
+                "pod {name} asks for both {} and {}{profile}; ask for whole GPUs, a share or MIG slices, one of them",
+                if milli > 0 { GPU_MILLI_RESOURCE } else { GPU_RESOURCE },
+                crate::mig::MIG_RESOURCE_PREFIX
+            ));
+        }
+    };
     let gpus = u32::try_from(gpus)
         .ok()
-        .filter(|&g| g <= 64)
+        .filter(|&g| g <= 64 || (mig_profile.is_some() && u64::from(g) <= MAX_MIG_SLICES))
         .ok_or_else(|| format!("pod {name}: {GPU_RESOURCE} is {gpus}; a node has at most 64 GPUs"))?;
     let gpu_models: Vec<String> = annotation(GPU_MODELS_ANNOTATION)
         .map(|v| v.split(',').map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect())
         .unwrap_or_default();
     let nvlink = match annotation(NVLINK_ANNOTATION) {
         None | Some("") => {
-            if gpus >= 2 {
-                NvlinkWish::Prefer
-            } else {
-                NvlinkWish::None
-            }
+            // MIG slices are isolated devices: no NVLink between them.
+            if gpus >= 2 && mig_profile.is_none() { NvlinkWish::Prefer } else { NvlinkWish::None }
         }
         Some("none") => NvlinkWish::None,
         Some("prefer") => NvlinkWish::Prefer,
@@ -166,6 +188,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             nvlink,
         },
         gang,
+        mig_profile,
     })
 }
 

@@ -15,6 +15,12 @@ use std::collections::BTreeMap;
 /// The Node labels Sovra reads; the others are dropped as the Node is decoded.
 pub const NODE_LABELS_READ: [&str; 4] = [POOL_LABEL, PRODUCT_LABEL, MEMORY_LABEL, COUNT_LABEL];
 
+/// Whether Sovra reads a Node label: [`NODE_LABELS_READ`], and the memory of a MIG profile
+/// (`nvidia.com/mig-<profile>.memory`, GPU feature discovery).
+pub fn label_read(key: &str) -> bool {
+    NODE_LABELS_READ.contains(&key) || key.strip_suffix(".memory").is_some_and(|k| crate::mig::mig_profile(k).is_some())
+}
+
 /// The identity a watch needs of an object (name, namespace, UID, resource version), as kube-rs types it.
 fn identity(m: &WireMeta) -> ObjectMeta {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -77,11 +83,19 @@ impl<'de> Deserialize<'de> for LeanNode {
         let meta = identity(&raw.metadata);
         let WireMeta { name, labels, annotations, .. } = raw.metadata;
         let node = KubeNode {
-            labels: labels.0.into_iter().filter(|(k, _)| NODE_LABELS_READ.contains(&k.as_str())).collect(),
+            labels: labels.0.into_iter().filter(|(k, _)| label_read(k)).collect(),
             annotations: annotations.0.into_iter().filter(|(k, _)| k == ISLANDS_ANNOTATION).collect(),
             cpu_milli: amount("cpu", quantity::cpu_milli),
             memory_mib: amount("memory", quantity::memory_mib),
             gpus: u32::try_from(amount(GPU_RESOURCE, quantity::count)).unwrap_or(u32::MAX),
+            mig: alloc
+                .iter()
+                .filter_map(|(k, q)| {
+                    let profile = crate::mig::mig_profile(k)?;
+                    let n = quantity::count(&q.0).ok().and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0)?;
+                    Some((profile.to_string(), n))
+                })
+                .collect(),
             ready,
             name,
         };
