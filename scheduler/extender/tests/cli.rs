@@ -63,3 +63,13 @@ fn labels_into_a_closed_pipe_end_quietly_without_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(o.status.success(), "{:?}: {err}", o.status);
 }
+
+#[test]
+fn dry_run_bind_is_explicit_never_with_kube_and_documented_as_such() {
+    let help = text(&extender(&["serve", "--help"]));
+    assert!(help.contains("--dry-run-bind") && help.contains("Never for a real kube-scheduler"), "{help}");
+    assert!(help.contains("--probe-listen"), "{help}");
+    let o = extender(&["serve", "-c", "cluster.yaml", "--kube", "--dry-run-bind"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
+}

@@ -137,3 +137,26 @@ async fn the_probe_port_serves_only_health_and_readiness() {
     assert_eq!(get(addr, "/readyz").await.0, 503);
     assert_eq!(post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await.0, 404);
 }
+
+/// The shipped Deployment asks `/readyz` for readiness and `/healthz` for liveness, on the plain-HTTP probe port
+/// that its `--probe-listen` opens (the main port requires client certificates, which kubelet does not send).
+#[test]
+fn the_deployment_probes_readyz_on_the_probe_port() {
+    use serde::Deserialize;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/extender.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let deployment = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "Deployment")
+        .expect("a Deployment");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "probes", "{probe}");
+    }
+    let port = c["ports"].as_sequence().unwrap().iter().find(|p| p["name"] == "probes").expect("a probes port");
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let want = format!("--probe-listen=0.0.0.0:{}", port["containerPort"].as_u64().unwrap());
+    assert!(args.contains(&want.as_str()) && args.contains(&"--kube"), "{args:?}");
+}
