@@ -19,7 +19,7 @@ const CLUSTER: &str = include_str!("../../scheduler/extender/tests/fixtures/clus
 fn extender() -> Extender {
     static CONFIG: OnceLock<ClusterConfig> = OnceLock::new();
     let cfg = CONFIG.get_or_init(|| ClusterConfig::from_yaml("cluster.yaml", CLUSTER).expect("fixture cluster"));
-    Extender::new(Arc::new(Cache::new(cfg.clone()).expect("cache")), PolicySpec::default(), 0, Binder::CacheOnly)
+    Extender::new(Arc::new(Cache::new(cfg.clone()).expect("cache")), PolicySpec::default(), 0, Binder::DryRun)
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {

@@ -129,7 +129,7 @@ fn main() {
         .build()
         .unwrap();
     let cache = Arc::new(Cache::new(cfg).unwrap());
-    let ext = Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::CacheOnly));
+    let ext = Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::DryRun));
     if std::env::var_os("SOVRA_PROFILE").is_some() {
         for (_, body) in bodies.iter().take(5) {
             profile(&ext, body);

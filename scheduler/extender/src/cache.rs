@@ -47,6 +47,8 @@ pub struct KubeNode {
     pub memory_mib: u64,
     /// Allocatable `nvidia.com/gpu`.
     pub gpus: u32,
+    /// Allocatable MIG slices by profile (`nvidia.com/mig-<profile>`).
+    pub mig: BTreeMap<String, u32>,
     /// `Ready` condition true and not cordoned.
     pub ready: bool,
 }
@@ -129,6 +131,7 @@ pub struct Cache {
     inner: Mutex<Inner>,
     published: RwLock<Arc<Snapshot>>,
     dirty: AtomicBool,
+    readiness: crate::readiness::Readiness,
 }
 
 /// A cache that could not be built from its configuration.
@@ -174,7 +177,13 @@ impl Cache {
             }),
             published: RwLock::new(Arc::new(snapshot)),
             dirty: AtomicBool::new(false),
+            readiness: Default::default(),
         })
+    }
+
+    /// Whether the watches that fill the cache have synced (ready at once when nothing watches).
+    pub fn readiness(&self) -> &crate::readiness::Readiness {
+        &self.readiness
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -428,12 +437,14 @@ impl Inner {
         let Some(p) = self.pods.get(uid) else { return };
         let (Some(node), Ok(req)) = (&p.node, &p.request) else { return };
         let Some(idx) = self.state.topology().node_index(node) else { return };
+        let topo = self.state.topology().clone();
+        let job = crate::mig::job_for(req, &topo);
         let recorded = p.devices.as_ref().map(|a| {
-            crate::assign::account_recorded(&mut self.state, idx, &p.key, &req.job, a).inspect_err(
+            crate::assign::account_recorded(&mut self.state, idx, &p.key, &job, a).inspect_err(
                 |why| tracing::warn!(pod = %p.key, %node, %why, "recorded devices not used; accounting as Sovra would"),
             )
         });
-        match recorded.unwrap_or(Err(String::new())).or_else(|_| account(&mut self.state, idx, &p.key, &req.job)) {
+        match recorded.unwrap_or(Err(String::new())).or_else(|_| account(&mut self.state, idx, &p.key, &job)) {
             Ok(d) => {
                 self.accounted.insert(uid.to_string(), d);
             }
@@ -463,8 +474,13 @@ impl Inner {
 /// node daemon and cluster files use), memory from `nvidia.com/gpu.memory`, NVLink islands from the
 /// `sovra.io/gpu-nvlink-islands` annotation.
 pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
-    let count =
-        if k.gpus > 0 { k.gpus } else { k.labels.get(COUNT_LABEL).and_then(|c| c.parse().ok()).unwrap_or(0) }.min(64);
+    // The count label counts GPUs in MIG mode too: only a node advertising no MIG slices falls back on it.
+    let count = if k.gpus > 0 || !k.mig.is_empty() {
+        k.gpus
+    } else {
+        k.labels.get(COUNT_LABEL).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+    .min(64);
     let model = k
         .labels
         .get(PRODUCT_LABEL)
@@ -474,6 +490,7 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
     let memory_mib = k.labels.get(MEMORY_LABEL).and_then(|m| m.parse().ok()).unwrap_or(0);
     let islands: Vec<Vec<u32>> =
         k.annotations.get(ISLANDS_ANNOTATION).and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+    let mig = crate::mig::mig_gpus(k, &model, 64 - count as usize);
     Node {
         name: k.name.clone(),
         pool: pool.to_string(),
@@ -493,6 +510,7 @@ pub fn node_from_kube(k: &KubeNode, pool: &str) -> Node {
                 health: Health::Healthy,
                 mig: vec![],
             })
+            .chain(mig)
             .collect(),
     }
 }
@@ -562,6 +580,8 @@ pub fn account(state: &mut ClusterState, node: NodeIdx, key: &str, job: &Job) ->
     }
     Err(format!("{key}: node {} has no room left for its {} GPU(s) in Sovra's accounting", info.name, r.gpus))
 }
+
+mod gangs;
 
 #[cfg(test)]
 mod tests;

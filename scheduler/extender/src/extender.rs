@@ -4,9 +4,8 @@
 use crate::cache::{Cache, PodRecord, Snapshot};
 use crate::pod::{PodRequest, pod_key, pod_request};
 use crate::wire::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, ExtenderPreemptionArgs,
-    ExtenderPreemptionResult, HostPriority, MAX_EXTENDER_PRIORITY, MetaPodOut, MetaVictimsOut, NodeListOut, Pod,
-    clamp_score,
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
+    MAX_EXTENDER_PRIORITY, NodeListOut, clamp_score,
 };
 use sovra_domain::PolicySpec;
 use sovra_placement::filter::{JobNeeds, Reason, node_verdict, pool_reason};
@@ -17,14 +16,19 @@ use std::sync::{Arc, Mutex};
 /// How bind reaches the cluster.
 #[derive(Clone)]
 pub enum Binder {
-    /// No API server: bind only records the placement in the cache (tests, benchmarks, dry runs). Documented as
-    /// such: a real kube-scheduler must not use a `bindVerb` with an extender started without `--kube`.
-    CacheOnly,
+    /// No Kubernetes client (`serve` without `--kube`): every bind is refused with an error naming `--kube`, so
+    /// that a kube-scheduler pointed at this extender never believes a pod was bound when nothing was.
+    NoClient,
+    /// Dry run (`--dry-run-bind`, for benchmarks and tests only): bind checks the pod and the node as usual and
+    /// records the placement in the cache, but binds nothing. Never for a real kube-scheduler's `bindVerb`.
+    DryRun,
     /// Creates the pod's `Binding` subresource through the Kubernetes API.
     Kube(kube::Client),
 }
 
 pub use crate::metrics::Metrics;
+
+mod preempt;
 
 /// The verdict on one candidate node: the core's [`sovra_placement::Verdict`] with the words kube-scheduler shows.
 /// `Fit` passes; `Unschedulable` is not now (capacity, readiness, gang waiting): `FailedNodes`; `Unresolvable` is
@@ -110,14 +114,19 @@ impl Extender {
     pub fn filter<'a>(&self, args: &'a ExtenderArgs<'_>) -> ExtenderFilterResult<'a> {
         self.metrics.filter.inc();
         let names = candidate_names(args);
-        let verdicts = match &args.pod {
-            None => {
+        let verdicts = match (self.cache.readiness().not_ready(), &args.pod) {
+            // Before the watches have synced, no node is known to be free: every node fails for now.
+            (Some(why), _) => {
+                let why: Arc<str> = why.into();
+                names.iter().map(|_| Verdict::Unschedulable(why.clone())).collect()
+            }
+            (None, None) => {
                 return ExtenderFilterResult {
                     error: "the filter request has no Pod; kube-scheduler always sends one".into(),
                     ..Default::default()
                 };
             }
-            Some(pod) => {
+            (None, Some(pod)) => {
                 let request = pod_request(pod);
                 if let Ok(req) = &request {
                     self.cache.remember(
@@ -178,6 +187,9 @@ impl Extender {
         self.metrics.prioritize.inc();
         let names = candidate_names(args);
         let zero = |names: &[&'a str]| names.iter().map(|n| HostPriority { host: n, score: 0 }).collect();
+        if self.cache.readiness().not_ready().is_some() {
+            return zero(&names); // the server answers 503 before this; a library caller gets no preference
+        }
         let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return zero(&names) };
         let snap = self.cache.snapshot();
         if let Some(scores) = crate::reserve::reserved_scores(&self.ledger, &snap, &req, &names) {
@@ -186,7 +198,11 @@ impl Extender {
         let snap = self.ledger.view(snap, req.gang.as_ref().map(|g| g.key.as_str()));
         let idx: Vec<Option<NodeIdx>> = names.iter().map(|n| snap.node_index(n)).collect();
         let known: Vec<NodeIdx> = idx.iter().flatten().copied().collect();
-        let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(&snap.state, &req.job, &known);
+        let scored = self.placer.lock().unwrap_or_else(|e| e.into_inner()).score_nodes(
+            &snap.state,
+            &crate::mig::job_for(&req, snap.state.topology()),
+            &known,
+        );
         // Scores aligned with `names`.
         let mut scored = scored.into_iter();
         let per_name: Vec<Option<(u64, u64)>> = idx.iter().map(|i| i.and_then(|_| scored.next().flatten())).collect();
@@ -208,63 +224,6 @@ impl Extender {
             .collect()
     }
 
-    /// Preempt: keeps the candidate nodes where preemption can help the pod — the node is offered, its pool may
-    /// take the pod, and once the victims Sovra knows on it are gone the pod fits by Sovra's GPU accounting — with
-    /// their victims as offered, always answered by UID. Nodes without victims are dropped.
-    pub fn preempt(&self, args: &ExtenderPreemptionArgs) -> ExtenderPreemptionResult {
-        self.metrics.preempt.inc();
-        let mut out = ExtenderPreemptionResult::default();
-        let Some(Ok(req)) = args.pod.as_ref().map(pod_request) else { return out };
-        // (node, victim UIDs, PDB violations), from whichever form the request used.
-        let candidates: Vec<(String, Vec<String>, i64)> =
-            match (&args.node_name_to_meta_victims, &args.node_name_to_victims) {
-                (Some(meta), _) => meta
-                    .iter()
-                    .map(|(n, v)| {
-                        let v = v.clone().unwrap_or_default();
-                        (n.clone(), v.pods.into_iter().flatten().map(|p| p.uid).collect(), v.num_pdb_violations)
-                    })
-                    .collect(),
-                (None, Some(full)) => full
-                    .iter()
-                    .map(|(n, v)| {
-                        let v = v.clone().unwrap_or_default();
-                        (
-                            n.clone(),
-                            v.pods.into_iter().flatten().map(|p: Pod| p.metadata.uid).collect(),
-                            v.num_pdb_violations,
-                        )
-                    })
-                    .collect(),
-                (None, None) => vec![],
-            };
-        let snap = self.ledger.view(self.cache.snapshot(), req.gang.as_ref().map(|g| g.key.as_str()));
-        let mut freed = snap.state.clone();
-        for d in self.cache.accounted(candidates.iter().flat_map(|(_, uids, _)| uids.iter().map(String::as_str))) {
-            // A victim accounted on a node the snapshot does not have (changed since) is skipped.
-            if d.replicas.iter().all(|r| snap.node_index(&r.node_name) == Some(r.node)) {
-                freed.release(&d);
-            }
-        }
-        let freed_snap = Snapshot { state: freed, ..(*snap).clone() };
-        for (node, uids, pdb) in candidates {
-            let mut seen = std::collections::BTreeSet::new();
-            let victims: Vec<MetaPodOut> = uids
-                .into_iter()
-                .filter(|u| !u.is_empty() && seen.insert(u.clone()))
-                .map(|uid| MetaPodOut { uid })
-                .collect();
-            if victims.is_empty() {
-                continue;
-            }
-            let verdict = evaluate_nodes(&freed_snap, &req, &[node.as_str()]).pop();
-            if verdict == Some(Verdict::Fit(())) {
-                out.node_name_to_meta_victims.insert(node, MetaVictimsOut { pods: victims, num_pdb_violations: pdb });
-            }
-        }
-        out
-    }
-
     /// Bind: checks the node is offered and permitted for the pod, then creates the pod's Binding (idempotent: a pod
     /// already bound to this node is a success, to another node an error).
     pub async fn bind(&self, args: &ExtenderBindingArgs) -> ExtenderBindingResult {
@@ -284,6 +243,12 @@ impl Extender {
         self.check_leader()?;
         let ns = if a.pod_namespace.is_empty() { "default" } else { a.pod_namespace.as_str() };
         let key = format!("{ns}/{}", a.pod_name);
+        if let Binder::NoClient = self.binder {
+            return Err(no_client_error(&key, &a.node));
+        }
+        if let Some(why) = self.cache.readiness().not_ready() {
+            return Err(format!("refusing to bind {key} to {}: {why}", a.node));
+        }
         let snap = self.cache.snapshot();
         if let Some(why) = snap.not_offered.get(&a.node) {
             return Err(format!("refusing to bind {key} to {}: {why}", a.node));
@@ -296,7 +261,7 @@ impl Extender {
         let record = match (self.cache.record(&a.pod_uid), &self.binder) {
             (Some(r), _) => Some(r),
             (None, Binder::Kube(client)) => crate::k8s::fetch_pod(client, ns, &a.pod_name).await?,
-            (None, Binder::CacheOnly) => None,
+            (None, Binder::NoClient | Binder::DryRun) => None,
         };
         let Some(rec) = record else {
             return Err(format!(
@@ -343,9 +308,20 @@ impl Extender {
         self.cache.assume_bound_on(&a.pod_uid, &key, &a.node, Some(assigned));
         self.ledger.finish(claim_id, true);
         // Bound: the pod is admitted, so FGD's learned mix counts it (once, however often it was filtered).
-        self.placer.lock().unwrap_or_else(|e| e.into_inner()).observe_admitted(&req.job);
+        self.placer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe_admitted(&crate::mig::job_for(req, snap.state.topology()));
         Ok(())
     }
+}
+
+/// Why a bind is refused without a Kubernetes client ([`Binder::NoClient`]).
+pub fn no_client_error(key: &str, node: &str) -> String {
+    format!(
+        "refusing to bind {key} to {node}: this extender has no Kubernetes client, so it cannot create the pod's \
+         Binding; start it with --kube (or, for benchmarks and dry runs only, --dry-run-bind, which binds nothing)"
+    )
 }
 
 /// The candidate names of a filter or prioritize request: `NodeNames` when present, else the names of `Nodes`.
@@ -383,7 +359,7 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mute
     } else {
         let remaining = gang.min_member.saturating_sub(count.bound).max(1);
         if remaining > 1 {
-            let mut job = req.job.clone();
+            let mut job = crate::mig::job_for(req, snap.state.topology()).into_owned();
             job.replicas = remaining;
             let verdict = placer.lock().unwrap_or_else(|e| e.into_inner()).verdict(&snap.state, &job);
             verdict.reason().map(|e| {
@@ -415,7 +391,8 @@ pub fn evaluate(snap: &Snapshot, req: &PodRequest, names: &[&str], placer: &Mute
 /// reason, and shared.
 pub fn evaluate_nodes(snap: &Snapshot, req: &PodRequest, names: &[&str]) -> Vec<Verdict> {
     let topo = snap.state.topology();
-    let job = &req.job;
+    let resolved = crate::mig::job_for(req, topo);
+    let job = &*resolved;
     let Some(class) = topo.class(&job.residency) else {
         let known: Vec<&str> = topo.classes.iter().map(|c| c.name.as_str()).collect();
         let why: Arc<str> = format!(

@@ -1,17 +1,21 @@
 //! The Kubernetes side, through kube-rs: Bindings, node labels, and the Node and Pod watches that keep the cache.
 
-use crate::cache::{Cache, ISLANDS_ANNOTATION, KubeNode, PodRecord};
-use crate::pod::{GPU_RESOURCE, pod_key, pod_request};
-use crate::quantity;
+use crate::cache::{Cache, ISLANDS_ANNOTATION, PodRecord};
+use crate::pod::{pod_key, pod_request};
+use crate::readiness::Watch;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use petgraph::unionfind::UnionFind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+pub mod lean;
+
+pub use lean::{LeanNode, LeanPod};
 
 /// Creates the pod's Binding (`POST /api/v1/namespaces/{ns}/pods/{name}/binding`) with target `Node/{node}` and
 /// the pod's UID as precondition, as kube-scheduler's default binder does. Idempotent: when the API answers 409
@@ -137,9 +141,9 @@ pub fn model_name(nvml_name: &str) -> String {
 /// Reads a pod from the API (for a bind request about a pod the cache has not seen). `Ok(None)` when it does not
 /// exist.
 pub async fn fetch_pod(client: &kube::Client, ns: &str, name: &str) -> Result<Option<PodRecord>, String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods: Api<LeanPod> = Api::namespaced(client.clone(), ns);
     match pods.get_opt(name).await {
-        Ok(Some(p)) => Ok(pod_record(&p)),
+        Ok(Some(p)) => Ok(pod_record(&p.pod)),
         Ok(None) => Ok(None),
         Err(e) => Err(format!("reading pod {ns}/{name}: {e}")),
     }
@@ -237,76 +241,56 @@ pub async fn publish_labels(
         .map_err(|e| format!("labelling node {node}: {e}"))
 }
 
-/// What the cache needs of an API Node.
-pub fn kube_node(n: &Node) -> KubeNode {
-    let name = n.metadata.name.clone().unwrap_or_default();
-    let status = n.status.as_ref();
-    let alloc = status.and_then(|s| s.allocatable.as_ref());
-    let amount = |key: &str, read: fn(&str) -> Result<u64, quantity::QuantityError>| {
-        alloc.and_then(|a| a.get(key)).and_then(|q| read(&q.0).ok()).unwrap_or(0)
-    };
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-    KubeNode {
-        name,
-        labels: n.metadata.labels.clone().unwrap_or_default(),
-        annotations: n.metadata.annotations.clone().unwrap_or_default(),
-        cpu_milli: amount("cpu", quantity::cpu_milli),
-        memory_mib: amount("memory", quantity::memory_mib),
-        gpus: u32::try_from(amount(GPU_RESOURCE, quantity::count)).unwrap_or(u32::MAX),
-        ready,
-    }
-}
-
-/// What the cache needs of an API Pod; `None` for a finished pod (it holds nothing).
-pub fn pod_record(p: &Pod) -> Option<PodRecord> {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-    if phase == "Succeeded" || phase == "Failed" {
+/// What the cache needs of a Pod; `None` for a finished pod (it holds nothing).
+pub fn pod_record(pod: &crate::wire::Pod) -> Option<PodRecord> {
+    if pod.status.phase == "Succeeded" || pod.status.phase == "Failed" {
         return None;
     }
-    // One decoder for both paths: the extender's lenient reader.
-    let json = serde_json::to_vec(p).ok()?;
-    let pod: crate::wire::Pod = serde_json::from_slice(&json).ok()?;
     let node = (!pod.spec.node_name.is_empty()).then(|| pod.spec.node_name.clone());
-    let key = pod_key(&pod);
+    let key = pod_key(pod);
     let devices = crate::assign::from_annotations(&pod.metadata.annotations.0).and_then(|r| {
         r.inspect_err(
             |e| tracing::warn!(pod = %key, error = %e, "recorded devices unreadable; accounting as Sovra would"),
         )
         .ok()
     });
-    Some(PodRecord { uid: pod.metadata.uid.clone(), key, node, request: pod_request(&pod), devices })
+    Some(PodRecord { uid: pod.metadata.uid.clone(), key, node, request: pod_request(pod), devices })
 }
 
-/// Watches Nodes and Pods (reflectors with backoff) and keeps the cache in step, forever. Pods that finished are
-/// released; after a watch restart, objects that are gone are dropped.
-pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
+/// Watches Nodes and Pods (kube-rs watchers with backoff, decoding only what Sovra reads: [`lean`]) and keeps the
+/// cache in step, forever. No copy of the objects is kept: each event updates the cache's own records. Pods that
+/// finished are released; after a watch restart, objects that are gone are dropped.
+///
+/// Calling it (before the future is polled) marks the cache not ready: every verb refuses and `/readyz` answers
+/// 503 until both watches have delivered their initial list.
+pub fn watch(client: kube::Client, cache: Arc<Cache>) -> impl std::future::Future<Output = ()> + Send {
+    cache.readiness().expect_watches();
+    watch_forever(client, cache)
+}
+
+async fn watch_forever(client: kube::Client, cache: Arc<Cache>) {
     let nodes = {
         let cache = cache.clone();
-        let (_reader, writer) = reflector::store::<Node>();
-        let stream =
-            reflector(writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
+        let stream = watcher(Api::<LeanNode>::all(client.clone()), watcher::Config::default()).default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             let mut seen: Option<BTreeSet<String>> = None;
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(n)) => cache.upsert_node(kube_node(&n)),
-                    Ok(watcher::Event::Delete(n)) => cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
+                    Ok(watcher::Event::Apply(n)) => cache.upsert_node(n.node),
+                    Ok(watcher::Event::Delete(n)) => cache.remove_node(&n.node.name),
                     Ok(watcher::Event::Init) => seen = Some(BTreeSet::new()),
                     Ok(watcher::Event::InitApply(n)) => {
-                        let k = kube_node(&n);
                         if let Some(s) = seen.as_mut() {
-                            s.insert(k.name.clone());
+                            s.insert(n.node.name.clone());
                         }
-                        cache.upsert_node(k);
+                        cache.upsert_node(n.node);
                     }
                     Ok(watcher::Event::InitDone) => {
                         if let Some(s) = seen.take() {
                             cache.retain_nodes(&s);
                         }
+                        cache.readiness().synced(Watch::Nodes);
                     }
                     Err(e) => tracing::warn!(error = %e, "node watch error (retrying)"),
                 }
@@ -315,15 +299,14 @@ pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
     };
     let pods = {
         let cache = cache.clone();
-        let (_reader, writer) = reflector::store::<Pod>();
         let config = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        let stream = reflector(writer, watcher(Api::<Pod>::all(client.clone()), config)).default_backoff();
+        let stream = watcher(Api::<LeanPod>::all(client.clone()), config).default_backoff();
         async move {
             let mut stream = std::pin::pin!(stream);
             let mut seen: Option<BTreeSet<String>> = None;
-            let apply = |p: &Pod, seen: &mut Option<BTreeSet<String>>| {
-                let uid = p.metadata.uid.clone().unwrap_or_default();
-                match pod_record(p) {
+            let apply = |p: &LeanPod, seen: &mut Option<BTreeSet<String>>| {
+                let uid = p.pod.metadata.uid.clone();
+                match pod_record(&p.pod) {
                     Some(r) => {
                         if let Some(s) = seen.as_mut() {
                             s.insert(uid);
@@ -336,13 +319,14 @@ pub async fn watch(client: kube::Client, cache: Arc<Cache>) {
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(watcher::Event::Apply(p)) => apply(&p, &mut None),
-                    Ok(watcher::Event::Delete(p)) => cache.remove_pod(p.metadata.uid.as_deref().unwrap_or("")),
+                    Ok(watcher::Event::Delete(p)) => cache.remove_pod(&p.pod.metadata.uid),
                     Ok(watcher::Event::Init) => seen = Some(BTreeSet::new()),
                     Ok(watcher::Event::InitApply(p)) => apply(&p, &mut seen),
                     Ok(watcher::Event::InitDone) => {
                         if let Some(s) = seen.take() {
                             cache.retain_pods(&s);
                         }
+                        cache.readiness().synced(Watch::Pods);
                     }
                     Err(e) => tracing::warn!(error = %e, "pod watch error (retrying)"),
                 }

@@ -5,8 +5,10 @@
 //! residency class, packed by Sovra's placement core:
 //! - [`wire`]: the extender/v1 JSON, decoded as Go decodes it (case-insensitive keys, `null` everywhere);
 //! - [`pod`]: from a pod to a Sovra job (GPUs, GPU share, residency class, kind, gang);
+//! - [`mig`]: MIG slices (`nvidia.com/mig-<profile>`) as the core's MIG devices;
 //! - [`cache`]: nodes (cluster config + Kubernetes Nodes) and what runs on them, as immutable snapshots;
 //! - [`extender`]: filter, prioritize, preempt and bind on top of `sovra-placement`;
+//! - [`readiness`]: not ready until the watches have synced (`/readyz`);
 //! - [`metrics`]: request counters for `GET /metrics` (prometheus-client);
 //! - [`server`]: the HTTP and HTTPS (rustls, optional mTLS) server;
 //! - [`k8s`]: kube-rs watches of Nodes and Pods, Bindings, GPU feature discovery labels;
@@ -20,8 +22,10 @@ pub mod extender;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
+pub mod mig;
 pub mod pod;
 pub mod quantity;
+pub mod readiness;
 pub mod reserve;
 pub mod server;
 pub mod wire;

@@ -61,10 +61,19 @@ struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mTLS with kube-scheduler's `tlsConfig`.
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
-    /// Watch Nodes and Pods and bind through the Kubernetes API (kubeconfig or in-cluster credentials). Without
-    /// it, the nodes are the config's and bind only records the placement (for tests and benchmarks).
+    /// Watch Nodes and Pods and bind through the Kubernetes API (kubeconfig or in-cluster credentials). Not ready
+    /// (`/readyz` 503, every verb refused) until both watches have listed. Without it, the nodes are the config's
+    /// and bind is refused, unless --dry-run-bind.
     #[arg(long)]
     kube: bool,
+    /// Without --kube: let bind record the placement in Sovra's cache and bind nothing (benchmarks, dry runs).
+    /// Never for a real kube-scheduler's bindVerb: it would believe pods bound that are not.
+    #[arg(long, conflicts_with = "kube")]
+    dry_run_bind: bool,
+    /// Also serve `GET /healthz` and `GET /readyz` over plain HTTP on this address (kubelet probes carry no client
+    /// certificate, so they cannot pass the main port's mTLS).
+    #[arg(long)]
+    probe_listen: Option<SocketAddr>,
     /// Scoring policy (default: the config's `scheduling.policy`, else `best-fit,topology`).
     #[arg(long)]
     policy: Option<PolicySpec>,
@@ -209,9 +218,14 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         }
         tokio::spawn(k8s::watch(client.clone(), cache.clone()));
         Binder::Kube(client)
+    } else if a.dry_run_bind {
+        tracing::warn!(
+            "--dry-run-bind: bind records placements in the cache and binds nothing; never for a real kube-scheduler"
+        );
+        Binder::DryRun
     } else {
-        tracing::warn!("without --kube, nodes come from the config only and bind records placements without binding");
-        Binder::CacheOnly
+        tracing::warn!("without --kube, nodes come from the config only and every bind is refused");
+        Binder::NoClient
     };
     let ext =
         Extender::new(cache, policy.clone(), a.seed, binder).with_gang_reservation_timeout(a.gang_reservation_timeout);
@@ -234,6 +248,13 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| format!("--listen {}: {e}", a.listen))?;
+    let _probes = match a.probe_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--probe-listen {addr}: {e}"))?;
+            Some(server::serve(l, server::probe_router(ext.clone()), None).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let app = server::router(ext, &a.prefix, a.max_body_mib.saturating_mul(1 << 20));
     let running = server::serve(listener, app, tls.clone()).map_err(|e| e.to_string())?;
     tracing::info!(

@@ -2,9 +2,12 @@
 //! resources, labels and annotations (docs/kubernetes.md lists them).
 
 use crate::quantity;
-use crate::wire::{Container, Pod, QuantityText};
+use crate::wire::Pod;
 use sovra_domain::{GPU_MILLI, Job, JobKind, NvlinkWish, Resources};
-use std::collections::BTreeMap;
+
+pub mod effective;
+
+pub use effective::pod_amount;
 
 /// Whole GPUs, as NVIDIA's device plugin advertises them.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -26,6 +29,9 @@ pub const GPU_MODELS_ANNOTATION: &str = "sovra.io/gpu-models";
 /// Annotation: `none`, `prefer` (default for 2+ GPUs) or `require`: the pod's GPUs on one NVLink island.
 pub const NVLINK_ANNOTATION: &str = "sovra.io/nvlink";
 
+/// Most MIG slices one pod may ask for: 64 GPUs of 7 slices.
+pub const MAX_MIG_SLICES: u64 = 64 * sovra_domain::limits::MAX_MIG_PER_GPU;
+
 /// Largest gang Sovra accepts.
 pub const MAX_GANG: u32 = 10_000;
 
@@ -45,6 +51,9 @@ pub struct PodRequest {
     pub job: Job,
     /// The gang, when the pod has a `sovra.io/pod-group` label.
     pub gang: Option<Gang>,
+    /// The MIG profile when the pod asks for `nvidia.com/mig-<profile>` slices (then `job.resources.gpus` counts
+    /// slices, and the allowed models are resolved on the cluster by [`crate::mig::job_for`]).
+    pub mig_profile: Option<String>,
 }
 
 impl PodRequest {
@@ -54,42 +63,33 @@ impl PodRequest {
     }
 }
 
-fn container_amount(
-    c: &Container,
-    resource: &str,
-    read: fn(&str) -> Result<u64, quantity::QuantityError>,
-) -> Result<u64, String> {
-    // Requests win; for extended resources Kubernetes copies limits into requests when only limits are set.
-    let pick = |m: &BTreeMap<String, QuantityText>| m.get(resource).map(|q| q.0.clone());
-    let text = pick(&c.resources.requests).or_else(|| pick(&c.resources.limits));
-    match text {
-        None => Ok(0),
-        Some(t) => read(&t).map_err(|e| format!("container {:?}: {resource}: {e}", c.name)),
-    }
-}
-
-/// The pod's effective request of `resource`: the larger of the sum over containers and the largest init container
-/// (the Kubernetes rule).
-fn pod_amount(
-    pod: &Pod,
-    resource: &str,
-    read: fn(&str) -> Result<u64, quantity::QuantityError>,
-) -> Result<u64, String> {
-    let mut sum = 0u64;
-    for c in pod.spec.containers.iter().flatten() {
-        sum = sum.saturating_add(container_amount(c, resource, read)?);
-    }
-    let mut init = 0u64;
-    for c in pod.spec.init_containers.iter().flatten() {
-        init = init.max(container_amount(c, resource, read)?);
-    }
-    Ok(sum.max(init))
-}
-
 /// `namespace/name` of a pod (`default` when the namespace is empty).
 pub fn pod_key(pod: &Pod) -> String {
     let ns = if pod.metadata.namespace.is_empty() { "default" } else { &pod.metadata.namespace };
     format!("{ns}/{}", pod.metadata.name)
+}
+
+/// The pod's gang, from its `sovra.io/pod-group` label and `sovra.io/pod-group-min-member` annotation (or label):
+/// `None` for a pod of no group; an error when the minimum member count is not a whole number from 1 to
+/// [`MAX_GANG`].
+pub fn pod_gang(pod: &Pod) -> Result<Option<Gang>, String> {
+    let meta = &pod.metadata;
+    let label = |k: &str| meta.labels.0.get(k).or_else(|| meta.annotations.0.get(k)).map(|v| v.trim());
+    let annotation = |k: &str| meta.annotations.0.get(k).or_else(|| meta.labels.0.get(k)).map(|v| v.trim());
+    let name = pod_key(pod);
+    Ok(match label(POD_GROUP_LABEL) {
+        None | Some("") => None,
+        Some(group) => {
+            let min_member = match annotation(MIN_MEMBER_ANNOTATION) {
+                None | Some("") => 1,
+                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_GANG).contains(n)).ok_or_else(|| {
+                    format!("pod {name}: {MIN_MEMBER_ANNOTATION} is {v:?}; write a whole number from 1 to {MAX_GANG}")
+                })?,
+            };
+            let ns = if meta.namespace.is_empty() { "default" } else { &meta.namespace };
+            Some(Gang { key: format!("{ns}/{group}"), min_member })
+        }
+    })
 }
 
 /// Reads a pod's request. Errors name the label, annotation or resource and say what to write instead.
@@ -133,20 +133,36 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             ));
         }
     };
+    let (gpus, gpu_milli, mig_profile) = match crate::mig::mig_request(pod)? {
+        None => (gpus, gpu_milli, None),
+        Some((profile, n)) if gpus == 0 => {
+            if n > MAX_MIG_SLICES {
+                return Err(format!(
+                    "pod {name}: {}{profile} is {n}; a node has at most {MAX_MIG_SLICES} MIG slices",
+                    crate::mig::MIG_RESOURCE_PREFIX
+                ));
+            }
+            (n, u64::from(GPU_MILLI), Some(profile))
+        }
+        Some((profile, _)) => {
+            return Err(format!(
+                "pod {name} asks for both {} and {}{profile}; ask for whole GPUs, a share or MIG slices, one of them",
+                if milli > 0 { GPU_MILLI_RESOURCE } else { GPU_RESOURCE },
+                crate::mig::MIG_RESOURCE_PREFIX
+            ));
+        }
+    };
     let gpus = u32::try_from(gpus)
         .ok()
-        .filter(|&g| g <= 64)
+        .filter(|&g| g <= 64 || (mig_profile.is_some() && u64::from(g) <= MAX_MIG_SLICES))
         .ok_or_else(|| format!("pod {name}: {GPU_RESOURCE} is {gpus}; a node has at most 64 GPUs"))?;
     let gpu_models: Vec<String> = annotation(GPU_MODELS_ANNOTATION)
         .map(|v| v.split(',').map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect())
         .unwrap_or_default();
     let nvlink = match annotation(NVLINK_ANNOTATION) {
         None | Some("") => {
-            if gpus >= 2 {
-                NvlinkWish::Prefer
-            } else {
-                NvlinkWish::None
-            }
+            // MIG slices are isolated devices: no NVLink between them.
+            if gpus >= 2 && mig_profile.is_none() { NvlinkWish::Prefer } else { NvlinkWish::None }
         }
         Some("none") => NvlinkWish::None,
         Some("prefer") => NvlinkWish::Prefer,
@@ -159,19 +175,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
     };
     let cpu_milli = pod_amount(pod, "cpu", quantity::cpu_milli)?;
     let memory_mib = pod_amount(pod, "memory", quantity::memory_mib)?;
-    let gang = match label(POD_GROUP_LABEL) {
-        None | Some("") => None,
-        Some(group) => {
-            let min_member = match annotation(MIN_MEMBER_ANNOTATION) {
-                None | Some("") => 1,
-                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_GANG).contains(n)).ok_or_else(|| {
-                    format!("pod {name}: {MIN_MEMBER_ANNOTATION} is {v:?}; write a whole number from 1 to {MAX_GANG}")
-                })?,
-            };
-            let ns = if meta.namespace.is_empty() { "default" } else { &meta.namespace };
-            Some(Gang { key: format!("{ns}/{group}"), min_member })
-        }
-    };
+    let gang = pod_gang(pod)?;
     Ok(PodRequest {
         job: Job {
             name,
@@ -184,6 +188,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             nvlink,
         },
         gang,
+        mig_profile,
     })
 }
 

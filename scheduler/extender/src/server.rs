@@ -1,5 +1,5 @@
-//! The HTTP(S) server: `POST {prefix}/filter`, `/prioritize`, `/preempt`, `/bind`, plus `GET /healthz` and
-//! `GET /metrics`. Plain HTTP or TLS (rustls), with optional client-certificate verification (mTLS).
+//! The HTTP(S) server: `POST {prefix}/filter`, `/prioritize`, `/preempt`, `/bind`, plus `GET /healthz`,
+//! `GET /readyz` (503 until the watches have synced) and `GET /metrics`. Plain HTTP or TLS (rustls), with optional client-certificate verification (mTLS).
 //!
 //! Malformed bodies get HTTP 400 with a message naming the verb and where the JSON broke; bodies over the limit get
 //! 413. kube-scheduler does not read non-200 bodies, but people debugging with curl do.
@@ -51,6 +51,10 @@ async fn filter(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
 }
 
 async fn prioritize(State(ext): State<Arc<Extender>>, body: Bytes) -> Response {
+    if let Some(why) = ext.cache().readiness().not_ready() {
+        // kube-scheduler drops an erring extender's scores for the pod; filter has refused every node anyway.
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+    }
     match wire::decode_args("prioritize", &body) {
         Ok(args) => json(&ext.prioritize(&args)),
         Err(e) => bad_request(&ext, e),
@@ -91,6 +95,14 @@ async fn bind(
     }
 }
 
+/// `GET /readyz`: 200 `ok` once the cache is synced (at once without `--kube`), else 503 with the reason.
+async fn readyz(State(ext): State<Arc<Extender>>) -> Response {
+    match ext.cache().readiness().not_ready() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
 async fn metrics(State(ext): State<Arc<Extender>>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], ext.metrics.render()).into_response()
 }
@@ -106,9 +118,16 @@ pub fn router(ext: Arc<Extender>, prefix: &str, max_body: usize) -> Router {
         .route(&format!("{p}/preempt"), post(preempt))
         .route(&format!("{p}/bind"), post(bind))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(ext)
+}
+
+/// Only `GET /healthz` and `GET /readyz`, for a plain-HTTP probe port (`--probe-listen`): kubelet's probes carry
+/// no client certificate, so with mTLS on the main port they could not reach it.
+pub fn probe_router(ext: Arc<Extender>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(ext)
 }
 
 /// Loads a TLS server configuration: the certificate chain and key (PEM), and, when `client_ca` is given, a

@@ -169,6 +169,8 @@ ci_struct! {
         "namespace" => namespace: String,
         /// UID.
         "uid" => uid: String,
+        /// Resource version (the watches resume from it).
+        "resourceVersion" => resource_version: String,
         /// Labels (`null` values read as "").
         "labels" => labels: StrMap,
         /// Annotations (`null` values read as "").
@@ -187,12 +189,14 @@ ci_struct! {
 }
 
 ci_struct! {
-    /// A container of a pod: only its name and resources.
+    /// A container of a pod: only its name, resources and restart policy.
     pub struct Container {
         /// Container name.
         "name" => name: String,
         /// Requests and limits.
         "resources" => resources: ResourceRequirements,
+        /// `Always` on an init container makes it a native sidecar (runs beside the containers); empty otherwise.
+        "restartPolicy" => restart_policy: String,
     }
 }
 
@@ -209,6 +213,10 @@ ci_struct! {
         "schedulerName" => scheduler_name: String,
         /// The pod's priority (from its PriorityClass).
         "priority" => priority: Option<i32>,
+        /// Pod-level requests and limits (KEP-2837; only CPU, memory and huge pages count at pod level).
+        "resources" => resources: ResourceRequirements,
+        /// The runtime class's overhead, added to the pod's requests.
+        "overhead" => overhead: BTreeMap<String, QuantityText>,
     }
 }
 

@@ -79,3 +79,13 @@ fn leader_election_and_gang_flags_are_checked_naming_the_flag() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--gang-reservation-timeout is 0"), "{}", text(&o));
 }
+
+#[test]
+fn dry_run_bind_is_explicit_never_with_kube_and_documented_as_such() {
+    let help = text(&extender(&["serve", "--help"]));
+    assert!(help.contains("--dry-run-bind") && help.contains("Never for a real kube-scheduler"), "{help}");
+    assert!(help.contains("--probe-listen"), "{help}");
+    let o = extender(&["serve", "-c", "cluster.yaml", "--kube", "--dry-run-bind"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot be used with"), "{}", text(&o));
+}

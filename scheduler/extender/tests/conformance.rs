@@ -72,7 +72,7 @@ fn checklist_1_decodes_pascal_and_lowercase_and_encodes_pascal() {
 /// Node; camelCase top-level keys.
 #[tokio::test]
 async fn checklist_2_nulls_missing_and_unknown_keys() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let (s, pascal) = post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await;
     assert_eq!(s, 200);
     for f in ["filter_nulls.json", "filter_camelcase_keys.json"] {
@@ -104,7 +104,7 @@ async fn checklist_2_nulls_missing_and_unknown_keys() {
 /// Checklist 3: in cache mode the answer is a subset of NodeNames, in input order; never a name not asked about.
 #[tokio::test]
 async fn checklist_3_cache_mode_subset_in_input_order() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let (s, b) = post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await;
     assert_eq!(s, 200);
     let passed = scheduler_applies_filter(&ALL, s, &b, false).unwrap();
@@ -141,7 +141,7 @@ async fn checklist_3_cache_mode_subset_in_input_order() {
 /// Sovra never sends them for a pod it can judge.
 #[tokio::test]
 async fn checklist_4_accept_all_echoes_and_null_rejects_all() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let mut req = json(&fixture("filter_cache_mode.json"));
     req["Pod"]["metadata"]["labels"]["sovra.io/residency"] = "eu-any".into();
     req["Pod"]["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "1"}});
@@ -160,7 +160,7 @@ async fn checklist_4_accept_all_echoes_and_null_rejects_all() {
 /// readable reason; capacity and unknown names are plain failures.
 #[tokio::test]
 async fn checklist_5_unresolvable_reasons() {
-    let ext = extender(Binder::CacheOnly);
+    let ext = extender(Binder::DryRun);
     let (addr, _srv) = start(ext.clone()).await;
     let (_, b) = post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await;
     let v = json(&b);
@@ -204,7 +204,7 @@ async fn checklist_5_unresolvable_reasons() {
 /// keeps the node set, without it the attempt fails. Sovra answers bad JSON with 400 and a message.
 #[tokio::test]
 async fn checklist_6_errors_and_ignorable() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let names = ["gpu-fr-1", "gpu-nl-1"];
     let (s, b) = post(addr, "/sovra/filter", fixture("filter_pod_missing.json")).await;
     assert_eq!(s, 200);
@@ -235,7 +235,7 @@ async fn checklist_6_errors_and_ignorable() {
 /// choice gets 10. Golden table of what kube-scheduler adds (score × weight × 10).
 #[tokio::test]
 async fn checklist_7_prioritize_array_clamped_and_weighted() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let (s, b) = post(addr, "/sovra/prioritize", fixture("prioritize_cache_mode.json")).await;
     assert_eq!(s, 200);
     let v = json(&b);
@@ -291,7 +291,7 @@ async fn checklist_8_concurrent_calls_are_safe_and_deterministic() {
         cfg.nodes.push(n);
     }
     let cache = std::sync::Arc::new(sovra_extender::Cache::new(cfg).unwrap());
-    let ext = std::sync::Arc::new(sovra_extender::Extender::new(cache, Default::default(), 0, Binder::CacheOnly));
+    let ext = std::sync::Arc::new(sovra_extender::Extender::new(cache, Default::default(), 0, Binder::DryRun));
     let (addr, _srv) = start(ext).await;
     let mut req = json(&fixture("filter_cache_mode.json"));
     let names: Vec<String> = (0..600).map(|i| format!("gpu-fr-bulk-{i:03}")).chain(ALL.map(String::from)).collect();
@@ -322,7 +322,7 @@ async fn checklist_8_concurrent_calls_are_safe_and_deterministic() {
 /// The API side (exactly one Binding POST, 409 handling) is in tests/kube_api.rs.
 #[tokio::test]
 async fn checklist_9_bind_idempotent_and_refuses_mismatch() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     post(addr, "/sovra/filter", fixture("filter_cache_mode.json")).await;
     for _ in 0..2 {
         let (s, b) = post(addr, "/sovra/bind", fixture("bind.json")).await;
@@ -351,7 +351,23 @@ async fn checklist_9_bind_idempotent_and_refuses_mismatch() {
 /// every UID is one the scheduler offered for that node; nodes the pod may not use are dropped.
 #[tokio::test]
 async fn checklist_10_preempt_meta_form_subset_of_offered() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let ext = extender(Binder::DryRun);
+    // The victims, as the Pod watch reports them (a victim Sovra does not know is refused: its gang is unknown).
+    for (uid, node) in [("victim-uid-1", "gpu-fr-1"), ("victim-uid-2", "gpu-fr-1"), ("victim-uid-3", "gpu-hyper-1")] {
+        let mut pod = json(&fixture("filter_cache_mode.json"))["Pod"].clone();
+        pod["metadata"]["uid"] = uid.into();
+        pod["spec"]["nodeName"] = node.into();
+        pod["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"nvidia.com/gpu": "1"}});
+        let pod: sovra_extender::wire::Pod = serde_json::from_value(pod).unwrap();
+        ext.cache().upsert_pod(sovra_extender::PodRecord {
+            uid: uid.into(),
+            key: format!("ml/{uid}"),
+            node: Some(node.into()),
+            request: sovra_extender::pod::pod_request(&pod),
+            devices: None,
+        });
+    }
+    let (addr, _srv) = start(ext).await;
     let want = serde_json::json!({"NodeNameToMetaVictims": {"gpu-fr-1": {"Pods": [{"UID": "victim-uid-1"}, {"UID": "victim-uid-2"}], "NumPDBViolations": 0}}});
     let (s, b) = post(addr, "/sovra/preempt", fixture("preempt_cache_mode.json")).await;
     assert_eq!((s, json(&b)), (200, want));
@@ -368,7 +384,7 @@ async fn checklist_10_preempt_meta_form_subset_of_offered() {
 /// accounting.
 #[tokio::test]
 async fn preempt_keeps_only_nodes_where_the_victims_make_room() {
-    let ext = extender(Binder::CacheOnly);
+    let ext = extender(Binder::DryRun);
     let (addr, _srv) = start(ext.clone()).await;
     // Two 4-GPU pods run on gpu-fr-1 (seen by the cache as the watch would report them).
     for uid in ["victim-uid-1", "victim-uid-2"] {
@@ -420,7 +436,11 @@ fn deploy_config_has_managed_resources_and_cache_mode() {
         .iter()
         .map(|m| (m["name"].as_str().unwrap().to_string(), m["ignoredByScheduler"].as_bool().unwrap()))
         .collect();
-    assert_eq!(managed, vec![("nvidia.com/gpu".to_string(), false), ("sovra.io/gpu-milli".to_string(), true)]);
+    assert_eq!(managed[..2], [("nvidia.com/gpu".to_string(), false), ("sovra.io/gpu-milli".to_string(), true)]);
+    // The rest: MIG slices, advertised by the device plugin (so not ignored by the scheduler), each name once.
+    let mig: std::collections::BTreeSet<&str> = managed[2..].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(mig.len(), managed.len() - 2, "no MIG resource listed twice");
+    assert!(managed[2..].iter().all(|(n, ignored)| n.starts_with("nvidia.com/mig-") && !ignored), "{managed:?}");
     assert_eq!(ext["ignorable"], false);
     assert!(ext["urlPrefix"].as_str().unwrap().starts_with("https://"));
 }
@@ -457,7 +477,7 @@ fn deploy_manifests_parse_and_the_shipped_cluster_file_loads() {
 /// (resolvable: the pod is retried) and nothing is held.
 #[tokio::test]
 async fn gang_members_wait_until_the_whole_gang_fits() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let names = ["gpu-fr-1", "gpu-fr-2", "gpu-nl-1", "gpu-hyper-1"];
     let member = |group: &str, min: u32, i: u32| {
         let mut req = json(&fixture("filter_cache_mode.json"));

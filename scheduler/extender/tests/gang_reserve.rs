@@ -17,7 +17,7 @@ const NAMES: [&str; 4] = ["gpu-fr-1", "gpu-fr-2", "gpu-nl-1", "gpu-hyper-1"];
 
 fn ext(timeout: Duration) -> Arc<Extender> {
     let cache = Arc::new(Cache::new(cluster()).unwrap());
-    Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::CacheOnly).with_gang_reservation_timeout(timeout))
+    Arc::new(Extender::new(cache, PolicySpec::default(), 0, Binder::DryRun).with_gang_reservation_timeout(timeout))
 }
 
 /// A filter request for pod `name` asking for `gpus` GPUs, in gang `group` of `min` members (none with "").

@@ -11,7 +11,7 @@ use sovra_extender::extender::Binder;
 
 #[tokio::test]
 async fn metrics_are_served_as_openmetrics_with_every_verb_counted() {
-    let (addr, _srv) = start(extender(Binder::CacheOnly)).await;
+    let (addr, _srv) = start(extender(Binder::DryRun)).await;
     let (s, _) = post(addr, "/sovra/filter", fixture("filter_pod_missing.json")).await;
     assert_eq!(s, 200);
     let (s, _) = post(addr, "/sovra/bind", b"{\"Pod\":[".to_vec()).await;

@@ -48,7 +48,7 @@ async fn extender_and_scheduler_choose_the_same_node() {
     for policy in ["best-fit,topology", "fgd", "fgd=2,best-fit", "first-fit"] {
         let policy: PolicySpec = policy.parse().unwrap();
         let cache = Arc::new(Cache::new(cfg.clone()).unwrap());
-        let ext = Arc::new(Extender::new(cache, policy.clone(), DEFAULT_SEED, Binder::CacheOnly));
+        let ext = Arc::new(Extender::new(cache, policy.clone(), DEFAULT_SEED, Binder::DryRun));
         assert_eq!(ext.policy_and_seed(), (policy.clone(), DEFAULT_SEED));
         let (addr, _server) = start(ext).await;
         let mut engine: Option<Engine> = None;
