@@ -23,7 +23,7 @@ fi
 echo "tests/k8s/build.sh: building etcd, kube-apiserver and kube-scheduler into $bin (first run only)" >&2
 tmp="$root/$key/tmp.$$"
 mkdir -p "$tmp"
-go build -trimpath -ldflags=-s -o "$tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
+go build -trimpath -buildvcs=false -ldflags=-s -o "$tmp/" ./cmd/etcd k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-scheduler >&2
 rm -rf "$bin"
 mv "$tmp" "$bin"
