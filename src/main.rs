@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod dev;
+mod kueue_cmd;
 mod model_cmd;
 mod plot;
 mod promote_cmd;
@@ -295,6 +296,12 @@ enum Command {
         #[command(flatten)]
         args: dev::DevArgs,
     },
+    /// Print Kueue ResourceFlavors, one per Sovra pool (or per pool a residency class permits), selecting the
+    /// pool's nodes by their pool label; optionally a ClusterQueue skeleton with one flavor per pool.
+    Kueue {
+        #[command(flatten)]
+        args: kueue_cmd::KueueArgs,
+    },
     /// Validate a cluster file and, optionally, job files against it.
     Validate {
         /// Cluster file.
@@ -347,6 +354,7 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Watch { id, since }, output)
         }
         Command::Dev { args } => dev::run(args),
+        Command::Kueue { args } => kueue_cmd::run(args),
         Command::Model { command } => model_cmd::run(command),
         Command::Exception { command } => promote_cmd::exception(command),
         Command::Audit { command } => promote_cmd::audit(command),
