@@ -67,3 +67,40 @@ impl PodSource for KubePods {
         Ok(list.items.iter().map(pod_view).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> PodView {
+        pod_view(&serde_json::from_value::<Pod>(json).unwrap())
+    }
+
+    #[test]
+    fn reads_requests_limits_phase_deletion_and_the_annotation() {
+        let v = pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ml", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:10Z",
+                         "annotations": {"sovra.io/gpu-devices": "1:300"}},
+            "spec": {"initContainers": [{"name": "init", "resources": {"requests": {"sovra.io/gpu-milli": "100"},
+                                                                         "limits": {"sovra.io/gpu-milli": "999"}}}],
+                     "containers": [{"name": "main", "resources": {"limits": {"sovra.io/gpu-milli": "200"}}},
+                                    {"name": "side", "resources": {"requests": {"cpu": "1"}}},
+                                    {"name": "odd", "resources": {"requests": {"sovra.io/gpu-milli": "1k"}}}]},
+            "status": {"phase": "Pending"}}));
+        assert_eq!((v.namespace.as_str(), v.name.as_str(), v.uid.as_str()), ("ml", "p", "u1"));
+        assert_eq!(v.created_s, 1_767_225_610);
+        assert!(v.starting);
+        assert_eq!(v.gpu_devices.as_deref(), Some("1:300"));
+        let milli: Vec<(&str, u64)> = v.containers.iter().map(|c| (c.name.as_str(), c.gpu_milli)).collect();
+        assert_eq!(milli, [("init", 100), ("main", 200), ("side", 0), ("odd", 0)]);
+        let deleting = pod(serde_json::json!({
+            "metadata": {"name": "d", "deletionTimestamp": "2026-01-01T00:00:10Z"},
+            "spec": {"containers": []}, "status": {"phase": "Pending"}}));
+        assert!(!deleting.starting);
+        let running = pod(serde_json::json!({"metadata": {"name": "r"}, "spec": {"containers": []},
+            "status": {"phase": "Running"}}));
+        assert!(!running.starting);
+        let fresh = pod(serde_json::json!({"metadata": {"name": "f"}, "spec": {"containers": []}}));
+        assert!(fresh.starting && fresh.gpu_devices.is_none());
+    }
+}

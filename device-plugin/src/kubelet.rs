@@ -3,7 +3,7 @@
 //!
 //! A restarting kubelet removes every socket in its device-plugins directory and creates a new `kubelet.sock`.
 //! The plugin notices (it checks every `watch` interval): when its own socket is gone it serves on a new one,
-//! and when `kubelet.sock` is a different file (device and inode) than the one it registered with, it registers
+//! and when `kubelet.sock` is a different file (device, inode, change time) than the one it registered with, it registers
 //! again.
 
 use crate::api::RegisterRequest;
@@ -93,15 +93,19 @@ pub fn check_dir(dir: &Path) -> Result<(), RunError> {
     }
 }
 
-/// The file identity of a path, `None` when it does not exist.
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// A file's identity: device, inode and change time (a socket created anew may reuse a freed inode number, but
+/// not its change time).
+type FileId = (u64, u64, i64, i64);
+
+/// The identity of a path, `None` when it does not exist.
+fn identity(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// One server generation: serving on the socket until `stop` is sent.
 struct Serving {
     stop: watch::Sender<()>,
-    id: Option<(u64, u64)>,
+    id: Option<FileId>,
 }
 
 fn serve<S: PodSource>(plugin: &Plugin<S>, path: &Path) -> Result<Serving, RunError> {
@@ -181,7 +185,7 @@ pub async fn run<S: PodSource>(
     let own = opts.socket_dir.join(name);
     let kubelet = opts.socket_dir.join(KUBELET_SOCKET);
     let mut serving = serve(&plugin, &own)?;
-    let mut registered: Option<(u64, u64)> = None;
+    let mut registered: Option<FileId> = None;
     let mut watch_tick = tokio::time::interval(opts.watch);
     let mut inventory_tick = tokio::time::interval(opts.inventory_poll);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
