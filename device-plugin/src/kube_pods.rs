@@ -4,7 +4,7 @@
 use crate::lookup::{ContainerView, LookupError, PodSource, PodView};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, ListParams};
-use sovra_domain::gpu_devices::GPU_DEVICES_ANNOTATION;
+use sovra_domain::gpu_devices::{GPU_DEVICES_ANNOTATION, GPU_DEVICES_NODE_ANNOTATION};
 
 /// The resource this plugin serves.
 pub const GPU_MILLI_RESOURCE: &str = "sovra.io/gpu-milli";
@@ -49,6 +49,7 @@ pub fn pod_view(p: &Pod) -> PodView {
         created_s: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
         starting: meta.deletion_timestamp.is_none() && matches!(phase, None | Some("Pending")),
         gpu_devices: meta.annotations.as_ref().and_then(|a| a.get(GPU_DEVICES_ANNOTATION)).cloned(),
+        gpu_devices_node: meta.annotations.as_ref().and_then(|a| a.get(GPU_DEVICES_NODE_ANNOTATION)).cloned(),
         containers: containers
             .into_iter()
             .map(|c| ContainerView { name: c.name.clone(), gpu_milli: milli(c) })
@@ -80,7 +81,7 @@ mod tests {
     fn reads_requests_limits_phase_deletion_and_the_annotation() {
         let v = pod(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ml", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:10Z",
-                         "annotations": {"sovra.io/gpu-devices": "1:300"}},
+                         "annotations": {"sovra.io/gpu-devices": "1:300", "sovra.io/gpu-devices-node": "n1"}},
             "spec": {"initContainers": [{"name": "init", "resources": {"requests": {"sovra.io/gpu-milli": "100"},
                                                                          "limits": {"sovra.io/gpu-milli": "999"}}}],
                      "containers": [{"name": "main", "resources": {"limits": {"sovra.io/gpu-milli": "200"}}},
@@ -91,6 +92,7 @@ mod tests {
         assert_eq!(v.created_s, 1_767_225_610);
         assert!(v.starting);
         assert_eq!(v.gpu_devices.as_deref(), Some("1:300"));
+        assert_eq!(v.gpu_devices_node.as_deref(), Some("n1"));
         let milli: Vec<(&str, u64)> = v.containers.iter().map(|c| (c.name.as_str(), c.gpu_milli)).collect();
         assert_eq!(milli, [("init", 100), ("main", 200), ("side", 0), ("odd", 0)]);
         let deleting = pod(serde_json::json!({

@@ -5,7 +5,7 @@
 //! **The rule.** For a container request of `n` device IDs (`n` milli-GPU), the candidates are the containers
 //! (init or regular) that request exactly `n` of `sovra.io/gpu-milli`, in pods on this node that are `Pending` and
 //! not being deleted, and that this plugin has not allocated yet. Each candidate's pod must carry a share
-//! annotation `<index>:<milli>` with `milli ≥ n`. Then:
+//! annotation `<index>:<milli>` with `milli ≥ n`, and `sovra.io/gpu-devices-node` naming this node. Then:
 //!
 //! - no candidate → refused (the kubelet fails the pod's admission; nothing is handed out);
 //! - one candidate, or several whose pods all name **the same GPU** (the answer is then the same whichever pod it
@@ -13,7 +13,7 @@
 //! - candidates naming different GPUs, or any candidate without a valid annotation → refused as ambiguous, naming
 //!   the pods. Never a guess: a wrong guess would give a container another tenant's GPU.
 
-use sovra_domain::gpu_devices::{self, GPU_DEVICES_ANNOTATION, GpuDevices};
+use sovra_domain::gpu_devices::{self, GPU_DEVICES_ANNOTATION, GPU_DEVICES_NODE_ANNOTATION, GpuDevices};
 use std::collections::BTreeSet;
 use std::future::Future;
 
@@ -32,6 +32,8 @@ pub struct PodView {
     pub starting: bool,
     /// The value of the `sovra.io/gpu-devices` annotation, when present.
     pub gpu_devices: Option<String>,
+    /// The value of the `sovra.io/gpu-devices-node` annotation, when present.
+    pub gpu_devices_node: Option<String>,
     /// Init containers, then containers.
     pub containers: Vec<ContainerView>,
 }
@@ -116,10 +118,15 @@ pub enum NoMatch {
     },
 }
 
-fn resolve(p: &PodView, milli: u64) -> Result<u32, String> {
+fn resolve(p: &PodView, milli: u64, node: &str) -> Result<u32, String> {
     let Some(text) = &p.gpu_devices else {
         return Err(format!("has no {GPU_DEVICES_ANNOTATION} annotation"));
     };
+    match p.gpu_devices_node.as_deref() {
+        Some(n) if n == node => {}
+        Some(n) => return Err(format!("its {GPU_DEVICES_NODE_ANNOTATION} names node {n}, not {node}")),
+        None => return Err(format!("has no {GPU_DEVICES_NODE_ANNOTATION} annotation")),
+    }
     match gpu_devices::parse(text) {
         Ok(GpuDevices::Share { gpu, milli: m }) if u64::from(m) >= milli => Ok(gpu),
         Ok(GpuDevices::Share { milli: m, .. }) => {
@@ -144,7 +151,7 @@ pub fn choose(node: &str, pods: &[PodView], milli: u64, ledger: &Ledger) -> Resu
     let Some(&(first, container)) = candidates.first() else {
         return Err(NoMatch::NoPod { node: node.to_string(), milli });
     };
-    let resolved: Vec<Result<u32, String>> = candidates.iter().map(|(p, _)| resolve(p, milli)).collect();
+    let resolved: Vec<Result<u32, String>> = candidates.iter().map(|(p, _)| resolve(p, milli, node)).collect();
     let pod = format!("{}/{}", first.namespace, first.name);
     match &resolved[0] {
         Err(problem) if candidates.len() == 1 => {
@@ -185,6 +192,7 @@ mod tests {
             created_s,
             starting: true,
             gpu_devices: annotation.map(str::to_string),
+            gpu_devices_node: Some("n1".into()),
             containers: vec![ContainerView { name: "main".into(), gpu_milli: milli }],
         }
     }
@@ -240,6 +248,17 @@ mod tests {
             let e = choose("n1", &[pod("a", 1, 250, ann)], 250, &Ledger::new()).unwrap_err().to_string();
             assert!(e.starts_with("pod ml/a asks for 250 sovra.io/gpu-milli") && e.contains(want), "{ann:?}: {e}");
         }
+    }
+
+    #[test]
+    fn indices_recorded_for_another_node_are_refused() {
+        let mut p = pod("a", 1, 250, Some("2:250"));
+        p.gpu_devices_node = Some("n2".into());
+        let e = choose("n1", &[p.clone()], 250, &Ledger::new()).unwrap_err().to_string();
+        assert!(e.contains("sovra.io/gpu-devices-node names node n2, not n1"), "{e}");
+        p.gpu_devices_node = None;
+        let e = choose("n1", &[p], 250, &Ledger::new()).unwrap_err().to_string();
+        assert!(e.contains("has no sovra.io/gpu-devices-node annotation"), "{e}");
     }
 
     #[test]

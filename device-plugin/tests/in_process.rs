@@ -37,6 +37,7 @@ fn pod(name: &str, annotation: &str, containers: &[(&str, u64)]) -> PodView {
         created_s: 1,
         starting: true,
         gpu_devices: Some(annotation.into()),
+        gpu_devices_node: Some("node-a".into()),
         containers: containers.iter().map(|(n, m)| ContainerView { name: n.to_string(), gpu_milli: *m }).collect(),
     }
 }

@@ -1,8 +1,8 @@
 //! The pod annotation that records which GPUs Sovra chose for a pod on its node, `sovra.io/gpu-devices`.
 //!
-//! The scheduler extender writes it when it binds a pod; Sovra's kubelet device plugin (`sovra-device-plugin`)
-//! reads it at `Allocate` to hand the container exactly that GPU (the kubelet's Allocate call carries only device
-//! IDs, not the pod). One format, defined here, for both sides:
+//! The scheduler extender writes it, with [`GPU_DEVICES_NODE_ANNOTATION`] naming the node the indices are on, when
+//! it binds a pod; Sovra's kubelet device plugin (`sovra-device-plugin`) reads both at `Allocate` to hand the
+//! container exactly that GPU (the kubelet's Allocate call carries only device IDs, not the pod). The format:
 //!
 //! - a **share** of one GPU: `<index>:<milli>`, e.g. `3:250` = 250 milli-GPU on the GPU with NVML index 3;
 //! - **whole GPUs**: the indices, comma-separated, e.g. `0,1,2,3`.
@@ -16,6 +16,10 @@ use std::fmt;
 
 /// The annotation key.
 pub const GPU_DEVICES_ANNOTATION: &str = "sovra.io/gpu-devices";
+
+/// The annotation naming the node whose GPU indices [`GPU_DEVICES_ANNOTATION`] lists (indices mean nothing on
+/// another node).
+pub const GPU_DEVICES_NODE_ANNOTATION: &str = "sovra.io/gpu-devices-node";
 
 /// The largest GPU index the annotation accepts (a node has far fewer GPUs; the bound keeps values short).
 pub const MAX_GPU_INDEX: u32 = 1023;

@@ -17,7 +17,7 @@ pub use config::{
     ClusterConfig, ConfigError, JobSpec, Problem, QueueConfig, SchedulingConfig, WorkloadShare, jobs_from_yaml,
     load_jobs, parse_yaml_file,
 };
-pub use gpu_devices::{GPU_DEVICES_ANNOTATION, GpuDevices, GpuDevicesError};
+pub use gpu_devices::{GPU_DEVICES_ANNOTATION, GPU_DEVICES_NODE_ANNOTATION, GpuDevices, GpuDevicesError};
 pub use job::{Job, JobKind, NvlinkWish, Resources};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 pub use policy::{PolicySpec, ScorerKind};

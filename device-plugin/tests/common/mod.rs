@@ -168,7 +168,8 @@ pub fn share_pod(name: &str, node: &str, milli: u32, phase: &str, annotation: Op
     let mut meta = serde_json::json!({"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
         "creationTimestamp": "2026-01-01T00:00:00Z"});
     if let Some(a) = annotation {
-        meta["annotations"] = serde_json::json!({"sovra.io/gpu-devices": a});
+        // As the extender writes them at bind: the devices, and the node they are on.
+        meta["annotations"] = serde_json::json!({"sovra.io/gpu-devices": a, "sovra.io/gpu-devices-node": node});
     }
     serde_json::json!({"metadata": meta,
         "spec": {"nodeName": node, "containers": [{"name": "main",
