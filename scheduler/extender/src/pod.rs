@@ -11,8 +11,8 @@ pub use effective::pod_amount;
 
 /// Whole GPUs, as NVIDIA's device plugin advertises them.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// A share of one GPU in milli-GPU (1..=999): an extended resource no node advertises, so kube-scheduler must be
-/// told to ignore it (`managedResources[].ignoredByScheduler: true`); Sovra accounts for it.
+/// A share of one GPU in milli-GPU (1..=999): an extended resource Sovra's device plugin advertises (1,000 per GPU);
+/// kube-scheduler checks a node's total, Sovra accounts per GPU.
 pub const GPU_MILLI_RESOURCE: &str = "sovra.io/gpu-milli";
 /// Label: the residency class every replica's zone must satisfy (required).
 pub const RESIDENCY_LABEL: &str = "sovra.io/residency";

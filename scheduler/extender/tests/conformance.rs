@@ -436,7 +436,7 @@ fn deploy_config_has_managed_resources_and_cache_mode() {
         .iter()
         .map(|m| (m["name"].as_str().unwrap().to_string(), m["ignoredByScheduler"].as_bool().unwrap()))
         .collect();
-    assert_eq!(managed[..2], [("nvidia.com/gpu".to_string(), false), ("sovra.io/gpu-milli".to_string(), true)]);
+    assert_eq!(managed[..2], [("nvidia.com/gpu".to_string(), false), ("sovra.io/gpu-milli".to_string(), false)]);
     // The rest: MIG slices, advertised by the device plugin (so not ignored by the scheduler), each name once.
     let mig: std::collections::BTreeSet<&str> = managed[2..].iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(mig.len(), managed.len() - 2, "no MIG resource listed twice");
