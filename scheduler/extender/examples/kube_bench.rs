@@ -5,7 +5,7 @@
 //!   the first pod created to the last pod bound.
 //! - `memory`: the extender binary's resident memory once its watches have synced, with `--nodes` Node objects and
 //!   `--pods` bound pods (8 one-GPU pods per node) stored in the API server, against the same binary with the nodes
-//!   and no pods.
+//!   and no pods. Measured 2 s after `/readyz` answers 200 (both watches listed).
 //!
 //! `cargo run --release -p sovra-extender --example kube_bench -- throughput --nodes 500,5000 --pods 1000`
 //! `cargo build --release -p sovra-extender && cargo run --release -p sovra-extender --example kube_bench -- memory`
@@ -134,6 +134,18 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (get("VmRSS:"), get("VmHWM:"))
 }
 
+/// Whether `GET /readyz` on 127.0.0.1:`port` answers 200 (one raw HTTP/1.1 request).
+async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
 /// Starts the extender binary next to this example and waits until it is ready (its cache synced).
 async fn extender_rss(cp: &ControlPlane, expect_pods: usize) -> (f64, f64) {
     let exe = std::env::current_exe().expect("exe");
@@ -158,22 +170,14 @@ async fn extender_rss(cp: &ControlPlane, expect_pods: usize) -> (f64, f64) {
     )
     .expect("extender");
     let pid = p.pid().expect("pid");
-    // Synced when RSS stops growing for 5 s after the first growth (the extender exports its pod count on /metrics
-    // only with a newer build, so the steady state is the signal here).
-    let (mut last, mut stable) = (0.0, 0);
-    for _ in 0..600 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (rss, _) = rss_mib(pid);
-        if (rss - last).abs() < 0.5 && rss > 10.0 {
-            stable += 1;
-            if stable >= 5 {
-                break;
-            }
-        } else {
-            stable = 0;
-        }
-        last = rss;
+    // Ready (/readyz 200) once both watches have listed: the cache then holds every node and pod.
+    let t = Instant::now();
+    while !ready(port).await {
+        assert!(t.elapsed() < Duration::from_secs(600), "extender not ready:\n{}", p.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("  (ready {:.1} s after start)", t.elapsed().as_secs_f64());
     rss_mib(pid)
 }
 
