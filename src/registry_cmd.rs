@@ -73,6 +73,20 @@ pub(crate) enum RegistryCommand {
         #[command(flatten)]
         at: At,
     },
+    /// Re-wrap every data key of a zone (all its stages) under a new key-encryption key; the blobs are not
+    /// rewritten. FILE holds 32 random bytes (raw or hex, mode 0600). Afterwards name FILE as the zone's key in
+    /// `stores:` (a zone on its default key gets REGISTRY/keys/ZONE.kek replaced). Run again to finish an
+    /// interrupted rotation.
+    RotateKey {
+        /// The zone (as in the promotion config).
+        #[arg(long)]
+        zone: String,
+        /// The new key file.
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+        #[command(flatten)]
+        at: At,
+    },
 }
 
 fn parse_hash(s: &str) -> Result<String, String> {
@@ -203,7 +217,10 @@ fn print_report(report: &AuditReport, reg: &Registry, output: Output) {
 
 /// `sovra registry ...`.
 pub(crate) fn run(c: RegistryCommand) -> Result<u8, Failure> {
-    let RegistryCommand::Gc { remove_orphans, at } = c;
+    let (remove_orphans, at) = match c {
+        RegistryCommand::Gc { remove_orphans, at } => (remove_orphans, at),
+        RegistryCommand::RotateKey { zone, new_key, at } => return rotate_key(&zone, &new_key, &at),
+    };
     let reg = open_existing(&at.registry, &at.options(false))?;
     let report = reg.gc(remove_orphans).map_err(from_registry)?;
     match at.output {
@@ -240,6 +257,27 @@ pub(crate) fn run(c: RegistryCommand) -> Result<u8, Failure> {
             for u in &report.unknown {
                 println!("  not a blob (left alone): {u}");
             }
+        }
+    }
+    Ok(0)
+}
+
+/// `sovra registry rotate-key`.
+fn rotate_key(zone: &str, new_key: &std::path::Path, at: &At) -> Result<u8, Failure> {
+    let reg = open_existing(&at.registry, &at.options(false))?;
+    let key = sovra_registry::FileKey::load(new_key).map_err(from_registry)?;
+    let r = reg.blobs().rotate_key(zone, std::sync::Arc::new(key), Some(new_key)).map_err(from_registry)?;
+    match at.output {
+        Output::Json => print_json(&serde_json::to_value(&r).unwrap_or(Value::Null)),
+        Output::Text => {
+            println!(
+                "Zone {zone}: {} data key(s) re-wrapped under key {} ({} already were); no blob was rewritten.",
+                r.rewrapped, r.new_key, r.already
+            );
+            println!(
+                "Name {} as the key of zone {zone} in `stores:` if the zone's entry names a key.",
+                new_key.display()
+            );
         }
     }
     Ok(0)

@@ -120,6 +120,8 @@ struct RawConfig {
     evaluation: BTreeMap<String, Threshold>,
     #[serde(default)]
     policies: Option<PathBuf>,
+    #[serde(default)]
+    stores: sovra_registry::Stores,
 }
 
 /// A loaded key with its name and hint.
@@ -164,6 +166,9 @@ pub struct PromotionConfig {
     pub evaluation: BTreeMap<String, Threshold>,
     /// A directory of `.rego` files that override or add to the built-in policies.
     pub policies: Option<PathBuf>,
+    /// The store and key of each zone (`zone` or `zone/stage` → store), paths resolved; zones without an entry
+    /// keep the registry's local default (see `sovra_registry::stores`).
+    pub stores: sovra_registry::Stores,
 }
 
 /// The longest duration [`parse_duration`] accepts: 3650 days (about ten years). Every validity in the
@@ -252,7 +257,10 @@ impl PromotionConfig {
                 return Err(format!("{}: field `evaluation.{name}`: give `min`, `max` or both", path.display()));
             }
         }
+        let stores: sovra_registry::Stores = raw.stores.iter().map(|(k, v)| (k.clone(), v.resolved(&base))).collect();
+        sovra_registry::stores::validate(&stores).map_err(|e| format!("{}: field `stores`: {e}", path.display()))?;
         Ok(PromotionConfig {
+            stores,
             path: path.to_path_buf(),
             cluster: raw.cluster.as_deref().map(at),
             training_zones: raw.training_zones.clone().unwrap_or_else(|| raw.stages.training.clone()),

@@ -204,8 +204,9 @@ fn zone_doc(z: &sovra_domain::Zone) -> Value {
 
 impl Promoter {
     /// A service over `registry`; checks that the config's zones exist in `cluster` and loads the policies.
-    pub fn new(registry: Registry, config: PromotionConfig, cluster: ClusterConfig) -> Res<Promoter> {
+    pub fn new(mut registry: Registry, config: PromotionConfig, cluster: ClusterConfig) -> Res<Promoter> {
         config.check_zones(&cluster).map_err(bad)?;
+        registry.use_stores(&config.stores).map_err(|e| bad(format!("{}: stores: {e}", config.path.display())))?;
         let gates = Gates::load(config.policies.as_deref()).map_err(bad)?;
         Ok(Promoter { registry, config, cluster, gates, now: None })
     }

@@ -1,136 +1,157 @@
-//! Content-addressed blobs, one namespace per data zone, behind the `object_store` interface.
+//! Content-addressed blobs, one namespace per data zone, each zone in its own store, encrypted at rest.
 //!
-//! A blob is named by the SHA-256 of its content: `zones/<zone>/<stage>/sha256/<first two hex>/<digest>`. The local
-//! filesystem backend (`object_store::local::LocalFileSystem`) is the default; any other `ObjectStore` (S3 and
-//! S3-compatible stores through object_store's `aws` feature) plugs into [`BlobStore::with_store`] unchanged. Every
-//! write is hashed while it streams and refused (and removed) when the content does not match the expected digest;
-//! [`BlobStore::digest`] re-reads a stored blob and hashes it, which is how promotions re-verify a copy.
-//!
-//! On the local filesystem the store writes blobs itself rather than through `object_store`'s multipart upload:
-//! that upload stages to `<name>#<n>`, a name that says neither who wrote it nor that it is temporary, and leaves
-//! it behind when the process is killed (a 1 GiB promotion left 214 MiB). Here each blob streams into a
-//! `.sovra-tmp-<pid>-…` file in its destination directory, is synced, renamed into place and the directory synced;
-//! a killed writer's file is found and removed by [`crate::sweep`] at the next open.
+//! A blob is named by the SHA-256 of its *plaintext*: `zones/<zone>/<stage>/sha256/<first two hex>/<digest>` in
+//! the store of its data zone ([`crate::stores`]: a local directory or an S3 bucket; by default
+//! `<registry>/blobs`). The object holds the ciphertext ([`crate::crypt`]); `<digest>.key` beside it holds the
+//! blob's data key wrapped by the zone's key-encryption key. Every write is hashed while it streams and refused
+//! (and removed) when the content does not match the expected digest; every read decrypts, authenticates and
+//! hashes, so [`BlobStore::digest`] re-verifies a stored copy end to end. A copy between data zones streams in
+//! chunks: it decrypts under the source zone's key and re-encrypts under a fresh data key of the target zone.
 
+use crate::backend::{Backend, CHUNK, Pipe, Source, read_full};
+use crate::crypt::{self, Decryptor, Encryptor, KeyObject};
 use crate::error::{Error, Result};
 use crate::hex;
+use crate::keys::{FileKey, KeyProvider};
+use crate::stores::{self, Stores};
 use bytes::Bytes;
-use futures::StreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
-use sovra_domain::datazone::DataZone;
-use std::io::{Read, Write};
+use sovra_domain::datazone::{DataZone, Stage};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Read size while streaming a file into the store, and part size of uploads: 8 MiB.
-const CHUNK: usize = 8 << 20;
-
-/// The bytes of a stored blob, chunk by chunk. A local file is read directly in [`CHUNK`]-sized reads:
-/// object_store's own stream of a local file reads 8 KiB at a time, each through the blocking thread pool, which
-/// made a 4 GiB promotion spend most of its time in the kernel.
-enum Source {
-    File(std::fs::File, u64),
-    Stream(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
-}
-
-impl Source {
-    async fn open(store: &dyn ObjectStore, loc: &StorePath) -> object_store::Result<Source> {
-        let got = store.get_opts(loc, object_store::GetOptions::default()).await?;
-        let range = got.range.clone();
-        Ok(match got.payload {
-            object_store::GetResultPayload::File(mut file, path) => {
-                use std::io::Seek;
-                file.seek(std::io::SeekFrom::Start(range.start)).map_err(|e| object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: format!("{}: {e}", path.display()).into(),
-                })?;
-                Source::File(file, range.end - range.start)
-            }
-            object_store::GetResultPayload::Stream(s) => Source::Stream(s),
-        })
-    }
-
-    async fn next(&mut self) -> Option<object_store::Result<Bytes>> {
-        match self {
-            Source::File(file, remaining) => {
-                if *remaining == 0 {
-                    return None;
-                }
-                let mut buf = vec![0u8; (*remaining).min(CHUNK as u64) as usize];
-                match read_full(file, &mut buf) {
-                    Ok(0) => Some(Err(object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: "the blob file is shorter than its listed size".into(),
-                    })),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        *remaining -= n as u64;
-                        Some(Ok(Bytes::from(buf)))
-                    }
-                    Err(e) => Some(Err(object_store::Error::Generic { store: "LocalFileSystem", source: e.into() })),
-                }
-            }
-            Source::Stream(s) => s.next().await,
-        }
-    }
-}
-
-/// A content-addressed blob store with one namespace per data zone.
+/// A content-addressed, encrypted blob store with one namespace (and possibly one store) per data zone.
 pub struct BlobStore {
-    store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Runtime,
-    description: String,
-    /// The directory of a local filesystem store (blobs are then written directly, see the module docs).
-    local: Option<PathBuf>,
+    default: Arc<Backend>,
+    stores: Stores,
+    backends: BTreeMap<String, Arc<Backend>>,
+    /// Where the default keys (`<zone>.kek`) live; `None`: generated in memory, lost with the store.
+    keys_dir: Option<PathBuf>,
+    keys: Mutex<BTreeMap<String, Arc<dyn KeyProvider>>>,
 }
 
 impl std::fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobStore").field("store", &self.description).finish()
+        f.debug_struct("BlobStore")
+            .field("default", &self.default.description)
+            .field("stores", &self.backends.iter().map(|(k, b)| (k, &b.description)).collect::<Vec<_>>())
+            .finish()
     }
 }
 
-/// A stored blob as [`BlobStore::list_all`] lists it: data zone, digest, size in bytes.
+/// A stored blob as [`BlobStore::list_all`] lists it: data zone, digest, size in bytes (of the stored object).
 pub type StoredBlob = (DataZone, String, u64);
+
+/// What [`BlobStore::rotate_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotateReport {
+    /// The zone.
+    pub zone: String,
+    /// The new key's id.
+    pub new_key: String,
+    /// Data keys re-wrapped under the new key.
+    pub rewrapped: usize,
+    /// Data keys that the new key already wrapped (an interrupted rotation run again).
+    pub already: usize,
+}
 
 /// True when `digest` is 64 lowercase hex characters.
 pub fn is_sha256_hex(digest: &str) -> bool {
     digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A data zone's store and key, resolved.
+struct Zoned {
+    backend: Arc<Backend>,
+    dz: String,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Blob(format!("cannot start the I/O runtime: {e}")))
+}
+
 impl BlobStore {
-    /// A store on the local filesystem under `dir` (created if missing).
+    /// A store on the local filesystem under `dir` (created if missing) for every data zone, with default keys
+    /// in `dir/../keys`.
     pub fn local(dir: &Path) -> Result<BlobStore> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            action: "cannot create the blob directory",
-            source,
-        })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| Error::Blob(format!("{}: {e}", dir.display())))?;
-        let mut store = Self::with_store(Arc::new(fs), format!("local filesystem {}", dir.display()))?;
-        store.local = Some(dir.to_path_buf());
-        Ok(store)
+        let keys = dir.parent().unwrap_or(dir).join("keys");
+        Self::configured(dir, &keys, &Stores::new())
     }
 
-    /// The directory of a local filesystem store, if this is one.
-    pub fn local_dir(&self) -> Option<&Path> {
-        self.local.as_deref()
+    /// The stores of a `stores:` map (see [`crate::stores`]); data zones without an entry use a local store
+    /// under `default_dir`, and entries without a key the default keys under `keys_dir`. Builds every store's
+    /// client (no request is made yet: an unreachable endpoint is reported by the first operation, naming it).
+    pub fn configured(default_dir: &Path, keys_dir: &Path, stores: &Stores) -> Result<BlobStore> {
+        stores::validate(stores)?;
+        let mut backends = BTreeMap::new();
+        for (name, spec) in stores {
+            backends.insert(name.clone(), Arc::new(stores::build_backend(name, spec)?));
+        }
+        Ok(BlobStore {
+            rt: runtime()?,
+            default: Arc::new(stores::local_backend(default_dir)?),
+            stores: stores.clone(),
+            backends,
+            keys_dir: Some(keys_dir.to_path_buf()),
+            keys: Mutex::new(BTreeMap::new()),
+        })
     }
 
-    /// A store over any `object_store` backend (e.g. `AmazonS3Builder::from_env().build()` for S3).
+    /// A store over any `object_store` backend for every data zone, with keys generated in memory (lost with
+    /// this value: for tests and throwaway tools).
     pub fn with_store(store: Arc<dyn ObjectStore>, description: String) -> Result<BlobStore> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| Error::Blob(format!("cannot start the I/O runtime: {e}")))?;
-        Ok(BlobStore { store, rt, description, local: None })
+        Ok(BlobStore {
+            rt: runtime()?,
+            default: Arc::new(Backend { store, description, local: None }),
+            stores: Stores::new(),
+            backends: BTreeMap::new(),
+            keys_dir: None,
+            keys: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The stores map this store was built from.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The directory of the default local store, if it is one.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.default.local.as_deref()
+    }
+
+    /// Every local directory holding blobs (the default one and each `local:` store), for the temporary file
+    /// sweep.
+    pub fn local_dirs(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> =
+            std::iter::once(&self.default).chain(self.backends.values()).filter_map(|b| b.local.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The object path of a blob.
     pub fn location(zone: &DataZone, digest: &str) -> StorePath {
         StorePath::from(format!("zones/{}/{}/sha256/{}/{digest}", zone.zone, zone.stage, digest.get(..2).unwrap_or("")))
+    }
+
+    /// The object path of a blob's key object.
+    pub fn key_location(zone: &DataZone, digest: &str) -> StorePath {
+        StorePath::from(format!("{}.key", Self::location(zone, digest)))
+    }
+
+    /// Which store holds a data zone, in words (`data zone store `fr-par-secnum`: S3 bucket … at …`).
+    pub fn describe(&self, zone: &DataZone) -> String {
+        self.zoned(zone).backend.description.clone()
     }
 
     fn check(digest: &str) -> Result<()> {
@@ -141,16 +162,88 @@ impl BlobStore {
         }
     }
 
+    fn zoned(&self, dz: &DataZone) -> Zoned {
+        let backend = match stores::entry_for(&self.stores, dz) {
+            Some((name, _)) => self.backends.get(name).cloned().unwrap_or_else(|| self.default.clone()),
+            None => self.default.clone(),
+        };
+        Zoned { backend, dz: dz.to_string() }
+    }
+
+    /// The key-encryption key of a data zone: its entry's key, else the zone's default key (generated on first
+    /// use, with a notice on standard error).
+    fn key(&self, dz: &DataZone) -> Result<Arc<dyn KeyProvider>> {
+        let (cache, spec) = match stores::entry_for(&self.stores, dz) {
+            Some((name, s)) if s.key.is_some() => (format!("entry:{name}"), s.key.clone()),
+            _ => (format!("zone:{}", dz.zone), None),
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = keys.get(&cache) {
+            return Ok(k.clone());
+        }
+        let key: Arc<dyn KeyProvider> = match (&spec, &self.keys_dir) {
+            (Some(spec), _) => stores::load_key(&cache["entry:".len()..], spec)?,
+            (None, Some(dir)) => Arc::new(default_key(dir, &dz.zone)?),
+            (None, None) => Arc::new(FileKey::ephemeral()?),
+        };
+        keys.insert(cache, key.clone());
+        Ok(key)
+    }
+
     /// True when the blob exists in the data zone.
     pub fn exists(&self, zone: &DataZone, digest: &str) -> Result<bool> {
         Self::check(digest)?;
-        let loc = Self::location(zone, digest);
-        self.rt.block_on(async {
-            match self.store.head(&loc).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(Error::Blob(format!("{loc}: {e}"))),
+        self.zoned(zone).backend.exists(&self.rt, &Self::location(zone, digest))
+    }
+
+    /// Encrypts `plain` into blob `digest` of `zone`: the key object first, then the ciphertext, which becomes
+    /// visible only when `plain` hashed to `digest`. Returns the plaintext size.
+    fn write_blob(&self, zone: &DataZone, digest: &str, plain: &mut dyn Plain) -> Result<u64> {
+        let z = self.zoned(zone);
+        let key = self.key(zone)?;
+        let (loc, kloc) = (Self::location(zone, digest), Self::key_location(zone, digest));
+        let (object, enc) = crypt::seal_new(key.as_ref(), &zone.zone, &z.dz, digest)?;
+        let json = serde_json::to_vec(&object).unwrap_or_default();
+        z.backend.put_small(&self.rt, &kloc, Bytes::from(json))?;
+        let mut pipe = EncPipe { plain, enc: Some(enc), queue: VecDeque::new(), size: 0 };
+        match z.backend.write(&self.rt, &loc, &mut pipe) {
+            Ok(()) => Ok(pipe.size),
+            Err(e) => {
+                let _ = z.backend.delete(&self.rt, &kloc);
+                Err(e)
             }
+        }
+    }
+
+    /// A reader of blob `digest` of `zone` that decrypts, authenticates and hashes.
+    fn reader(&self, zone: &DataZone, digest: &str) -> Result<StoreReader> {
+        let z = self.zoned(zone);
+        let (loc, kloc) = (Self::location(zone, digest), Self::key_location(zone, digest));
+        let location = format!("{loc} ({})", z.backend.description);
+        let Some(key_bytes) = z.backend.get_small(&self.rt, &kloc)? else {
+            return Err(if z.backend.exists(&self.rt, &loc)? {
+                Error::Tampered {
+                    location,
+                    message: "there is no key object beside it (written before encryption at rest, or its key \
+                              object was deleted)"
+                        .into(),
+                }
+            } else {
+                Error::Blob(format!("{location}: not found in data zone {zone}"))
+            });
+        };
+        let key = self.key(zone)?;
+        let (object, data_key) = crypt::open_existing(key.as_ref(), &key_bytes, &location, &z.dz, digest)?;
+        let dec = crypt::decryptor(&object, &data_key, &location, digest)?;
+        let source = z.backend.open(&self.rt, &loc)?;
+        Ok(StoreReader {
+            source,
+            dec: Some(dec),
+            queue: VecDeque::new(),
+            hasher: Sha256::new(),
+            size: 0,
+            expected: digest.to_string(),
+            location,
         })
     }
 
@@ -159,7 +252,6 @@ impl BlobStore {
     /// (content addressing) after its digest is re-checked.
     pub fn put_file(&self, zone: &DataZone, file: &Path, expected: &str) -> Result<u64> {
         Self::check(expected)?;
-        let loc = Self::location(zone, expected);
         if self.exists(zone, expected)? {
             self.verify(zone, expected)?;
             return std::fs::metadata(file).map(|m| m.len()).map_err(|source| Error::Io {
@@ -168,118 +260,49 @@ impl BlobStore {
                 source,
             });
         }
-        let mut f = std::fs::File::open(file).map_err(|source| Error::Io {
+        let f = std::fs::File::open(file).map_err(|source| Error::Io {
             path: file.to_path_buf(),
             action: "cannot open",
             source,
         })?;
-        if let Some(dir) = &self.local {
-            let mut next = || -> Result<Option<Bytes>> {
-                let mut buf = vec![0u8; CHUNK];
-                let n = read_full(&mut f, &mut buf).map_err(|source| Error::Io {
-                    path: file.to_path_buf(),
-                    action: "cannot read",
-                    source,
-                })?;
-                buf.truncate(n);
-                Ok((n > 0).then(|| Bytes::from(buf)))
-            };
-            let (actual, size) = write_local(dir, &loc, expected, &mut next)?;
-            if actual != expected {
-                return Err(Error::DigestMismatch {
-                    location: file.display().to_string(),
-                    expected: expected.into(),
-                    actual,
-                });
-            }
-            return Ok(size);
-        }
-        let blob_err = |e: object_store::Error| Error::Blob(format!("{loc}: {e}"));
-        let result: Result<(String, u64)> = self.rt.block_on(async {
-            let upload = self.store.put_multipart(&loc).await.map_err(blob_err)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = match read_full(&mut f, &mut buf) {
-                    Ok(n) => n,
-                    Err(source) => {
-                        let _ = writer.abort().await;
-                        return Err(Error::Io { path: file.to_path_buf(), action: "cannot read", source });
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                hasher.update(&buf);
-                size += n as u64;
-                writer.wait_for_capacity(2).await.map_err(blob_err)?;
-                writer.put(Bytes::from(buf));
-            }
-            writer.finish().await.map_err(blob_err)?;
-            Ok((hex(&hasher.finalize()), size))
-        });
-        let (actual, size) = result?;
-        if actual != expected {
-            self.delete(zone, expected)?;
-            return Err(Error::DigestMismatch {
-                location: file.display().to_string(),
-                expected: expected.into(),
-                actual,
-            });
-        }
-        Ok(size)
+        let mut plain =
+            FilePlain { file: f, path: file.to_path_buf(), hasher: Sha256::new(), expected: expected.into() };
+        self.write_blob(zone, expected, &mut plain)
     }
 
     /// Stores a small blob from memory (a bundle, a statement) and returns its digest.
     pub fn put_bytes(&self, zone: &DataZone, bytes: &[u8]) -> Result<String> {
         let digest = hex(&Sha256::digest(bytes));
-        let loc = Self::location(zone, &digest);
-        if let Some(dir) = &self.local {
-            let mut once = Some(Bytes::copy_from_slice(bytes));
-            write_local(dir, &loc, &digest, &mut || Ok(once.take()))?;
+        if self.exists(zone, &digest)? {
+            self.verify(zone, &digest)?;
             return Ok(digest);
         }
-        self.rt
-            .block_on(self.store.put(&loc, Bytes::copy_from_slice(bytes).into()))
-            .map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
+        self.write_blob(zone, &digest, &mut MemPlain(Some(Bytes::copy_from_slice(bytes))))?;
         Ok(digest)
     }
 
     /// Reads a small blob into memory, checking its digest.
     pub fn get_bytes(&self, zone: &DataZone, digest: &str) -> Result<Vec<u8>> {
         Self::check(digest)?;
-        let loc = Self::location(zone, digest);
-        let bytes = self
-            .rt
-            .block_on(async { self.store.get(&loc).await?.bytes().await })
-            .map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
-        let actual = hex(&Sha256::digest(&bytes));
-        if actual != digest {
-            return Err(Error::DigestMismatch { location: loc.to_string(), expected: digest.into(), actual });
+        let mut r = self.reader(zone, digest)?;
+        let mut out = Vec::new();
+        while let Some(p) = r.next(&self.rt)? {
+            out.extend_from_slice(&p);
         }
-        Ok(bytes.to_vec())
+        r.check()?;
+        Ok(out)
     }
 
-    /// Re-reads a blob and returns what its content hashes to.
+    /// Re-reads a blob (decrypting and authenticating it) and returns what its plaintext hashes to.
     pub fn digest(&self, zone: &DataZone, digest: &str) -> Result<String> {
         Self::check(digest)?;
-        let loc = Self::location(zone, digest);
-        self.rt
-            .block_on(async {
-                let mut stream = Source::open(self.store.as_ref(), &loc).await?;
-                let mut hasher = Sha256::new();
-                while let Some(chunk) = stream.next().await {
-                    hasher.update(&chunk?);
-                }
-                Ok::<_, object_store::Error>(hex(&hasher.finalize()))
-            })
-            .map_err(|e| Error::Blob(format!("{loc}: {e}")))
+        let mut r = self.reader(zone, digest)?;
+        while r.next(&self.rt)?.is_some() {}
+        Ok(hex(&r.hasher.clone().finalize()))
     }
 
-    /// Re-reads a blob and fails with [`Error::DigestMismatch`] unless it hashes to its name.
+    /// Re-reads a blob and fails with [`Error::DigestMismatch`] unless it hashes to its name (or with
+    /// [`Error::Tampered`] when its ciphertext fails authentication).
     pub fn verify(&self, zone: &DataZone, digest: &str) -> Result<()> {
         let actual = self.digest(zone, digest)?;
         if actual != digest {
@@ -292,86 +315,41 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Copies a blob from one data zone to another as an independent copy: its bytes are streamed from the
-    /// source into a new object (hashed on the way, removed again if they do not match), never hard-linked, so
-    /// each zone's directory may sit on its own volume and a change to one copy cannot reach the other. An
-    /// existing target blob is kept.
+    /// Copies a blob from one data zone to another as an independent copy: streamed in chunks, decrypted under
+    /// the source zone's key, hashed, and encrypted under a fresh data key wrapped by the target zone's key; the
+    /// target becomes visible only when the content hashed to `digest`. An existing target blob is kept.
     pub fn copy(&self, from: &DataZone, to: &DataZone, digest: &str) -> Result<()> {
         Self::check(digest)?;
         if self.exists(to, digest)? {
             return Ok(());
         }
-        let (src, dst) = (Self::location(from, digest), Self::location(to, digest));
-        let err = |e: object_store::Error| Error::Blob(format!("copy {src} → {dst}: {e}"));
-        if let Some(dir) = &self.local {
-            let mut stream = self.rt.block_on(Source::open(self.store.as_ref(), &src)).map_err(err)?;
-            let mut next = || self.rt.block_on(stream.next()).transpose().map_err(err);
-            let (actual, _) = write_local(dir, &dst, digest, &mut next)?;
-            if actual != digest {
-                return Err(Error::DigestMismatch { location: src.to_string(), expected: digest.into(), actual });
-            }
-            return Ok(());
-        }
-        let actual = self.rt.block_on(async {
-            let mut stream = Source::open(self.store.as_ref(), &src).await.map_err(err)?;
-            let upload = self.store.put_multipart(&dst).await.map_err(err)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-            let mut hasher = Sha256::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = writer.abort().await;
-                        return Err(err(e));
-                    }
-                };
-                hasher.update(&chunk);
-                writer.wait_for_capacity(2).await.map_err(err)?;
-                writer.put(chunk);
-            }
-            writer.finish().await.map_err(err)?;
-            Ok::<_, Error>(hex(&hasher.finalize()))
-        })?;
-        if actual != digest {
-            self.delete(to, digest)?;
-            return Err(Error::DigestMismatch { location: src.to_string(), expected: digest.into(), actual });
-        }
-        Ok(())
+        let mut reader = self.reader(from, digest)?;
+        self.write_blob(to, digest, &mut reader).map(|_| ())
     }
 
     /// Writes a blob to a local file (through a temporary file renamed into place), checking its digest.
     pub fn get_to_file(&self, zone: &DataZone, digest: &str, dest: &Path) -> Result<u64> {
         Self::check(digest)?;
-        let loc = Self::location(zone, digest);
         let io = |action: &'static str| move |source| Error::Io { path: dest.to_path_buf(), action, source };
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(io("cannot create the directory"))?;
         }
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dest.with_file_name(format!("{}{}-{name}", crate::sweep::TEMP_PREFIX, std::process::id()));
-        let result = self.rt.block_on(async {
+        let result = (|| -> Result<u64> {
+            let mut r = self.reader(zone, digest)?;
             let mut out = std::fs::File::create(&tmp).map_err(io("cannot write"))?;
-            let mut stream =
-                Source::open(self.store.as_ref(), &loc).await.map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| Error::Blob(format!("{loc}: {e}")))?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                out.write_all(&chunk).map_err(io("cannot write"))?;
+            while let Some(p) = r.next(&self.rt)? {
+                out.write_all(&p).map_err(io("cannot write"))?;
             }
+            r.check()?;
             out.sync_all().map_err(io("cannot write"))?;
-            Ok::<_, Error>((hex(&hasher.finalize()), size))
-        });
+            Ok(r.size)
+        })();
         match result {
-            Ok((actual, size)) if actual == digest => {
+            Ok(size) => {
                 std::fs::rename(&tmp, dest).map_err(io("cannot write"))?;
                 Ok(size)
-            }
-            Ok((actual, _)) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(Error::DigestMismatch { location: loc.to_string(), expected: digest.into(), actual })
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -380,33 +358,40 @@ impl BlobStore {
         }
     }
 
-    /// Every blob in the store: (data zone, digest, size), in path order, and the paths of other objects under
-    /// `zones/` that are not named like blobs.
+    /// Every blob in every store: (data zone, digest, size), in path order, and the objects under `zones/` that
+    /// are not blobs of a data zone that store serves (other names, key objects without their blob, blobs of a
+    /// zone routed to another store), each with its store.
     pub fn list_all(&self) -> Result<(Vec<StoredBlob>, Vec<String>)> {
-        let metas = self.rt.block_on(async {
-            let mut stream = self.store.list(Some(&StorePath::from("zones")));
-            let mut out = Vec::new();
-            while let Some(m) = stream.next().await {
-                out.push(m?);
-            }
-            Ok::<_, object_store::Error>(out)
-        });
-        let metas = metas.map_err(|e| Error::Blob(format!("cannot list the blobs: {e}")))?;
+        let mut all: Vec<(String, Arc<Backend>)> = vec![("".into(), self.default.clone())];
+        all.extend(self.backends.iter().map(|(k, b)| (k.clone(), b.clone())));
         let (mut blobs, mut other) = (Vec::new(), Vec::new());
-        for m in metas {
-            let path = m.location.to_string();
-            let parts: Vec<&str> = path.split('/').collect();
-            let parsed = match parts.as_slice() {
-                ["zones", zone, stage, "sha256", xx, digest]
-                    if is_sha256_hex(digest) && digest.get(..2) == Some(*xx) =>
+        for (entry, backend) in all {
+            let objects = backend.list(&self.rt, "zones")?;
+            let names: std::collections::BTreeSet<&str> = objects.iter().map(|(p, _)| p.as_str()).collect();
+            for (path, size) in &objects {
+                if let Some(blob) = path.strip_suffix(".key")
+                    && names.contains(blob)
                 {
-                    stage.parse().ok().and_then(|s| DataZone::new(zone, s).ok()).map(|dz| (dz, digest.to_string()))
+                    continue;
                 }
-                _ => None,
-            };
-            match parsed {
-                Some((dz, digest)) => blobs.push((dz, digest, m.size)),
-                None => other.push(path),
+                match parse_blob_path(path) {
+                    Some((dz, digest)) => {
+                        let routed = stores::entry_for(&self.stores, &dz).map(|(k, _)| k).unwrap_or("");
+                        if routed == entry {
+                            blobs.push((dz, digest, *size));
+                        } else {
+                            other.push(format!(
+                                "{path} (in {}, but data zone {dz} is served by another store)",
+                                backend.description
+                            ));
+                        }
+                    }
+                    None => other.push(if entry.is_empty() {
+                        path.clone()
+                    } else {
+                        format!("{path} ({})", backend.description)
+                    }),
+                }
             }
         }
         blobs.sort();
@@ -414,86 +399,249 @@ impl BlobStore {
         Ok((blobs, other))
     }
 
-    /// Deletes a blob (missing is fine).
+    /// Deletes a blob and its key object (missing is fine).
     pub fn delete(&self, zone: &DataZone, digest: &str) -> Result<()> {
         Self::check(digest)?;
-        let loc = Self::location(zone, digest);
-        match self.rt.block_on(self.store.delete(&loc)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::Blob(format!("{loc}: {e}"))),
+        let z = self.zoned(zone);
+        z.backend.delete(&self.rt, &Self::location(zone, digest))?;
+        z.backend.delete(&self.rt, &Self::key_location(zone, digest))
+    }
+
+    /// Re-wraps every data key of `zone` (all its stages) under `new`, without touching the blobs: each key
+    /// object is unwrapped with the zone's current key, wrapped with `new` (version + 1) and replaced atomically.
+    /// Key objects `new` already wraps are left (so an interrupted rotation is finished by running it again).
+    /// When the zone uses its default key (no `key:` in its entry), `new_default` (the new key's file) replaces
+    /// `<registry>/keys/<zone>.kek` afterwards.
+    pub fn rotate_key(
+        &self,
+        zone: &str,
+        new: Arc<dyn KeyProvider>,
+        new_default: Option<&Path>,
+    ) -> Result<RotateReport> {
+        let known = self.stores.keys().any(|k| stores::parse_name(k).map(|(z, _)| z == zone).unwrap_or(false));
+        let default_path = self.keys_dir.as_ref().map(|d| d.join(format!("{zone}.kek")));
+        if !known && !default_path.as_ref().is_some_and(|p| p.exists()) {
+            return Err(Error::Config(format!(
+                "zone `{zone}` has no entry in `stores:` and no default key ({}); nothing to rotate",
+                default_path.map(|p| p.display().to_string()).unwrap_or_else(|| "in memory".into())
+            )));
         }
+        let mut report = RotateReport { zone: zone.into(), new_key: new.key_id(), rewrapped: 0, already: 0 };
+        let mut uses_default = false;
+        for stage in Stage::ALL {
+            let dz = DataZone::new(zone, stage)?;
+            uses_default |= stores::entry_for(&self.stores, &dz).and_then(|(_, s)| s.key.as_ref()).is_none();
+            let z = self.zoned(&dz);
+            let prefix = format!("zones/{zone}/{stage}");
+            for (path, _) in z.backend.list(&self.rt, &prefix)? {
+                let Some(digest) = path.strip_suffix(".key").and_then(|b| parse_blob_path(b)).map(|(_, d)| d) else {
+                    continue;
+                };
+                let kloc = Self::key_location(&dz, &digest);
+                let location = format!("{kloc} ({})", z.backend.description);
+                let Some(bytes) = z.backend.get_small(&self.rt, &kloc)? else { continue };
+                let current: KeyObject = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Tampered { location: location.clone(), message: e.to_string() })?;
+                if current.kek.id == new.key_id() {
+                    report.already += 1;
+                    continue;
+                }
+                let old = self.key(&dz)?;
+                let (mut object, data_key) = crypt::open_existing(old.as_ref(), &bytes, &location, &z.dz, &digest)?;
+                let aad = crypt::wrap_aad(&z.dz, &digest);
+                let wrapped = new.wrap(&data_key, &aad)?;
+                new.unwrap(&wrapped, &aad)?;
+                object.wrapped_key = hex(&wrapped);
+                object.kek.id = new.key_id();
+                object.kek.version = object.kek.version.saturating_add(1);
+                z.backend.put_small(&self.rt, &kloc, Bytes::from(serde_json::to_vec(&object).unwrap_or_default()))?;
+                report.rewrapped += 1;
+            }
+        }
+        if uses_default && let (Some(path), Some(src)) = (default_path, new_default) {
+            replace_default_key(src, &path)?;
+        }
+        // This store now reads with the new key.
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|k, _| {
+            k != &format!("zone:{zone}")
+                && !self.stores.keys().any(|n| k == &format!("entry:{n}") && n.split('/').next() == Some(zone))
+        });
+        Ok(report)
     }
 }
 
-/// Streams chunks from `next` into blob `loc` of the local store at `dir`: a `.sovra-tmp-<pid>-…` file in the
-/// blob's directory, hashed on the way; renamed into place (file and directory synced) only when the content
-/// hashes to `expected`, else removed. Returns what the content hashed to and its size.
-fn write_local(
-    dir: &Path,
-    loc: &StorePath,
-    expected: &str,
-    next: &mut dyn FnMut() -> Result<Option<Bytes>>,
-) -> Result<(String, u64)> {
-    let dest = dir.join(loc.as_ref());
-    let parent = dest.parent().unwrap_or(dir).to_path_buf();
-    let io = |action: &'static str| {
-        let dest = dest.clone();
-        move |source| Error::Io { path: dest, action, source }
-    };
-    std::fs::create_dir_all(&parent).map_err(io("cannot create the blob directory"))?;
+/// `zones/<zone>/<stage>/sha256/<xx>/<digest>` → (data zone, digest).
+fn parse_blob_path(path: &str) -> Option<(DataZone, String)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["zones", zone, stage, "sha256", xx, digest] if is_sha256_hex(digest) && digest.get(..2) == Some(*xx) => {
+            stage.parse().ok().and_then(|s| DataZone::new(zone, s).ok()).map(|dz| (dz, digest.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Loads `<dir>/<zone>.kek`, generating it (mode 0600) with a notice on first use.
+fn default_key(dir: &Path, zone: &str) -> Result<FileKey> {
+    let path = dir.join(format!("{zone}.kek"));
+    if path.exists() {
+        return FileKey::load(&path);
+    }
+    let key = FileKey::generate(&path)?;
+    eprintln!(
+        "sovra: generated the key-encryption key of zone {zone} at {} (mode 0600). A key kept beside the data \
+         protects nothing: in production, name a key file on another volume or a PKCS#11 token in the zone's \
+         `stores:` entry (docs/registry.md).",
+        path.display()
+    );
+    Ok(key)
+}
+
+fn replace_default_key(src: &Path, dest: &Path) -> Result<()> {
+    FileKey::load(src)?;
+    let bad =
+        |e: std::io::Error| Error::Io { path: dest.to_path_buf(), action: "cannot replace the default key", source: e };
+    let bytes = zeroize::Zeroizing::new(std::fs::read(src).map_err(bad)?);
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{}{}-", crate::sweep::TEMP_PREFIX, std::process::id()))
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(&parent)
-        .map_err(io("cannot create a temporary file"))?;
-    // Read and hash here while a second thread writes (two chunks in flight), so that the disk and the hash
-    // overlap as they did in object_store's upload. On any error `tmp` is dropped, which removes the file.
-    let file = tmp.as_file_mut();
-    let (hashed, written) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(2);
-        let writer = scope.spawn(move || -> std::io::Result<()> {
-            for chunk in rx {
-                file.write_all(&chunk)?;
+        .prefix(crate::sweep::TEMP_PREFIX)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dest.parent().unwrap_or(Path::new(".")))
+        .map_err(bad)?;
+    tmp.write_all(&bytes).and_then(|()| tmp.as_file().sync_all()).map_err(bad)?;
+    tmp.persist(dest).map_err(|e| bad(e.error))?;
+    Ok(())
+}
+
+/// A source of plaintext, and the check of what it hashed to.
+trait Plain {
+    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>>;
+    fn check(&mut self) -> Result<()>;
+}
+
+struct FilePlain {
+    file: std::fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    expected: String,
+}
+
+impl Plain for FilePlain {
+    fn next(&mut self, _: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
+        let mut buf = vec![0u8; CHUNK];
+        let n = read_full(&mut self.file, &mut buf).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            action: "cannot read",
+            source,
+        })?;
+        buf.truncate(n);
+        self.hasher.update(&buf);
+        Ok((n > 0).then(|| Bytes::from(buf)))
+    }
+
+    fn check(&mut self) -> Result<()> {
+        let actual = hex(&self.hasher.clone().finalize());
+        if actual != self.expected {
+            return Err(Error::DigestMismatch {
+                location: self.path.display().to_string(),
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+struct MemPlain(Option<Bytes>);
+
+impl Plain for MemPlain {
+    fn next(&mut self, _: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
+        Ok(self.0.take())
+    }
+
+    fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Decrypts a stored blob piece by piece, hashing the plaintext.
+struct StoreReader {
+    source: Source,
+    dec: Option<Decryptor>,
+    queue: VecDeque<Bytes>,
+    hasher: Sha256,
+    size: u64,
+    expected: String,
+    location: String,
+}
+
+impl Plain for StoreReader {
+    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(p) = self.queue.pop_front() {
+                self.hasher.update(&p);
+                self.size += p.len() as u64;
+                return Ok(Some(p));
             }
-            Ok(())
-        });
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut read = || -> Result<()> {
-            while let Some(chunk) = next()? {
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                if tx.send(chunk).is_err() {
-                    break; // the writer stopped on an error, returned below
+            let Some(dec) = self.dec.as_mut() else { return Ok(None) };
+            match self.source.next(rt) {
+                Some(piece) => {
+                    let piece = piece.map_err(|e| Error::Blob(format!("{}: {e}", self.location)))?;
+                    self.queue.extend(dec.push(&piece)?);
+                }
+                None => {
+                    let dec = self.dec.take().ok_or_else(|| Error::Crypto("decryptor gone".into()))?;
+                    let last = dec.finish()?;
+                    if !last.is_empty() {
+                        self.queue.push_back(last);
+                    }
                 }
             }
-            Ok(())
-        };
-        let read = read();
-        drop(tx);
-        let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("the blob writer thread panicked")));
-        (read.map(|()| (hex(&hasher.finalize()), size)), written)
-    });
-    written.map_err(io("cannot write"))?;
-    let (actual, size) = hashed?;
-    if actual != expected {
-        return Ok((actual, size));
-    }
-    tmp.as_file().sync_all().map_err(io("cannot write"))?;
-    tmp.persist(&dest).map_err(|e| Error::Io { path: dest.clone(), action: "cannot write", source: e.error })?;
-    std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(io("cannot sync the blob directory"))?;
-    Ok((actual, size))
-}
-
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
-    Ok(n)
+
+    fn check(&mut self) -> Result<()> {
+        let actual = hex(&self.hasher.clone().finalize());
+        if actual != self.expected {
+            return Err(Error::DigestMismatch {
+                location: self.location.clone(),
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Encrypts a plaintext source into the pieces a store writes.
+struct EncPipe<'a> {
+    plain: &'a mut dyn Plain,
+    enc: Option<Encryptor>,
+    queue: VecDeque<Bytes>,
+    size: u64,
+}
+
+impl Pipe for EncPipe<'_> {
+    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(c) = self.queue.pop_front() {
+                return Ok(Some(c));
+            }
+            let Some(enc) = self.enc.as_mut() else { return Ok(None) };
+            match self.plain.next(rt)? {
+                Some(p) => {
+                    self.size += p.len() as u64;
+                    self.queue.extend(enc.push(&p)?);
+                }
+                None => {
+                    let enc = self.enc.take().ok_or_else(|| Error::Crypto("encryptor gone".into()))?;
+                    self.queue.push_back(enc.finish()?);
+                }
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<()> {
+        self.plain.check()
+    }
 }

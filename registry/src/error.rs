@@ -36,6 +36,44 @@ pub enum Error {
         /// What its content hashes to.
         actual: String,
     },
+    /// A stored blob failed authenticated decryption: a changed, truncated or reordered ciphertext, or a key
+    /// object that does not belong to it.
+    #[error("blob {location}: {message}; the stored copy is corrupt or was changed")]
+    Tampered {
+        /// Where the blob is.
+        location: String,
+        /// What failed.
+        message: String,
+    },
+    /// A blob's data key is wrapped by another zone's key-encryption key than the data zone it is read from.
+    #[error(
+        "blob {location} in data zone {zone}: its data key is wrapped for data zone {wrapped_for} (key {key_id}), \
+         not by data zone {zone}'s key; a blob of one zone cannot be read with another zone's key"
+    )]
+    WrongZoneKey {
+        /// Where the blob is.
+        location: String,
+        /// The data zone it is read from.
+        zone: String,
+        /// The data zone its key object names.
+        wrapped_for: String,
+        /// The key id its key object names.
+        key_id: String,
+    },
+    /// A key-encryption key cannot be loaded or used.
+    #[error("key {key}: {message}")]
+    Key {
+        /// The key (file path, PKCS#11 token and label, zone).
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A cryptographic operation failed.
+    #[error("encryption: {0}")]
+    Crypto(String),
+    /// The `stores:` configuration is not usable (names the zone and field).
+    #[error("stores: {0}")]
+    Config(String),
     /// No such model or version.
     #[error("{0}")]
     NotFound(String),

@@ -24,7 +24,7 @@ pub struct OrphanBlob {
     pub digest: String,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Its object path in the blob store.
+    /// Its object path, and the store of its data zone.
     pub location: String,
 }
 
@@ -45,9 +45,9 @@ impl Registry {
     /// Lists the temporary files removed at open and the orphan blobs; with `remove_orphans`, deletes the orphans.
     pub fn gc(&self, remove_orphans: bool) -> Result<GcReport> {
         let mut temp_files = self.swept.clone();
-        if self.blobs.local_dir().is_some() {
-            temp_files.extend(crate::sweep::sweep(&self.root, true)?);
-        }
+        temp_files.extend(crate::sweep::sweep_dirs(&self.root, &self.blobs.local_dirs(), true)?);
+        temp_files.sort_by(|a, b| a.path.cmp(&b.path));
+        temp_files.dedup_by(|a, b| a.path == b.path);
         let mut referenced: BTreeSet<(DataZone, String)> = BTreeSet::new();
         for v in self.versions(None)? {
             for l in &v.locations {
@@ -67,7 +67,7 @@ impl Registry {
             }
             orphans.push(OrphanBlob {
                 data_zone: dz.to_string(),
-                location: BlobStore::location(&dz, &digest).to_string(),
+                location: format!("{} ({})", BlobStore::location(&dz, &digest), self.blobs.describe(&dz)),
                 digest,
                 bytes,
             });

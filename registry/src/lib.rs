@@ -15,19 +15,26 @@
 //! audit entry in one sled transaction.
 
 pub mod audit;
+mod backend;
 pub mod blob;
+pub mod crypt;
 pub mod error;
 pub mod gc;
 pub mod head;
 mod integrity;
+pub mod keys;
 mod open;
+pub mod pkcs11;
+pub mod stores;
 pub mod sweep;
 
 pub use audit::{AuditEntry, AuditEvent, AuditHead, AuditProblem, AuditReport};
-pub use blob::BlobStore;
+pub use blob::{BlobStore, RotateReport};
 pub use error::{Error, Result};
 pub use gc::{GcReport, OrphanBlob};
 pub use integrity::ReplacedHead;
+pub use keys::{FileKey, KeyProvider};
+pub use stores::{StoreSpec, Stores};
 pub use sweep::StrayFile;
 
 use serde::{Deserialize, Serialize};

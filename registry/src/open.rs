@@ -5,21 +5,51 @@ use crate::{BlobStore, OpenOptions, Registry, head, sweep};
 use std::path::Path;
 
 impl Registry {
-    /// Opens (or creates) a registry at `root` with blobs on the local filesystem under `root/blobs`; refuses a
-    /// damaged one ([`Error::Damaged`]) and removes stale temporary files (see [`OpenOptions`] for the choices).
+    /// Opens (or creates) a registry at `root` with the stores it was last opened with (`root/stores.json`,
+    /// written by [`Registry::open_with_stores`]), by default every data zone on the local filesystem under
+    /// `root/blobs`; refuses a damaged one ([`Error::Damaged`]) and removes stale temporary files (see
+    /// [`OpenOptions`] for the choices).
     pub fn open(root: &Path) -> Result<Registry> {
         Self::open_opts(root, &OpenOptions::default())
     }
 
     /// [`Registry::open`] with options.
     pub fn open_opts(root: &Path, options: &OpenOptions) -> Result<Registry> {
-        let blobs = BlobStore::local(&root.join("blobs"))?;
+        let stores = crate::stores::read_recorded(root)?;
+        let blobs = BlobStore::configured(&root.join("blobs"), &root.join("keys"), &stores)?;
         Self::open_with_blobs_opts(root, blobs, options)
+    }
+
+    /// Opens (or creates) a registry whose data zones live in the stores of a `stores:` map (the promotion
+    /// config's; zones without an entry under `root/blobs`), and records the map in `root/stores.json` so that
+    /// commands that do not read the promotion config ([`Registry::open`]) find the same stores.
+    pub fn open_with_stores(root: &Path, stores: &crate::Stores, options: &OpenOptions) -> Result<Registry> {
+        let blobs = BlobStore::configured(&root.join("blobs"), &root.join("keys"), stores)?;
+        let reg = Self::open_with_blobs_opts(root, blobs, options)?;
+        if !options.inspect {
+            crate::stores::record(root, stores)?;
+        }
+        Ok(reg)
     }
 
     /// Opens (or creates) the metadata at `root/meta.sled` with any blob store (e.g. S3).
     pub fn open_with_blobs(root: &Path, blobs: BlobStore) -> Result<Registry> {
         Self::open_with_blobs_opts(root, blobs, &OpenOptions::default())
+    }
+
+    /// Switches an open registry to the stores of a `stores:` map (the promotion config's): removes the
+    /// temporary files of killed writers in any new local store, and records the map in `root/stores.json` so
+    /// that commands that do not read the promotion config ([`Registry::open`]) find the same stores. Nothing
+    /// changes when the map is the one in use.
+    pub fn use_stores(&mut self, stores: &crate::Stores) -> Result<()> {
+        if self.blobs.stores() == stores {
+            return crate::stores::record(&self.root, stores);
+        }
+        let blobs = BlobStore::configured(&self.root.join("blobs"), &self.root.join("keys"), stores)?;
+        self.swept.extend(sweep::sweep_dirs(&self.root, &blobs.local_dirs(), true)?);
+        crate::stores::record(&self.root, stores)?;
+        self.blobs = blobs;
+        Ok(())
     }
 
     /// [`Registry::open_with_blobs`] with options.
@@ -98,9 +128,7 @@ impl Registry {
             reg.check_at_open()?;
             // The sled lock is held from here on: no other process writes into this registry, so every
             // temporary file is a dead writer's (see `sweep`).
-            if reg.blobs.local_dir().is_some() {
-                reg.swept = sweep::sweep(root, true)?;
-            }
+            reg.swept = sweep::sweep_dirs(root, &reg.blobs.local_dirs(), true)?;
         }
         Ok(reg)
     }

@@ -40,9 +40,20 @@ pub fn is_temp_name(name: &str) -> bool {
 /// Finds the temporary files directly in `root` and anywhere under `root/blobs` (symbolic links are not followed)
 /// and, with `remove`, deletes them. Returns what was found.
 pub fn sweep(root: &Path, remove: bool) -> Result<Vec<StrayFile>> {
+    sweep_dirs(root, &[], remove)
+}
+
+/// [`sweep`], and also anywhere under each of `dirs` (the local stores of data zones, see [`crate::stores`]) and
+/// in `root/keys`.
+pub fn sweep_dirs(root: &Path, dirs: &[PathBuf], remove: bool) -> Result<Vec<StrayFile>> {
     let mut found = Vec::new();
     let blobs = root.join("blobs");
-    let walks = [walkdir::WalkDir::new(root).max_depth(1), walkdir::WalkDir::new(&blobs)];
+    let mut walks = vec![
+        walkdir::WalkDir::new(root).max_depth(1),
+        walkdir::WalkDir::new(&blobs),
+        walkdir::WalkDir::new(root.join("keys")).max_depth(1),
+    ];
+    walks.extend(dirs.iter().filter(|d| !d.starts_with(&blobs)).map(walkdir::WalkDir::new));
     for walk in walks {
         for entry in walk.follow_links(false) {
             let entry = match entry {
@@ -79,6 +90,7 @@ pub fn sweep(root: &Path, remove: bool) -> Result<Vec<StrayFile>> {
         }
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.dedup_by(|a, b| a.path == b.path);
     Ok(found)
 }
 

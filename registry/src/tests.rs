@@ -111,13 +111,14 @@ fn blobs_are_content_addressed_copied_and_reverified() {
     // A corrupted copy is caught by re-verification.
     let stored = dir.path().join("blobs").join(BlobStore::location(&zone(Stage::Registry), &digest).as_ref());
     std::fs::write(&stored, b"evil").unwrap();
-    assert!(matches!(reg.blobs().verify(&zone(Stage::Registry), &digest), Err(Error::DigestMismatch { .. })));
+    // (Stored encrypted: the changed ciphertext fails authentication.)
+    assert!(matches!(reg.blobs().verify(&zone(Stage::Registry), &digest), Err(Error::Tampered { .. })));
     // The copies are independent: the training copy is untouched.
     reg.blobs().verify(&zone(Stage::Training), &digest).unwrap();
     // A corrupt source is not copied.
     let other = DataZone::new("de-fra-c5", Stage::Registry).unwrap();
     let e = reg.blobs().copy(&zone(Stage::Registry), &other, &digest).unwrap_err();
-    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(matches!(e, Error::Tampered { .. }), "{e}");
     assert!(!reg.blobs().exists(&other, &digest).unwrap());
 }
 
