@@ -8,11 +8,12 @@
 //! hashes, so [`BlobStore::digest`] re-verifies a stored copy end to end. A copy between data zones streams in
 //! chunks: it decrypts under the source zone's key and re-encrypts under a fresh data key of the target zone.
 
-use crate::backend::{Backend, CHUNK, Pipe, Source, read_full};
-use crate::crypt::{self, Decryptor, Encryptor, KeyObject};
+use crate::backend::Backend;
+use crate::crypt::{self, KeyObject};
 use crate::error::{Error, Result};
 use crate::hex;
 use crate::keys::{FileKey, KeyProvider};
+use crate::pipes::{EncPipe, FilePlain, MemPlain, Plain, StoreReader};
 use crate::stores::{self, Stores};
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -29,7 +30,9 @@ pub struct BlobStore {
     rt: tokio::runtime::Runtime,
     default: Arc<Backend>,
     stores: Stores,
-    backends: BTreeMap<String, Arc<Backend>>,
+    /// The stores of the entries, built on first use (so that a zone whose credentials are missing or whose
+    /// endpoint is down does not stop commands about other zones).
+    backends: Mutex<BTreeMap<String, Arc<Backend>>>,
     /// Where the default keys (`<zone>.kek`) live; `None`: generated in memory, lost with the store.
     keys_dir: Option<PathBuf>,
     keys: Mutex<BTreeMap<String, Arc<dyn KeyProvider>>>,
@@ -39,7 +42,7 @@ impl std::fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobStore")
             .field("default", &self.default.description)
-            .field("stores", &self.backends.iter().map(|(k, b)| (k, &b.description)).collect::<Vec<_>>())
+            .field("stores", &self.stores.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -88,19 +91,16 @@ impl BlobStore {
     }
 
     /// The stores of a `stores:` map (see [`crate::stores`]); data zones without an entry use a local store
-    /// under `default_dir`, and entries without a key the default keys under `keys_dir`. Builds every store's
-    /// client (no request is made yet: an unreachable endpoint is reported by the first operation, naming it).
+    /// under `default_dir`, and entries without a key the default keys under `keys_dir`. Each entry's store is
+    /// built when first used: missing credentials or an unreachable endpoint are reported then, naming the zone
+    /// and the store.
     pub fn configured(default_dir: &Path, keys_dir: &Path, stores: &Stores) -> Result<BlobStore> {
         stores::validate(stores)?;
-        let mut backends = BTreeMap::new();
-        for (name, spec) in stores {
-            backends.insert(name.clone(), Arc::new(stores::build_backend(name, spec)?));
-        }
         Ok(BlobStore {
             rt: runtime()?,
             default: Arc::new(stores::local_backend(default_dir)?),
             stores: stores.clone(),
-            backends,
+            backends: Mutex::new(BTreeMap::new()),
             keys_dir: Some(keys_dir.to_path_buf()),
             keys: Mutex::new(BTreeMap::new()),
         })
@@ -113,7 +113,7 @@ impl BlobStore {
             rt: runtime()?,
             default: Arc::new(Backend { store, description, local: None }),
             stores: Stores::new(),
-            backends: BTreeMap::new(),
+            backends: Mutex::new(BTreeMap::new()),
             keys_dir: None,
             keys: Mutex::new(BTreeMap::new()),
         })
@@ -133,7 +133,7 @@ impl BlobStore {
     /// sweep.
     pub fn local_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> =
-            std::iter::once(&self.default).chain(self.backends.values()).filter_map(|b| b.local.clone()).collect();
+            self.default.local.iter().chain(self.stores.values().filter_map(|s| s.local.as_ref())).cloned().collect();
         v.sort();
         v.dedup();
         v
@@ -151,7 +151,7 @@ impl BlobStore {
 
     /// Which store holds a data zone, in words (`data zone store `fr-par-secnum`: S3 bucket … at …`).
     pub fn describe(&self, zone: &DataZone) -> String {
-        self.zoned(zone).backend.description.clone()
+        self.zoned(zone).map(|z| z.backend.description.clone()).unwrap_or_else(|e| e.to_string())
     }
 
     fn check(digest: &str) -> Result<()> {
@@ -162,12 +162,24 @@ impl BlobStore {
         }
     }
 
-    fn zoned(&self, dz: &DataZone) -> Zoned {
+    fn zoned(&self, dz: &DataZone) -> Result<Zoned> {
         let backend = match stores::entry_for(&self.stores, dz) {
-            Some((name, _)) => self.backends.get(name).cloned().unwrap_or_else(|| self.default.clone()),
+            Some((name, _)) => self.backend(name)?,
             None => self.default.clone(),
         };
-        Zoned { backend, dz: dz.to_string() }
+        Ok(Zoned { backend, dz: dz.to_string() })
+    }
+
+    /// The store of entry `name`, built on first use.
+    fn backend(&self, name: &str) -> Result<Arc<Backend>> {
+        let mut built = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = built.get(name) {
+            return Ok(b.clone());
+        }
+        let spec = self.stores.get(name).ok_or_else(|| Error::Config(format!("no entry `{name}`")))?;
+        let b = Arc::new(stores::build_backend(name, spec)?);
+        built.insert(name.to_string(), b.clone());
+        Ok(b)
     }
 
     /// The key-encryption key of a data zone: its entry's key, else the zone's default key (generated on first
@@ -193,13 +205,13 @@ impl BlobStore {
     /// True when the blob exists in the data zone.
     pub fn exists(&self, zone: &DataZone, digest: &str) -> Result<bool> {
         Self::check(digest)?;
-        self.zoned(zone).backend.exists(&self.rt, &Self::location(zone, digest))
+        self.zoned(zone)?.backend.exists(&self.rt, &Self::location(zone, digest))
     }
 
     /// Encrypts `plain` into blob `digest` of `zone`: the key object first, then the ciphertext, which becomes
     /// visible only when `plain` hashed to `digest`. Returns the plaintext size.
     fn write_blob(&self, zone: &DataZone, digest: &str, plain: &mut dyn Plain) -> Result<u64> {
-        let z = self.zoned(zone);
+        let z = self.zoned(zone)?;
         let key = self.key(zone)?;
         let (loc, kloc) = (Self::location(zone, digest), Self::key_location(zone, digest));
         let (object, enc) = crypt::seal_new(key.as_ref(), &zone.zone, &z.dz, digest)?;
@@ -217,7 +229,7 @@ impl BlobStore {
 
     /// A reader of blob `digest` of `zone` that decrypts, authenticates and hashes.
     fn reader(&self, zone: &DataZone, digest: &str) -> Result<StoreReader> {
-        let z = self.zoned(zone);
+        let z = self.zoned(zone)?;
         let (loc, kloc) = (Self::location(zone, digest), Self::key_location(zone, digest));
         let location = format!("{loc} ({})", z.backend.description);
         let Some(key_bytes) = z.backend.get_small(&self.rt, &kloc)? else {
@@ -363,7 +375,9 @@ impl BlobStore {
     /// zone routed to another store), each with its store.
     pub fn list_all(&self) -> Result<(Vec<StoredBlob>, Vec<String>)> {
         let mut all: Vec<(String, Arc<Backend>)> = vec![("".into(), self.default.clone())];
-        all.extend(self.backends.iter().map(|(k, b)| (k.clone(), b.clone())));
+        for name in self.stores.keys() {
+            all.push((name.clone(), self.backend(name)?));
+        }
         let (mut blobs, mut other) = (Vec::new(), Vec::new());
         for (entry, backend) in all {
             let objects = backend.list(&self.rt, "zones")?;
@@ -402,7 +416,7 @@ impl BlobStore {
     /// Deletes a blob and its key object (missing is fine).
     pub fn delete(&self, zone: &DataZone, digest: &str) -> Result<()> {
         Self::check(digest)?;
-        let z = self.zoned(zone);
+        let z = self.zoned(zone)?;
         z.backend.delete(&self.rt, &Self::location(zone, digest))?;
         z.backend.delete(&self.rt, &Self::key_location(zone, digest))
     }
@@ -431,7 +445,7 @@ impl BlobStore {
         for stage in Stage::ALL {
             let dz = DataZone::new(zone, stage)?;
             uses_default |= stores::entry_for(&self.stores, &dz).and_then(|(_, s)| s.key.as_ref()).is_none();
-            let z = self.zoned(&dz);
+            let z = self.zoned(&dz)?;
             let prefix = format!("zones/{zone}/{stage}");
             for (path, _) in z.backend.list(&self.rt, &prefix)? {
                 let Some(digest) = path.strip_suffix(".key").and_then(|b| parse_blob_path(b)).map(|(_, d)| d) else {
@@ -511,137 +525,4 @@ fn replace_default_key(src: &Path, dest: &Path) -> Result<()> {
     tmp.write_all(&bytes).and_then(|()| tmp.as_file().sync_all()).map_err(bad)?;
     tmp.persist(dest).map_err(|e| bad(e.error))?;
     Ok(())
-}
-
-/// A source of plaintext, and the check of what it hashed to.
-trait Plain {
-    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>>;
-    fn check(&mut self) -> Result<()>;
-}
-
-struct FilePlain {
-    file: std::fs::File,
-    path: PathBuf,
-    hasher: Sha256,
-    expected: String,
-}
-
-impl Plain for FilePlain {
-    fn next(&mut self, _: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
-        let mut buf = vec![0u8; CHUNK];
-        let n = read_full(&mut self.file, &mut buf).map_err(|source| Error::Io {
-            path: self.path.clone(),
-            action: "cannot read",
-            source,
-        })?;
-        buf.truncate(n);
-        self.hasher.update(&buf);
-        Ok((n > 0).then(|| Bytes::from(buf)))
-    }
-
-    fn check(&mut self) -> Result<()> {
-        let actual = hex(&self.hasher.clone().finalize());
-        if actual != self.expected {
-            return Err(Error::DigestMismatch {
-                location: self.path.display().to_string(),
-                expected: self.expected.clone(),
-                actual,
-            });
-        }
-        Ok(())
-    }
-}
-
-struct MemPlain(Option<Bytes>);
-
-impl Plain for MemPlain {
-    fn next(&mut self, _: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
-        Ok(self.0.take())
-    }
-
-    fn check(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Decrypts a stored blob piece by piece, hashing the plaintext.
-struct StoreReader {
-    source: Source,
-    dec: Option<Decryptor>,
-    queue: VecDeque<Bytes>,
-    hasher: Sha256,
-    size: u64,
-    expected: String,
-    location: String,
-}
-
-impl Plain for StoreReader {
-    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
-        loop {
-            if let Some(p) = self.queue.pop_front() {
-                self.hasher.update(&p);
-                self.size += p.len() as u64;
-                return Ok(Some(p));
-            }
-            let Some(dec) = self.dec.as_mut() else { return Ok(None) };
-            match self.source.next(rt) {
-                Some(piece) => {
-                    let piece = piece.map_err(|e| Error::Blob(format!("{}: {e}", self.location)))?;
-                    self.queue.extend(dec.push(&piece)?);
-                }
-                None => {
-                    let dec = self.dec.take().ok_or_else(|| Error::Crypto("decryptor gone".into()))?;
-                    let last = dec.finish()?;
-                    if !last.is_empty() {
-                        self.queue.push_back(last);
-                    }
-                }
-            }
-        }
-    }
-
-    fn check(&mut self) -> Result<()> {
-        let actual = hex(&self.hasher.clone().finalize());
-        if actual != self.expected {
-            return Err(Error::DigestMismatch {
-                location: self.location.clone(),
-                expected: self.expected.clone(),
-                actual,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Encrypts a plaintext source into the pieces a store writes.
-struct EncPipe<'a> {
-    plain: &'a mut dyn Plain,
-    enc: Option<Encryptor>,
-    queue: VecDeque<Bytes>,
-    size: u64,
-}
-
-impl Pipe for EncPipe<'_> {
-    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<Bytes>> {
-        loop {
-            if let Some(c) = self.queue.pop_front() {
-                return Ok(Some(c));
-            }
-            let Some(enc) = self.enc.as_mut() else { return Ok(None) };
-            match self.plain.next(rt)? {
-                Some(p) => {
-                    self.size += p.len() as u64;
-                    self.queue.extend(enc.push(&p)?);
-                }
-                None => {
-                    let enc = self.enc.take().ok_or_else(|| Error::Crypto("encryptor gone".into()))?;
-                    self.queue.push_back(enc.finish()?);
-                }
-            }
-        }
-    }
-
-    fn check(&mut self) -> Result<()> {
-        self.plain.check()
-    }
 }

@@ -24,6 +24,7 @@ pub mod head;
 mod integrity;
 pub mod keys;
 mod open;
+mod pipes;
 pub mod pkcs11;
 pub mod stores;
 pub mod sweep;

@@ -286,7 +286,9 @@ fn key_files_and_store_errors_name_the_zone_the_store_and_the_fix() {
     };
     let mut stores = Stores::new();
     stores.insert("de/inference".into(), s3(None));
-    let m = BlobStore::configured(&s.p("reg/blobs"), &s.p("reg/keys"), &stores).unwrap_err().to_string();
+    let blobs = BlobStore::configured(&s.p("reg/blobs"), &s.p("reg/keys"), &stores).unwrap();
+    blobs.put_file(&dz("fr", Stage::Training), &file, &digest).expect("other zones still work");
+    let m = blobs.exists(&dz("de", Stage::Inference), &digest).unwrap_err().to_string();
     assert!(m.contains("de/inference") && m.contains("SOVRA_TEST_SURELY_UNSET_ID"), "{m}");
     // An unreachable endpoint: the first operation fails, naming the zone's store.
     let creds = s.p("creds.json");
