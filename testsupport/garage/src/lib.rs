@@ -71,7 +71,21 @@ impl std::fmt::Debug for Garage {
 
 impl Garage {
     /// Starts a server (data uncompressed, so that tests can read what it stores) and creates an access key.
+    /// Tries three times: a free port found by binding port 0 may be taken by a parallel test before Garage
+    /// binds it.
     pub fn start() -> Result<Garage, GarageError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(g) => return Ok(g),
+                Err(e @ GarageError::Missing(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| GarageError::Io("garage did not start".into())))
+    }
+
+    fn start_once() -> Result<Garage, GarageError> {
         let bin = binary()?;
         let dir = tempfile::tempdir().map_err(|e| GarageError::Io(e.to_string()))?;
         let (rpc, s3, admin) = (free_port()?, free_port()?, free_port()?);
