@@ -143,7 +143,7 @@ fn full_flow_training_registry_inference_with_two_approvals() {
     }
     // The promotion statement is an in-toto statement signed by the service key.
     let env: Envelope = serde_json::from_value(r.record.envelope.clone()).unwrap();
-    let payload = env.verify(STATEMENT_TYPE, p.config.service_key.public_key()).unwrap();
+    let payload = env.verify(STATEMENT_TYPE, &p.config.service_public_key).unwrap();
     let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(st["predicateType"], "https://sovra.dev/promotion/v1");
     assert_eq!(st["subject"][0]["digest"]["sha256"], v.digest.as_str());
@@ -384,7 +384,7 @@ fn exception_overrides_one_gate_marks_the_promotion_and_expires_by_itself() {
     assert_eq!(g.result, "exception");
     let env: Envelope = serde_json::from_value(r.record.envelope).unwrap();
     let st: serde_json::Value =
-        serde_json::from_slice(&env.verify(STATEMENT_TYPE, p.config.service_key.public_key()).unwrap()).unwrap();
+        serde_json::from_slice(&env.verify(STATEMENT_TYPE, &p.config.service_public_key).unwrap()).unwrap();
     assert_eq!(st["predicate"]["underException"], true);
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
     assert!(kinds.contains(&"exception".to_string()));
