@@ -138,9 +138,9 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
                             t.add_row(cells([
                                 s(&e["seq"]),
                                 e["time"].as_u64().map(utc).unwrap_or_default(),
-                                s(&e["event"]["kind"]),
-                                s(&e["event"]["subject"]),
-                                s(&e["event"]["actor"]),
+                                s(&e["kind"]),
+                                s(&e["subject"]),
+                                s(&e["actor"]),
                             ]));
                         }
                         println!("{}", t.trim_fmt());

@@ -185,7 +185,7 @@ fn ci_flow_with_separate_clients_and_roles() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Audit log intact"), "{out}");
     let log: Value = serde_json::from_str(&ok(as_token(&t, &s, "audit-ci", &["audit", "log", "-o", "json"]))).unwrap();
-    let actors: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["event"]["actor"].as_str()).collect();
+    let actors: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
     assert!(actors.contains(&"alice-ci") && actors.contains(&"bob-ci"), "{actors:?}");
     let (code, _, err) = as_token(&t, &s, "promoter-ci", &["audit", "verify"]);
     assert_eq!(code, 1);
