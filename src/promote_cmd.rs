@@ -8,12 +8,12 @@
 //! key, name or flag is wrong; nothing was written or promoted). The `audit` and `registry` subcommands live in
 //! `registry_cmd`.
 
+use crate::promotion_client::{Backend, BackendError};
 use crate::{Failure, Output};
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
 use sovra_domain::datazone::Stage;
 use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
-use crate::promotion_client::{Backend, BackendError};
 use sovra_registry::{OpenOptions, Registry};
 use std::path::{Path, PathBuf};
 

@@ -110,14 +110,18 @@ impl ServerArgs {
             ));
         }
         let Some(ca) = &self.ca else {
-            return Err(fail(2, format!("--ca: {server} uses TLS; give the service's CA file with --ca or SOVRA_PROMOTION_CA")));
+            return Err(fail(
+                2,
+                format!("--ca: {server} uses TLS; give the service's CA file with --ca or SOVRA_PROMOTION_CA"),
+            ));
         };
         let read = |p: &Path, flag: &str| {
             std::fs::read(p).map_err(|e| fail(2, format!("{flag} {}: cannot read the file: {e}", p.display())))
         };
         let pem = read(ca, "--ca")?;
         check_ca(&pem, &format!("--ca {}", ca.display())).map_err(|e| fail(2, e.to_string()))?;
-        let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        let mut tls =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
         if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
             let (cp, kp) = (read(c, "--client-cert")?, read(k, "--client-key")?);
             check_identity(&cp, &kp, &c.display().to_string(), &k.display().to_string())
@@ -125,9 +129,7 @@ impl ServerArgs {
             tls = tls.identity(tonic::transport::Identity::from_pem(cp, kp));
         }
         let token = match self.token.as_deref().filter(|t| !t.is_empty()) {
-            Some(t) => Some(
-                format!("Bearer {t}").parse().map_err(|_| fail(2, "--token: not a valid header value"))?,
-            ),
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| fail(2, "--token: not a valid header value"))?),
             None => None,
         };
         if token.is_none() && self.client_cert.is_none() {
@@ -378,7 +380,10 @@ impl Backend {
         if ttl > info.approval_max_age_secs {
             return Err(fail(
                 2,
-                format!("--ttl: {ttl} s exceeds approvals.max_age ({}) of the promotion service", info.approval_max_age),
+                format!(
+                    "--ttl: {ttl} s exceeds approvals.max_age ({}) of the promotion service",
+                    info.approval_max_age
+                ),
             )
             .into());
         }

@@ -212,7 +212,11 @@ fn remote_verify(
         Output::Json => print_json(&d),
         Output::Text => {
             if ok {
-                println!("Audit log intact: {} entries, head {}", d["entries"], d["head"]["hash"].as_str().unwrap_or(""));
+                println!(
+                    "Audit log intact: {} entries, head {}",
+                    d["entries"],
+                    d["head"]["hash"].as_str().unwrap_or("")
+                );
                 let anchors: Vec<&str> =
                     d["anchors"].as_array().into_iter().flatten().filter_map(|a| a["path"].as_str()).collect();
                 println!("  matches the audit head in {} (on the promotion service)", anchors.join(" and "));

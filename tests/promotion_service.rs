@@ -58,8 +58,7 @@ fn server_binary() -> PathBuf {
 /// and a promotion config with a `service:` section.
 fn setup() -> Tour {
     let t = Tour::new();
-    sovra_scheduler::tls::generate(&t.p("tls"), &[], &["alice-ci".into(), "bob-ci".into(), "nobody".into()])
-        .unwrap();
+    sovra_scheduler::tls::generate(&t.p("tls"), &[], &["alice-ci".into(), "bob-ci".into(), "nobody".into()]).unwrap();
     sovra_scheduler::tls::generate(&t.p("other-ca"), &[], &[]).unwrap();
     let mut cfg = std::fs::read_to_string(t.p("promotion.yaml")).unwrap();
     cfg.push_str("service:\n  tls: {cert: tls/server.pem, key: tls/server-key.pem, client_ca: tls/ca.pem}\n");
@@ -113,7 +112,11 @@ fn run(t: &Tour, s: &Service, auth: &[&str], args: &[&str]) -> (i32, String, Str
         .env("SOVRA_REGISTRY", t.p("no-local-registry"))
         .output()
         .unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn ok(r: (i32, String, String)) -> String {
@@ -123,8 +126,18 @@ fn ok(r: (i32, String, String)) -> String {
 
 fn push_args() -> Vec<&'static str> {
     vec![
-        "model", "push", "radiology", "model", "--signature", "model.sig", "--residency-class", "fr-health",
-        "--provenance", "provenance.yaml", "--metrics", "metrics.json",
+        "model",
+        "push",
+        "radiology",
+        "model",
+        "--signature",
+        "model.sig",
+        "--residency-class",
+        "fr-health",
+        "--provenance",
+        "provenance.yaml",
+        "--metrics",
+        "metrics.json",
     ]
 }
 
@@ -144,7 +157,8 @@ fn ci_flow_with_separate_clients_and_roles() {
     assert!(err.contains("`promoter`") && err.contains("pusher-ci"), "{err}");
     ok(as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "registry"]));
     // Two approvers, each in its own process with its own key and client certificate.
-    let a = as_cert(&t, &s, "alice-ci", &["model", "approve", "radiology", "--to", "inference", "--key", "keys/alice.pem"]);
+    let a =
+        as_cert(&t, &s, "alice-ci", &["model", "approve", "radiology", "--to", "inference", "--key", "keys/alice.pem"]);
     assert!(ok(a).contains("by alice"));
     ok(as_cert(&t, &s, "bob-ci", &["model", "approve", "radiology", "--to", "inference", "--key", "keys/bob.pem"]));
     // A client without the role is refused, naming it.
@@ -156,27 +170,42 @@ fn ci_flow_with_separate_clients_and_roles() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("`promoter`"), "{err}");
     // An approver signing with someone else's key gets nothing recorded.
-    let (code, _, err) =
-        as_cert(&t, &s, "alice-ci", &["model", "approve", "radiology", "--to", "inference", "--key", "keys/secops.pem"]);
+    let (code, _, err) = as_cert(
+        &t,
+        &s,
+        "alice-ci",
+        &["model", "approve", "radiology", "--to", "inference", "--key", "keys/secops.pem"],
+    );
     assert_eq!(code, 1, "{err}");
     // The dry run explains; then the promotion.
-    let dry = as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "inference", "--dry-run", "--explain", "-o", "json"]);
+    let dry = as_token(
+        &t,
+        &s,
+        "promoter-ci",
+        &["model", "promote", "radiology", "--to", "inference", "--dry-run", "--explain", "-o", "json"],
+    );
     let d: Value = serde_json::from_str(&ok(dry)).unwrap();
     assert_eq!(d["status"], "would-promote");
     assert_eq!(d["input"]["approvals"]["valid"].as_array().unwrap().len(), 2, "{d}");
-    let out = ok(as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "inference", "-o", "json"]));
+    let out =
+        ok(as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "inference", "-o", "json"]));
     let p: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(p["status"], "promoted");
     assert_eq!(p["to"], "fr-par-secnum/inference");
     // Status through the service: every statement verifies.
-    let st: Value = serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"]))).unwrap();
+    let st: Value =
+        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"])))
+            .unwrap();
     let proms = st["promotions"].as_array().unwrap();
     assert_eq!(proms.len(), 2);
     assert!(proms.iter().all(|p| p["statement_verified"] == true), "{st}");
     // Pull round-trips byte-exact, bundle included.
     ok(as_token(&t, &s, "pusher-ci", &["model", "pull", "radiology", "pulled", "--stage", "inference"]));
     for f in ["config.json", "weights/w0.bin", "weights/w1.bin"] {
-        assert_eq!(std::fs::read(t.p(&format!("pulled/{f}"))).unwrap(), std::fs::read(t.p(&format!("model/{f}"))).unwrap());
+        assert_eq!(
+            std::fs::read(t.p(&format!("pulled/{f}"))).unwrap(),
+            std::fs::read(t.p(&format!("model/{f}"))).unwrap()
+        );
     }
     assert_eq!(std::fs::read(t.p("pulled.sig")).unwrap(), std::fs::read(t.p("model.sig")).unwrap());
     t.ok(&["model", "verify", "pulled", "--signature", "pulled.sig", "--public-key", "keys/trainer.pub.pem"]);
@@ -199,7 +228,19 @@ fn exceptions_are_signed_by_the_admin_and_recorded_by_the_service() {
     let t = setup();
     let s = start(&t);
     ok(as_token(&t, &s, "pusher-ci", &push_args()));
-    let grant = ["exception", "grant", "--model", "radiology", "--gate", "approvals", "--ttl", "1h", "--reason", "incident 9", "--key"];
+    let grant = [
+        "exception",
+        "grant",
+        "--model",
+        "radiology",
+        "--gate",
+        "approvals",
+        "--ttl",
+        "1h",
+        "--reason",
+        "incident 9",
+        "--key",
+    ];
     // Not an admin key: refused on the client (bad input), nothing sent.
     let mut a = grant.to_vec();
     a.push("keys/alice.pem");
@@ -213,7 +254,8 @@ fn exceptions_are_signed_by_the_admin_and_recorded_by_the_service() {
     let out = ok(as_token(&t, &s, "secops-ci", &a));
     assert!(out.contains("granted by secops"), "{out}");
     let st: Value =
-        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"]))).unwrap();
+        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"])))
+            .unwrap();
     assert_eq!(st["exceptions"][0]["live"], true, "{st}");
 }
 
@@ -279,7 +321,12 @@ fn service_down_or_wrong_ca_fails_closed() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     // Plain http is refused before connecting; an unknown token is not a client.
-    let (code, _, err) = run(&t, &Service { child: Command::new("true").spawn().unwrap(), url: "http://localhost:1".into() }, &["--token", "x"], &["model", "list"]);
+    let (code, _, err) = run(
+        &t,
+        &Service { child: Command::new("true").spawn().unwrap(), url: "http://localhost:1".into() },
+        &["--token", "x"],
+        &["model", "list"],
+    );
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(&t, &s, &["--token", "not-a-client"], &["model", "list"]);
     assert_eq!(code, 3, "{err}");
@@ -302,11 +349,13 @@ fn concurrent_promotions_of_one_version_promote_once() {
                 .unwrap()
         })
         .collect();
-    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
+    let codes: Vec<i32> =
+        children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1)).collect();
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
     assert!(codes.iter().all(|c| *c == 0 || *c == 1), "{codes:?}");
     let st: Value =
-        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"]))).unwrap();
+        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "status", "radiology", "-o", "json"])))
+            .unwrap();
     let locs = st["locations"].as_array().unwrap();
     assert_eq!(locs.len(), 2, "{st}");
     assert_eq!(st["promotions"].as_array().unwrap().len(), 1, "{st}");

@@ -81,7 +81,12 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
     config.service_signer().map_err(|m| fail(2, m))?;
     let cluster = match &config.cluster {
         Some(p) => ClusterConfig::load(p).map_err(|e| fail(2, e.to_string()))?,
-        None => return Err(fail(2, format!("{}: field `cluster`: the service needs the cluster file", config.path.display()))),
+        None => {
+            return Err(fail(
+                2,
+                format!("{}: field `cluster`: the service needs the cluster file", config.path.display()),
+            ));
+        }
     };
     let reg = Registry::open_opts(&registry, &OpenOptions { witness: audit_witness, inspect: false })
         .map_err(|e| fail(if e.is_damage() { 1 } else { 2 }, e.to_string()))?;

@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 use sovra_api::v1::promotion_server::{Promotion, PromotionServer};
 use sovra_api::v1::{
     AuditEntryJson, AuditExportRequest, AuditVerifyRequest, ListModelsRequest, ModelDocument, ModelRef, NamedKeyHint,
-    PromoteModelRequest, PullModelRequest, PushChunk, ResolveModelRequest, ResolveModelResponse,
-    SignedGrant,
+    PromoteModelRequest, PullModelRequest, PushChunk, ResolveModelRequest, ResolveModelResponse, SignedGrant,
 };
 use sovra_domain::datazone::Stage;
 use sovra_oms::dsse::Envelope;
@@ -59,7 +58,9 @@ pub(crate) fn status_of(e: PromoteError) -> Status {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("the call failed on the service: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the call failed on the service: {e}")))?
 }
 
 pub(crate) fn doc(v: &Value) -> Response<ModelDocument> {
@@ -74,26 +75,18 @@ fn split_ref(s: &str) -> (String, Option<String>) {
 }
 
 pub(crate) fn parse_stage(s: &str, field: &str) -> Result<Stage, Status> {
-    serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
-        Status::invalid_argument(format!("{field}: `{s}` is not a stage (training, registry, inference)"))
-    })
+    serde_json::from_value(Value::String(s.to_string()))
+        .map_err(|_| Status::invalid_argument(format!("{field}: `{s}` is not a stage (training, registry, inference)")))
 }
 
 fn envelope(text: &str, what: &str) -> Result<Envelope, Status> {
-    serde_json::from_str(text)
-        .map_err(|e| Status::invalid_argument(format!("{what}: not a DSSE envelope (JSON): {e}")))
+    serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("{what}: not a DSSE envelope (JSON): {e}")))
 }
 
 impl PromotionService {
     /// A service over `promoter`.
     pub fn new(promoter: Arc<Promoter>, clients: Vec<Client>, staging: PathBuf, max_upload: u64) -> Self {
-        PromotionService {
-            promoter,
-            clients: Arc::new(clients),
-            staging,
-            max_upload,
-            promote_locks: Arc::default(),
-        }
+        PromotionService { promoter, clients: Arc::new(clients), staging, max_upload, promote_locks: Arc::default() }
     }
 
     pub(crate) fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -244,10 +237,10 @@ impl Promotion for PromotionService {
                 Ok(done) => Ok(doc(&json!({"status": "promoted", "version": done.version, "record": done.record,
                     "from": done.from, "to": done.to, "gates": done.gates, "under_exception": done.under_exception,
                     "audit_seq": done.audit_seq, "promoted_by": caller.name}))),
-                Err(PromoteError::Denied { subject, from, to, failed, gates }) => Ok(doc(
-                    &json!({"status": "denied", "subject": subject, "from": from, "to": to, "failed": failed,
-                            "gates": gates}),
-                )),
+                Err(PromoteError::Denied { subject, from, to, failed, gates }) => {
+                    Ok(doc(&json!({"status": "denied", "subject": subject, "from": from, "to": to, "failed": failed,
+                            "gates": gates})))
+                }
                 Err(e) => Err(status_of(e)),
             }
         })
@@ -321,14 +314,15 @@ impl Promotion for PromotionService {
 
     type AuditExportStream = crate::streams::AuditStream;
 
-    async fn audit_export(&self, req: Request<AuditExportRequest>) -> Result<Response<Self::AuditExportStream>, Status> {
+    async fn audit_export(
+        &self,
+        req: Request<AuditExportRequest>,
+    ) -> Result<Response<Self::AuditExportStream>, Status> {
         self.caller(&req)?.require(Role::Auditor, "audit export")?;
         let p = self.promoter.clone();
         let entries = blocking(move || p.registry.audit_entries().map_err(|e| status_of(e.into()))).await?;
-        let items: Vec<Result<AuditEntryJson, Status>> = entries
-            .iter()
-            .map(|e| Ok(AuditEntryJson { json: serde_json::to_string(e).unwrap_or_default() }))
-            .collect();
+        let items: Vec<Result<AuditEntryJson, Status>> =
+            entries.iter().map(|e| Ok(AuditEntryJson { json: serde_json::to_string(e).unwrap_or_default() })).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 }
@@ -341,9 +335,8 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let read = |p: &PathBuf, what: &str| {
-        std::fs::read(p).map_err(|e| format!("{}: cannot read the {what}: {e}", p.display()))
-    };
+    let read =
+        |p: &PathBuf, what: &str| std::fs::read(p).map_err(|e| format!("{}: cannot read the {what}: {e}", p.display()));
     let identity = tonic::transport::Identity::from_pem(
         read(&opts.cert, "server certificate (service.tls.cert)")?,
         read(&opts.key, "server key (service.tls.key)")?,

@@ -6,7 +6,7 @@ use crate::server::{PromotionService, blocking, doc, parse_stage, status_of};
 use serde_json::json;
 use sovra_api::v1::{
     AuditEntryJson, FileChunk, ModelDocument, PullChunk, PullHeader, PullModelRequest, PulledFile, PushChunk,
-    push_chunk, pull_chunk,
+    pull_chunk, push_chunk,
 };
 use sovra_oms::paths::normalize_name;
 use sovra_promotion::PushRequest;
@@ -63,7 +63,8 @@ pub(crate) async fn push(
     };
     let provenance = json_file(&h.provenance_json, "provenance.json", "provenance_json")?;
     let metrics = json_file(&h.metrics_json, "metrics.json", "metrics_json")?;
-    let public_key = if h.public_key_pem.is_empty() { None } else { Some(write("signer.pub.pem", h.public_key_pem.as_bytes())?) };
+    let public_key =
+        if h.public_key_pem.is_empty() { None } else { Some(write("signer.pub.pem", h.public_key_pem.as_bytes())?) };
     let mut total = h.bundle.len() as u64;
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut current: Option<(String, tokio::fs::File)> = None;
@@ -142,7 +143,11 @@ pub(crate) async fn pull(s: &PromotionService, m: PullModelRequest) -> Result<Re
         model: v.model.clone(),
         digest: v.digest.clone(),
         data_zone: dz.to_string(),
-        files: v.files.iter().map(|f| PulledFile { name: f.name.clone(), digest: f.digest.clone(), size: f.size }).collect(),
+        files: v
+            .files
+            .iter()
+            .map(|f| PulledFile { name: f.name.clone(), digest: f.digest.clone(), size: f.size })
+            .collect(),
         bundle,
         version_json: serde_json::to_string(&v).unwrap_or_default(),
         data_zone_json: serde_json::to_string(&dz).unwrap_or_default(),

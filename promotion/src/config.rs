@@ -314,7 +314,8 @@ impl PromotionConfig {
                 self.path.display()
             ));
         };
-        let key = SigningKey::from_pem_file(p).map_err(|e| format!("{}: field `service_key`: {e}", self.path.display()))?;
+        let key =
+            SigningKey::from_pem_file(p).map_err(|e| format!("{}: field `service_key`: {e}", self.path.display()))?;
         if key.public_key().hint() != self.service_public_key.hint() {
             return Err(format!(
                 "{}: field `service_key`: {} is not the private key of `service_public_key` (hints {} and {})",

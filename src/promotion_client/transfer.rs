@@ -43,7 +43,10 @@ fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Failure> {
             if t.is_symlink() {
                 return Err(fail(
                     2,
-                    format!("{}: a symbolic link; push through the service sends regular files only", e.path().display()),
+                    format!(
+                        "{}: a symbolic link; push through the service sends regular files only",
+                        e.path().display()
+                    ),
                 ));
             } else if t.is_dir() {
                 if !(prefix.is_empty() && name == ".git") {
@@ -171,8 +174,11 @@ pub(super) fn pull(
     signature: &Path,
 ) -> Res<(VersionRecord, DataZone)> {
     if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(fail(2, format!("{}: exists and is not an empty directory; choose a new directory", dest.display()))
-            .into());
+        return Err(fail(
+            2,
+            format!("{}: exists and is not an empty directory; choose a new directory", dest.display()),
+        )
+        .into());
     }
     if signature.exists() {
         return Err(fail(
@@ -190,18 +196,21 @@ pub(super) fn pull(
         .tempdir_in(&parent)
         .map_err(|e| fail(2, format!("{}: cannot create a temporary directory: {e}", parent.display())))?;
     let staged = tmp.path().join("model");
-    let m = PullModelRequest { model: model.to_string(), stage: stage.map(|s| s.as_str().to_string()).unwrap_or_default() };
+    let m =
+        PullModelRequest { model: model.to_string(), stage: stage.map(|s| s.as_str().to_string()).unwrap_or_default() };
     let mut c = r.client.clone();
     let (header, dz) = r.rt.block_on(async {
         let mut s = c.pull(r.req(m)).await.map_err(|e| r.status(e))?.into_inner();
-        let Some(pull_chunk::Part::Header(h)) = s.message().await.map_err(|e| r.status(e))?.and_then(|c| c.part)
-        else {
+        let Some(pull_chunk::Part::Header(h)) = s.message().await.map_err(|e| r.status(e))?.and_then(|c| c.part) else {
             return Err(fail(1, "the promotion service's pull stream did not start with its header"));
         };
         let dz: DataZone = serde_json::from_str(&h.data_zone_json)
             .map_err(|e| fail(1, format!("the service's data zone `{}`: {e}", h.data_zone)))?;
-        let entries: Vec<FileEntry> =
-            h.files.iter().map(|f| FileEntry { name: f.name.clone(), digest: f.digest.clone(), size: f.size }).collect();
+        let entries: Vec<FileEntry> = h
+            .files
+            .iter()
+            .map(|f| FileEntry { name: f.name.clone(), digest: f.digest.clone(), size: f.size })
+            .collect();
         let mut next = 0usize;
         let mut cur: Option<Receiving> = None;
         while let Some(chunk) = s.message().await.map_err(|e| r.status(e))? {
