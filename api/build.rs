@@ -11,7 +11,7 @@ const PRINTED: [&str; 8] =
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["sovra/v1/scheduler.proto"], ["proto"])?;
+    let fds = protox::compile(["sovra/v1/scheduler.proto", "sovra/v1/promotion.proto"], ["proto"])?;
     let mut config = tonic_prost_build::configure();
     for m in PRINTED {
         config = config.type_attribute(format!(".sovra.v1.{m}"), "#[derive(serde::Serialize)]");

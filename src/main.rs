@@ -16,6 +16,7 @@ mod kueue_cmd;
 mod model_cmd;
 mod plot;
 mod promote_cmd;
+mod promotion_client;
 mod registry_cmd;
 mod remote;
 mod replay_cmd;

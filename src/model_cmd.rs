@@ -4,7 +4,7 @@
 //! Exit codes: 0 signed / verified; 1 the signature does not verify or the model differs from it (the changed,
 //! added and missing files are printed); 2 bad input (a file, key or flag is wrong; nothing was written).
 
-use crate::promote_cmd::{fail, from_promote, print_json, promoter, short, split_ref, utc_of};
+use crate::promote_cmd::{fail, from_promote, print_json, short, split_ref, utc_of};
 use crate::{Failure, Output};
 use clap::Subcommand;
 use serde_json::json;
@@ -301,7 +301,7 @@ fn keygen(a: KeygenArgs) -> Result<u8, Failure> {
 
 /// `sovra model status`.
 fn status(a: StatusArgs) -> Result<u8, Failure> {
-    let p = promoter(&a.at)?;
+    let p = crate::promote_cmd::backend(&a.at)?;
     let (name, r) = split_ref(&a.model);
     let s = p.status(name, r).map_err(from_promote)?;
     match a.at.output {

@@ -8,6 +8,7 @@
 //! key, name or flag is wrong; nothing was written or promoted). The `audit` and `registry` subcommands live in
 //! `registry_cmd`.
 
+use crate::promotion_client::{Backend, BackendError};
 use crate::{Failure, Output};
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
@@ -74,6 +75,9 @@ pub(crate) struct Where {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
+    /// The promotion service to run on instead (`--server`; see src/promotion_client.rs).
+    #[command(flatten)]
+    pub(crate) service: crate::promotion_client::ServerArgs,
 }
 
 /// `sovra model push`.
@@ -210,8 +214,8 @@ pub(crate) fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
-pub(crate) fn from_promote(e: PromoteError) -> Failure {
-    fail(e.exit_code(), e.to_string())
+pub(crate) fn from_promote(e: impl Into<BackendError>) -> Failure {
+    Failure::from(e.into())
 }
 
 /// A registry error on the command line: damage (a rolled-back or unreadable store) exits 1, the rest 2.
@@ -252,6 +256,14 @@ pub(crate) fn promoter(at: &Where) -> Result<Promoter, Failure> {
     Promoter::new(registry, config, cluster).map_err(from_promote)
 }
 
+/// The promotion service when `--server` is given, else a local promoter.
+pub(crate) fn backend(at: &Where) -> Result<Backend, Failure> {
+    match at.service.connect()? {
+        Some(r) => Ok(Backend::Remote(Box::new(r))),
+        None => Ok(Backend::Local(Box::new(promoter(at)?))),
+    }
+}
+
 pub(crate) fn split_ref(s: &str) -> (&str, Option<&str>) {
     match s.split_once('@') {
         Some((n, r)) => (n, Some(r)),
@@ -282,7 +294,7 @@ pub(crate) fn short(d: &str) -> String {
 
 /// `sovra model push`.
 pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
-    let p = promoter(&a.at)?;
+    let p = backend(&a.at)?;
     let req = PushRequest {
         name: a.name,
         model: a.model_path,
@@ -317,7 +329,7 @@ pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
             fail(2, format!("{}: has no name to put `.sig` after; give --signature", a.dest.display()))
         })?,
     };
-    let p = promoter(&a.at)?;
+    let p = backend(&a.at)?;
     let (name, r) = split_ref(&a.model);
     let (v, dz) = p.pull(name, r, a.stage.map(Stage::from), &a.dest, &sig).map_err(from_promote)?;
     match a.at.output {
@@ -339,8 +351,13 @@ pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
 
 /// `sovra model list`.
 pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
-    let reg = open_existing(&a.at.registry, &options(&a.at))?;
-    let versions = reg.versions(a.name.as_deref()).map_err(from_registry)?;
+    let versions = match a.at.service.connect()? {
+        Some(remote) => remote.versions(a.name.as_deref())?,
+        None => {
+            let reg = open_existing(&a.at.registry, &options(&a.at))?;
+            reg.versions(a.name.as_deref()).map_err(from_registry)?
+        }
+    };
     match a.at.output {
         Output::Json => print_json(&json!(
             versions
@@ -373,17 +390,18 @@ pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
 
 /// `sovra model promote`.
 pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
-    let p = promoter(&a.at)?;
+    let p = backend(&a.at)?;
     let (name, r) = split_ref(&a.model);
     if a.dry_run {
-        let d = p.evaluate(name, r, a.to.into(), a.zone.as_deref(), &a.approvals).map_err(from_promote)?;
+        let (d, policy_digest) =
+            p.evaluate(name, r, a.to.into(), a.zone.as_deref(), &a.approvals, a.explain).map_err(from_promote)?;
         let failed: Vec<_> = d.gates.iter().filter(|g| !g.allows()).collect();
         match a.at.output {
             Output::Json => {
                 let mut doc = json!({"status": if d.allowed { "would-promote" } else { "would-deny" },
                     "model": d.version.model, "digest": d.version.digest, "from": d.from.to_string(),
                     "to": d.to.to_string(), "under_exception": d.under_exception, "failed": failed,
-                    "gates": d.gates, "policy_digest": p.gates.digest()});
+                    "gates": d.gates, "policy_digest": policy_digest});
                 if a.explain {
                     doc["input"] = d.input.clone();
                 }
@@ -435,7 +453,7 @@ pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Err(PromoteError::Denied { subject, from, to, failed, gates }) => {
+        Err(BackendError::Promote(PromoteError::Denied { subject, from, to, failed, gates })) => {
             match a.at.output {
                 Output::Json => print_json(&json!({"status": "denied", "model": subject, "from": from, "to": to,
                     "failed": failed, "gates": gates})),
@@ -464,7 +482,7 @@ pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
 
 /// `sovra model approve`.
 pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
-    let p = promoter(&a.at)?;
+    let p = backend(&a.at)?;
     let (name, r) = split_ref(&a.model);
     let ttl = a
         .ttl
@@ -503,7 +521,7 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
 pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
     let ExceptionCommand::Grant { model, gate, ttl, reason, key, at } = c;
     let ttl = sovra_promotion::config::parse_duration(&ttl).map_err(|e| fail(2, format!("--ttl: {e}")))?;
-    let p = promoter(&at)?;
+    let p = backend(&at)?;
     let (name, r) = split_ref(&model);
     let rec = p.grant_exception(name, r, &gate, ttl, &reason, &key).map_err(from_promote)?;
     match at.output {

@@ -22,6 +22,9 @@ pub(crate) struct At {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// The promotion service to ask instead (`audit verify | log` with `--server`).
+    #[command(flatten)]
+    service: crate::promotion_client::ServerArgs,
 }
 
 impl At {
@@ -106,6 +109,9 @@ fn entry_line(e: &sovra_registry::AuditEntry) -> String {
 pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
     match c {
         AuditCommand::Verify { expect_head, at } => {
+            if let Some(remote) = at.service.connect()? {
+                return remote_verify(&remote, expect_head.as_deref(), at.output);
+            }
             let reg = match open_existing(&at.registry, &at.options(true)) {
                 Ok(r) => r,
                 Err(mut f) if f.code == 1 => {
@@ -135,6 +141,27 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             Err(fail(1, format!("the audit log is broken ({} problem(s)); {last}", report.problems.len())))
         }
         AuditCommand::Log { at } => {
+            if let Some(remote) = at.service.connect()? {
+                let entries = remote.audit_export()?;
+                match at.output {
+                    Output::Json => print_json(&Value::Array(entries)),
+                    Output::Text => {
+                        let mut t = table(&["seq", "time", "event", "subject", "by"], &[0]);
+                        for e in &entries {
+                            let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                            t.add_row(cells([
+                                s(&e["seq"]),
+                                e["time"].as_u64().map(utc).unwrap_or_default(),
+                                s(&e["kind"]),
+                                s(&e["subject"]),
+                                s(&e["actor"]),
+                            ]));
+                        }
+                        println!("{}", t.trim_fmt());
+                    }
+                }
+                return Ok(0);
+            }
             let reg = match open_existing(&at.registry, &at.options(false)) {
                 Ok(r) => r,
                 Err(f) if f.code == 1 => {
@@ -185,6 +212,48 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `sovra audit verify --server`: the service's report, printed as the local one is.
+fn remote_verify(
+    remote: &crate::promotion_client::Remote,
+    expect_head: Option<&str>,
+    output: Output,
+) -> Result<u8, Failure> {
+    let d = remote.audit_verify(expect_head)?;
+    let ok = d["status"] == "intact";
+    match output {
+        Output::Json => print_json(&d),
+        Output::Text => {
+            if ok {
+                println!(
+                    "Audit log intact: {} entries, head {}",
+                    d["entries"],
+                    d["head"]["hash"].as_str().unwrap_or("")
+                );
+                let anchors: Vec<&str> =
+                    d["anchors"].as_array().into_iter().flatten().filter_map(|a| a["path"].as_str()).collect();
+                println!("  matches the audit head in {} (on the promotion service)", anchors.join(" and "));
+            } else {
+                println!("Audit log BROKEN ({} entries read):", d["entries"]);
+                for p in d["problems"].as_array().into_iter().flatten() {
+                    println!("  at {}: {}", p["position"], p["message"].as_str().unwrap_or(""));
+                }
+            }
+            for n in d["notes"].as_array().into_iter().flatten() {
+                println!("  note: {}", n.as_str().unwrap_or(""));
+            }
+        }
+    }
+    if ok {
+        return Ok(0);
+    }
+    let last = match d["last_good"].as_object() {
+        Some(e) => format!("the last good entry is #{} ({})", e["seq"], short(e["hash"].as_str().unwrap_or(""))),
+        None => "no entry is good".into(),
+    };
+    let n = d["problems"].as_array().map_or(0, Vec::len);
+    Err(fail(1, format!("the audit log is broken ({n} problem(s)); {last}")))
 }
 
 fn print_report(report: &AuditReport, reg: &Registry, output: Output) {

@@ -111,7 +111,12 @@ struct RawConfig {
     approvers: Vec<NamedKey>,
     #[serde(default)]
     admins: Vec<NamedKey>,
-    service_key: PathBuf,
+    #[serde(default)]
+    service_public_key: Option<PathBuf>,
+    #[serde(default)]
+    service_key: Option<PathBuf>,
+    #[serde(default)]
+    service: Option<crate::service_config::ServiceSection>,
     #[serde(default)]
     approvals: ApprovalRules,
     #[serde(default)]
@@ -152,8 +157,14 @@ pub struct PromotionConfig {
     pub approvers: Vec<Identity>,
     /// Admins who may grant exceptions.
     pub admins: Vec<Identity>,
-    /// The promotion service's signing key.
-    pub service_key: SigningKey,
+    /// The promotion service's public key: verifies promotion statements (`service_public_key`, or derived from
+    /// `service_key` when only that is given).
+    pub service_public_key: PublicKey,
+    /// Where the promotion service's private key is (`service_key`), read only when a statement is signed
+    /// ([`PromotionConfig::service_signer`]).
+    pub service_key_path: Option<PathBuf>,
+    /// The `service:` section: how `sovra-promotion serve` listens and who its clients are.
+    pub service: Option<crate::service_config::ServiceSection>,
     /// Approval rules.
     pub approvals: ApprovalRules,
     /// Longest approval validity, seconds.
@@ -231,8 +242,28 @@ impl PromotionConfig {
             }
             Ok(out)
         };
-        let service_key = SigningKey::from_pem_file(&at(&raw.service_key))
-            .map_err(|e| format!("{}: field `service_key`: {e}", path.display()))?;
+        let service_key_path = raw.service_key.as_deref().map(at);
+        let service_public_key = match (&raw.service_public_key, &service_key_path) {
+            (Some(p), _) => PublicKey::from_pem_file(&at(p))
+                .map_err(|e| format!("{}: field `service_public_key`: {e}", path.display()))?,
+            // Older configs name only the private key: the public key is derived from it (so every command
+            // reads it, as before). Give `service_public_key` so that only `promote` needs the private key.
+            (None, Some(k)) => SigningKey::from_pem_file(k)
+                .map_err(|e| format!("{}: field `service_key`: {e}", path.display()))?
+                .public_key()
+                .clone(),
+            (None, None) => {
+                return Err(format!(
+                    "{}: field `service_public_key`: missing; give the promotion service's public key (PEM) that \
+                     verifies promotion statements (and `service_key`, its private key, where statements are signed)",
+                    path.display()
+                ));
+            }
+        };
+        let service = match raw.service.clone() {
+            Some(s) => Some(s.resolve(&base).map_err(|e| format!("{}: field `service.{e}", path.display()))?),
+            None => None,
+        };
         let approval_max_age = parse_duration(&raw.approvals.max_age)
             .map_err(|e| format!("{}: field `approvals.max_age`: {e}", path.display()))?;
         let exception_max_ttl = parse_duration(&raw.exceptions.max_ttl)
@@ -268,7 +299,9 @@ impl PromotionConfig {
             signers: ids(&raw.signers, "signers")?,
             approvers,
             admins: ids(&raw.admins, "admins")?,
-            service_key,
+            service_public_key,
+            service_key_path,
+            service,
             approvals: raw.approvals,
             approval_max_age,
             exceptions: raw.exceptions,
@@ -276,6 +309,31 @@ impl PromotionConfig {
             evaluation: raw.evaluation,
             policies: raw.policies.as_deref().map(at),
         })
+    }
+
+    /// The promotion service's private key, read now from `service_key`: only signing a promotion statement needs
+    /// it. Errors name the field; a key that does not match `service_public_key` is refused (statements it signed
+    /// would not verify).
+    pub fn service_signer(&self) -> Result<SigningKey, String> {
+        let Some(p) = &self.service_key_path else {
+            return Err(format!(
+                "{}: field `service_key`: not set; only the promotion service signs promotion statements — give its \
+                 private key here, or promote through the service (`--server`)",
+                self.path.display()
+            ));
+        };
+        let key =
+            SigningKey::from_pem_file(p).map_err(|e| format!("{}: field `service_key`: {e}", self.path.display()))?;
+        if key.public_key().hint() != self.service_public_key.hint() {
+            return Err(format!(
+                "{}: field `service_key`: {} is not the private key of `service_public_key` (hints {} and {})",
+                self.path.display(),
+                p.display(),
+                key.public_key().hint(),
+                self.service_public_key.hint()
+            ));
+        }
+        Ok(key)
     }
 
     /// Approvals required to enter `stage`.

@@ -1,6 +1,6 @@
 //! Approvals and break-glass exceptions: signed, recorded and audited grants that the gates read back.
 
-use crate::service::{APPROVAL_TYPE, EXCEPTION_TYPE, Promoter, Res, bad, short};
+use crate::service::{APPROVAL_TYPE, EXCEPTION_TYPE, PromoteError, Promoter, Res, bad, short};
 use serde_json::{Value, json};
 use sovra_domain::datazone::Stage;
 use sovra_oms::dsse::Envelope;
@@ -9,10 +9,77 @@ use sovra_registry::{AuditEvent, Registry, SignedRecord, VersionRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// How far in the future a grant's `issued_at` / `granted_at` may be (clock skew between a client and the
+/// service), seconds.
+pub const CLOCK_SKEW_SECS: u64 = 300;
+
+/// The stage an approval into `to` comes from; nothing is promoted (or approved) into training.
+pub fn approval_from(to: Stage) -> Res<Stage> {
+    match to {
+        Stage::Registry => Ok(Stage::Training),
+        Stage::Inference => Ok(Stage::Registry),
+        Stage::Training => Err(bad("--to training: nothing is promoted into training; use registry or inference")),
+    }
+}
+
+/// Client side: signs an approval of `model@digest` entering stage `to` with the approver's private key, valid
+/// `ttl` seconds from `now`. `approver` is the name the config gives the key (`unknown` if none). Needs no registry:
+/// the digest comes from the caller (a local registry, or the service's `Resolve`). Returns the envelope and the
+/// payload it signs.
+pub fn sign_approval(
+    model: &str,
+    digest: &str,
+    to: Stage,
+    approver: &str,
+    key: &SigningKey,
+    now: u64,
+    ttl: u64,
+) -> Res<(Envelope, Value)> {
+    let payload = approval_payload(model, digest, to, approver, now, ttl)?;
+    let env = Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), key).map_err(|e| bad(e.to_string()))?;
+    Ok((env, payload))
+}
+
+fn approval_payload(model: &str, digest: &str, to: Stage, approver: &str, now: u64, ttl: u64) -> Res<Value> {
+    let from = approval_from(to)?;
+    Ok(json!({
+        "_type": "https://sovra.dev/approval/v1",
+        "model": model, "digest": digest, "from": from, "to": to, "approver": approver,
+        "issued_at": now, "expires_at": now.saturating_add(ttl),
+    }))
+}
+
+/// Client side: signs a break-glass exception to `gate` for `model@digest` with an admin's private key, lasting
+/// `ttl` seconds from `now`. `admin` is the name the config gives the key. Returns the envelope and its payload.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_exception(
+    model: &str,
+    digest: &str,
+    gate: &str,
+    reason: &str,
+    admin: &str,
+    key: &SigningKey,
+    now: u64,
+    ttl: u64,
+) -> Res<(Envelope, Value)> {
+    let payload = json!({
+        "_type": "https://sovra.dev/exception/v1",
+        "model": model, "digest": digest, "gate": gate, "reason": reason,
+        "admin": admin, "granted_at": now, "expires_at": now.saturating_add(ttl),
+    });
+    let env = Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), key).map_err(|e| bad(e.to_string()))?;
+    Ok((env, payload))
+}
+
+fn refused(m: impl Into<String>) -> PromoteError {
+    PromoteError::Verification(m.into())
+}
+
 impl Promoter {
     /// Signs an approval of `model@reference` entering stage `to` with the approver's private key and records it
-    /// (unless `record` is false). An approval by a key that is not a configured approver is recorded but never
-    /// counts. Returns the record (its envelope is what CI passes around).
+    /// (unless `record` is false) — local mode, [`sign_approval`] and [`Promoter::record_approval`] in one process.
+    /// An approval by a key that is not a configured approver is recorded but never counts. Returns the record (its
+    /// envelope is what CI passes around).
     pub fn approve(
         &self,
         model: &str,
@@ -23,13 +90,7 @@ impl Promoter {
         record: bool,
     ) -> Res<SignedRecord> {
         let v = self.registry.resolve(model, reference)?;
-        let from = match to {
-            Stage::Registry => Stage::Training,
-            Stage::Inference => Stage::Registry,
-            Stage::Training => {
-                return Err(bad("--to training: nothing is promoted into training; use registry or inference"));
-            }
-        };
+        approval_from(to)?;
         let key = SigningKey::from_pem_file(key)?;
         let ttl = ttl.unwrap_or(self.config.approval_max_age);
         if ttl > self.config.approval_max_age {
@@ -42,37 +103,104 @@ impl Promoter {
         let hint = key.public_key().hint();
         let approver = self.config.approvers.iter().find(|a| a.hint == hint).map(|a| a.name.clone());
         let now = self.now();
-        let payload = json!({
-            "_type": "https://sovra.dev/approval/v1",
-            "model": v.model, "digest": v.digest, "from": from, "to": to,
-            "approver": approver.clone().unwrap_or_else(|| "unknown".into()),
-            "issued_at": now, "expires_at": now.saturating_add(ttl),
-        });
-        let env =
-            Envelope::sign(APPROVAL_TYPE, payload.to_string().as_bytes(), &key).map_err(|e| bad(e.to_string()))?;
-        let rec = SignedRecord {
+        let name = approver.clone().unwrap_or_else(|| "unknown".into());
+        let (env, fields) = sign_approval(&v.model, &v.digest, to, &name, &key, now, ttl)?;
+        match (record, approver) {
+            (true, Some(a)) => self.record_approval(&env, &a),
+            (true, None) => {
+                // Recorded so that the audit log shows the attempt; `count_approvals` never counts it.
+                let rec = self.approval_record(&v, &env, fields, now)?;
+                let event = AuditEvent {
+                    kind: "approval".into(),
+                    subject: format!("{}@{}", v.model, v.digest),
+                    actor: format!("unknown key {hint}"),
+                    details: json!({"from": rec.fields["from"], "to": to,
+                                    "expires_at": now.saturating_add(ttl), "record": rec.id}),
+                };
+                self.registry.commit(&[Registry::record_write(&rec)], event)?;
+                Ok(rec)
+            }
+            (false, _) => self.approval_record(&v, &env, fields, now),
+        }
+    }
+
+    fn approval_record(&self, v: &VersionRecord, env: &Envelope, fields: Value, now: u64) -> Res<SignedRecord> {
+        Ok(SignedRecord {
             id: self.registry.next_id()?,
             kind: "approval".into(),
             model: v.model.clone(),
             digest: v.digest.clone(),
             recorded_at: now,
-            fields: payload,
-            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
-        };
-        if record {
-            let event = AuditEvent {
-                kind: "approval".into(),
-                subject: format!("{}@{}", v.model, v.digest),
-                actor: approver.unwrap_or_else(|| format!("unknown key {hint}")),
-                details: json!({"from": from, "to": to, "expires_at": now.saturating_add(ttl), "record": rec.id}),
-            };
-            self.registry.commit(&[Registry::record_write(&rec)], event)?;
+            fields,
+            envelope: serde_json::to_value(env).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Server side: verifies an approval envelope signed on the client — by a configured approver's key, for a
+    /// version in the registry, `from` → `to` one stage, issued no later than now (plus [`CLOCK_SKEW_SECS`]), not
+    /// expired, valid no longer than `approvals.max_age`, naming its approver as the config does — and records it.
+    /// `actor` (the caller's identity) is the audit entry's actor. Nothing is recorded unless every check passes.
+    pub fn record_approval(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
+        let keyid = env.keyid().unwrap_or("").to_string();
+        let a = self.config.approvers.iter().find(|a| a.hint == keyid).ok_or_else(|| {
+            refused(format!(
+                "the approval is signed by key {}, which is not a configured approver of {} (approvers: {})",
+                short(&keyid),
+                self.config.path.display(),
+                self.config.approvers.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let payload = env.verify(APPROVAL_TYPE, &a.key).map_err(|e| refused(format!("approval by {}: {e}", a.name)))?;
+        let p: Value = serde_json::from_slice(&payload)
+            .map_err(|e| refused(format!("approval by {}: the payload is not JSON: {e}", a.name)))?;
+        let field = |k: &str| p[k].as_str().ok_or_else(|| refused(format!("approval by {}: no `{k}`", a.name)));
+        let (model, digest) = (field("model")?, field("digest")?);
+        let v = self.registry.version(model, digest)?.ok_or_else(|| {
+            bad(format!("the approval is for {model}@{}, which is not in the registry", short(digest)))
+        })?;
+        let to: Stage = serde_json::from_value(p["to"].clone())
+            .map_err(|_| refused(format!("approval by {}: `to` is not a stage", a.name)))?;
+        let from = approval_from(to)?;
+        if p["from"].as_str() != Some(from.as_str()) {
+            return Err(refused(format!("approval by {}: `from` must be {from} for `to` {to}", a.name)));
         }
+        if p["_type"].as_str() != Some("https://sovra.dev/approval/v1") || field("approver")? != a.name {
+            return Err(refused(format!(
+                "approval by {}: not an approval/v1 payload naming approver `{}`",
+                a.name, a.name
+            )));
+        }
+        let now = self.now();
+        let (issued, expires) = (p["issued_at"].as_u64().unwrap_or(u64::MAX), p["expires_at"].as_u64().unwrap_or(0));
+        if issued > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(refused(format!("approval by {}: issued at {issued}, in the future (now {now})", a.name)));
+        }
+        if expires <= now || expires <= issued {
+            return Err(refused(format!("approval by {} expired at {expires} (now {now})", a.name)));
+        }
+        if expires - issued > self.config.approval_max_age {
+            return Err(bad(format!(
+                "approval by {}: valid {} s, longer than approvals.max_age ({}) of {}",
+                a.name,
+                expires - issued,
+                self.config.approvals.max_age,
+                self.config.path.display()
+            )));
+        }
+        let rec = self.approval_record(&v, env, p.clone(), now)?;
+        let event = AuditEvent {
+            kind: "approval".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: actor.to_string(),
+            details: json!({"approver": a.name, "from": from, "to": to, "expires_at": expires, "record": rec.id}),
+        };
+        self.registry.commit(&[Registry::record_write(&rec)], event)?;
         Ok(rec)
     }
 
     /// Grants a break-glass exception to one gate for one model version, signed by an admin key; it expires by
-    /// itself after `ttl` seconds.
+    /// itself after `ttl` seconds — local mode, [`sign_exception`] and [`Promoter::record_exception`] in one
+    /// process.
     pub fn grant_exception(
         &self,
         model: &str,
@@ -93,10 +221,19 @@ impl Promoter {
                 self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })?;
+        self.check_exception(gate, reason, ttl)?;
+        let (env, _) = sign_exception(&v.model, &v.digest, gate, reason, &admin.name, &key, self.now(), ttl)?;
+        self.record_exception(&env, &admin.name)
+    }
+
+    /// The checks an exception must pass before it is signed (local mode) and again when it is recorded: a known
+    /// gate, a reason, a positive TTL no longer than `exceptions.max_ttl`.
+    fn check_exception(&self, gate: &str, reason: &str, ttl: u64) -> Res<()> {
         let known = self.gates.names();
         if !known.iter().any(|g| g == gate) {
             return Err(bad(format!("--gate `{gate}` is not a gate (gates: {})", known.join(", "))));
         }
+        // ISSUE-14 (integrity helper): an exception naming the `signature` gate is refused here.
         if reason.trim().is_empty() {
             return Err(bad("--reason: give the reason for the exception (it is audited)"));
         }
@@ -112,28 +249,62 @@ impl Promoter {
                 self.config.path.display()
             )));
         }
+        Ok(())
+    }
+
+    /// Server side: verifies an exception envelope signed on the client — by a configured admin's key, for a
+    /// version in the registry, naming a known gate, the admin as the config names it and a reason, granted no
+    /// later than now (plus [`CLOCK_SKEW_SECS`]), not expired, lasting no longer than `exceptions.max_ttl` — and
+    /// records it. `actor` (the caller's identity) is the audit entry's actor.
+    pub fn record_exception(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
+        let keyid = env.keyid().unwrap_or("").to_string();
+        let admin = self.config.admins.iter().find(|a| a.hint == keyid).ok_or_else(|| {
+            refused(format!(
+                "the exception is signed by key {}, which is not an admin key of {} (admins: {})",
+                short(&keyid),
+                self.config.path.display(),
+                self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let payload =
+            env.verify(EXCEPTION_TYPE, &admin.key).map_err(|e| refused(format!("exception by {}: {e}", admin.name)))?;
+        let p: Value = serde_json::from_slice(&payload)
+            .map_err(|e| refused(format!("exception by {}: the payload is not JSON: {e}", admin.name)))?;
+        let field = |k: &str| p[k].as_str().ok_or_else(|| refused(format!("exception by {}: no `{k}`", admin.name)));
+        let (model, digest, gate, reason) = (field("model")?, field("digest")?, field("gate")?, field("reason")?);
+        if p["_type"].as_str() != Some("https://sovra.dev/exception/v1") || field("admin")? != admin.name {
+            return Err(refused(format!(
+                "exception by {}: not an exception/v1 payload naming admin `{}`",
+                admin.name, admin.name
+            )));
+        }
+        let v = self.registry.version(model, digest)?.ok_or_else(|| {
+            bad(format!("the exception is for {model}@{}, which is not in the registry", short(digest)))
+        })?;
         let now = self.now();
-        let payload = json!({
-            "_type": "https://sovra.dev/exception/v1",
-            "model": v.model, "digest": v.digest, "gate": gate, "reason": reason,
-            "admin": admin.name, "granted_at": now, "expires_at": now.saturating_add(ttl),
-        });
-        let env =
-            Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), &key).map_err(|e| bad(e.to_string()))?;
+        let (granted, expires) = (p["granted_at"].as_u64().unwrap_or(u64::MAX), p["expires_at"].as_u64().unwrap_or(0));
+        if granted > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(refused(format!("exception by {}: granted at {granted}, in the future", admin.name)));
+        }
+        if expires <= now || expires <= granted {
+            return Err(refused(format!("exception by {} expired at {expires} (now {now})", admin.name)));
+        }
+        self.check_exception(gate, reason, expires - granted)?;
         let rec = SignedRecord {
             id: self.registry.next_id()?,
             kind: "exception".into(),
             model: v.model.clone(),
             digest: v.digest.clone(),
             recorded_at: now,
-            fields: payload,
-            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
+            fields: p.clone(),
+            envelope: serde_json::to_value(env).unwrap_or(Value::Null),
         };
         let event = AuditEvent {
             kind: "exception".into(),
             subject: format!("{}@{}", v.model, v.digest),
-            actor: admin.name.clone(),
-            details: json!({"gate": gate, "reason": reason, "expires_at": now.saturating_add(ttl), "record": rec.id}),
+            actor: actor.to_string(),
+            details: json!({"admin": admin.name, "gate": gate, "reason": reason, "expires_at": expires,
+                            "record": rec.id}),
         };
         self.registry.commit(&[Registry::record_write(&rec)], event)?;
         Ok(rec)

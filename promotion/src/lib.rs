@@ -10,12 +10,14 @@
 
 pub mod config;
 pub mod gates;
-mod grants;
+pub mod grants;
 mod push;
 mod reading;
 pub mod service;
+pub mod service_config;
 
 pub use config::PromotionConfig;
 pub use gates::{GateResult, Gates};
+pub use grants::{sign_approval, sign_exception};
 pub use reading::default_signature_path;
 pub use service::{Decision, PromoteError, Promoted, Promoter, PushRequest};

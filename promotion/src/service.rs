@@ -271,7 +271,7 @@ impl Promoter {
             .into_iter()
             .find(|r| r.id == id && r.kind == "promotion")?;
         let env: Envelope = serde_json::from_value(r.envelope.clone()).ok()?;
-        env.verify(STATEMENT_TYPE, self.config.service_key.public_key()).ok()?;
+        env.verify(STATEMENT_TYPE, &self.config.service_public_key).ok()?;
         Some(r)
     }
 
@@ -473,6 +473,7 @@ impl Promoter {
             return Err(self.deny(&d.version, &d.from, &d.to, d.gates));
         }
         let Decision { version: v, from, to: target, gates, under_exception, input, exceptions, previous, .. } = d;
+        let service_key = self.config.service_signer().map_err(bad)?; // before anything is copied
         // Copy into the target data zone and re-verify every digest there.
         let blobs = self.registry.blobs();
         let mut copied = Vec::new();
@@ -519,7 +520,7 @@ impl Promoter {
             "predicateType": PROMOTION_PREDICATE,
             "predicate": predicate,
         });
-        let env = Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &self.config.service_key)
+        let env = Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &service_key)
             .map_err(|e| bad(e.to_string()))?;
         let record = SignedRecord {
             id,

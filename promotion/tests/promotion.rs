@@ -143,7 +143,7 @@ fn full_flow_training_registry_inference_with_two_approvals() {
     }
     // The promotion statement is an in-toto statement signed by the service key.
     let env: Envelope = serde_json::from_value(r.record.envelope.clone()).unwrap();
-    let payload = env.verify(STATEMENT_TYPE, p.config.service_key.public_key()).unwrap();
+    let payload = env.verify(STATEMENT_TYPE, &p.config.service_public_key).unwrap();
     let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(st["predicateType"], "https://sovra.dev/promotion/v1");
     assert_eq!(st["subject"][0]["digest"]["sha256"], v.digest.as_str());
@@ -384,7 +384,7 @@ fn exception_overrides_one_gate_marks_the_promotion_and_expires_by_itself() {
     assert_eq!(g.result, "exception");
     let env: Envelope = serde_json::from_value(r.record.envelope).unwrap();
     let st: serde_json::Value =
-        serde_json::from_slice(&env.verify(STATEMENT_TYPE, p.config.service_key.public_key()).unwrap()).unwrap();
+        serde_json::from_slice(&env.verify(STATEMENT_TYPE, &p.config.service_public_key).unwrap()).unwrap();
     assert_eq!(st["predicate"]["underException"], true);
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
     assert!(kinds.contains(&"exception".to_string()));
@@ -596,4 +596,84 @@ fn a_hostile_approval_file_is_set_aside_without_panicking() {
     std::fs::write(fx.p("hostile.json"), serde_json::to_vec(&env).unwrap()).unwrap();
     let d = denied(p.promote("resnet", None, Stage::Inference, None, &[fx.p("hostile.json")]));
     assert!(d[0].1[0].contains("approval by unknown key éééééééééééé"), "{d:?}");
+}
+
+/// Issue #14: grants signed on a client and recorded by the service are verified before anything is recorded.
+#[test]
+fn record_approval_and_exception_verify_signer_payload_and_limits() {
+    use sovra_oms::keys::SigningKey;
+    use sovra_promotion::{sign_approval, sign_exception};
+    let fx = Fx::new();
+    let p = fx.promoter().with_now(1_000_000);
+    let v = p.push(&fx.push_req("eu-restricted")).unwrap();
+    let key = |k: &str| SigningKey::from_pem_file(&fx.key(k)).unwrap();
+    let before = p.registry.records(&v.model, &v.digest).unwrap().len();
+    let now = 1_000_000;
+    let cases = [
+        // Not an approver's key.
+        sign_approval(&v.model, &v.digest, Stage::Inference, "mallory", &key("mallory"), now, 60).unwrap().0,
+        // Names another approver than the key's.
+        sign_approval(&v.model, &v.digest, Stage::Inference, "bob", &key("alice"), now, 60).unwrap().0,
+        // Expired, issued in the future, too long, unknown digest.
+        sign_approval(&v.model, &v.digest, Stage::Inference, "alice", &key("alice"), now - 120, 60).unwrap().0,
+        sign_approval(&v.model, &v.digest, Stage::Inference, "alice", &key("alice"), now + 3600, 60).unwrap().0,
+        sign_approval(&v.model, &v.digest, Stage::Inference, "alice", &key("alice"), now, 8 * 86_400).unwrap().0,
+        sign_approval(&v.model, &"0".repeat(64), Stage::Inference, "alice", &key("alice"), now, 60).unwrap().0,
+    ];
+    for env in &cases {
+        assert!(p.record_approval(env, "ci").is_err(), "{env:?}");
+    }
+    // A tampered payload does not verify.
+    let (mut env, _) = sign_approval(&v.model, &v.digest, Stage::Inference, "alice", &key("alice"), now, 60).unwrap();
+    let good = env.clone();
+    env.payload = env.payload.chars().rev().collect();
+    assert!(matches!(p.record_approval(&env, "ci"), Err(PromoteError::Verification(_))));
+    let exceptions = [
+        sign_exception(&v.model, &v.digest, "approvals", "x", "secops", &key("alice"), now, 60).unwrap().0,
+        sign_exception(&v.model, &v.digest, "no-such-gate", "x", "secops", &key("admin"), now, 60).unwrap().0,
+        sign_exception(&v.model, &v.digest, "approvals", " ", "secops", &key("admin"), now, 60).unwrap().0,
+        sign_exception(&v.model, &v.digest, "approvals", "x", "secops", &key("admin"), now, 2 * 86_400).unwrap().0,
+    ];
+    for env in &exceptions {
+        assert!(p.record_exception(env, "ci").is_err(), "{env:?}");
+    }
+    assert_eq!(p.registry.records(&v.model, &v.digest).unwrap().len(), before, "nothing recorded");
+    // The good ones are recorded, with the caller as the audited actor.
+    p.record_approval(&good, "alice-ci").unwrap();
+    let (ex, _) =
+        sign_exception(&v.model, &v.digest, "approvals", "incident", "secops", &key("admin"), now, 60).unwrap();
+    p.record_exception(&ex, "secops-ci").unwrap();
+    let actors: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.actor).collect();
+    assert!(actors.ends_with(&["alice-ci".to_string(), "secops-ci".to_string()]), "{actors:?}");
+}
+
+/// Issue #14: the service's public key verifies; its private key is read only to sign, and must be its pair.
+#[test]
+fn the_service_key_is_split_and_read_only_to_sign() {
+    let fx = Fx::new();
+    let text = std::fs::read_to_string(fx.p("promotion.yaml")).unwrap();
+    // Only the public key: loads, but cannot sign (the error names the field).
+    let public_only = text.replace("service_key: keys/service.pem", "service_public_key: keys/service.pub.pem");
+    std::fs::write(fx.p("promotion.yaml"), &public_only).unwrap();
+    let c = PromotionConfig::load(&fx.p("promotion.yaml")).unwrap();
+    assert!(c.service_signer().unwrap_err().contains("field `service_key`"));
+    // Neither: refused at load, naming service_public_key.
+    std::fs::write(fx.p("promotion.yaml"), text.replace("service_key: keys/service.pem\n", "")).unwrap();
+    assert!(PromotionConfig::load(&fx.p("promotion.yaml")).unwrap_err().contains("service_public_key"));
+    // A private key that is not the public key's pair is refused when signing.
+    let mismatched = text.replace(
+        "service_key: keys/service.pem",
+        "service_public_key: keys/service.pub.pem\nservice_key: keys/rogue.pem",
+    );
+    std::fs::write(fx.p("promotion.yaml"), mismatched).unwrap();
+    let c = PromotionConfig::load(&fx.p("promotion.yaml")).unwrap();
+    assert!(c.service_signer().unwrap_err().contains("not the private key of `service_public_key`"));
+    // Both, matching: the pair signs.
+    let both = text.replace(
+        "service_key: keys/service.pem",
+        "service_public_key: keys/service.pub.pem\nservice_key: keys/service.pem",
+    );
+    std::fs::write(fx.p("promotion.yaml"), both).unwrap();
+    let c = PromotionConfig::load(&fx.p("promotion.yaml")).unwrap();
+    assert_eq!(c.service_signer().unwrap().public_key().hint(), c.service_public_key.hint());
 }
