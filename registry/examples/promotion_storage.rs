@@ -76,7 +76,14 @@ fn main() {
     let digest = {
         let mut h = Sha256::new();
         let mut f = std::fs::File::open(&file).unwrap();
-        std::io::copy(&mut f, &mut h).unwrap();
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
         hex(&h.finalize())
     };
     let key = |p: &Path| Some(KeySpec { file: Some(p.to_path_buf()), pkcs11: None });

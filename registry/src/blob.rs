@@ -448,7 +448,7 @@ impl BlobStore {
             let z = self.zoned(&dz)?;
             let prefix = format!("zones/{zone}/{stage}");
             for (path, _) in z.backend.list(&self.rt, &prefix)? {
-                let Some(digest) = path.strip_suffix(".key").and_then(|b| parse_blob_path(b)).map(|(_, d)| d) else {
+                let Some(digest) = path.strip_suffix(".key").and_then(parse_blob_path).map(|(_, d)| d) else {
                     continue;
                 };
                 let kloc = Self::key_location(&dz, &digest);

@@ -84,7 +84,7 @@ impl Pkcs11Key {
         let pin = std::env::var(&var)
             .map_err(|_| bad(format!("the environment variable {var} (the user PIN) is not set")))?;
         let session = ctx.open_ro_session(slot).map_err(|e| bad(format!("cannot open a session: {e}")))?;
-        match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+        match session.login(UserType::User, Some(&AuthPin::new(pin))) {
             Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(bad(format!("cannot log in with the PIN from {var}: {e}"))),
         }
