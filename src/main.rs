@@ -22,6 +22,7 @@ mod remote;
 mod replay_cmd;
 mod simulate;
 mod table;
+mod withdraw_cmd;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
 const EXAMPLE_CLUSTER: &str = include_str!("../examples/cluster.yaml");

@@ -92,6 +92,9 @@ pub(crate) enum ModelCommand {
     Promote(crate::promote_cmd::PromoteArgs),
     /// Sign an approval of (model digest, from, to) with an approver's key.
     Approve(crate::promote_cmd::ApproveArgs),
+    /// Withdraw a version from one data zone (signed by an admin key, audited): pulls from that zone are refused
+    /// afterwards, status shows it with the reason, and promoting it there again needs fresh approvals.
+    Withdraw(crate::withdraw_cmd::WithdrawArgs),
 }
 
 /// `sovra model keygen`.
@@ -124,6 +127,7 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
         ModelCommand::Status(a) => status(a),
         ModelCommand::Promote(a) => promote_cmd::promote(a),
         ModelCommand::Approve(a) => promote_cmd::approve(a),
+        ModelCommand::Withdraw(a) => crate::withdraw_cmd::withdraw(a),
         ModelCommand::Sign {
             model_path,
             private_key,
@@ -331,6 +335,17 @@ fn status(a: StatusArgs) -> Result<u8, Failure> {
                     .collect();
                 let tags = if aliases.is_empty() { String::new() } else { format!(" [{}]", aliases.join(", ")) };
                 println!("  in {zone} since {}{tags}", utc_of(&l["since"]));
+            }
+            for w in s["withdrawn"].as_array().into_iter().flatten() {
+                println!(
+                    "  WITHDRAWN from {}/{} at {} by {} (record #{}): {}",
+                    w["zone"].as_str().unwrap_or("?"),
+                    w["stage"].as_str().unwrap_or("?"),
+                    utc_of(&w["at"]),
+                    w["by"].as_str().unwrap_or("?"),
+                    w["record"],
+                    w["reason"].as_str().unwrap_or("")
+                );
             }
             for pr in s["promotions"].as_array().into_iter().flatten() {
                 println!(

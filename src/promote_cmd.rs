@@ -122,6 +122,9 @@ pub(crate) struct PullArgs {
     /// Pull from this stage's data zone. Default: the furthest stage reached.
     #[arg(long, value_enum)]
     stage: Option<StageArg>,
+    /// Pull from this zone's data zone (with --stage: that one). Every pull is audited: who, what, which zone.
+    #[arg(long)]
+    zone: Option<String>,
     #[command(flatten)]
     at: Where,
 }
@@ -331,7 +334,8 @@ pub(crate) fn pull(a: PullArgs) -> Result<u8, Failure> {
     };
     let p = backend(&a.at)?;
     let (name, r) = split_ref(&a.model);
-    let (v, dz) = p.pull(name, r, a.stage.map(Stage::from), &a.dest, &sig).map_err(from_promote)?;
+    let from = sovra_promotion::PullFrom { stage: a.stage.map(Stage::from), zone: a.zone.clone() };
+    let (v, dz) = p.pull(name, r, &from, &a.dest, &sig).map_err(from_promote)?;
     match a.at.output {
         Output::Json => print_json(&json!({"status": "pulled", "model": v.model, "digest": v.digest,
             "data_zone": dz.to_string(), "dest": a.dest, "signature": sig, "files": v.files.len()})),

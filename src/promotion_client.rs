@@ -21,7 +21,7 @@ use sovra_api::v1::{
 use sovra_domain::datazone::{DataZone, Stage};
 use sovra_node_daemon::tls_check::{ConnectProblem, check_ca, check_identity, diagnose};
 use sovra_oms::keys::SigningKey;
-use sovra_promotion::{Decision, PromoteError, Promoted, Promoter, PushRequest};
+use sovra_promotion::{Decision, PromoteError, Promoted, Promoter, PullFrom, PushRequest};
 use sovra_registry::{SignedRecord, VersionRecord};
 use std::path::{Path, PathBuf};
 use tonic::metadata::MetadataValue;
@@ -217,6 +217,11 @@ fn field<T: serde::de::DeserializeOwned>(doc: &Value, k: &str) -> Result<T, Fail
         .map_err(|e| fail(1, format!("the promotion service's answer has no usable `{k}`: {e}")))
 }
 
+/// Who a local-mode pull is audited as: `local:` and the login name (`$USER`, else `unknown`).
+fn local_actor() -> String {
+    format!("local:{}", std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into()))
+}
+
 fn full_ref(model: &str, reference: Option<&str>) -> String {
     match reference {
         Some(r) => format!("{model}@{r}"),
@@ -236,19 +241,62 @@ impl Backend {
         }
     }
 
-    /// `sovra model pull`.
+    /// `sovra model pull`. Local pulls are audited as `local:$USER`; the service audits its caller.
     pub(crate) fn pull(
         &self,
         model: &str,
         reference: Option<&str>,
-        stage: Option<Stage>,
+        from: &PullFrom,
         dest: &Path,
         signature: &Path,
     ) -> Res<(VersionRecord, DataZone)> {
         match self {
-            Backend::Local(p) => Ok(p.pull(model, reference, stage, dest, signature)?),
-            Backend::Remote(r) => transfer::pull(r, &full_ref(model, reference), stage, dest, signature),
+            Backend::Local(p) => Ok(p.pull(model, reference, from, dest, signature, &local_actor())?),
+            Backend::Remote(r) => transfer::pull(r, &full_ref(model, reference), from, dest, signature),
         }
+    }
+
+    /// `sovra model withdraw`: signed here with the admin's key, recorded by the service (or locally).
+    pub(crate) fn withdraw(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        zone: &str,
+        stage: Option<Stage>,
+        reason: &str,
+        admin_key: &Path,
+    ) -> Res<SignedRecord> {
+        let r = match self {
+            Backend::Local(p) => return Ok(p.withdraw(model, reference, zone, stage, reason, admin_key)?),
+            Backend::Remote(r) => r,
+        };
+        let info = r.resolve(&full_ref(model, reference))?;
+        let key = SigningKey::from_pem_file(admin_key).map_err(PromoteError::from)?;
+        let hint = key.public_key().hint();
+        let Some(admin) = info.admins.iter().find(|a| a.hint == hint) else {
+            let names: Vec<&str> = info.admins.iter().map(|a| a.name.as_str()).collect();
+            return Err(fail(
+                2,
+                format!(
+                    "{}: not an admin key (admins of the promotion service: {}); a withdrawal is signed by an admin",
+                    admin_key.display(),
+                    names.join(", ")
+                ),
+            )
+            .into());
+        };
+        let v = r
+            .versions(Some(&info.model))?
+            .into_iter()
+            .find(|v| v.digest == info.digest)
+            .ok_or_else(|| fail(1, format!("{}@{}: the service lists no such version", info.model, info.digest)))?;
+        let dz = sovra_promotion::withdraw::withdrawal_zone(&v, zone, stage)?;
+        let env =
+            sovra_promotion::sign_withdrawal(&info.model, &info.digest, &dz, reason, &admin.name, &key, info.now)?;
+        let json = serde_json::to_string(&env).unwrap_or_default();
+        let mut c = r.client.clone();
+        let d = r.doc(r.rt.block_on(c.withdraw(r.req(SignedGrant { envelope_json: json }))))?;
+        Ok(serde_json::from_value(d).map_err(|e| fail(1, format!("the service's withdrawal record: {e}")))?)
     }
 
     /// `sovra model status`.
@@ -437,6 +485,15 @@ impl Backend {
             )
             .into());
         };
+        if sovra_promotion::gates::is_built_in(gate) {
+            return Err(fail(
+                2,
+                format!(
+                    "--gate `{gate}`: the {gate} check is built into the promotion service and no exception waives it"
+                ),
+            )
+            .into());
+        }
         if !info.gates.iter().any(|g| g == gate) {
             return Err(fail(2, format!("--gate `{gate}` is not a gate (gates: {})", info.gates.join(", "))).into());
         }

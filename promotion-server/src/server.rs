@@ -271,6 +271,18 @@ impl Promotion for PromotionService {
         .await
     }
 
+    async fn withdraw(&self, req: Request<SignedGrant>) -> Result<Response<ModelDocument>, Status> {
+        let caller = self.caller(&req)?;
+        caller.require(Role::Withdrawer, "withdrawing a version")?;
+        let env = envelope(&req.into_inner().envelope_json, "envelope_json")?;
+        let p = self.promoter.clone();
+        blocking(move || {
+            let rec = p.record_withdrawal(&env, &caller.name).map_err(status_of)?;
+            Ok(doc(&serde_json::to_value(&rec).unwrap_or(Value::Null)))
+        })
+        .await
+    }
+
     async fn status(&self, req: Request<ModelRef>) -> Result<Response<ModelDocument>, Status> {
         self.caller(&req)?.require(Role::Viewer, "status")?;
         let p = self.promoter.clone();
@@ -292,8 +304,9 @@ impl Promotion for PromotionService {
     type PullStream = crate::streams::PullStream;
 
     async fn pull(&self, req: Request<PullModelRequest>) -> Result<Response<Self::PullStream>, Status> {
-        self.caller(&req)?.require(Role::Viewer, "pull")?;
-        crate::streams::pull(self, req.into_inner()).await
+        let caller = self.caller(&req)?;
+        caller.require(Role::Viewer, "pull")?;
+        crate::streams::pull(self, req.into_inner(), caller.name).await
     }
 
     async fn audit_verify(&self, req: Request<AuditVerifyRequest>) -> Result<Response<ModelDocument>, Status> {

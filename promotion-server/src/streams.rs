@@ -127,8 +127,14 @@ pub(crate) async fn push(
 
 /// Pulls a version into a staging directory (every digest checked), then streams it: the header, then each
 /// file's bytes in order.
-pub(crate) async fn pull(s: &PromotionService, m: PullModelRequest) -> Result<Response<PullStream>, Status> {
+/// The pull is audited with `actor`, the caller's identity.
+pub(crate) async fn pull(
+    s: &PromotionService,
+    m: PullModelRequest,
+    actor: String,
+) -> Result<Response<PullStream>, Status> {
     let stage = if m.stage.is_empty() { None } else { Some(parse_stage(&m.stage, "stage")?) };
+    let from = sovra_promotion::PullFrom { stage, zone: Some(m.zone.clone()).filter(|z| !z.is_empty()) };
     let (name, r) = match m.model.split_once('@') {
         Some((n, r)) => (n.to_string(), Some(r.to_string())),
         None => (m.model.clone(), None),
@@ -137,7 +143,7 @@ pub(crate) async fn pull(s: &PromotionService, m: PullModelRequest) -> Result<Re
     let (dest, sig) = (dir.path().join("model"), dir.path().join("bundle.sig"));
     let p = s.promoter.clone();
     let (d2, s2) = (dest.clone(), sig.clone());
-    let (v, dz) = blocking(move || p.pull(&name, r.as_deref(), stage, &d2, &s2).map_err(status_of)).await?;
+    let (v, dz) = blocking(move || p.pull(&name, r.as_deref(), &from, &d2, &s2, &actor).map_err(status_of)).await?;
     let bundle = tokio::fs::read(&sig).await.map_err(io(&sig))?;
     let header = PullHeader {
         model: v.model.clone(),

@@ -229,11 +229,17 @@ impl Promoter {
     /// The checks an exception must pass before it is signed (local mode) and again when it is recorded: a known
     /// gate, a reason, a positive TTL no longer than `exceptions.max_ttl`.
     fn check_exception(&self, gate: &str, reason: &str, ttl: u64) -> Res<()> {
+        if crate::gates::is_built_in(gate) {
+            return Err(bad(format!(
+                "--gate `{gate}`: the {gate} check is built into the promotion service and no exception waives it \
+                 (exceptions cover policy gates only: {})",
+                self.gates.names().join(", ")
+            )));
+        }
         let known = self.gates.names();
         if !known.iter().any(|g| g == gate) {
             return Err(bad(format!("--gate `{gate}` is not a gate (gates: {})", known.join(", "))));
         }
-        // ISSUE-14 (integrity helper): an exception naming the `signature` gate is refused here.
         if reason.trim().is_empty() {
             return Err(bad("--reason: give the reason for the exception (it is audited)"));
         }
@@ -319,6 +325,7 @@ impl Promoter {
         extra: &[Envelope],
     ) -> (Vec<(String, Option<u64>)>, Vec<String>) {
         let now = self.now();
+        let since = self.granted_since(v);
         let mut candidates: Vec<(Envelope, Option<u64>)> = Vec::new();
         for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
             if r.kind == "approval"
@@ -361,6 +368,13 @@ impl Promoter {
                 continue;
             }
             let (issued, expires) = (p["issued_at"].as_u64().unwrap_or(0), p["expires_at"].as_u64().unwrap_or(0));
+            if issued < since {
+                rejected.push(format!(
+                    "approval by {} was issued at {issued}, before the version's withdrawal at {since}; approve again",
+                    a.name
+                ));
+                continue;
+            }
             if expires <= now {
                 rejected.push(format!("approval by {} expired at {expires}", a.name));
                 continue;
@@ -381,6 +395,7 @@ impl Promoter {
     /// Live exceptions of a version: gate → record id.
     pub(crate) fn live_exceptions(&self, v: &VersionRecord) -> BTreeMap<String, u64> {
         let now = self.now();
+        let since = self.granted_since(v);
         let mut out = BTreeMap::new();
         for r in self.registry.records(&v.model, &v.digest).unwrap_or_default() {
             if r.kind != "exception" {
@@ -395,7 +410,9 @@ impl Promoter {
             if p["model"].as_str() == Some(&v.model)
                 && p["digest"].as_str() == Some(&v.digest)
                 && p["expires_at"].as_u64().is_some_and(|t| t > now)
+                && p["granted_at"].as_u64().is_some_and(|t| t >= since)
                 && let Some(gate) = p["gate"].as_str()
+                && !crate::gates::is_built_in(gate)
             {
                 out.insert(gate.to_string(), r.id);
             }

@@ -15,9 +15,11 @@ mod push;
 mod reading;
 pub mod service;
 pub mod service_config;
+pub mod withdraw;
 
 pub use config::PromotionConfig;
 pub use gates::{GateResult, Gates};
 pub use grants::{sign_approval, sign_exception};
-pub use reading::default_signature_path;
+pub use reading::{PullFrom, default_signature_path};
 pub use service::{Decision, PromoteError, Promoted, Promoter, PushRequest};
+pub use withdraw::sign_withdrawal;

@@ -141,6 +141,7 @@ impl Promoter {
             metrics,
             pushed_at: now,
             locations: vec![Location { data_zone: dz.clone(), since: now, promotion: None }],
+            withdrawn: Vec::new(),
         };
         let event = AuditEvent {
             kind: "push".into(),

@@ -4,7 +4,7 @@ use crate::service::{Promoter, Res, bad, short};
 use serde_json::{Value, json};
 use sovra_domain::datazone::{DataZone, Stage};
 use sovra_oms::paths::normalize_name;
-use sovra_registry::VersionRecord;
+use sovra_registry::{AuditEvent, VersionRecord};
 use std::path::{Path, PathBuf};
 
 /// Where `pull` writes the bundle by default: `DEST.sig` *beside* the pulled directory (or file), never inside it
@@ -17,27 +17,59 @@ pub fn default_signature_path(dest: &Path) -> Option<PathBuf> {
     Some(dest.with_file_name(sig))
 }
 
+/// Which data zone a pull reads from: the latest location of the version matching both (either may be left out;
+/// neither: the furthest stage reached).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullFrom {
+    /// The stage.
+    pub stage: Option<Stage>,
+    /// The zone (of the cluster config).
+    pub zone: Option<String>,
+}
+
 impl Promoter {
-    /// Writes a version's files from a data zone (default: its current one) into `dest` (which must not exist or
-    /// be empty) and its bundle to `signature`; every digest is checked on the way.
+    /// The data zone a pull of `v` reads from; a data zone the version was withdrawn from is refused with the
+    /// withdrawal's reason.
+    pub fn pull_zone(&self, v: &VersionRecord, from: &PullFrom) -> Res<DataZone> {
+        let matches = |dz: &DataZone| {
+            from.stage.is_none_or(|s| dz.stage == s) && from.zone.as_deref().is_none_or(|z| dz.zone == z)
+        };
+        let loc = if from.stage.is_none() && from.zone.is_none() {
+            v.current()
+        } else {
+            v.locations.iter().rev().find(|l| matches(&l.data_zone))
+        };
+        if let Some(l) = loc {
+            return Ok(l.data_zone.clone());
+        }
+        if let Some(w) = v.withdrawn.iter().rev().find(|w| matches(&w.data_zone)) {
+            self.check_not_withdrawn(v, &w.data_zone)?;
+        }
+        let wanted = [from.zone.clone(), from.stage.map(|s| s.to_string())].into_iter().flatten();
+        let wanted = wanted.collect::<Vec<_>>().join(" ");
+        Err(bad(format!(
+            "{}@{}: not in any data zone matching `{}` (it is in {})",
+            v.model,
+            short(&v.digest),
+            if wanted.is_empty() { "any" } else { wanted.as_str() },
+            v.locations.iter().map(|l| l.data_zone.to_string()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Writes a version's files from a data zone ([`PullFrom`]) into `dest` (which must not exist or be empty)
+    /// and its bundle to `signature`; every digest is checked on the way. The pull is audited — who (`actor`),
+    /// what, from which data zone; if the audit entry cannot be written, the files are removed and the pull fails.
     pub fn pull(
         &self,
         model: &str,
         reference: Option<&str>,
-        stage: Option<Stage>,
+        from: &PullFrom,
         dest: &Path,
         signature: &Path,
+        actor: &str,
     ) -> Res<(VersionRecord, DataZone)> {
         let v = self.registry.resolve(model, reference)?;
-        let loc = match stage {
-            Some(s) => v
-                .locations
-                .iter()
-                .rev()
-                .find(|l| l.data_zone.stage == s)
-                .ok_or_else(|| bad(format!("{model}@{}: not in any {s} data zone", short(&v.digest))))?,
-            None => v.current().ok_or_else(|| bad("the version has no location"))?,
-        };
+        let dz = self.pull_zone(&v, from)?;
         if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(bad(format!(
                 "{}: exists and is not an empty directory; choose a new directory",
@@ -57,11 +89,22 @@ impl Promoter {
             let name = normalize_name(&f.name)
                 .ok_or_else(|| bad(format!("stored file name `{}` leaves the model", f.name)))?;
             let path = if name == "." { dest.to_path_buf() } else { dest.join(&name) };
-            self.registry.blobs().get_to_file(&loc.data_zone, &f.digest, &path)?;
+            self.registry.blobs().get_to_file(&dz, &f.digest, &path)?;
         }
-        let bundle = self.registry.blobs().get_bytes(&loc.data_zone, &v.bundle)?;
+        let bundle = self.registry.blobs().get_bytes(&dz, &v.bundle)?;
         std::fs::write(signature, bundle).map_err(|e| bad(format!("{}: cannot write: {e}", signature.display())))?;
-        Ok((v.clone(), loc.data_zone.clone()))
+        let event = AuditEvent {
+            kind: "pull".into(),
+            subject: format!("{}@{}", v.model, v.digest),
+            actor: actor.to_string(),
+            details: json!({"data_zone": dz.to_string(), "files": v.files.len(), "bytes": v.size()}),
+        };
+        if let Err(e) = self.registry.audit(event) {
+            let _ = std::fs::remove_file(signature);
+            let _ = if dest.is_dir() { std::fs::remove_dir_all(dest) } else { std::fs::remove_file(dest) };
+            return Err(bad(format!("the pull could not be audited, so nothing was pulled: {e}")));
+        }
+        Ok((v, dz))
     }
 
     /// A version's status: where it is, its promotion chain (statements verified), approvals, exceptions.
@@ -95,7 +138,7 @@ impl Promoter {
             "next_stage": v.current().and_then(|l| l.data_zone.stage.next()),
             "aliases": self.registry.aliases(&v.model)?.into_iter().filter(|(_, _, d)| *d == v.digest)
                 .map(|(zone, alias, _)| json!({"data_zone": zone, "alias": alias})).collect::<Vec<_>>(),
-            "locations": v.locations, "promotions": promotions, "approvals": approvals, "exceptions": exceptions,
+            "locations": v.locations, "withdrawn": v.withdrawn, "promotions": promotions, "approvals": approvals, "exceptions": exceptions,
             "provenance": v.provenance, "metrics": v.metrics,
         }))
     }

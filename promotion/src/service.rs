@@ -296,16 +296,51 @@ impl Promoter {
         }
     }
 
-    /// The input document the gates see for promoting `v` from `from` to `to` (exposed for `--explain` and tests).
-    pub fn gate_input(&self, v: &VersionRecord, from: &DataZone, to: &DataZone, extra_approvals: &[Envelope]) -> Value {
-        let signer_key = match self.signer(&v.signer_hint) {
+    /// The signature check, made in Rust whatever the policies say: the signer is a configured signer, its OMS
+    /// signature verifies, the signed manifest is the version's file list, and every blob in data zone `from`
+    /// hashes to its digest. Ok, or every reason it failed.
+    pub(crate) fn check_signature(&self, v: &VersionRecord, from: &DataZone) -> std::result::Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        let key = match self.signer(&v.signer_hint) {
             Some(s) => Some(s.key.clone()),
-            None => PublicKey::from_pem(&v.signer_key_pem).ok(),
+            None => {
+                reasons.push(format!(
+                    "signer key {} is not among the allowed signers ({}); sign with an allowed key or add it under \
+                     `signers` in {}",
+                    v.signer_hint,
+                    self.config.signers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                    self.config.path.display()
+                ));
+                PublicKey::from_pem(&v.signer_key_pem).ok()
+            }
         };
-        let verified = match &signer_key {
-            Some(k) => self.verify_in(v, from, k),
-            None => Err("the signer's public key cannot be read".into()),
-        };
+        match key {
+            Some(k) => {
+                if let Err(e) = self.verify_in(v, from, &k) {
+                    reasons.push(format!("the OMS signature does not verify: {e}"));
+                }
+            }
+            None => reasons.push("the OMS signature does not verify: the signer's public key cannot be read".into()),
+        }
+        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+    }
+
+    /// The input document the gates see for promoting `v` from `from` to `to` (exposed for `--explain` and tests).
+    /// It re-verifies the signature in `from` (see [`Promoter::check_signature`]); the gates may read the result,
+    /// but no policy decides it.
+    pub fn gate_input(&self, v: &VersionRecord, from: &DataZone, to: &DataZone, extra_approvals: &[Envelope]) -> Value {
+        let verified = self.check_signature(v, from);
+        self.gate_input_with(v, from, to, extra_approvals, &verified)
+    }
+
+    fn gate_input_with(
+        &self,
+        v: &VersionRecord,
+        from: &DataZone,
+        to: &DataZone,
+        extra_approvals: &[Envelope],
+        verified: &std::result::Result<(), Vec<String>>,
+    ) -> Value {
         let class = self.cluster.class(&v.residency_class);
         let target = self.cluster.zone(&to.zone);
         let violations: Vec<String> = match (class, target) {
@@ -326,7 +361,8 @@ impl Promoter {
                       "files": v.files.len(), "bytes": v.size()},
             "manifest": {"root_digest": v.digest,
                          "resources": v.files.iter().map(|f| json!({"name": f.name, "digest": f.digest})).collect::<Vec<_>>()},
-            "signature": {"verified": verified.is_ok(), "error": verified.err().unwrap_or_default()},
+            "signature": {"verified": verified.is_ok(),
+                          "error": verified.as_ref().err().map(|r| r.join("; ")).unwrap_or_default()},
             "signer": {"hint": v.signer_hint, "name": self.signer(&v.signer_hint).map(|s| s.name.clone()),
                        "allowed": self.signer(&v.signer_hint).is_some(),
                        "allowed_names": self.config.signers.iter().map(|s| s.name.clone()).collect::<Vec<_>>()},
@@ -431,12 +467,23 @@ impl Promoter {
                 return Ok(Decision::refused(v, from, target, g));
             }
         }
-        let input = self.gate_input(&v, &from, &target, &extra);
+        let verified = self.check_signature(&v, &from);
+        let input = self.gate_input_with(&v, &from, &target, &extra, &verified);
         let mut gates = self.gates.evaluate(&input).map_err(bad)?;
+        // The signature is checked here, in Rust: listed with the gates so that a denial names every failure, but
+        // no policy file replaces it and no exception waives it.
+        gates.push(GateResult {
+            gate: "signature".into(),
+            result: if verified.is_ok() { "pass" } else { "fail" }.into(),
+            reasons: verified.err().unwrap_or_default(),
+            exception: None,
+        });
+        gates.sort_by(|a, b| a.gate.cmp(&b.gate));
         let exceptions = self.live_exceptions(&v);
         let mut under_exception = false;
         for g in &mut gates {
             if g.result == "fail"
+                && !crate::gates::is_built_in(&g.gate)
                 && let Some(id) = exceptions.get(&g.gate)
             {
                 g.result = "exception".into();

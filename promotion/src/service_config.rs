@@ -17,6 +17,8 @@ pub enum Role {
     Promoter,
     /// Record break-glass exceptions (signed on the client with an admin key).
     ExceptionAdmin,
+    /// Record withdrawals of a version from a data zone (signed on the client with an admin key).
+    Withdrawer,
     /// Verify and export the audit log.
     Auditor,
     /// Read: status, list, pull, verify, dry-run promotions.
@@ -25,8 +27,15 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order the docs list them.
-    pub const ALL: [Role; 6] =
-        [Role::Pusher, Role::Approver, Role::Promoter, Role::ExceptionAdmin, Role::Auditor, Role::Viewer];
+    pub const ALL: [Role; 7] = [
+        Role::Pusher,
+        Role::Approver,
+        Role::Promoter,
+        Role::ExceptionAdmin,
+        Role::Withdrawer,
+        Role::Auditor,
+        Role::Viewer,
+    ];
 
     /// The name written in the config (`exception-admin`, …).
     pub fn as_str(self) -> &'static str {
@@ -35,6 +44,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Promoter => "promoter",
             Role::ExceptionAdmin => "exception-admin",
+            Role::Withdrawer => "withdrawer",
             Role::Auditor => "auditor",
             Role::Viewer => "viewer",
         }

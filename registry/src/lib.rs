@@ -101,6 +101,25 @@ pub struct VersionRecord {
     pub pushed_at: u64,
     /// Data zones holding the version, in arrival order.
     pub locations: Vec<Location>,
+    /// Data zones it was withdrawn from, oldest first (`sovra model withdraw`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<Withdrawal>,
+}
+
+/// A withdrawal of a version from one data zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// The data zone it was removed from.
+    #[serde(flatten)]
+    pub data_zone: DataZone,
+    /// Unix time of the withdrawal.
+    pub at: u64,
+    /// Why, as the admin gave it.
+    pub reason: String,
+    /// The admin who signed it.
+    pub by: String,
+    /// The signed withdrawal record.
+    pub record: u64,
 }
 
 impl VersionRecord {

@@ -157,6 +157,7 @@ fn versions_resolve_by_prefix_and_alias_and_commit_audits() {
         metrics: serde_json::json!({}),
         pushed_at: 1,
         locations: vec![Location { data_zone: zone(Stage::Training), since: 1, promotion: None }],
+        withdrawn: Vec::new(),
     };
     let writes =
         [Registry::version_write(&v), Registry::alias_write(&zone(Stage::Training), "m", "latest", &v.digest).unwrap()];

@@ -145,6 +145,7 @@ fn blobs_referenced_by_a_version_are_not_orphans() {
         metrics: serde_json::json!({}),
         pushed_at: 1,
         locations: vec![Location { data_zone: zone(Stage::Training), since: 1, promotion: None }],
+        withdrawn: Vec::new(),
     };
     reg.commit(&[Registry::version_write(&v)], event(0)).unwrap();
     let gc = reg.gc(false).unwrap();

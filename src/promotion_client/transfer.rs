@@ -7,9 +7,9 @@ use crate::Failure;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sovra_api::v1::{FileChunk, PullModelRequest, PushChunk, PushHeader, pull_chunk, push_chunk};
-use sovra_domain::datazone::{DataZone, Stage};
+use sovra_domain::datazone::DataZone;
 use sovra_oms::paths::normalize_name;
-use sovra_promotion::PushRequest;
+use sovra_promotion::{PullFrom, PushRequest};
 use sovra_registry::{FileEntry, VersionRecord};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -169,7 +169,7 @@ impl Receiving {
 pub(super) fn pull(
     r: &Remote,
     model: &str,
-    stage: Option<Stage>,
+    from: &PullFrom,
     dest: &Path,
     signature: &Path,
 ) -> Res<(VersionRecord, DataZone)> {
@@ -196,8 +196,11 @@ pub(super) fn pull(
         .tempdir_in(&parent)
         .map_err(|e| fail(2, format!("{}: cannot create a temporary directory: {e}", parent.display())))?;
     let staged = tmp.path().join("model");
-    let m =
-        PullModelRequest { model: model.to_string(), stage: stage.map(|s| s.as_str().to_string()).unwrap_or_default() };
+    let m = PullModelRequest {
+        model: model.to_string(),
+        stage: from.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        zone: from.zone.clone().unwrap_or_default(),
+    };
     let mut c = r.client.clone();
     let (header, dz) = r.rt.block_on(async {
         let mut s = c.pull(r.req(m)).await.map_err(|e| r.status(e))?.into_inner();
