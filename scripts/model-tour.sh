@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A tour of the model registry and gated promotion, on the example cluster, with keys generated here.
 #   scripts/model-tour.sh [WORKDIR]       (default: a new temporary directory; SOVRA=path/to/sovra to choose the binary)
-# Every step prints what it did; the denied steps are expected (they show the gates at work).
+# Every step prints what it did; the denied steps are expected (they show the gates at work). The last part runs
+# the same flow through the promotion service (`sovra-promotion serve`): separate clients with their own roles.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 sovra="${SOVRA:-}"
 if [ -z "$sovra" ]; then
-  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin sovra
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p sovra -p sovra-scheduler -p sovra-promotion-server
   sovra="$repo/target/release/sovra"
 fi
+bindir="$(dirname "$sovra")"
 work="${1:-$(mktemp -d -t sovra-tour-XXXXXX)}"
 mkdir -p "$work" && cd "$work"
 echo "== working in $work"
@@ -58,4 +60,57 @@ head="$("$sovra" audit verify -o json | sed -n 's/.*"hash": "\([0-9a-f]\{64\}\)"
 step audit verify --expect-head "$head"                          # what a pipeline that recorded the head runs later
 expect_fail exception grant --model radiology --gate evaluation --ttl 30d --reason "too long" --key keys/secops.pem  # > exceptions.max_ttl
 step registry gc                                                 # nothing left behind by killed writers
-echo; echo "== done: registry in $work/registry"
+
+# The promotion service: one process holds the registry and the service key; CI clients call it with --server,
+# each with its own identity (a client certificate or a bearer token) and roles.
+echo; echo "== the promotion service"
+"$bindir/sovra-scheduler" certs --dir tls --host localhost --node alice-ci --node bob-ci --node nobody >/dev/null
+tok() { "$bindir/sovra-promotion" token | sed -n 's/^token: //p'; }
+hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+pusher="$(tok)"; promoter="$(tok)"; admin="$(tok)"
+{ cat promotion.yaml
+  echo "service:"
+  echo "  tls: {cert: tls/server.pem, key: tls/server-key.pem, client_ca: tls/ca.pem}"
+  echo "  clients:"
+  echo "    - {name: alice-ci, cert: alice-ci, roles: [approver]}"
+  echo "    - {name: bob-ci, cert: bob-ci, roles: [approver]}"
+  echo "    - {name: nobody, cert: nobody, roles: [viewer]}"
+  echo "    - {name: pusher-ci, token_sha256: $(hash "$pusher"), roles: [pusher, viewer]}"
+  echo "    - {name: promoter-ci, token_sha256: $(hash "$promoter"), roles: [promoter, viewer]}"
+  echo "    - {name: secops-ci, token_sha256: $(hash "$admin"), roles: [exception-admin, withdrawer, auditor, viewer]}"
+} > service.yaml
+"$bindir/sovra-promotion" serve --listen 127.0.0.1:0 --registry "$work/service-registry" \
+  --promotion-config service.yaml > service.out 2> service.log &
+service_pid=$!
+trap 'kill "$service_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q 'https://' service.out 2>/dev/null && break; sleep 0.1; done
+url="$(sed -n 's#.*\(https://[^ ]*\).*#\1#p' service.out | head -n 1 | sed 's/127.0.0.1/localhost/')"
+echo "listening on $url (service.log has its log)"
+# The CLI never opens a local registry with --server; the private service key is only the service's.
+export SOVRA_PROMOTION_SERVER="$url" SOVRA_PROMOTION_CA="$work/tls/ca.pem" SOVRA_REGISTRY="$work/no-local-registry"
+# as CLIENT TOKEN ARGS… / fails CLIENT TOKEN ARGS… (expected to fail) / cert CLIENT ARGS… (client certificate)
+as() { local c="$1" t="$2"; shift 2; echo; echo "\$ sovra $*   # as $c"; SOVRA_PROMOTION_TOKEN="$t" "$sovra" "$@"; }
+fails() { local c="$1" t="$2"; shift 2; echo; echo "\$ sovra $*   # as $c, expected to fail"
+  if SOVRA_PROMOTION_TOKEN="$t" "$sovra" "$@"; then echo "UNEXPECTED SUCCESS"; exit 1; else echo "(exit $?)"; fi; }
+cert() { local c="$1"; shift; echo; echo "\$ sovra $*   # as $c (client certificate)"
+  "$sovra" "$@" --client-cert "tls/nodes/$c.pem" --client-key "tls/nodes/$c-key.pem"; }
+as pusher-ci "$pusher" model push radiology model --signature model.sig --residency-class fr-health \
+  --provenance provenance.yaml --metrics metrics.json
+fails pusher-ci "$pusher" model promote radiology --to registry               # no promoter role
+fails promoter-ci "$promoter" model promote radiology --to registry           # accuracy 0.88 < 0.9
+as secops-ci "$admin" exception grant --model radiology --gate evaluation --ttl 1h --reason "incident 7" \
+  --key keys/secops.pem
+as promoter-ci "$promoter" model promote radiology --to registry
+cert alice-ci model approve radiology --to inference --key keys/alice.pem
+cert bob-ci model approve radiology --to inference --key keys/bob.pem
+echo; echo "\$ sovra model approve radiology --to inference --key keys/carol.pem   # as nobody (viewer), expected to fail"
+if "$sovra" model approve radiology --to inference --key keys/carol.pem \
+  --client-cert tls/nodes/nobody.pem --client-key tls/nodes/nobody-key.pem; then exit 1; else echo "(exit $?)"; fi
+as promoter-ci "$promoter" model promote radiology --to inference --zone fr-par-secnum
+as pusher-ci "$pusher" model pull radiology served/ --stage inference
+as secops-ci "$admin" model withdraw radiology --zone fr-par-secnum --stage inference \
+  --reason "CVE-2026-4711: tokenizer poisoned" --key keys/secops.pem
+fails pusher-ci "$pusher" model pull radiology again/ --stage inference      # withdrawn
+as pusher-ci "$pusher" model status radiology
+as secops-ci "$admin" audit verify
+echo; echo "== done: registry in $work/registry, the service's in $work/service-registry"
