@@ -149,9 +149,18 @@ impl Promoter {
             details: json!({"data_zone": dz.to_string(), "files": v.files.len(), "bytes": v.size(),
                             "residency_class": v.residency_class}),
         };
-        let writes = [Registry::version_write(&v), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
+        // The version must still be absent: of two concurrent pushes of one version exactly one is recorded.
+        let writes =
+            [Registry::version_write(&v).expecting(None), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
         match self.registry.commit(&writes, event) {
             Ok(_) => Ok(v),
+            // Another push of the same version won: its record holds these same content-addressed blobs, so none
+            // is removed.
+            Err(sovra_registry::Error::Conflict { .. }) => Err(bad(format!(
+                "{}@{} is already in the registry (pushed concurrently by another writer); nothing to do",
+                v.model,
+                short(&v.digest)
+            ))),
             // Committed: the blobs belong to the version now; only the head file write failed.
             Err(e @ sovra_registry::Error::HeadNotWritten { .. }) => Err(e.into()),
             Err(e) => {

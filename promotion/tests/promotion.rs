@@ -2,127 +2,14 @@
 //! mismatched, expired), break-glass exceptions (and their expiry), the stage order, bad input (nothing written,
 //! nothing promoted), promotion statements and the audit log.
 
-use sovra_domain::ClusterConfig;
+mod support;
+
 use sovra_domain::datazone::{DataZone, Stage};
 use sovra_oms::dsse::Envelope;
-use sovra_oms::keys::generate_p256;
-use sovra_oms::{SignOptions, sign_model};
 use sovra_promotion::service::STATEMENT_TYPE;
-use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
+use sovra_promotion::{PromoteError, Promoter, PromotionConfig};
 use sovra_registry::Registry;
-use std::path::{Path, PathBuf};
-
-struct Fx {
-    dir: tempfile::TempDir,
-}
-
-const KEYS: [&str; 8] = ["signer", "rogue", "alice", "bob", "carol", "mallory", "admin", "service"];
-
-impl Fx {
-    fn new() -> Fx {
-        Self::with_config("")
-    }
-
-    /// A scratch directory with keys, a cluster (the example one), a promotion config (plus `extra` YAML) and a
-    /// small model signed by `signer`.
-    fn with_config(extra: &str) -> Fx {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir(root.join("keys")).unwrap();
-        for k in KEYS {
-            let (private, public) = generate_p256().unwrap();
-            std::fs::write(root.join(format!("keys/{k}.pem")), private).unwrap();
-            std::fs::write(root.join(format!("keys/{k}.pub.pem")), public).unwrap();
-        }
-        let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.yaml");
-        std::fs::copy(cluster, root.join("cluster.yaml")).unwrap();
-        let base = "cluster: cluster.yaml
-stages:
-  training: [fr-par-secnum, de-fra-c5, nl-ams-general]
-  registry: [fr-par-secnum, de-fra-c5]
-  inference: [fr-par-secnum, de-fra-c5, de-fra-hyperscaler]
-training_zones: [fr-par-secnum, de-fra-c5]
-signers:
-  - {name: trainer, key: keys/signer.pub.pem}
-approvers:
-  - {name: alice, key: keys/alice.pub.pem}
-  - {name: bob, key: keys/bob.pub.pem}
-  - {name: carol, key: keys/carol.pub.pem}
-admins:
-  - {name: secops, key: keys/admin.pub.pem}
-service_key: keys/service.pem
-approvals: {registry: 0, inference: 2, max_age: 7d}
-evaluation:
-  accuracy: {min: 0.9}
-";
-        std::fs::write(root.join("promotion.yaml"), format!("{base}{extra}")).unwrap();
-        let fx = Fx { dir };
-        let root = fx.dir.path();
-        fx.make_model("model", b"weights-v1");
-        fx.sign("model", "signer");
-        std::fs::write(root.join("provenance.yaml"), "training_job: job-42\ntraining_zone: fr-par-secnum\n").unwrap();
-        std::fs::write(root.join("metrics.json"), "{\"accuracy\": 0.93}").unwrap();
-        fx
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn make_model(&self, name: &str, weights: &[u8]) {
-        let m = self.p(name);
-        std::fs::create_dir_all(m.join("weights")).unwrap();
-        std::fs::write(m.join("config.json"), b"{\"layers\": 2}\n").unwrap();
-        std::fs::write(m.join("weights/w0.bin"), weights).unwrap();
-    }
-
-    fn sign(&self, model: &str, key: &str) {
-        let sig = self.p(&format!("{model}.sig"));
-        sign_model(&self.p(model), &self.p(&format!("keys/{key}.pem")), &sig, &SignOptions::default()).unwrap();
-    }
-
-    fn promoter(&self) -> Promoter {
-        let config = PromotionConfig::load(&self.p("promotion.yaml")).unwrap();
-        let cluster = ClusterConfig::load(&self.p("cluster.yaml")).unwrap();
-        let registry = Registry::open(&self.p("registry")).unwrap();
-        Promoter::new(registry, config, cluster).unwrap()
-    }
-
-    fn push_req(&self, class: &str) -> PushRequest {
-        PushRequest {
-            name: "resnet".into(),
-            model: self.p("model"),
-            signature: self.p("model.sig"),
-            public_key: None,
-            residency_class: class.into(),
-            provenance: Some(self.p("provenance.yaml")),
-            metrics: Some(self.p("metrics.json")),
-            zone: None,
-        }
-    }
-
-    fn key(&self, k: &str) -> PathBuf {
-        self.p(&format!("keys/{k}.pem"))
-    }
-}
-
-fn denied(r: Result<sovra_promotion::Promoted, PromoteError>) -> Vec<(String, Vec<String>)> {
-    match r {
-        Err(PromoteError::Denied { failed, .. }) => failed.into_iter().map(|g| (g.gate, g.reasons)).collect(),
-        Err(e) => panic!("expected a denial, got error {e}"),
-        Ok(p) => panic!("expected a denial, got a promotion to {}", p.to),
-    }
-}
-
-fn failed_gates(r: Result<sovra_promotion::Promoted, PromoteError>) -> Vec<String> {
-    denied(r).into_iter().map(|(g, _)| g).collect()
-}
-
-/// Pushes and promotes to the registry stage.
-fn at_registry(fx: &Fx, p: &Promoter, class: &str) {
-    p.push(&fx.push_req(class)).unwrap();
-    p.promote("resnet", None, Stage::Registry, None, &[]).unwrap();
-}
+use support::{Fx, at_registry, denied, failed_gates};
 
 #[test]
 fn full_flow_training_registry_inference_with_two_approvals() {
