@@ -251,6 +251,14 @@ impl Backend {
         }
     }
 
+    /// The audit head after a write (local mode; the promotion service keeps its own log).
+    pub(crate) fn audit_head(&self) -> Option<sovra_registry::AuditHead> {
+        match self {
+            Backend::Local(p) => p.registry.audit_head().ok(),
+            Backend::Remote(_) => None,
+        }
+    }
+
     /// `sovra model status`.
     pub(crate) fn status(&self, model: &str, reference: Option<&str>) -> Res<Value> {
         match self {
