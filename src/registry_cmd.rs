@@ -1,4 +1,4 @@
-//! `sovra audit verify | log | reset-head` and `sovra registry gc`: the registry's own health (docs/registry.md).
+//! `sovra audit verify | log | export | reset-head` and `sovra registry gc`: the registry's own health (docs/registry.md).
 //!
 //! Exit codes: 0 intact / done; 1 the audit chain is broken or the registry is damaged (the last good entry is
 //! named); 2 bad input (no registry there, a malformed `--expect-head`).
