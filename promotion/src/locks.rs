@@ -1,5 +1,6 @@
-//! Per-blob locks of one [`crate::Promoter`]: two promotions into the same data zone, running at once through one
-//! promoter (the promotion service shares one), must not write the same target blob at the same time. A blob copy
+//! Per-blob locks of one [`crate::Promoter`]: two promotions into the same data zone (or two pushes of the same
+//! files), running at once through one promoter (the promotion service shares one), must not write the same blob
+//! at the same time. A blob copy
 //! writes the ciphertext and its key object one after the other, so two interleaved copies leave a pair that
 //! fails authentication, and a copy that sees the other's half-written blob as existing verifies too early. Under
 //! the lock the second copy finds the first one's complete blob and keeps it.

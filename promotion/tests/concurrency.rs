@@ -83,3 +83,38 @@ fn concurrent_promotions_into_two_zones_keep_both_locations() {
         assert!(p.registry.verify_audit().unwrap().ok());
     }
 }
+
+#[test]
+fn of_concurrent_pushes_of_one_version_exactly_one_is_recorded_and_its_blobs_verify() {
+    let fx = Fx::new();
+    let p = Arc::new(fx.promoter());
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (p, barrier, req) = (p.clone(), barrier.clone(), fx.push_req("eu-restricted"));
+            std::thread::spawn(move || {
+                barrier.wait();
+                p.push(&req)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("a pushing thread panicked")).collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{:?}",
+        results.iter().map(|r| r.as_ref().err().map(ToString::to_string)).collect::<Vec<_>>()
+    );
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(e, PromoteError::BadInput(m) if m.contains("already in the registry")), "{e}");
+    }
+    let v = results.into_iter().find_map(Result::ok).unwrap();
+    let dz = &v.locations[0].data_zone;
+    for f in &v.files {
+        p.registry.blobs().verify(dz, &f.digest).unwrap();
+    }
+    p.registry.blobs().verify(dz, &v.bundle).unwrap();
+    assert_eq!(p.registry.audit_entries().unwrap().len(), 1);
+    // And it promotes: the blobs are whole.
+    p.promote("resnet", None, Stage::Registry, None, &[]).unwrap();
+}
