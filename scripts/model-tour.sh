@@ -58,6 +58,9 @@ step audit log
 step audit verify
 head="$("$sovra" audit verify -o json | sed -n 's/.*"hash": "\([0-9a-f]\{64\}\)".*/\1/p' | head -n 1)"
 step audit verify --expect-head "$head"                          # what a pipeline that recorded the head runs later
+step audit export --out audit.jsonl                              # the stored entries, one per line (docs/audit-log.md)
+echo; echo "\$ python3 tests/audit_verify.py audit.jsonl --expect-head $head   # no sovra code involved"
+python3 "$repo/tests/audit_verify.py" audit.jsonl --expect-head "$head"
 expect_fail exception grant --model radiology --gate evaluation --ttl 30d --reason "too long" --key keys/secops.pem  # > exceptions.max_ttl
 step registry gc                                                 # nothing left behind by killed writers
 

@@ -295,6 +295,14 @@ pub(crate) fn short(d: &str) -> String {
     d.chars().take(12).collect()
 }
 
+/// After a write that appended to the audit log: `audit head: COUNT HASH` on stderr, for a pipeline to record
+/// and check later (`sovra audit verify --expect-head`, tests/audit_verify.py). Local mode only.
+fn print_head(p: &Backend) {
+    if let Some(h) = p.audit_head() {
+        eprintln!("audit head: {} {}", h.count, h.hash);
+    }
+}
+
 /// `sovra model push`.
 pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
     let p = backend(&a.at)?;
@@ -309,6 +317,7 @@ pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
         zone: a.zone,
     };
     let v = p.push(&req).map_err(from_promote)?;
+    print_head(&p);
     let loc = v.current().map(|l| l.data_zone.to_string()).unwrap_or_default();
     match a.at.output {
         Output::Json => print_json(&json!({"status": "pushed", "model": v.model, "digest": v.digest,
@@ -430,7 +439,11 @@ pub(crate) fn promote(a: PromoteArgs) -> Result<u8, Failure> {
         }
         return Ok(if d.allowed { 0 } else { 1 });
     }
-    match p.promote(name, r, a.to.into(), a.zone.as_deref(), &a.approvals) {
+    let result = p.promote(name, r, a.to.into(), a.zone.as_deref(), &a.approvals);
+    if matches!(result, Ok(_) | Err(BackendError::Promote(PromoteError::Denied { .. }))) {
+        print_head(&p);
+    }
+    match result {
         Ok(done) => {
             match a.at.output {
                 Output::Json => print_json(&json!({"status": "promoted", "model": done.version.model,
@@ -495,6 +508,9 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<u8, Failure> {
         .transpose()
         .map_err(|e| fail(2, format!("--ttl: {e}")))?;
     let rec = p.approve(name, r, a.to.into(), &a.key, ttl, !a.no_record).map_err(from_promote)?;
+    if !a.no_record {
+        print_head(&p);
+    }
     if let Some(out) = &a.out {
         let bytes = serde_json::to_vec_pretty(&rec.envelope).unwrap_or_default();
         std::fs::write(out, bytes).map_err(|e| fail(2, format!("{}: cannot write: {e}", out.display())))?;
@@ -528,6 +544,7 @@ pub(crate) fn exception(c: ExceptionCommand) -> Result<u8, Failure> {
     let p = backend(&at)?;
     let (name, r) = split_ref(&model);
     let rec = p.grant_exception(name, r, &gate, ttl, &reason, &key).map_err(from_promote)?;
+    print_head(&p);
     match at.output {
         Output::Json => print_json(&json!({"status": "granted", "record": rec.id, "model": rec.model,
             "digest": rec.digest, "gate": gate, "admin": rec.fields["admin"], "expires_at": rec.fields["expires_at"]})),

@@ -299,6 +299,14 @@ impl Backend {
         Ok(serde_json::from_value(d).map_err(|e| fail(1, format!("the service's withdrawal record: {e}")))?)
     }
 
+    /// The audit head after a write (local mode; the promotion service keeps its own log).
+    pub(crate) fn audit_head(&self) -> Option<sovra_registry::AuditHead> {
+        match self {
+            Backend::Local(p) => p.registry.audit_head().ok(),
+            Backend::Remote(_) => None,
+        }
+    }
+
     /// `sovra model status`.
     pub(crate) fn status(&self, model: &str, reference: Option<&str>) -> Res<Value> {
         match self {

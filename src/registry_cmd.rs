@@ -1,4 +1,4 @@
-//! `sovra audit verify | log | reset-head` and `sovra registry gc`: the registry's own health (docs/registry.md).
+//! `sovra audit verify | log | export | reset-head` and `sovra registry gc`: the registry's own health (docs/registry.md).
 //!
 //! Exit codes: 0 intact / done; 1 the audit chain is broken or the registry is damaged (the last good entry is
 //! named); 2 bad input (no registry there, a malformed `--expect-head`).
@@ -49,6 +49,15 @@ pub(crate) enum AuditCommand {
     },
     /// Print the audit log (a warning first when the registry is damaged).
     Log {
+        #[command(flatten)]
+        at: At,
+    },
+    /// Write the audit log as JSON lines, each entry exactly as stored, for checking without sovra
+    /// (tests/audit_verify.py; the format is in docs/audit-log.md). Prints `audit head: COUNT HASH` to stderr.
+    Export {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         at: At,
     },
@@ -189,6 +198,7 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        AuditCommand::Export { out, at } => export(out.as_deref(), &at),
         AuditCommand::ResetHead { actor, at } => {
             let reg = open_existing(&at.registry, &at.options(true))?;
             let (old, entry) = reg.reset_head(&actor).map_err(from_registry)?;
@@ -212,6 +222,43 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `sovra audit export`: the stored entries, one per line; the head of what was written on stderr.
+fn export(out: Option<&std::path::Path>, at: &At) -> Result<u8, Failure> {
+    if at.service.server.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(fail(
+            2,
+            "--server: `sovra audit export` reads the registry directory itself (the entries exactly as stored); run \
+             it where the registry is, with --registry",
+        ));
+    }
+    let reg = match open_existing(&at.registry, &at.options(false)) {
+        Ok(r) => r,
+        Err(f) if f.code == 1 => {
+            eprintln!("warning: {}", f.message);
+            open_existing(&at.registry, &at.options(true))?
+        }
+        Err(f) => return Err(f),
+    };
+    let lines = reg.audit_raw().map_err(from_registry)?;
+    let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in &lines {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    match out {
+        Some(path) => std::fs::write(path, &text)
+            .map_err(|e| fail(2, format!("--out {}: cannot write the export: {e}", path.display())))?,
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&text).map_err(|e| fail(2, format!("stdout: cannot write the export: {e}")))?
+        }
+    }
+    let last = lines.last().and_then(|l| serde_json::from_slice::<sovra_registry::AuditEntry>(l).ok());
+    let hash = last.map(|e| e.hash).unwrap_or_else(|| sovra_registry::audit::GENESIS.to_string());
+    eprintln!("audit head: {} {hash}", lines.len());
+    Ok(0)
 }
 
 /// `sovra audit verify --server`: the service's report, printed as the local one is.

@@ -46,10 +46,12 @@ pub struct ServeOptions {
 }
 
 /// A `PromoteError` as a gRPC status: bad input → INVALID_ARGUMENT, a failed verification (or a denial) →
-/// FAILED_PRECONDITION. The CLI maps these back to exit codes 2 and 1.
+/// FAILED_PRECONDITION, concurrent writers won every retry → ABORTED. The CLI maps these back to exit codes 2, 1
+/// and 1.
 pub(crate) fn status_of(e: PromoteError) -> Status {
     match e {
         PromoteError::BadInput(m) => Status::invalid_argument(m),
+        PromoteError::Conflict(m) => Status::aborted(m),
         e @ (PromoteError::Verification(_) | PromoteError::Denied { .. }) => Status::failed_precondition(e.to_string()),
     }
 }

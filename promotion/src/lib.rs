@@ -11,6 +11,8 @@
 pub mod config;
 pub mod gates;
 pub mod grants;
+mod locks;
+mod promote;
 mod push;
 mod reading;
 pub mod service;

@@ -2,6 +2,7 @@
 
 use crate::service::{Promoter, PushRequest, Res, bad, short};
 use serde_json::{Value, json};
+use sha2::Digest;
 use sovra_domain::datazone::{Stage, check_name};
 use sovra_oms::keys::PublicKey;
 use sovra_oms::manifest::Method;
@@ -107,8 +108,12 @@ impl Promoter {
             let name = normalize_name(&r.name)
                 .ok_or_else(|| bad(format!("manifest names `{}`, outside the model", r.name)))?;
             let path = if name == "." { req.model.clone() } else { req.model.join(&name) };
-            let existed = self.registry.blobs().exists(&dz, &r.digest)?;
-            match self.registry.blobs().put_file(&dz, &path, &r.digest) {
+            // Under the blob's lock: a concurrent push of the same file must not interleave its write with this one.
+            let (existed, put) = self.blob_locks.with(&format!("{dz}/{}", r.digest), || {
+                let existed = self.registry.blobs().exists(&dz, &r.digest)?;
+                Ok::<_, sovra_registry::Error>((existed, self.registry.blobs().put_file(&dz, &path, &r.digest)))
+            })?;
+            match put {
                 Ok(size) => {
                     if !existed {
                         stored.push(r.digest.clone());
@@ -121,7 +126,8 @@ impl Promoter {
                 }
             }
         }
-        let bundle_digest = match self.registry.blobs().put_bytes(&dz, &bundle) {
+        let bundle_key = format!("{dz}/{}", sovra_registry::hex(&sha2::Sha256::digest(&bundle)));
+        let bundle_digest = match self.blob_locks.with(&bundle_key, || self.registry.blobs().put_bytes(&dz, &bundle)) {
             Ok(d) => d,
             Err(e) => {
                 cleanup(&stored);
@@ -150,9 +156,18 @@ impl Promoter {
             details: json!({"data_zone": dz.to_string(), "files": v.files.len(), "bytes": v.size(),
                             "residency_class": v.residency_class}),
         };
-        let writes = [Registry::version_write(&v), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
+        // The version must still be absent: of two concurrent pushes of one version exactly one is recorded.
+        let writes =
+            [Registry::version_write(&v).expecting(None), Registry::alias_write(&dz, &v.model, "latest", &v.digest)?];
         match self.registry.commit(&writes, event) {
             Ok(_) => Ok(v),
+            // Another push of the same version won: its record holds these same content-addressed blobs, so none
+            // is removed.
+            Err(sovra_registry::Error::Conflict { .. }) => Err(bad(format!(
+                "{}@{} is already in the registry (pushed concurrently by another writer); nothing to do",
+                v.model,
+                short(&v.digest)
+            ))),
             // Committed: the blobs belong to the version now; only the head file write failed.
             Err(e @ sovra_registry::Error::HeadNotWritten { .. }) => Err(e.into()),
             Err(e) => {

@@ -27,7 +27,12 @@ pub const STATEMENT_TYPE: &str = "application/vnd.in-toto+json";
 /// predicateType of promotion statements.
 pub const PROMOTION_PREDICATE: &str = "https://sovra.dev/promotion/v1";
 
-/// Why a service call failed. [`PromoteError::exit_code`]: 1 denied or failed verification, 2 bad input.
+/// How often [`Promoter::promote`] re-reads and re-decides when another writer changed the version or the alias
+/// between its read and its commit.
+pub const PROMOTE_TRIES: usize = 8;
+
+/// Why a service call failed. [`PromoteError::exit_code`]: 1 denied, failed verification or lost to concurrent
+/// writers, 2 bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
     /// A file, flag or name is wrong; nothing was written or promoted.
@@ -50,6 +55,10 @@ pub enum PromoteError {
     /// A signature or digest did not verify; nothing was written or promoted.
     #[error("{0}")]
     Verification(String),
+    /// Other writers kept changing the records this call read (every retry lost a compare-and-swap); nothing was
+    /// written. Run it again.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The first 12 characters (never splits a character: names and ids may come from untrusted files).
@@ -62,11 +71,11 @@ fn summary(failed: &[GateResult]) -> String {
 }
 
 impl PromoteError {
-    /// 1 when denied or a verification failed, 2 for bad input.
+    /// 1 when denied, a verification failed or concurrent writers won every retry, 2 for bad input.
     pub fn exit_code(&self) -> u8 {
         match self {
             PromoteError::BadInput(_) => 2,
-            PromoteError::Denied { .. } | PromoteError::Verification(_) => 1,
+            PromoteError::Denied { .. } | PromoteError::Verification(_) | PromoteError::Conflict(_) => 1,
         }
     }
 }
@@ -78,6 +87,7 @@ impl From<sovra_registry::Error> for PromoteError {
             sovra_registry::Error::DigestMismatch { .. } | sovra_registry::Error::Damaged { .. } => {
                 PromoteError::Verification(e.to_string())
             }
+            sovra_registry::Error::Conflict { .. } => PromoteError::Conflict(e.to_string()),
             other => PromoteError::BadInput(other.to_string()),
         }
     }
@@ -168,6 +178,15 @@ pub struct Decision {
     pub previous: Option<u64>,
 }
 
+/// What a decision was made on: the stored bytes the promotion's compare-and-swap writes expect.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Read {
+    /// The version record.
+    pub(crate) version: Option<Vec<u8>>,
+    /// The target data zone's `latest` alias.
+    pub(crate) alias: Option<Vec<u8>>,
+}
+
 impl Decision {
     fn refused(version: VersionRecord, from: DataZone, to: DataZone, gate: GateResult) -> Decision {
         Decision {
@@ -196,6 +215,7 @@ pub struct Promoter {
     /// The gates.
     pub gates: Gates,
     now: Option<u64>,
+    pub(crate) blob_locks: crate::locks::BlobLocks,
 }
 
 fn zone_doc(z: &sovra_domain::Zone) -> Value {
@@ -208,7 +228,7 @@ impl Promoter {
         config.check_zones(&cluster).map_err(bad)?;
         registry.use_stores(&config.stores).map_err(|e| bad(format!("{}: stores: {e}", config.path.display())))?;
         let gates = Gates::load(config.policies.as_deref()).map_err(bad)?;
-        Ok(Promoter { registry, config, cluster, gates, now: None })
+        Ok(Promoter { registry, config, cluster, gates, now: None, blob_locks: Default::default() })
     }
 
     /// Fixes the clock (tests, and replaying a decision as of a past time).
@@ -275,7 +295,13 @@ impl Promoter {
         Some(r)
     }
 
-    fn deny(&self, v: &VersionRecord, from: &DataZone, to: &DataZone, gates: Vec<GateResult>) -> PromoteError {
+    pub(crate) fn deny(
+        &self,
+        v: &VersionRecord,
+        from: &DataZone,
+        to: &DataZone,
+        gates: Vec<GateResult>,
+    ) -> PromoteError {
         let failed: Vec<GateResult> = gates.iter().filter(|g| !g.allows()).cloned().collect();
         let event = AuditEvent {
             kind: "denial".into(),
@@ -396,7 +422,23 @@ impl Promoter {
         zone: Option<&str>,
         approval_files: &[PathBuf],
     ) -> Res<Decision> {
-        let v = self.registry.resolve(model, reference)?;
+        Ok(self.decide(model, reference, to, zone, approval_files)?.0)
+    }
+
+    /// [`Promoter::evaluate`], and the stored bytes the decision was made on.
+    pub(crate) fn decide(
+        &self,
+        model: &str,
+        reference: Option<&str>,
+        to: Stage,
+        zone: Option<&str>,
+        approval_files: &[PathBuf],
+    ) -> Res<(Decision, Read)> {
+        let found = self.registry.resolve(model, reference)?;
+        // The record and its bytes in one read: the decision is made on exactly what the commit will expect.
+        let (v, version_raw) = self.registry.version_with_raw(&found.model, &found.digest)?.ok_or_else(|| {
+            bad(format!("{}@{}: the version disappeared while being read; retry", found.model, short(&found.digest)))
+        })?;
         let mut extra = Vec::new();
         for f in approval_files {
             let text = std::fs::read(f).map_err(|e| bad(format!("{}: cannot read the approval: {e}", f.display())))?;
@@ -410,6 +452,7 @@ impl Promoter {
         }
         let zone = zone.map(str::to_string).unwrap_or_else(|| self.config.stages.zones(to)[0].clone());
         let target = self.data_zone(&zone, to)?;
+        let read = Read { version: Some(version_raw), alias: self.registry.alias_raw(&target, &v.model, "latest")? };
         // Stage order: every promotion is one edge, training → registry or registry → inference, from a data zone
         // of the stage just before the target (the one in the target's own zone when there is one, else the
         // latest). Never skipping, never backwards; a version may fan out to several zones of a stage.
@@ -422,7 +465,7 @@ impl Promoter {
         let Some(prev) = Stage::ALL.into_iter().find(|s| s.next() == Some(to)) else {
             let from = v.current().map(|l| l.data_zone.clone()).unwrap_or_else(|| target.clone());
             let g = stage_order("nothing is promoted into training; push the model instead".into());
-            return Ok(Decision::refused(v, from, target, g));
+            return Ok((Decision::refused(v, from, target, g), read));
         };
         let sources: Vec<&Location> = v.locations.iter().filter(|l| l.data_zone.stage == prev).collect();
         let Some(cur) = sources
@@ -437,12 +480,12 @@ impl Promoter {
                  first",
                 from.stage
             ));
-            return Ok(Decision::refused(v, from, target, g));
+            return Ok((Decision::refused(v, from, target, g), read));
         };
         let from = cur.data_zone.clone();
         if v.locations.iter().any(|l| l.data_zone == target) {
             let g = stage_order(format!("the version is already in {target}"));
-            return Ok(Decision::refused(v, from, target, g));
+            return Ok((Decision::refused(v, from, target, g), read));
         }
         // Content: an empty model (pushed before push refused them) is never promoted; no exception covers it.
         if v.files.is_empty() {
@@ -452,7 +495,7 @@ impl Promoter {
                 reasons: vec!["the version has no files; empty models are never promoted".into()],
                 exception: None,
             };
-            return Ok(Decision::refused(v, from, target, g));
+            return Ok((Decision::refused(v, from, target, g), read));
         }
         // Chain: a version outside training must have arrived by a verified promotion.
         if from.stage != Stage::Training {
@@ -464,7 +507,7 @@ impl Promoter {
                     reasons: vec![format!("no verified promotion record brought the version into {from}")],
                     exception: None,
                 };
-                return Ok(Decision::refused(v, from, target, g));
+                return Ok((Decision::refused(v, from, target, g), read));
             }
         }
         let verified = self.check_signature(&v, &from);
@@ -492,7 +535,7 @@ impl Promoter {
             }
         }
         let allowed = gates.iter().all(GateResult::allows);
-        Ok(Decision {
+        let d = Decision {
             version: v,
             from,
             to: target,
@@ -502,98 +545,7 @@ impl Promoter {
             input,
             exceptions: exceptions.values().copied().collect(),
             previous: cur.promotion,
-        })
-    }
-
-    /// Promotes `model@reference` into stage `to` (zone `zone`, default the stage's first zone). Extra approvals
-    /// (DSSE envelopes from `sovra model approve --out`) may be passed as files.
-    pub fn promote(
-        &self,
-        model: &str,
-        reference: Option<&str>,
-        to: Stage,
-        zone: Option<&str>,
-        approval_files: &[PathBuf],
-    ) -> Res<Promoted> {
-        let d = self.evaluate(model, reference, to, zone, approval_files)?;
-        if !d.allowed {
-            return Err(self.deny(&d.version, &d.from, &d.to, d.gates));
-        }
-        let Decision { version: v, from, to: target, gates, under_exception, input, exceptions, previous, .. } = d;
-        let service_key = self.config.service_signer().map_err(bad)?; // before anything is copied
-        // Copy into the target data zone and re-verify every digest there.
-        let blobs = self.registry.blobs();
-        let mut copied = Vec::new();
-        let mut digests: Vec<&str> = v.files.iter().map(|f| f.digest.as_str()).collect();
-        digests.push(&v.bundle);
-        for d in digests {
-            let existed = blobs.exists(&target, d)?;
-            let r = blobs.copy(&from, &target, d).and_then(|_| blobs.verify(&target, d));
-            if !existed {
-                copied.push(d.to_string());
-            }
-            if let Err(e) = r {
-                for c in &copied {
-                    let _ = blobs.delete(&target, c);
-                }
-                let g = GateResult {
-                    gate: "copy".into(),
-                    result: "fail".into(),
-                    reasons: vec![e.to_string()],
-                    exception: None,
-                };
-                return Err(self.deny(&v, &from, &target, vec![g]));
-            }
-        }
-        let now = self.now();
-        let id = self.registry.next_id()?;
-        let approvals = input["approvals"]["valid"].clone();
-        let predicate = json!({
-            "from": {"zone": from.zone, "stage": from.stage},
-            "to": {"zone": target.zone, "stage": target.stage},
-            "gates": gates,
-            "policyDigest": self.gates.digest(),
-            "approvals": approvals,
-            "exceptions": exceptions,
-            "underException": under_exception,
-            "residencyClass": v.residency_class,
-            "bundle": v.bundle,
-            "promotedAt": now,
-            "previous": previous,
-        });
-        let statement = json!({
-            "_type": "https://in-toto.io/Statement/v1",
-            "subject": [{"name": v.model, "digest": {"sha256": v.digest}}],
-            "predicateType": PROMOTION_PREDICATE,
-            "predicate": predicate,
-        });
-        let env = Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &service_key)
-            .map_err(|e| bad(e.to_string()))?;
-        let record = SignedRecord {
-            id,
-            kind: "promotion".into(),
-            model: v.model.clone(),
-            digest: v.digest.clone(),
-            recorded_at: now,
-            fields: json!({"from": from.to_string(), "to": target.to_string(), "under_exception": under_exception}),
-            envelope: serde_json::to_value(&env).unwrap_or(Value::Null),
         };
-        let mut version = v.clone();
-        version.locations.push(Location { data_zone: target.clone(), since: now, promotion: Some(id) });
-        let event = AuditEvent {
-            kind: "promotion".into(),
-            subject: format!("{}@{}", v.model, v.digest),
-            actor: "promotion-service".into(),
-            details: json!({"from": from.to_string(), "to": target.to_string(), "record": id,
-                            "under_exception": under_exception, "policy_digest": self.gates.digest(),
-                            "approvals": approvals}),
-        };
-        let writes = [
-            Registry::record_write(&record),
-            Registry::version_write(&version),
-            Registry::alias_write(&target, &v.model, "latest", &v.digest)?,
-        ];
-        let entry = self.registry.commit(&writes, event)?;
-        Ok(Promoted { version, record, from, to: target, gates, under_exception, audit_seq: entry.seq })
+        Ok((d, read))
     }
 }

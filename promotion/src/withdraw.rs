@@ -137,7 +137,7 @@ impl Promoter {
             return Err(refused(format!("withdrawal by {}: issued at {issued}, in the future", admin.name)));
         }
         let stage: Stage = stage.parse().map_err(|e| bad(format!("withdrawal `stage`: {e}")))?;
-        let mut v = self.registry.version(model, digest)?.ok_or_else(|| {
+        let (mut v, raw) = self.registry.version_with_raw(model, digest)?.ok_or_else(|| {
             bad(format!("the withdrawal is for {model}@{}, which is not in the registry", short(digest)))
         })?;
         let dz = withdrawal_zone(&v, zone, Some(stage))?;
@@ -165,7 +165,10 @@ impl Promoter {
             actor: actor.to_string(),
             details: json!({"data_zone": dz.to_string(), "reason": reason, "admin": admin.name, "record": id}),
         };
-        self.registry.commit(&[Registry::record_write(&rec), Registry::version_write(&v)], event)?;
+        // Compare-and-swap: a promotion that changed the version meanwhile makes this a conflict (exit 1, retry),
+        // never a lost location.
+        let writes = [Registry::record_write(&rec), Registry::version_write(&v).expecting(Some(raw))];
+        self.registry.commit(&writes, event)?;
         self.delete_withdrawn_blobs(&v, &dz)?;
         Ok(rec)
     }
@@ -182,8 +185,20 @@ impl Promoter {
         let mut digests: BTreeSet<&str> = v.files.iter().map(|f| f.digest.as_str()).collect();
         digests.insert(&v.bundle);
         for d in digests.into_iter().filter(|d| !kept.contains(*d)) {
-            // A blob that cannot be deleted now is an orphan `sovra registry gc` lists; the withdrawal stands.
-            let _ = self.registry.blobs().delete(dz, d);
+            // Under the blob's lock, and only if no version has arrived there meanwhile (a concurrent promotion
+            // copying the same bytes). A blob that cannot be deleted now is an orphan `sovra registry gc` lists;
+            // the withdrawal stands.
+            self.blob_locks.with(&format!("{dz}/{d}"), || {
+                let arrived = self.registry.versions(None).map(|vs| {
+                    vs.iter().any(|o| {
+                        o.locations.iter().any(|l| l.data_zone == *dz)
+                            && (o.bundle == d || o.files.iter().any(|f| f.digest == d))
+                    })
+                });
+                if matches!(arrived, Ok(false)) {
+                    let _ = self.registry.blobs().delete(dz, d);
+                }
+            });
         }
         Ok(())
     }

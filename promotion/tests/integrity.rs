@@ -1,9 +1,9 @@
 //! Verification no configuration can switch off: a `signature.rego` override, a policy declaring the signature
 //! package, an exception naming the signature gate, and a gate whose `deny` is undefined.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 use sovra_domain::datazone::Stage;
 use sovra_oms::dsse::Envelope;
 use sovra_promotion::grants::sign_exception;

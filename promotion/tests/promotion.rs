@@ -2,14 +2,14 @@
 //! mismatched, expired), break-glass exceptions (and their expiry), the stage order, bad input (nothing written,
 //! nothing promoted), promotion statements and the audit log.
 
-mod common;
+mod support;
 
-use common::*;
 use sovra_domain::datazone::{DataZone, Stage};
 use sovra_oms::dsse::Envelope;
 use sovra_promotion::service::STATEMENT_TYPE;
 use sovra_promotion::{PromoteError, Promoter, PromotionConfig};
 use sovra_registry::Registry;
+use support::{Fx, at_registry, denied, failed_gates};
 
 #[test]
 fn full_flow_training_registry_inference_with_two_approvals() {

@@ -1,9 +1,9 @@
 //! Withdrawing a version from a data zone: pulls refused with the reason, status, the audit log, blobs gone from
 //! that zone only, and a re-promotion that needs fresh approvals.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 use sovra_domain::datazone::Stage;
 use sovra_promotion::{PromoteError, PullFrom};
 

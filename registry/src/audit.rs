@@ -1,7 +1,10 @@
 //! The audit log: append-only and hash-chained, in its own sled tree.
 //!
 //! Entry `n` is stored under the 8-byte big-endian key `n`; it holds `prev`, the hash of entry `n-1` (64 zeros for
-//! the first), and `hash`, the SHA-256 of its own JSON form without `hash`. A separate head record holds the number
+//! the first), and `hash`, the SHA-256 of its own canonical JSON (RFC 8785, JCS) without `hash`; entries carry
+//! `"v": 2`. Entries without `v` (written before format 2) hash over serde_json's output of the fields in
+//! declaration order, and still verify by that rule. The format is specified in docs/audit-log.md, so that the log
+//! can be checked without this code (`sovra audit export`, tests/audit_verify.py). A separate head record holds the number
 //! of entries and the last hash. [`verify`] walks the tree: a changed entry no longer hashes to its `hash`, a
 //! deleted one leaves a gap in the numbering and a broken `prev` link, a reordered one sits under the wrong key or
 //! breaks the links, and a dropped tail no longer matches the head. The head record rolls back with the database,
@@ -29,9 +32,15 @@ pub struct AuditEvent {
     pub details: serde_json::Value,
 }
 
+/// The format version of new entries (`v`): the hash is over the entry's JCS form (docs/audit-log.md).
+pub const FORMAT: u64 = 2;
+
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// Format version: [`FORMAT`] for new entries, none for legacy (format 1) entries, which hash by the old rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u64>,
     /// Position in the log, from 0.
     pub seq: u64,
     /// Unix time in seconds.
@@ -41,7 +50,7 @@ pub struct AuditEntry {
     pub event: AuditEvent,
     /// Hash of the previous entry ([`GENESIS`] for the first).
     pub prev: String,
-    /// SHA-256 of this entry's JSON without this field.
+    /// SHA-256 (hex) of this entry's canonical JSON without this field (format 1: its serde_json form).
     pub hash: String,
 }
 
@@ -55,10 +64,29 @@ struct Hashed<'a> {
 }
 
 impl AuditEntry {
-    /// The hash this entry should carry.
+    /// The hash this entry should carry, by the rule of its format: format 2 (and any later `v`, which
+    /// [`verify`] refuses) hashes the JCS form of the entry without `hash`; an entry without `v` hashes the
+    /// legacy serde_json form.
     pub fn compute_hash(&self) -> String {
-        let h = Hashed { seq: self.seq, time: self.time, event: &self.event, prev: &self.prev };
-        hex(&Sha256::digest(serde_json::to_vec(&h).unwrap_or_default()))
+        match self.v {
+            None => {
+                let h = Hashed { seq: self.seq, time: self.time, event: &self.event, prev: &self.prev };
+                hex(&Sha256::digest(serde_json::to_vec(&h).unwrap_or_default()))
+            }
+            // Canonicalising a JSON value cannot fail (no non-string keys, no NaN); an empty input would not match.
+            Some(_) => hex(&Sha256::digest(self.canonical().unwrap_or_default())),
+        }
+    }
+
+    /// The RFC 8785 (JCS) form of this entry without `hash`: the bytes format 2 hashes.
+    pub fn canonical(&self) -> Result<Vec<u8>> {
+        let corrupt =
+            |e: serde_json::Error| Error::Corrupt { key: format!("audit entry {}", self.seq), message: e.to_string() };
+        let mut doc = serde_json::to_value(self).map_err(corrupt)?;
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("hash");
+        }
+        serde_jcs::to_vec(&doc).map_err(corrupt)
     }
 }
 
@@ -83,12 +111,13 @@ pub(crate) fn read_head(meta: &impl Fn(&[u8]) -> Option<Vec<u8>>) -> Result<Audi
     }
 }
 
-/// Builds the entry that follows `head`.
-pub(crate) fn next_entry(head: &AuditHead, event: AuditEvent) -> AuditEntry {
+/// Builds the entry that follows `head` (format [`FORMAT`]).
+pub(crate) fn next_entry(head: &AuditHead, event: AuditEvent) -> Result<AuditEntry> {
     let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut e = AuditEntry { seq: head.count, time, event, prev: head.hash.clone(), hash: String::new() };
-    e.hash = e.compute_hash();
-    e
+    let mut e =
+        AuditEntry { v: Some(FORMAT), seq: head.count, time, event, prev: head.hash.clone(), hash: String::new() };
+    e.hash = hex(&Sha256::digest(e.canonical()?));
+    Ok(e)
 }
 
 /// One problem found by [`verify`].
@@ -164,7 +193,9 @@ pub fn verify(entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>, head: AuditHead
             ));
         }
         let computed = entry.compute_hash();
-        if computed != entry.hash {
+        if let Some(v) = entry.v.filter(|v| *v != FORMAT) {
+            problem(format!("entry has format version {v}; this sovra reads format {FORMAT} and legacy entries only"));
+        } else if computed != entry.hash {
             problem(format!(
                 "content hashes to {}…, the entry records {}…: the entry was edited",
                 short(&computed),

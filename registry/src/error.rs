@@ -97,6 +97,13 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A compare-and-swap write of [`crate::Registry::commit`] found its key changed since it was read (another
+    /// writer got there first): nothing was written; read again and retry.
+    #[error("registry metadata: {key} changed concurrently; retry")]
+    Conflict {
+        /// The key (its `\0` separators shown as `/`).
+        key: String,
+    },
     /// The commit is durable but an audit head file could not be written; the next command rewrites it.
     #[error(
         "audit entry {seq} is committed, but the audit head {} could not be written: {message}; fix the disk or \

@@ -35,6 +35,12 @@ impl Registry {
         }
     }
 
+    /// The audit head as the database records it: the number of entries and the last hash (what
+    /// `sovra audit verify --expect-head` and `tests/audit_verify.py --expect-head` check against).
+    pub fn audit_head(&self) -> Result<AuditHead> {
+        self.sled_head()
+    }
+
     fn sled_head(&self) -> Result<AuditHead> {
         let meta = |k: &[u8]| self.meta.get(k).ok().flatten().map(|v| v.to_vec());
         audit::read_head(&meta)

@@ -164,7 +164,7 @@ pub enum TreeId {
     Records,
 }
 
-/// One write of a [`Registry::commit`].
+/// One write of a [`Registry::commit`]: a blind overwrite, or a compare-and-swap with [`Write::expecting`].
 #[derive(Debug, Clone)]
 pub struct Write {
     /// The tree.
@@ -173,6 +173,27 @@ pub struct Write {
     pub key: Vec<u8>,
     /// The value.
     pub value: Vec<u8>,
+    /// What the key must hold when the transaction runs: `None` writes blindly, `Some(None)` requires the key
+    /// to be absent, `Some(Some(bytes))` requires exactly `bytes` (as read by [`Registry::version_raw`] or
+    /// [`Registry::alias_raw`]). Otherwise the commit writes nothing and fails with [`Error::Conflict`].
+    pub expected: Option<Option<Vec<u8>>>,
+}
+
+impl Write {
+    /// The same write, made only if the key still holds `prev` (`None`: the key must not exist).
+    pub fn expecting(mut self, prev: Option<Vec<u8>>) -> Write {
+        self.expected = Some(prev);
+        self
+    }
+
+    /// The key as shown in messages (`\0` separators as `/`).
+    pub fn key_display(&self) -> String {
+        key_display(&self.key)
+    }
+}
+
+fn key_display(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).replace('\0', "/")
 }
 
 /// How to open a registry.
@@ -238,10 +259,7 @@ impl Registry {
     }
 
     fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
-        serde_json::from_slice(value).map_err(|e| Error::Corrupt {
-            key: String::from_utf8_lossy(key).replace('\0', "/"),
-            message: e.to_string(),
-        })
+        serde_json::from_slice(value).map_err(|e| Error::Corrupt { key: key_display(key), message: e.to_string() })
     }
 
     /// A new registry-wide id (for records).
@@ -264,6 +282,28 @@ impl Registry {
             Some(v) => Ok(Some(Self::decode(&key, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The stored bytes of a version record (none when there is no such version), for a compare-and-swap
+    /// [`Write::expecting`] them.
+    pub fn version_raw(&self, model: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let got = self.versions.get(version_key(model, digest)).map_err(Error::store(&self.sled_path()))?;
+        Ok(got.map(|v| v.to_vec()))
+    }
+
+    /// One version and its stored bytes, read together: the record a decision is made on and what a later
+    /// [`Write::expecting`] must find.
+    pub fn version_with_raw(&self, model: &str, digest: &str) -> Result<Option<(VersionRecord, Vec<u8>)>> {
+        match self.version_raw(model, digest)? {
+            Some(raw) => Ok(Some((Self::decode(&version_key(model, digest), &raw)?, raw))),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored bytes of an alias (none when it is not set), for a compare-and-swap.
+    pub fn alias_raw(&self, zone: &DataZone, model: &str, alias: &str) -> Result<Option<Vec<u8>>> {
+        let got = self.aliases.get(alias_key(zone, model, alias)).map_err(Error::store(&self.sled_path()))?;
+        Ok(got.map(|v| v.to_vec()))
     }
 
     /// Every version, of one model or of all, ordered by model then push time.
@@ -353,7 +393,7 @@ impl Registry {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let value = serde_json::to_vec(&(digest, at)).unwrap_or_default();
-        Ok(Write { tree: TreeId::Aliases, key: alias_key(zone, model, alias), value })
+        Ok(Write { tree: TreeId::Aliases, key: alias_key(zone, model, alias), value, expected: None })
     }
 
     /// The version write for [`Registry::commit`].
@@ -362,6 +402,7 @@ impl Registry {
             tree: TreeId::Versions,
             key: version_key(&v.model, &v.digest),
             value: serde_json::to_vec(v).unwrap_or_default(),
+            expected: None,
         }
     }
 
@@ -371,6 +412,7 @@ impl Registry {
             tree: TreeId::Records,
             key: record_key(&r.model, &r.digest, r.id),
             value: serde_json::to_vec(r).unwrap_or_default(),
+            expected: None,
         }
     }
 
@@ -386,8 +428,10 @@ impl Registry {
     }
 
     /// Writes metadata and appends `event` to the audit log in one transaction, then flushes to disk: either all
-    /// of it survives a crash or none does. Returns the audit entry.
+    /// of it survives a crash or none does. Returns the audit entry. A write with an expectation
+    /// ([`Write::expecting`]) that no longer holds fails the whole commit with [`Error::Conflict`], naming its key.
     pub fn commit(&self, writes: &[Write], event: AuditEvent) -> Result<AuditEntry> {
+        use sled::transaction::ConflictableTransactionError::Abort;
         let trees = [&self.versions, &self.aliases, &self.records, &self.audit, &self.meta];
         let result = trees.as_slice().transaction(|t| {
             for w in writes {
@@ -396,12 +440,17 @@ impl Registry {
                     TreeId::Aliases => 1,
                     TreeId::Records => 2,
                 };
+                if let Some(expected) = &w.expected {
+                    let current = t[i].get(w.key.as_slice())?;
+                    if current.as_deref() != expected.as_deref() {
+                        return Err(Abort(Error::Conflict { key: w.key_display() }));
+                    }
+                }
                 t[i].insert(w.key.as_slice(), w.value.as_slice())?;
             }
             let head_bytes = t[4].get(audit::HEAD_KEY)?.map(|v| v.to_vec());
-            let head = audit::read_head(&|_| head_bytes.clone())
-                .map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))?;
-            let entry = audit::next_entry(&head, event.clone());
+            let head = audit::read_head(&|_| head_bytes.clone()).map_err(Abort)?;
+            let entry = audit::next_entry(&head, event.clone()).map_err(Abort)?;
             let bytes = serde_json::to_vec(&entry).unwrap_or_default();
             t[3].insert(&entry.seq.to_be_bytes(), bytes)?;
             let new_head = AuditHead { count: entry.seq + 1, hash: entry.hash.clone() };
@@ -409,7 +458,7 @@ impl Registry {
             Ok(entry)
         });
         let entry = result.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(m) => Error::Corrupt { key: "audit_head".into(), message: m },
+            sled::transaction::TransactionError::Abort(e) => e,
             sled::transaction::TransactionError::Storage(e) => {
                 Error::Store { path: self.sled_path(), message: e.to_string() }
             }
@@ -437,6 +486,17 @@ impl Registry {
         Ok(out)
     }
 
+    /// Every audit entry exactly as stored (compact JSON, one entry each), in key order: what `sovra audit export`
+    /// writes, one per line (docs/audit-log.md).
+    pub fn audit_raw(&self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for kv in self.audit.iter() {
+            let (_, v) = kv.map_err(Error::store(&self.sled_path()))?;
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Raw access to the audit tree, for forensic tools and the tamper-detection tests. Writing through it
     /// bypasses the chain, which is exactly what [`Registry::verify_audit`] detects.
     #[doc(hidden)]
@@ -453,3 +513,6 @@ mod tests_hardening;
 
 #[cfg(test)]
 mod tests_datazone;
+
+#[cfg(test)]
+mod tests_cas;

@@ -1,6 +1,6 @@
-//! The fixture of the promotion tests: keys, a cluster, a promotion config and a signed model in a scratch
-//! directory, and helpers that read denials.
-#![allow(dead_code)]
+//! The fixture of the promotion tests: keys, the example cluster, a promotion config and a signed model in a
+//! scratch directory, and helpers that read denials.
+#![allow(dead_code)] // each test binary uses a part
 
 use sovra_domain::ClusterConfig;
 use sovra_domain::datazone::Stage;
@@ -10,8 +10,9 @@ use sovra_promotion::{PromoteError, Promoter, PromotionConfig, PushRequest};
 use sovra_registry::Registry;
 use std::path::{Path, PathBuf};
 
-/// A scratch directory with keys, a cluster, a promotion config and a signed model.
+/// A scratch directory with everything a promotion needs.
 pub struct Fx {
+    /// The scratch directory.
     pub dir: tempfile::TempDir,
 }
 
