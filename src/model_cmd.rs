@@ -79,6 +79,9 @@ pub(crate) enum ModelCommand {
     /// Generate an EC P-256 key pair (PREFIX.pem, PREFIX.pub.pem) for a signer, approver, admin or the promotion
     /// service.
     Keygen(KeygenArgs),
+    /// Print the JSON Schema of the document the promotion gates read (`input` in Rego): the contract a policy
+    /// author writes against (committed as promotion/policies/gate-input.schema.json).
+    GateSchema,
     /// Verify a signed model and store it in a training data zone of the registry.
     Push(crate::promote_cmd::PushArgs),
     /// Write a version's files into DEST and its bundle beside it (DEST.sig), checking every digest.
@@ -121,6 +124,11 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
     use crate::promote_cmd;
     match command {
         ModelCommand::Keygen(a) => keygen(a),
+        ModelCommand::GateSchema => {
+            let schema = sovra_promotion::payloads::gate_input_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            Ok(0)
+        }
         ModelCommand::Push(a) => promote_cmd::push(a),
         ModelCommand::Pull(a) => promote_cmd::pull(a),
         ModelCommand::List(a) => promote_cmd::list(a),

@@ -256,7 +256,11 @@ pub(crate) fn promoter(at: &Where) -> Result<Promoter, Failure> {
         None => ClusterConfig::from_yaml("<built-in examples/cluster.yaml>", crate::EXAMPLE_CLUSTER)?,
     };
     let registry = open_registry(&at.registry, &options(at))?;
-    Promoter::new(registry, config, cluster).map_err(from_promote)
+    let p = Promoter::new(registry, config, cluster).map_err(from_promote)?;
+    for w in p.gates.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(p)
 }
 
 /// The promotion service when `--server` is given, else a local promoter.

@@ -2,7 +2,9 @@
 //! audit log), and a crash test — `kill -9` of the service in the middle of a large promotion leaves the version
 //! either fully promoted or not promoted at all, and `sovra registry gc` removes what the copy left.
 //!
-//! The crash test's model is `SOVRA_CRASH_TEST_MIB` MiB (default 1024, the size the issue names).
+//! The crash test's model is `SOVRA_CRASH_TEST_MIB` MiB: default 256, which keeps the debug-build test suite
+//! within CI's time (1024, the size issue #14 names, takes about three minutes in a debug build on 2 cores; the
+//! closing note of #14 records that run).
 
 #[path = "support/service.rs"]
 mod service;
@@ -90,7 +92,7 @@ fn has_files(dir: &Path) -> bool {
 
 #[test]
 fn kill_9_during_a_large_promotion_leaves_it_all_or_nothing_and_gc_removes_the_rest() {
-    let mib: usize = std::env::var("SOVRA_CRASH_TEST_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let mib: usize = std::env::var("SOVRA_CRASH_TEST_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(256);
     let t = setup();
     big_file(&t.p("model/weights/big.bin"), mib);
     t.ok(&["model", "sign", "model", "--private-key", "keys/trainer.pem", "--signature", "model.sig"]);
@@ -118,9 +120,13 @@ fn kill_9_during_a_large_promotion_leaves_it_all_or_nothing_and_gc_removes_the_r
 
     // Offline: the version is not promoted (the commit never ran), and gc finds what the copy left.
     let (reg, cfg) = (t.p("service-registry"), t.p("service.yaml"));
+    // `model …` reads the promotion config; `registry gc` and `audit verify` only the registry.
     let local = |args: &[&'static str]| -> Vec<&str> {
         let mut a: Vec<&str> = args.to_vec();
-        a.extend(["--registry", reg.to_str().unwrap(), "--promotion-config", cfg.to_str().unwrap()]);
+        a.extend(["--registry", reg.to_str().unwrap()]);
+        if args[0] == "model" {
+            a.extend(["--promotion-config", cfg.to_str().unwrap()]);
+        }
         a
     };
     let st = t.json(&local(&["model", "status", "radiology"]), 0);

@@ -72,7 +72,7 @@ fn the_whole_flow_with_exit_codes_and_json() {
     t.ok(&["model", "verify", "pulled", "--signature", "pulled.sig", "--public-key", "keys/trainer.pub.pem"]);
     let a = t.json(&["audit", "verify"], 0);
     assert_eq!(a["status"], "intact");
-    assert_eq!(a["entries"], 7); // push, 3 denials, 1 approval, 2 promotions
+    assert_eq!(a["entries"], 8); // push, 3 denials, 1 approval, 2 promotions, 1 pull
 }
 
 #[test]

@@ -93,6 +93,9 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
     // Built outside the async runtime: the registry's blob store owns a runtime of its own, which must be neither
     // created nor dropped on an async worker.
     let promoter = Arc::new(Promoter::new(reg, config, cluster).map_err(|e| fail(2, e.to_string()))?);
+    for w in promoter.gates.warnings() {
+        eprintln!("warning: {w}");
+    }
     let listen = listen.unwrap_or_else(|| section.listen.clone());
     let staging = section.staging.clone().unwrap_or_else(std::env::temp_dir);
     let opts = ServeOptions {

@@ -67,6 +67,7 @@ impl GateResult {
 pub struct Gates {
     sources: Vec<(String, String)>,
     digest: String,
+    warnings: Vec<String>,
 }
 
 impl Gates {
@@ -103,7 +104,20 @@ impl Gates {
             h.update(s.as_bytes());
             h.update([0]);
         }
-        let gates = Gates { sources, digest: sovra_registry::hex(&h.finalize()) };
+        // A policy reading a field the gate input does not have would see `undefined` there: say so at load time.
+        let warnings = sources
+            .iter()
+            .flat_map(|(name, text)| {
+                crate::payloads::unknown_input_paths(text).into_iter().map(move |p| {
+                    format!(
+                        "policy {name}: reads `{p}`, which the gate input (version {}) does not have; see `sovra \
+                         model gate-schema`",
+                        crate::payloads::GATE_INPUT_VERSION
+                    )
+                })
+            })
+            .collect();
+        let gates = Gates { sources, digest: sovra_registry::hex(&h.finalize()), warnings };
         gates.engine()?; // parse errors and packages of built-in checks surface at load time, naming the file
         Ok(gates)
     }
@@ -111,6 +125,11 @@ impl Gates {
     /// SHA-256 over the policy files (names and contents, in name order): recorded in every promotion statement.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Warnings found at load time: `input.…` paths a policy reads that the gate input schema lacks.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The policy files.

@@ -1,5 +1,6 @@
 //! Approvals and break-glass exceptions: signed, recorded and audited grants that the gates read back.
 
+use crate::payloads;
 use crate::service::{APPROVAL_TYPE, EXCEPTION_TYPE, PromoteError, Promoter, Res, bad, short};
 use serde_json::{Value, json};
 use sovra_domain::datazone::Stage;
@@ -42,11 +43,17 @@ pub fn sign_approval(
 
 fn approval_payload(model: &str, digest: &str, to: Stage, approver: &str, now: u64, ttl: u64) -> Res<Value> {
     let from = approval_from(to)?;
-    Ok(json!({
-        "_type": "https://sovra.dev/approval/v1",
-        "model": model, "digest": digest, "from": from, "to": to, "approver": approver,
-        "issued_at": now, "expires_at": now.saturating_add(ttl),
-    }))
+    let a = payloads::Approval {
+        kind: payloads::APPROVAL_V1.into(),
+        model: model.into(),
+        digest: digest.into(),
+        from: from.to_string(),
+        to: to.to_string(),
+        approver: approver.into(),
+        issued_at: now,
+        expires_at: now.saturating_add(ttl),
+    };
+    Ok(serde_json::to_value(a).unwrap_or(Value::Null))
 }
 
 /// Client side: signs a break-glass exception to `gate` for `model@digest` with an admin's private key, lasting
@@ -62,11 +69,17 @@ pub fn sign_exception(
     now: u64,
     ttl: u64,
 ) -> Res<(Envelope, Value)> {
-    let payload = json!({
-        "_type": "https://sovra.dev/exception/v1",
-        "model": model, "digest": digest, "gate": gate, "reason": reason,
-        "admin": admin, "granted_at": now, "expires_at": now.saturating_add(ttl),
-    });
+    let payload = serde_json::to_value(payloads::Exception {
+        kind: payloads::EXCEPTION_V1.into(),
+        model: model.into(),
+        digest: digest.into(),
+        gate: gate.into(),
+        reason: reason.into(),
+        admin: admin.into(),
+        granted_at: now,
+        expires_at: now.saturating_add(ttl),
+    })
+    .unwrap_or(Value::Null);
     let env = Envelope::sign(EXCEPTION_TYPE, payload.to_string().as_bytes(), key).map_err(|e| bad(e.to_string()))?;
     Ok((env, payload))
 }
@@ -151,6 +164,8 @@ impl Promoter {
             ))
         })?;
         let payload = env.verify(APPROVAL_TYPE, &a.key).map_err(|e| refused(format!("approval by {}: {e}", a.name)))?;
+        payloads::parse::<payloads::Approval>(&payload, payloads::APPROVAL_V1)
+            .map_err(|e| refused(format!("approval by {}: {e}", a.name)))?;
         let p: Value = serde_json::from_slice(&payload)
             .map_err(|e| refused(format!("approval by {}: the payload is not JSON: {e}", a.name)))?;
         let field = |k: &str| p[k].as_str().ok_or_else(|| refused(format!("approval by {}: no `{k}`", a.name)));
@@ -274,6 +289,8 @@ impl Promoter {
         })?;
         let payload =
             env.verify(EXCEPTION_TYPE, &admin.key).map_err(|e| refused(format!("exception by {}: {e}", admin.name)))?;
+        payloads::parse::<payloads::Exception>(&payload, payloads::EXCEPTION_V1)
+            .map_err(|e| refused(format!("exception by {}: {e}", admin.name)))?;
         let p: Value = serde_json::from_slice(&payload)
             .map_err(|e| refused(format!("exception by {}: the payload is not JSON: {e}", admin.name)))?;
         let field = |k: &str| p[k].as_str().ok_or_else(|| refused(format!("exception by {}: no `{k}`", admin.name)));
@@ -350,6 +367,10 @@ impl Promoter {
                     continue;
                 }
             };
+            if let Err(e) = payloads::parse::<payloads::Approval>(&payload, payloads::APPROVAL_V1) {
+                rejected.push(format!("approval by {}: {e}", a.name));
+                continue;
+            }
             let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             let (pm, pd, pf, pt) = (p["model"].as_str(), p["digest"].as_str(), p["from"].as_str(), p["to"].as_str());
             if pm != Some(v.model.as_str())
@@ -406,6 +427,9 @@ impl Promoter {
                 continue;
             };
             let Ok(payload) = env.verify(EXCEPTION_TYPE, &admin.key) else { continue };
+            if payloads::parse::<payloads::Exception>(&payload, payloads::EXCEPTION_V1).is_err() {
+                continue;
+            }
             let p: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             if p["model"].as_str() == Some(&v.model)
                 && p["digest"].as_str() == Some(&v.digest)

@@ -12,6 +12,7 @@ pub mod config;
 pub mod gates;
 pub mod grants;
 mod locks;
+pub mod payloads;
 mod promote;
 mod push;
 mod reading;

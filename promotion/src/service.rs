@@ -8,6 +8,10 @@
 
 use crate::config::{Identity, PromotionConfig};
 use crate::gates::{GateResult, Gates};
+use crate::payloads::{
+    GATE_INPUT_VERSION, GateInput, InputApproval, InputApprovals, InputDataZone, InputEvaluation, InputManifest,
+    InputModel, InputResource, InputSignature, InputSigner, InputTarget, InputThreshold, InputTraining,
+};
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
 use sovra_domain::datazone::{DataZone, Stage};
@@ -382,33 +386,67 @@ impl Promoter {
             (None, _) => vec![format!("residency class {} is not in the cluster config", v.residency_class)],
         };
         let (valid, rejected) = self.count_approvals(v, from.stage, to.stage, extra_approvals);
-        json!({
-            "model": {"name": v.model, "digest": v.digest, "residency_class": v.residency_class,
-                      "files": v.files.len(), "bytes": v.size()},
-            "manifest": {"root_digest": v.digest,
-                         "resources": v.files.iter().map(|f| json!({"name": f.name, "digest": f.digest})).collect::<Vec<_>>()},
-            "signature": {"verified": verified.is_ok(),
-                          "error": verified.as_ref().err().map(|r| r.join("; ")).unwrap_or_default()},
-            "signer": {"hint": v.signer_hint, "name": self.signer(&v.signer_hint).map(|s| s.name.clone()),
-                       "allowed": self.signer(&v.signer_hint).is_some(),
-                       "allowed_names": self.config.signers.iter().map(|s| s.name.clone()).collect::<Vec<_>>()},
-            "provenance": v.provenance,
-            "metrics": v.metrics,
-            "evaluation": {"thresholds": self.config.evaluation},
-            "approvals": {"required": self.config.required_approvals(to.stage),
-                          "valid": valid.iter().map(|(n, id)| json!({"approver": n, "record": id})).collect::<Vec<_>>(),
-                          "rejected": rejected,
-                          "approvers": self.config.approvers.iter().map(|a| a.name.clone()).collect::<Vec<_>>()},
-            "from": {"stage": from.stage, "zone": from.zone},
-            "to": {"stage": to.stage, "zone": to.zone},
-            "target": {"zone": target.map(zone_doc), "satisfies_residency": violations.is_empty(),
-                       "residency_violations": violations},
-            "residency_class": class.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
-            "training": {"permitted_zones": self.config.training_zones,
-                         "zone_satisfies_residency": training_violations.is_empty(),
-                         "residency_violations": training_violations},
-            "now": self.now(),
-        })
+        let signer = self.signer(&v.signer_hint);
+        let dz = |d: &DataZone| InputDataZone { stage: d.stage.to_string(), zone: d.zone.clone() };
+        let input = GateInput {
+            version: GATE_INPUT_VERSION,
+            model: InputModel {
+                name: v.model.clone(),
+                digest: v.digest.clone(),
+                residency_class: v.residency_class.clone(),
+                files: v.files.len(),
+                bytes: v.size(),
+            },
+            manifest: InputManifest {
+                root_digest: v.digest.clone(),
+                resources: v
+                    .files
+                    .iter()
+                    .map(|f| InputResource { name: f.name.clone(), digest: f.digest.clone() })
+                    .collect(),
+            },
+            signature: InputSignature {
+                verified: verified.is_ok(),
+                error: verified.as_ref().err().map(|r| r.join("; ")).unwrap_or_default(),
+            },
+            signer: InputSigner {
+                hint: v.signer_hint.clone(),
+                name: signer.map(|s| s.name.clone()),
+                allowed: signer.is_some(),
+                allowed_names: self.config.signers.iter().map(|s| s.name.clone()).collect(),
+            },
+            provenance: v.provenance.clone(),
+            metrics: v.metrics.clone(),
+            evaluation: InputEvaluation {
+                thresholds: self
+                    .config
+                    .evaluation
+                    .iter()
+                    .map(|(k, t)| (k.clone(), InputThreshold { min: t.min, max: t.max }))
+                    .collect(),
+            },
+            approvals: InputApprovals {
+                required: self.config.required_approvals(to.stage),
+                valid: valid.into_iter().map(|(approver, record)| InputApproval { approver, record }).collect(),
+                rejected,
+                approvers: self.config.approvers.iter().map(|a| a.name.clone()).collect(),
+            },
+            from: dz(from),
+            to: dz(to),
+            target: InputTarget {
+                zone: target.map(zone_doc),
+                satisfies_residency: violations.is_empty(),
+                residency_violations: violations,
+            },
+            residency_class: class.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+            training: InputTraining {
+                permitted_zones: self.config.training_zones.clone(),
+                zone_satisfies_residency: training_violations.is_empty(),
+                residency_violations: training_violations,
+            },
+            now: self.now(),
+        };
+        serde_json::to_value(&input).unwrap_or(Value::Null)
     }
 
     /// Evaluates a promotion of `model@reference` into stage `to` without doing it: the stage order, the chain,

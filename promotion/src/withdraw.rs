@@ -14,6 +14,7 @@
 //! of the version no longer count ([`Promoter::granted_since`]).
 
 use crate::grants::CLOCK_SKEW_SECS;
+use crate::payloads::{WITHDRAWAL_V1, WithdrawalGrant, parse};
 use crate::service::{Promoter, Res, bad, short};
 use serde_json::{Value, json};
 use sovra_domain::datazone::{DataZone, Stage};
@@ -25,8 +26,6 @@ use std::path::Path;
 
 /// payloadType of withdrawals.
 pub const WITHDRAWAL_TYPE: &str = "application/vnd.sovra.withdrawal.v1+json";
-/// `_type` of a withdrawal payload.
-const WITHDRAWAL_V1: &str = "https://sovra.dev/withdrawal/v1";
 
 /// Client side: signs the withdrawal of `model@digest` from data zone `dz` with an admin's private key.
 pub fn sign_withdrawal(
@@ -41,10 +40,17 @@ pub fn sign_withdrawal(
     if reason.trim().is_empty() {
         return Err(bad("--reason: give the reason for the withdrawal (it is audited and shown by status)"));
     }
-    let payload = json!({
-        "_type": WITHDRAWAL_V1, "model": model, "digest": digest, "zone": dz.zone, "stage": dz.stage,
-        "reason": reason, "admin": admin, "issued_at": now,
-    });
+    let payload = serde_json::to_value(WithdrawalGrant {
+        kind: WITHDRAWAL_V1.into(),
+        model: model.into(),
+        digest: digest.into(),
+        zone: dz.zone.clone(),
+        stage: dz.stage.to_string(),
+        reason: reason.into(),
+        admin: admin.into(),
+        issued_at: now,
+    })
+    .unwrap_or(Value::Null);
     Envelope::sign(WITHDRAWAL_TYPE, payload.to_string().as_bytes(), key).map_err(|e| bad(e.to_string()))
 }
 
@@ -119,6 +125,8 @@ impl Promoter {
         })?;
         let payload = env
             .verify(WITHDRAWAL_TYPE, &admin.key)
+            .map_err(|e| refused(format!("withdrawal by {}: {e}", admin.name)))?;
+        parse::<WithdrawalGrant>(&payload, WITHDRAWAL_V1)
             .map_err(|e| refused(format!("withdrawal by {}: {e}", admin.name)))?;
         let p: Value = serde_json::from_slice(&payload)
             .map_err(|e| refused(format!("withdrawal by {}: the payload is not JSON: {e}", admin.name)))?;

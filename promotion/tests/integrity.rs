@@ -3,11 +3,11 @@
 
 mod support;
 
-use support::*;
 use sovra_domain::datazone::Stage;
 use sovra_oms::dsse::Envelope;
 use sovra_promotion::grants::sign_exception;
 use sovra_promotion::{PromoteError, PromotionConfig};
+use support::*;
 
 /// Tampers the weights blob of the pushed version in its training data zone.
 fn tamper(fx: &Fx, p: &sovra_promotion::Promoter) {

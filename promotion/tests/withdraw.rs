@@ -3,9 +3,9 @@
 
 mod support;
 
-use support::*;
 use sovra_domain::datazone::Stage;
 use sovra_promotion::{PromoteError, PullFrom};
+use support::*;
 
 fn from(zone: &str, stage: Stage) -> PullFrom {
     PullFrom { stage: Some(stage), zone: Some(zone.into()) }
