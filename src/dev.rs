@@ -49,6 +49,9 @@ pub struct DevArgs {
     /// Run the scripted tour, then exit.
     #[arg(long)]
     tour: bool,
+    /// The promotion service's address. Default: 127.0.0.1:7443 (a free port with --tour).
+    #[arg(long)]
+    promotion_listen: Option<String>,
     /// Token clients must present. Default: a random one (printed).
     #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -84,15 +87,15 @@ struct Local {
     data: PathBuf,
 }
 
-async fn start(args: &DevArgs) -> Result<Local, Failure> {
+/// The data directory and the cluster file of a run (the built-in example is written to the data directory once
+/// when no --config is given: an edited copy is kept, so that `sovra reload` has a file to re-read).
+fn locate(args: &DevArgs) -> Result<(PathBuf, PathBuf), Failure> {
     let bad = fail(2);
     let data = match &args.data {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("sovra-dev-{}", std::process::id())),
     };
     std::fs::create_dir_all(&data).map_err(|e| bad(format!("--data {}: {e}", data.display())))?;
-    // Without --config, the built-in example is written to the data folder (once: an edited copy is kept), so
-    // that `sovra reload` has a file to re-read.
     let config_path = match &args.config {
         Some(p) => p.clone(),
         None => {
@@ -103,6 +106,11 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
             p
         }
     };
+    Ok((data, config_path))
+}
+
+async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: String) -> Result<Local, Failure> {
+    let bad = fail(2);
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| bad(format!("{}: cannot read the file: {e}", config_path.display())))?;
     let cluster =
@@ -134,10 +142,6 @@ async fn start(args: &DevArgs) -> Result<Local, Failure> {
     let mlistener =
         tokio::net::TcpListener::bind(&mlisten).await.map_err(|e| bad(format!("--metrics-listen {mlisten}: {e}")))?;
     let metrics_addr = mlistener.local_addr().map_err(|e| fail(1)(e.to_string()))?;
-    let token = match &args.token {
-        Some(t) if !t.is_empty() => t.clone(),
-        _ => sovra_scheduler::service::random_token().map_err(fail(1))?,
-    };
     let server_tls = tls.server_config().map_err(&bad)?;
     let (s1, s2, t) = (scheduler.clone(), scheduler.clone(), token.clone());
     tokio::spawn(async move {
@@ -202,13 +206,31 @@ fn write_fixture(path: &Path, node: &Node) -> Result<(), String> {
 
 /// Runs `sovra dev`.
 pub fn run(args: DevArgs) -> Result<u8, Failure> {
+    let (data, config_path) = locate(&args)?;
+    let token = match &args.token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => sovra_scheduler::service::random_token().map_err(fail(1))?,
+    };
+    // Built here, outside the runtime, and dropped after it (see src/dev_promotion.rs).
+    let promotion = crate::dev_promotion::prepare(&data, &config_path, &token).map_err(fail(2))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| fail(1)(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(async move {
-        let local = start(&args).await?;
+    let promo = &promotion;
+    let code = rt.block_on(async move {
+        let local = start(&args, data, config_path, token).await?;
+        let plisten = args
+            .promotion_listen
+            .clone()
+            .unwrap_or_else(|| if args.tour { "127.0.0.1:0".to_string() } else { "127.0.0.1:7443".to_string() });
+        let plistener = tokio::net::TcpListener::bind(&plisten)
+            .await
+            .map_err(|e| fail(2)(format!("--promotion-listen {plisten}: {e}")))?;
+        let pport = plistener.local_addr().map_err(|e| fail(1)(e.to_string()))?.port();
+        let (cert, key) = TlsDir(local.data.join("tls")).server();
+        promo.spawn(plistener, cert, key);
         let r = &local.remote;
         let ca = r.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         println!(
@@ -219,17 +241,32 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
         println!("  metrics:  http://{}/metrics   health: http://{}/healthz", local.metrics_addr, local.metrics_addr);
         println!("  state:    {}", local.data.display());
         println!("  cluster:  {}   (edit it, then `sovra reload`)", local.config_path.display());
+        println!(
+            "  models:   the promotion service on https://localhost:{pport} (registry, keys and promotion.yaml in {})",
+            promo.dir.display()
+        );
         if args.tour {
+            let ca = local.remote.ca.clone().unwrap_or_default();
+            let n = promo.list(pport, &ca).await?;
+            println!("  ✓ the promotion service answers over TLS: {n} model version(s) in its registry");
             return tour(&local).await;
         }
         println!();
         println!("Paste into another shell:");
         println!("  export SOVRA_SERVER={} SOVRA_TOKEN={} SOVRA_CA={ca}", r.server, r.token);
         println!("  sovra submit examples/job.yaml && sovra jobs && sovra nodes && sovra queues");
+        println!("  {}", promo.exports(pport, &r.ca.clone().unwrap_or_default()));
+        println!(
+            "  sovra model list   # sign with {0}/keys/trainer.pem, approve with {0}/keys/alice.pem",
+            promo.dir.display()
+        );
         println!("Ctrl-C stops everything.");
         let _ = tokio::signal::ctrl_c().await;
         Ok(0)
-    })
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    drop(promotion);
+    code
 }
 
 const EU_JOB: &str = "name: eu-restricted-pretrain\nkind: training\nresidency: eu-restricted\nreplicas: 2\n\

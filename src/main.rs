@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod dev;
+mod dev_promotion;
 mod kueue_cmd;
 mod model_cmd;
 mod plot;

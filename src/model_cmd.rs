@@ -98,6 +98,9 @@ pub(crate) enum ModelCommand {
     /// Withdraw a version from one data zone (signed by an admin key, audited): pulls from that zone are refused
     /// afterwards, status shows it with the reason, and promoting it there again needs fresh approvals.
     Withdraw(crate::withdraw_cmd::WithdrawArgs),
+    /// Re-verify a stored version in every data zone it is in: the OMS signature, the signed manifest, every blob
+    /// (decrypted) against its digest. Exit 1 when any of it fails.
+    Check(crate::withdraw_cmd::CheckArgs),
 }
 
 /// `sovra model keygen`.
@@ -136,6 +139,7 @@ pub(crate) fn run(command: ModelCommand) -> Result<u8, Failure> {
         ModelCommand::Promote(a) => promote_cmd::promote(a),
         ModelCommand::Approve(a) => promote_cmd::approve(a),
         ModelCommand::Withdraw(a) => crate::withdraw_cmd::withdraw(a),
+        ModelCommand::Check(a) => crate::withdraw_cmd::check(a),
         ModelCommand::Sign {
             model_path,
             private_key,

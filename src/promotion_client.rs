@@ -318,6 +318,20 @@ impl Backend {
         }
     }
 
+    /// `sovra model check`: re-verifies a stored version in every data zone it is in.
+    pub(crate) fn check(&self, model: &str, reference: Option<&str>) -> Res<Value> {
+        match self {
+            Backend::Local(p) => {
+                let v = p.registry.resolve(model, reference).map_err(PromoteError::from)?;
+                Ok(p.verify_stored(&v))
+            }
+            Backend::Remote(r) => {
+                let mut c = r.client.clone();
+                r.doc(r.rt.block_on(c.verify(r.req(ModelRef { model: full_ref(model, reference) }))))
+            }
+        }
+    }
+
     /// The approval envelope files as the service takes them (JSON text).
     fn approvals(files: &[PathBuf]) -> Result<Vec<String>, Failure> {
         files

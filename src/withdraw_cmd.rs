@@ -2,6 +2,7 @@
 //! Signed here with an admin's key, recorded by the promotion service (`--server`) or the local registry; see
 //! promotion/src/withdraw.rs for what it changes. Exit codes: 0 withdrawn, 1 refused (not an admin, a signature
 //! that does not verify), 2 bad input (the version is not in that zone, no reason, a key that cannot be read).
+//! Also `sovra model check NAME`: re-verifies a stored version in every data zone it is in (the `Verify` RPC).
 
 use crate::promote_cmd::StageArg;
 use crate::promote_cmd::{Where, backend, fail, from_promote, print_json, short, split_ref};
@@ -56,4 +57,37 @@ pub(crate) fn withdraw(a: WithdrawArgs) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// `sovra model check`.
+#[derive(clap::Args)]
+pub(crate) struct CheckArgs {
+    /// NAME or NAME@DIGEST-PREFIX.
+    model: String,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// Runs `sovra model check`: exit 0 when the version verifies in every data zone it is in, 1 otherwise.
+pub(crate) fn check(a: CheckArgs) -> Result<u8, Failure> {
+    let p = backend(&a.at)?;
+    let (name, r) = split_ref(&a.model);
+    let d = p.check(name, r).map_err(from_promote)?;
+    let ok = d["verified"] == true;
+    match a.at.output {
+        Output::Json => print_json(&d),
+        Output::Text => {
+            let model = d["model"].as_str().unwrap_or("");
+            let digest = short(d["digest"].as_str().unwrap_or(""));
+            println!("{model}@{digest}: {}", if ok { "verified in every data zone" } else { "FAILED" });
+            for z in d["data_zones"].as_array().into_iter().flatten() {
+                let dz = z["data_zone"].as_str().unwrap_or("?");
+                match z["error"].as_str() {
+                    None => println!("  {dz}: signature, manifest and every blob verify"),
+                    Some(e) => println!("  {dz}: {e}"),
+                }
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
 }

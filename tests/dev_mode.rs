@@ -15,6 +15,7 @@ fn the_tour_places_refuses_explains_and_survives_a_dead_daemon() {
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     for want in [
         "node daemons with FAKE GPUs",
+        "the promotion service answers over TLS: 0 model version(s)",
         "job 1 (oncology-finetune) placed",
         "(pool fr-par-train, zone fr-par-secnum)",
         "refused (exit 1): job 3 refused",

@@ -159,4 +159,10 @@ fn kill_9_during_a_large_promotion_leaves_it_all_or_nothing_and_gc_removes_the_r
             .unwrap();
     assert_eq!(st["locations"].as_array().unwrap().len(), 2, "{st}");
     assert!(st["promotions"][0]["statement_verified"] == true, "{st}");
+    // Every blob of both data zones re-verifies through the service.
+    let c: Value =
+        serde_json::from_str(&ok(as_token(&t, &s, "pusher-ci", &["model", "check", "radiology", "-o", "json"])))
+            .unwrap();
+    assert_eq!(c["verified"], true, "{c}");
+    assert_eq!(c["data_zones"].as_array().unwrap().len(), 2, "{c}");
 }

@@ -9,7 +9,6 @@ use sovra_api::v1::{
 };
 use sovra_domain::datazone::Stage;
 use sovra_oms::dsse::Envelope;
-use sovra_oms::keys::PublicKey;
 use sovra_promotion::service_config::{Client, Role};
 use sovra_promotion::{PromoteError, Promoter};
 use std::collections::HashMap;
@@ -107,49 +106,6 @@ fn hints(ids: &[sovra_promotion::config::Identity]) -> Vec<NamedKeyHint> {
     ids.iter().map(|i| NamedKeyHint { name: i.name.clone(), hint: i.hint.clone() }).collect()
 }
 
-/// Re-verifies a version in every data zone it is in: the bundle against the signer's key, the signed manifest
-/// against the version's files and digest, and every blob's digest.
-fn verify_version(p: &Promoter, v: &sovra_registry::VersionRecord) -> Value {
-    let key = p
-        .config
-        .signers
-        .iter()
-        .find(|s| s.hint == v.signer_hint)
-        .map(|s| s.key.clone())
-        .or_else(|| PublicKey::from_pem(&v.signer_key_pem).ok());
-    let mut all = true;
-    let mut zones = Vec::new();
-    for l in &v.locations {
-        let dz = &l.data_zone;
-        let r = (|| -> Result<(), String> {
-            let key = key.as_ref().ok_or("the signer's public key cannot be read")?;
-            let bundle = p.registry.blobs().get_bytes(dz, &v.bundle).map_err(|e| format!("bundle: {e}"))?;
-            let (m, _) = sovra_oms::verifying::verify_bundle(
-                &bundle,
-                key,
-                std::path::Path::new("stored bundle"),
-                std::path::Path::new("signer key"),
-            )
-            .map_err(|e| e.to_string())?;
-            let mut signed: Vec<_> = m.resources.iter().map(|r| (r.name.clone(), r.digest.clone())).collect();
-            let mut stored: Vec<_> = v.files.iter().map(|f| (f.name.clone(), f.digest.clone())).collect();
-            signed.sort();
-            stored.sort();
-            if signed != stored || m.root_digest().map_err(|e| e.to_string())? != v.digest {
-                return Err("the signed manifest differs from the version".into());
-            }
-            for f in &v.files {
-                p.registry.blobs().verify(dz, &f.digest).map_err(|e| format!("{}: {e}", f.name))?;
-            }
-            Ok(())
-        })();
-        all &= r.is_ok();
-        zones.push(json!({"data_zone": dz.to_string(), "verified": r.is_ok(), "error": r.err()}));
-    }
-    json!({"status": if all { "verified" } else { "failed" }, "model": v.model, "digest": v.digest,
-           "verified": all, "data_zones": zones})
-}
-
 #[tonic::async_trait]
 impl Promotion for PromotionService {
     async fn resolve(&self, req: Request<ResolveModelRequest>) -> Result<Response<ResolveModelResponse>, Status> {
@@ -191,7 +147,7 @@ impl Promotion for PromotionService {
         let (name, r) = split_ref(&req.into_inner().model);
         blocking(move || {
             let v = p.registry.resolve(&name, r.as_deref()).map_err(|e| status_of(e.into()))?;
-            Ok(doc(&verify_version(&p, &v)))
+            Ok(doc(&p.verify_stored(&v)))
         })
         .await
     }

@@ -107,6 +107,30 @@ impl Promoter {
         Ok((v, dz))
     }
 
+    /// Re-verifies a version in every data zone it is in — the bundle against the signer's key, the signed
+    /// manifest against the version's files and digest, every blob's digest — without changing anything (the
+    /// `Verify` RPC and `sovra model check`). `verified` is true only when every data zone verified.
+    pub fn verify_stored(&self, v: &VersionRecord) -> Value {
+        let key = match self.signer(&v.signer_hint) {
+            Some(s) => Some(s.key.clone()),
+            None => sovra_oms::keys::PublicKey::from_pem(&v.signer_key_pem).ok(),
+        };
+        let zones: Vec<Value> = v
+            .locations
+            .iter()
+            .map(|l| {
+                let r = match &key {
+                    Some(k) => self.verify_in(v, &l.data_zone, k),
+                    None => Err("the signer's public key cannot be read".into()),
+                };
+                json!({"data_zone": l.data_zone.to_string(), "verified": r.is_ok(), "error": r.err()})
+            })
+            .collect();
+        let all = zones.iter().all(|z| z["verified"] == true);
+        json!({"status": if all { "verified" } else { "failed" }, "model": v.model, "digest": v.digest,
+               "verified": all, "data_zones": zones})
+    }
+
     /// A version's status: where it is, its promotion chain (statements verified), approvals, exceptions.
     pub fn status(&self, model: &str, reference: Option<&str>) -> Res<Value> {
         let v = self.registry.resolve(model, reference)?;

@@ -267,7 +267,12 @@ impl Promoter {
     }
 
     /// Re-verifies the signature and every blob of `v` in data zone `dz`: Ok, or what failed.
-    fn verify_in(&self, v: &VersionRecord, dz: &DataZone, key: &PublicKey) -> std::result::Result<(), String> {
+    pub(crate) fn verify_in(
+        &self,
+        v: &VersionRecord,
+        dz: &DataZone,
+        key: &PublicKey,
+    ) -> std::result::Result<(), String> {
         let bundle = self.registry.blobs().get_bytes(dz, &v.bundle).map_err(|e| format!("bundle: {e}"))?;
         let (manifest, _) = verify_bundle(&bundle, key, Path::new("stored bundle"), Path::new("signer key"))
             .map_err(|e| e.to_string())?;

@@ -66,7 +66,12 @@ fn verification_holds_with_every_policy_replaced_by_an_allow_all() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].0, "signature");
     assert!(d[0].1[0].contains("does not verify"), "{d:?}");
-    assert_eq!(p.registry.resolve("resnet", None).unwrap().locations.len(), 1, "nothing promoted");
+    let v = p.registry.resolve("resnet", None).unwrap();
+    assert_eq!(v.locations.len(), 1, "nothing promoted");
+    // `sovra model check` (the Verify RPC) sees it too, naming the file.
+    let c = p.verify_stored(&v);
+    assert_eq!(c["verified"], false, "{c}");
+    assert!(c["data_zones"][0]["error"].as_str().unwrap().contains("weights/w0.bin"), "{c}");
 }
 
 #[test]
