@@ -147,7 +147,10 @@ impl ServerArgs {
             .map_err(|e| fail(2, format!("--server {server}: {e}")))?
             .tls_config(tls)
             .map_err(|e| fail(2, format!("--ca: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // Large HTTP/2 windows for 1 MiB pull chunks (see promotion-server/src/server.rs).
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20));
         let ca_flag = format!("--ca {}", ca.display());
         let channel = rt.block_on(endpoint.connect()).map_err(|e| {
             let message = match diagnose(&e) {

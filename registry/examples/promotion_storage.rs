@@ -111,8 +111,8 @@ fn main() {
     // 3. Garage.
     match (sovra_garage_testenv::Garage::start(), sovra_garage_testenv::Garage::start()) {
         (Ok(a), Ok(b)) => {
-            a.create_bucket("fr").unwrap();
-            b.create_bucket("de").unwrap();
+            a.create_bucket("sovra-fr").unwrap();
+            b.create_bucket("sovra-de").unwrap();
             let mut stores = Stores::new();
             for (zone, g, k) in [("fr", &a, &fr), ("de", &b, &de)] {
                 let creds = dir.path().join(format!("{zone}.json"));
@@ -125,7 +125,7 @@ fn main() {
                 std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
                 let s3 = S3Spec {
                     endpoint: g.endpoint().into(),
-                    bucket: zone.into(),
+                    bucket: format!("sovra-{zone}"),
                     region: "garage".into(),
                     prefix: None,
                     access_key_id_env: None,
