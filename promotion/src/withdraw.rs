@@ -149,6 +149,18 @@ impl Promoter {
             bad(format!("the withdrawal is for {model}@{}, which is not in the registry", short(digest)))
         })?;
         let dz = withdrawal_zone(&v, zone, Some(stage))?;
+        // No replay: a withdrawal signed before the version (re-)arrived in the data zone is not for this stay.
+        if let Some(l) = v.locations.iter().find(|l| l.data_zone == dz)
+            && issued < l.since
+        {
+            return Err(refused(format!(
+                "withdrawal by {}: issued at {issued}, before {}@{} arrived in {dz} at {}; sign a new one",
+                admin.name,
+                v.model,
+                short(&v.digest),
+                l.since
+            )));
+        }
         let id = self.registry.next_id()?;
         let rec = SignedRecord {
             id,

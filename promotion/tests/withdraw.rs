@@ -75,6 +75,10 @@ fn a_withdrawn_version_cannot_be_pulled_shows_in_status_and_needs_fresh_approval
     p.approve("resnet", None, Stage::Inference, &fx.key("carol"), None, true).unwrap();
     p.promote("resnet", None, Stage::Inference, Some("de-fra-c5"), &[]).unwrap();
     p.pull("resnet", None, &from("de-fra-c5", Stage::Inference), &fx.p("again"), &fx.p("again.sig"), "ci").unwrap();
+    // The old withdrawal cannot be replayed against this new stay.
+    let env: sovra_oms::dsse::Envelope = serde_json::from_value(rec.envelope).unwrap();
+    let e = p.record_withdrawal(&env, "replayer").unwrap_err();
+    assert!(e.to_string().contains("sign a new one"), "{e}");
 }
 
 #[test]
