@@ -376,7 +376,13 @@ fn status(a: StatusArgs) -> Result<u8, Failure> {
                     ap["approver"].as_str().unwrap_or("?"),
                     ap["from"].as_str().unwrap_or(""),
                     ap["to"].as_str().unwrap_or(""),
-                    if ap["expired"] == true { " (expired)" } else { "" }
+                    if ap["withdrawn_since"] == true {
+                        " (issued before a withdrawal: no longer counts)"
+                    } else if ap["expired"] == true {
+                        " (expired)"
+                    } else {
+                        ""
+                    }
                 );
             }
             for ex in s["exceptions"].as_array().into_iter().flatten() {
@@ -386,7 +392,13 @@ fn status(a: StatusArgs) -> Result<u8, Failure> {
                     ex["gate"].as_str().unwrap_or(""),
                     ex["admin"].as_str().unwrap_or(""),
                     ex["reason"].as_str().unwrap_or(""),
-                    if ex["live"] == true { " (live)" } else { " (expired)" }
+                    if ex["live"] == true {
+                        " (live)"
+                    } else if ex["withdrawn_since"] == true {
+                        " (granted before a withdrawal: no longer applies)"
+                    } else {
+                        " (expired)"
+                    }
                 );
             }
         }

@@ -139,6 +139,9 @@ impl Promoter {
         let mut promotions = Vec::new();
         let mut approvals = Vec::new();
         let mut exceptions = Vec::new();
+        // Grants issued before the latest withdrawal no longer count (promotion/src/withdraw.rs).
+        let since = self.granted_since(&v);
+        let before = |t: &Value| t.as_u64().is_some_and(|t| t < since);
         for r in self.registry.records(&v.model, &v.digest)? {
             match r.kind.as_str() {
                 "promotion" => promotions.push(json!({"id": r.id, "at": r.recorded_at, "from": r.fields["from"],
@@ -146,11 +149,13 @@ impl Promoter {
                     "statement_verified": self.promotion_record(r.id, &v).is_some()})),
                 "approval" => approvals.push(json!({"id": r.id, "approver": r.fields["approver"],
                     "from": r.fields["from"], "to": r.fields["to"],
-                    "expired": r.fields["expires_at"].as_u64().is_none_or(|t| t <= now)})),
+                    "expired": r.fields["expires_at"].as_u64().is_none_or(|t| t <= now),
+                    "withdrawn_since": before(&r.fields["issued_at"])})),
                 "exception" => {
                     exceptions.push(json!({"id": r.id, "gate": r.fields["gate"], "reason": r.fields["reason"],
                     "admin": r.fields["admin"], "expires_at": r.fields["expires_at"],
-                    "live": live.values().any(|id| *id == r.id)}))
+                    "live": live.values().any(|id| *id == r.id),
+                    "withdrawn_since": before(&r.fields["granted_at"])}))
                 }
                 _ => {}
             }

@@ -63,6 +63,7 @@ fn a_withdrawn_version_cannot_be_pulled_shows_in_status_and_needs_fresh_approval
     let s = p.status("resnet", None).unwrap();
     assert_eq!(s["withdrawn"][0]["reason"], "CVE-2026-1: poisoned weights");
     assert_eq!(s["withdrawn"][0]["by"], "secops");
+    assert!(s["approvals"].as_array().unwrap().iter().all(|a| a["withdrawn_since"] == true), "{s}");
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
     assert_eq!(kinds[kinds.len() - 2..], ["withdrawal", "pull"]);
 
