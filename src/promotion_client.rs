@@ -220,6 +220,25 @@ fn field<T: serde::de::DeserializeOwned>(doc: &Value, k: &str) -> Result<T, Fail
         .map_err(|e| fail(1, format!("the promotion service's answer has no usable `{k}`: {e}")))
 }
 
+/// The admin's private key at `admin_key` and the admin name the service gives it (`info` from Resolve); `why`
+/// ends the error (exit 2, nothing sent) when it is not an admin's key.
+fn admin_signer(info: &ResolveModelResponse, admin_key: &Path, why: &str) -> Res<(SigningKey, String)> {
+    let key = SigningKey::from_pem_file(admin_key).map_err(PromoteError::from)?;
+    let hint = key.public_key().hint();
+    match info.admins.iter().find(|a| a.hint == hint) {
+        Some(a) => Ok((key, a.name.clone())),
+        None => {
+            let names: Vec<&str> = info.admins.iter().map(|a| a.name.as_str()).collect();
+            let m = format!(
+                "{}: not an admin key (admins of the promotion service: {}); {why}",
+                admin_key.display(),
+                names.join(", ")
+            );
+            Err(fail(2, m).into())
+        }
+    }
+}
+
 /// Who a local-mode pull is audited as: `local:` and the login name (`$USER`, else `unknown`).
 fn local_actor() -> String {
     format!("local:{}", std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into()))
@@ -274,28 +293,14 @@ impl Backend {
             Backend::Remote(r) => r,
         };
         let info = r.resolve(&full_ref(model, reference))?;
-        let key = SigningKey::from_pem_file(admin_key).map_err(PromoteError::from)?;
-        let hint = key.public_key().hint();
-        let Some(admin) = info.admins.iter().find(|a| a.hint == hint) else {
-            let names: Vec<&str> = info.admins.iter().map(|a| a.name.as_str()).collect();
-            return Err(fail(
-                2,
-                format!(
-                    "{}: not an admin key (admins of the promotion service: {}); a withdrawal is signed by an admin",
-                    admin_key.display(),
-                    names.join(", ")
-                ),
-            )
-            .into());
-        };
+        let (key, admin) = admin_signer(&info, admin_key, "a withdrawal is signed by an admin")?;
         let v = r
             .versions(Some(&info.model))?
             .into_iter()
             .find(|v| v.digest == info.digest)
             .ok_or_else(|| fail(1, format!("{}@{}: the service lists no such version", info.model, info.digest)))?;
         let dz = sovra_promotion::withdraw::withdrawal_zone(&v, zone, stage)?;
-        let env =
-            sovra_promotion::sign_withdrawal(&info.model, &info.digest, &dz, reason, &admin.name, &key, info.now)?;
+        let env = sovra_promotion::sign_withdrawal(&info.model, &info.digest, &dz, reason, &admin, &key, info.now)?;
         let json = serde_json::to_string(&env).unwrap_or_default();
         let mut c = r.client.clone();
         let d = r.doc(r.rt.block_on(c.withdraw(r.req(SignedGrant { envelope_json: json }))))?;
@@ -496,20 +501,7 @@ impl Backend {
             Backend::Remote(r) => r,
         };
         let info = r.resolve(&full_ref(model, reference))?;
-        let key = SigningKey::from_pem_file(admin_key).map_err(PromoteError::from)?;
-        let hint = key.public_key().hint();
-        let Some(admin) = info.admins.iter().find(|a| a.hint == hint) else {
-            let names: Vec<&str> = info.admins.iter().map(|a| a.name.as_str()).collect();
-            return Err(fail(
-                2,
-                format!(
-                    "{}: not an admin key (admins of the promotion service: {}); only an admin may grant an exception",
-                    admin_key.display(),
-                    names.join(", ")
-                ),
-            )
-            .into());
-        };
+        let (key, admin) = admin_signer(&info, admin_key, "only an admin may grant an exception")?;
         if sovra_promotion::gates::is_built_in(gate) {
             return Err(fail(
                 2,
@@ -536,7 +528,7 @@ impl Backend {
             .into());
         }
         let (env, _) =
-            sovra_promotion::sign_exception(&info.model, &info.digest, gate, reason, &admin.name, &key, info.now, ttl)?;
+            sovra_promotion::sign_exception(&info.model, &info.digest, gate, reason, &admin, &key, info.now, ttl)?;
         let json = serde_json::to_string(&env).unwrap_or_default();
         let mut c = r.client.clone();
         let d = r.doc(r.rt.block_on(c.grant_exception(r.req(SignedGrant { envelope_json: json }))))?;

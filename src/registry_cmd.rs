@@ -171,14 +171,7 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
                 }
                 return Ok(0);
             }
-            let reg = match open_existing(&at.registry, &at.options(false)) {
-                Ok(r) => r,
-                Err(f) if f.code == 1 => {
-                    eprintln!("warning: {}", f.message);
-                    open_existing(&at.registry, &at.options(true))?
-                }
-                Err(f) => return Err(f),
-            };
+            let reg = open_to_read(&at)?;
             let entries = reg.audit_entries().map_err(from_registry)?;
             match at.output {
                 Output::Json => print_json(&serde_json::to_value(&entries).unwrap_or(Value::Null)),
@@ -225,6 +218,19 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
 }
 
 /// `sovra audit export`: the stored entries, one per line; the head of what was written on stderr.
+/// Opens the registry to read its log: a damaged one (exit 1 when opened normally) is opened for inspection with
+/// a warning, so that what it holds can still be read.
+fn open_to_read(at: &At) -> Result<sovra_registry::Registry, Failure> {
+    match open_existing(&at.registry, &at.options(false)) {
+        Ok(r) => Ok(r),
+        Err(f) if f.code == 1 => {
+            eprintln!("warning: {}", f.message);
+            open_existing(&at.registry, &at.options(true))
+        }
+        Err(f) => Err(f),
+    }
+}
+
 fn export(out: Option<&std::path::Path>, at: &At) -> Result<u8, Failure> {
     if at.service.server.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(fail(
@@ -233,14 +239,7 @@ fn export(out: Option<&std::path::Path>, at: &At) -> Result<u8, Failure> {
              it where the registry is, with --registry",
         ));
     }
-    let reg = match open_existing(&at.registry, &at.options(false)) {
-        Ok(r) => r,
-        Err(f) if f.code == 1 => {
-            eprintln!("warning: {}", f.message);
-            open_existing(&at.registry, &at.options(true))?
-        }
-        Err(f) => return Err(f),
-    };
+    let reg = open_to_read(at)?;
     let lines = reg.audit_raw().map_err(from_registry)?;
     let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for l in &lines {

@@ -226,19 +226,26 @@ impl Promoter {
         admin_key: &Path,
     ) -> Res<SignedRecord> {
         let v = self.registry.resolve(model, reference)?;
-        let key = SigningKey::from_pem_file(admin_key)?;
+        let (key, admin) = self.admin_key(admin_key, "only an admin may grant an exception")?;
+        self.check_exception(gate, reason, ttl)?;
+        let (env, _) = sign_exception(&v.model, &v.digest, gate, reason, &admin.name, &key, self.now(), ttl)?;
+        self.record_exception(&env, &admin.name)
+    }
+
+    /// Local mode: the admin's private key at `path` and the admin the config names it; `why` ends the error when
+    /// the key is not an admin's.
+    pub(crate) fn admin_key(&self, path: &Path, why: &str) -> Res<(SigningKey, &crate::config::Identity)> {
+        let key = SigningKey::from_pem_file(path)?;
         let hint = key.public_key().hint();
         let admin = self.config.admins.iter().find(|a| a.hint == hint).ok_or_else(|| {
             bad(format!(
-                "{}: not an admin key (admins in {}: {}); only an admin may grant an exception",
-                admin_key.display(),
+                "{}: not an admin key (admins in {}: {}); {why}",
+                path.display(),
                 self.config.path.display(),
                 self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
             ))
         })?;
-        self.check_exception(gate, reason, ttl)?;
-        let (env, _) = sign_exception(&v.model, &v.digest, gate, reason, &admin.name, &key, self.now(), ttl)?;
-        self.record_exception(&env, &admin.name)
+        Ok((key, admin))
     }
 
     /// The checks an exception must pass before it is signed (local mode) and again when it is recorded: a known

@@ -261,7 +261,13 @@ pub struct GateInput {
 
 /// The gate input's JSON Schema.
 pub fn gate_input_schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(GateInput)).unwrap_or(Value::Null)
+    schema().clone()
+}
+
+/// The schema, generated once per process (the policies' loader walks it for every file).
+fn schema() -> &'static Value {
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(GateInput)).unwrap_or(Value::Null))
 }
 
 /// The `input.a.b` paths `policy` reads (dotted and `input["a"]` forms are not told apart: only dotted paths are
@@ -339,10 +345,10 @@ fn has_path(root: &Value, schema: &Value, path: &[String]) -> bool {
 
 /// The `input.…` paths `policy` reads that the gate input schema does not have, dotted.
 pub fn unknown_input_paths(policy: &str) -> Vec<String> {
-    let schema = gate_input_schema();
+    let schema = schema();
     input_paths(policy)
         .into_iter()
-        .filter(|p| !has_path(&schema, &schema, p))
+        .filter(|p| !has_path(schema, schema, p))
         .map(|p| format!("input.{}", p.join(".")))
         .collect()
 }

@@ -97,18 +97,9 @@ impl Promoter {
     ) -> Res<SignedRecord> {
         let v = self.registry.resolve(model, reference)?;
         let dz = withdrawal_zone(&v, zone, stage)?;
-        let key = SigningKey::from_pem_file(admin_key).map_err(|e| bad(e.to_string()))?;
-        let admin = self.config.admins.iter().find(|a| a.hint == key.public_key().hint()).ok_or_else(|| {
-            bad(format!(
-                "{}: not an admin key of {} (admins: {}); a withdrawal is signed by an admin",
-                admin_key.display(),
-                self.config.path.display(),
-                self.config.admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let (key, admin) = self.admin_key(admin_key, "a withdrawal is signed by an admin")?;
         let env = sign_withdrawal(&v.model, &v.digest, &dz, reason, &admin.name, &key, self.now())?;
-        let actor = admin.name.clone();
-        self.record_withdrawal(&env, &actor)
+        self.record_withdrawal(&env, &admin.name.clone())
     }
 
     /// Server side: verifies a withdrawal signed on the client by a configured admin — for a version in the
@@ -137,7 +128,7 @@ impl Promoter {
             return Err(refused(format!("withdrawal by {}: not a withdrawal/v1 payload naming its admin", admin.name)));
         }
         if reason.trim().is_empty() {
-            return Err(bad("the withdrawal gives no reason"));
+            return Err(bad("the withdrawal gives no reason; sign it again with --reason \"…\" (it is audited)"));
         }
         let now = self.now();
         let issued = p["issued_at"].as_u64().unwrap_or(u64::MAX);
@@ -193,29 +184,21 @@ impl Promoter {
         Ok(rec)
     }
 
-    /// Deletes `v`'s blobs from `dz`, except those another version located there references.
+    /// Deletes `v`'s blobs from `dz`, except those another version located there references. Each blob is
+    /// checked under its lock, so a concurrent promotion copying the same bytes into `dz` keeps them. A blob that
+    /// cannot be deleted now is an orphan `sovra registry gc` lists; the withdrawal stands.
     fn delete_withdrawn_blobs(&self, v: &VersionRecord, dz: &DataZone) -> Res<()> {
-        let mut kept = BTreeSet::new();
-        for other in self.registry.versions(None)? {
-            if other.digest != v.digest && other.locations.iter().any(|l| l.data_zone == *dz) {
-                kept.extend(other.files.iter().map(|f| f.digest.clone()));
-                kept.insert(other.bundle.clone());
-            }
-        }
         let mut digests: BTreeSet<&str> = v.files.iter().map(|f| f.digest.as_str()).collect();
         digests.insert(&v.bundle);
-        for d in digests.into_iter().filter(|d| !kept.contains(*d)) {
-            // Under the blob's lock, and only if no version has arrived there meanwhile (a concurrent promotion
-            // copying the same bytes). A blob that cannot be deleted now is an orphan `sovra registry gc` lists;
-            // the withdrawal stands.
+        for d in digests {
             self.blob_locks.with(&format!("{dz}/{d}"), || {
-                let arrived = self.registry.versions(None).map(|vs| {
+                let used = self.registry.versions(None).map(|vs| {
                     vs.iter().any(|o| {
                         o.locations.iter().any(|l| l.data_zone == *dz)
                             && (o.bundle == d || o.files.iter().any(|f| f.digest == d))
                     })
                 });
-                if matches!(arrived, Ok(false)) {
+                if matches!(used, Ok(false)) {
                     let _ = self.registry.blobs().delete(dz, d);
                 }
             });
