@@ -6,8 +6,17 @@
 //! the JSON they hold, under the names without `_json` (`explanation`, `blockers`, `preemption_records`, `rules`).
 
 /// The messages `sovra … -o json` prints.
-const PRINTED: [&str; 8] =
-    ["JobInfo", "Replica", "NodeInfo", "PoolInfo", "QueueInfo", "ZoneInfo", "ClassInfo", "ReloadResponse"];
+const PRINTED: [&str; 9] = [
+    "JobInfo",
+    "Replica",
+    "ReplicaStatus",
+    "NodeInfo",
+    "PoolInfo",
+    "QueueInfo",
+    "ZoneInfo",
+    "ClassInfo",
+    "ReloadResponse",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -7,8 +7,9 @@
 //! seconds after start, so the health path runs too. Nodes are NotReady until their daemon registers.
 //!
 //! `sovra dev --tour` runs a scripted walk through it (placement by residency class, a refusal at submit, a
-//! pending job's explanation, a GPU failing, a daemon dying and its node leaving the pool within two heartbeat
-//! intervals, queues, metrics) and exits; it is the README's first command.
+//! pending job's explanation, a GPU failing, jobs that run — output, a cancel that needs SIGKILL (`dev_run`) — a
+//! daemon dying and its node leaving the pool within two heartbeat intervals, queues, metrics) and exits; it is
+//! the README's first command. The daemons run the jobs they are given as real processes (under `<data>/runs`).
 
 use crate::remote::{self, Action, Remote};
 use crate::{EXAMPLE_CLUSTER, Failure, Output};
@@ -76,15 +77,15 @@ fn fixture(node: &Node) -> serde_json::Value {
 }
 
 /// Everything `sovra dev` started.
-struct Local {
-    cluster: ClusterConfig,
+pub(crate) struct Local {
+    pub(crate) cluster: ClusterConfig,
     /// The cluster file `sovra reload` re-reads.
-    config_path: PathBuf,
-    remote: Remote,
-    daemons: BTreeMap<String, tokio::task::JoinHandle<()>>,
-    metrics_addr: std::net::SocketAddr,
-    heartbeat: Duration,
-    data: PathBuf,
+    pub(crate) config_path: PathBuf,
+    pub(crate) remote: Remote,
+    pub(crate) daemons: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    pub(crate) metrics_addr: std::net::SocketAddr,
+    pub(crate) heartbeat: Duration,
+    pub(crate) data: PathBuf,
 }
 
 /// The data directory and the cluster file of a run (the built-in example is written to the data directory once
@@ -162,7 +163,7 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
         let (inventory, updates) = sources::fake(fake, HealthPolicy::default(), Duration::from_millis(100));
         let (cert, key) = TlsDir(tls.0.clone()).node(&node.name);
         let read = |p: &Path| std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())));
-        let reporter = Reporter {
+        let mut reporter = Reporter {
             server: server.clone(),
             node: node.name.clone(),
             ca_pem: read(&tls.ca())?,
@@ -172,7 +173,12 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
             claim_pool: None,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            runner: None,
+            address: "127.0.0.1".into(),
         };
+        // Each daemon runs the jobs it is given (real processes, with the fake GPUs' UUIDs as their devices).
+        let updates =
+            sovra_node_daemon::run::attach(&mut reporter, runner_config(&data, &node.name)?, updates).map_err(&bad)?;
         let handle = tokio::spawn(async move {
             let _ = reporter.run(inventory, updates, Arc::new(DaemonMetrics::default())).await;
         });
@@ -194,6 +200,32 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(Local { cluster, config_path, remote, daemons, metrics_addr, heartbeat, data })
+}
+
+/// The job runner of `node`'s in-process daemon: runs under `<data>/runs/<node>`, shims are this program
+/// (`sovra shim`), jobs run as the user `sovra dev` runs as (as `nobody` when that is root).
+fn runner_config(data: &Path, node: &str) -> Result<sovra_node_daemon::run::RunnerConfig, Failure> {
+    let shim = std::env::current_exe().map_err(|e| fail(1)(format!("cannot find this program to start jobs: {e}")))?;
+    // Jobs run as `nobody` under root: let them through to their work folders (traverse only).
+    let runs = data.join("runs");
+    std::fs::create_dir_all(&runs).map_err(|e| fail(2)(format!("{}: {e}", runs.display())))?;
+    for d in [data, runs.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d).map(|m| m.permissions().mode()).unwrap_or(0o700);
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o111))
+            .map_err(|e| fail(2)(format!("{}: {e}", d.display())))?;
+    }
+    Ok(sovra_node_daemon::run::RunnerConfig {
+        node: node.to_string(),
+        state_dir: data.join("runs").join(node),
+        default_user: "nobody".into(),
+        allow_root: false,
+        log_max_bytes: 1 << 20,
+        log_keep: 2,
+        cgroup_root: "/sys/fs/cgroup/sovra-dev".into(),
+        shim,
+        tick: Duration::from_millis(100),
+    })
 }
 
 fn write_fixture(path: &Path, node: &Node) -> Result<(), String> {
@@ -288,7 +320,8 @@ async fn step(local: &Local, title: &str, action: Action) -> Result<(), Failure>
     }
 }
 
-async fn job(local: &Local, id: u64) -> Result<JobInfo, Failure> {
+/// Job `id` as the scheduler shows it.
+pub(crate) async fn job(local: &Local, id: u64) -> Result<JobInfo, Failure> {
     let ch = remote::connect(&local.remote).await?;
     let j = JobsClient::new(ch)
         .get(remote::authed(&local.remote, GetRequest { id })?)
@@ -301,12 +334,13 @@ async fn job(local: &Local, id: u64) -> Result<JobInfo, Failure> {
 /// What the tour asserts. Each check prints a line (✓, or FAILED); any failure makes the tour exit 1, so that a
 /// tour which broke its own printed bound does not pass.
 #[derive(Default)]
-struct Checks {
+pub(crate) struct Checks {
     failed: Vec<String>,
 }
 
 impl Checks {
-    fn check(&mut self, ok: bool, what: String) {
+    /// Prints and records one check.
+    pub(crate) fn check(&mut self, ok: bool, what: String) {
         if ok {
             println!("  ✓ {what}");
         } else {
@@ -409,6 +443,8 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    crate::dev_run::tour_runs(local, &mut checks, 5, &file).await?;
+
     let Some(victim) = job(local, 1).await?.replicas.first().map(|r| r.node.clone()) else {
         checks.check(false, "job 1 is placed, so that its node can be stopped".into());
         return finish(checks);
@@ -474,16 +510,16 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
     }) {
         println!("  {l}");
     }
-    // Jobs 1, 2 and 4 were accepted; each is placed at most twice (once, and once more after a lost node).
+    // Jobs 1, 2, 4, 5 and 6 were accepted; each is placed at most twice (once, and once more after a lost node).
     let placements = text
         .lines()
         .find(|l| l.starts_with("sovra_placements_total"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok());
     checks.check(
-        placements.is_some_and(|p| p <= 6.0),
+        placements.is_some_and(|p| p <= 10.0),
         format!(
-            "at most 6 placements for the 3 accepted jobs (sovra_placements_total {})",
+            "at most 10 placements for the 5 accepted jobs (sovra_placements_total {})",
             placements.map_or("missing".into(), |p| p.to_string())
         ),
     );

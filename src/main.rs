@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod dev;
 mod dev_promotion;
+mod dev_run;
 mod kueue_cmd;
 mod model_cmd;
 mod plot;
@@ -214,6 +215,22 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print a job replica's output (stdout and stderr), read from its node through the scheduler.
+    Logs {
+        /// Job id.
+        id: u64,
+        /// The replica (0 to replicas − 1).
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// Keep printing what it writes until it ends (Ctrl-C to stop).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last K lines (default: everything the node keeps).
+        #[arg(long, value_name = "K", default_value_t = 0)]
+        tail: u32,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
     /// Cancel a job (its GPUs are released).
     Cancel {
         /// Job id.
@@ -299,6 +316,12 @@ enum Command {
         #[command(flatten)]
         args: dev::DevArgs,
     },
+    /// Supervise one replica run for `sovra dev`'s node daemons (not for people; `sovra-node-daemon shim`).
+    #[command(hide = true)]
+    Shim {
+        /// The replica's directory.
+        dir: PathBuf,
+    },
     /// Print Kueue ResourceFlavors, one per Sovra pool (or per pool a residency class permits), selecting the
     /// pool's nodes by their pool label; optionally a ClusterQueue skeleton with one flavor per pool.
     Kueue {
@@ -345,6 +368,9 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Job { id, explain }, output)
         }
         Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
+        Command::Logs { id, replica, follow, tail, remote } => {
+            remote::run(remote, remote::Action::Logs { id, replica, follow, tail }, Output::Text)
+        }
         Command::Nodes { remote, output } => remote::run(remote, remote::Action::Nodes, output),
         Command::Pools { remote, output } => remote::run(remote, remote::Action::Pools, output),
         Command::SetState { id, state, remote, output } => {
@@ -357,6 +383,7 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Watch { id, since }, output)
         }
         Command::Dev { args } => dev::run(args),
+        Command::Shim { dir } => return ExitCode::from(sovra_node_daemon::run::shim::main(&dir).clamp(0, 255) as u8),
         Command::Kueue { args } => kueue_cmd::run(args),
         Command::Model { command } => model_cmd::run(command),
         Command::Exception { command } => promote_cmd::exception(command),

@@ -1,5 +1,5 @@
-//! Commands against a running scheduler (`sovra submit | jobs | job | watch | cancel | nodes | pools | queues |
-//! zones | reload`).
+//! Commands against a running scheduler (`sovra submit | jobs | job | watch | logs | cancel | nodes | pools | queues
+//! | zones | reload`).
 //!
 //! The server comes from `--server` or `SOVRA_SERVER` (default `http://127.0.0.1:7070`), the token from `--token`
 //! or `SOVRA_TOKEN`; an `https://` server is verified against `--ca` / `SOVRA_CA` (the scheduler's CA file, e.g.
@@ -14,8 +14,8 @@ use sovra_api::v1::admin_client::AdminClient;
 use sovra_api::v1::cluster_client::ClusterClient;
 use sovra_api::v1::jobs_client::JobsClient;
 use sovra_api::v1::{
-    CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, NodesRequest, PoolsRequest, QueuesRequest,
-    ReloadRequest, SetStateRequest, SubmitRequest, WatchRequest, ZonesRequest,
+    CancelRequest, ClassesRequest, GetRequest, JobInfo, ListRequest, LogsRequest, NodesRequest, PoolsRequest,
+    QueuesRequest, ReloadRequest, SetStateRequest, SubmitRequest, WatchRequest, ZonesRequest,
 };
 use sovra_node_daemon::tls_check::{ConnectProblem, check_ca, diagnose};
 use std::path::PathBuf;
@@ -58,6 +58,17 @@ pub enum Action {
     Zones,
     /// Re-read the scheduler's cluster file.
     Reload,
+    /// Print a replica's output (stdout and stderr), read from its node.
+    Logs {
+        /// The job.
+        id: u64,
+        /// Its replica.
+        replica: u32,
+        /// Keep printing what it writes until it ends.
+        follow: bool,
+        /// Only the last lines (0: all the node keeps).
+        tail: u32,
+    },
     /// Print job updates as they happen (one job, or all).
     Watch {
         /// One job, or all.
@@ -276,6 +287,9 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                         problems.push(format!("{}: GPUs cannot be read: {}", n.name, n.gpu_error));
                     }
                     problems.extend(n.unhealthy.iter().map(|u| format!("{}: unhealthy GPU {u}", n.name)));
+                    if let Some(why) = n.isolation.strip_prefix("none: ") {
+                        problems.push(format!("{}: jobs run without CPU or memory limits: {why}", n.name));
+                    }
                 }
                 println!("{}", t.trim_fmt());
                 for p in problems {
@@ -366,6 +380,18 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                 println!("reloaded: {} nodes in {} pools; requeued jobs: {:?}", r.nodes, r.pools, r.requeued);
             }
         }
+        Action::Logs { id, replica, follow, tail } => {
+            use std::io::Write;
+            let req = LogsRequest { id, replica, follow, tail_lines: tail };
+            let mut stream = jobs.logs(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(status(&remote))? {
+                // A closed stdout (`sovra logs … | head`) ends the read.
+                if out.write_all(&chunk.data).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }
         Action::Watch { id, since } => {
             let req = WatchRequest { id: id.unwrap_or(0), queue: String::new(), since_revision: since.unwrap_or(0) };
             let mut stream = jobs.watch(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
@@ -396,6 +422,28 @@ fn print_job(j: &JobInfo, explain: bool) {
     );
     for (i, r) in j.replicas.iter().enumerate() {
         println!("  replica {i} → {} (pool {}, zone {}) devices {:?}", r.node, r.pool, r.zone, r.devices);
+    }
+    for r in &j.runs {
+        let mut line = format!("  run {} on {} (attempt {}): {}", r.replica, r.node, r.attempt, r.state);
+        if let Some(c) = r.exit_code {
+            line.push_str(&format!(", exit code {c}"));
+        }
+        if let Some(sig) = r.signal {
+            line.push_str(&format!(", signal {sig}"));
+        }
+        if r.restarts > 0 {
+            line.push_str(&format!(", {} restart(s)", r.restarts));
+        }
+        if r.cpu_ms > 0 || r.max_rss_kib > 0 {
+            line.push_str(&format!(", {:.1} s CPU, {} MiB peak", r.cpu_ms as f64 / 1000.0, r.max_rss_kib / 1024));
+        }
+        if !r.reason.is_empty() {
+            line.push_str(&format!(" — {}", r.reason));
+        }
+        println!("{line}");
+    }
+    if !j.ended_reason.is_empty() {
+        println!("  ended: {}", j.ended_reason);
     }
     if !j.explanation_summary.is_empty() {
         println!("  why: {}", j.explanation_summary);

@@ -40,8 +40,21 @@ fn help_never_shows_a_value_from_the_environment() {
         ("SOVRA_SERVER", "https://user:server-secret-4711@scheduler:7070"),
         ("SOVRA_CA", "/secret-4711/ca.pem"),
     ];
-    let commands =
-        ["submit", "jobs", "job", "cancel", "set-state", "nodes", "pools", "queues", "zones", "reload", "watch", "dev"];
+    let commands = [
+        "submit",
+        "jobs",
+        "job",
+        "logs",
+        "cancel",
+        "set-state",
+        "nodes",
+        "pools",
+        "queues",
+        "zones",
+        "reload",
+        "watch",
+        "dev",
+    ];
     for c in commands {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sovra"));
         cmd.args([c, "--help"]);
@@ -126,6 +139,7 @@ impl Drop for Dev {
 fn start_dev(data: &Path) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
         .args(["dev", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--heartbeat-ms", "500"])
+        .args(["--promotion-listen", "127.0.0.1:0"])
         .args(["--data", data.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -277,6 +291,8 @@ fn nodes_show_why_a_daemon_cannot_read_its_gpus() {
                 claim_pool: None,
                 backoff_initial: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(1),
+                runner: None,
+                address: String::new(),
             };
             tx.send(server).unwrap();
             let _ = reporter.run(inv, updates, std::sync::Arc::new(DaemonMetrics::default())).await;
@@ -315,4 +331,48 @@ fn simulate_worker_threads_are_bounded() {
     let o = sovra(&["simulate", "--threads", "100000", "--seeds", "42"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("100000 is not in 1..=1024"), "{}", text(&o));
+}
+
+#[test]
+fn a_job_with_a_run_section_runs_and_sovra_logs_prints_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir.path());
+    let job = dir.path().join("hello.yaml");
+    std::fs::write(
+        &job,
+        "name: hello\nkind: inference\nresidency: fr-health\nresources: {gpus: 1, gpu_models: [L4], cpu_milli: 100, \
+         memory_mib: 100}\nrun:\n  command: /bin/sh\n  args: [\"-c\", \"echo first; echo gpus=$CUDA_VISIBLE_DEVICES; \
+         echo last; exit 4\"]\n",
+    )
+    .unwrap();
+    let o = against(&dev, &["submit", job.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let o = against(&dev, &["job", &id]);
+        if text(&o).contains("ended:") || Instant::now() > deadline {
+            break text(&o);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(shown.contains(&format!("job {id} (hello) failed")), "{shown}");
+    assert!(shown.contains("run 0 on fr-par-l4-") && shown.contains("exit code 4"), "{shown}");
+    assert!(shown.contains("ended: replica 0 on fr-par-l4-") && shown.contains("failed: exit code 4"), "{shown}");
+    let o = against(&dev, &["logs", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with("first\ngpus=GPU-fake-fr-par-l4-") && out.ends_with("last\n"), "{out}");
+    let o = against(&dev, &["logs", &id, "--tail", "1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "last\n");
+    // A replica the job does not have: bad input (exit 2), naming the field.
+    let o = against(&dev, &["logs", &id, "--replica", "3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("replica: job"), "{}", text(&o));
+    // A job no daemon ran has no output to read.
+    let o = against(&dev, &["submit", example("job.yaml").to_str().unwrap(), "-o", "json"]);
+    let placed = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    let o = against(&dev, &["logs", &placed]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no node daemon has run it"), "{}", text(&o));
 }

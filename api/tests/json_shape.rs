@@ -25,6 +25,8 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         revision: 3,
         blockers_json: r#"[{"blocker":"position","queue":"research","position":2,"pending":3}]"#.into(),
         preemption_records_json: r#"[{"victim":7,"by":9}]"#.into(),
+        ended_reason: String::new(),
+        runs: vec![sovra_api::v1::ReplicaStatus { job: 7, state: "running".into(), ..Default::default() }],
     };
     let v = serde_json::to_value(&job).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -32,6 +34,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         keys,
         [
             "blockers",
+            "ended_reason",
             "explanation",
             "explanation_summary",
             "id",
@@ -43,6 +46,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
             "replicas",
             "residency",
             "revision",
+            "runs",
             "state"
         ]
     );
@@ -51,6 +55,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
     assert_eq!(v["preemption_records"][0]["by"], 9);
     assert_eq!(v["replicas"][0]["devices"], serde_json::json!([0, 1]));
     assert_eq!(v["replicas"][0]["milli_per_device"], 1000);
+    assert_eq!(v["runs"][0]["state"], "running");
 }
 
 #[test]

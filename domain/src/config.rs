@@ -23,6 +23,9 @@ use std::path::Path;
 
 mod cluster;
 mod gpus;
+mod run;
+
+pub use run::MAX_GRACE_S;
 
 /// At most this many GPUs on one node, whether given as a uniform set or as a `devices` list.
 pub const MAX_GPUS_PER_NODE: u64 = 64;
@@ -87,7 +90,7 @@ impl ConfigError {
 }
 
 /// Scheduling settings of a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulingConfig {
     /// The default policy (`scheduling.policy`); the CLI's `--policy` overrides it.
     pub policy: Option<PolicySpec>,
@@ -98,6 +101,20 @@ pub struct SchedulingConfig {
     /// the best of all (for very large clusters; kube-scheduler's `percentageOfNodesToScore` as a count). 0, the
     /// default: every candidate is scored.
     pub max_feasible_nodes: u32,
+    /// `scheduling.max_grace`: the longest SIGTERM → SIGKILL grace period a job may ask for, seconds (default
+    /// [`crate::run::DEFAULT_MAX_GRACE_S`]).
+    pub max_grace_s: u64,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig {
+            policy: None,
+            fgd_target_workload: Vec::new(),
+            max_feasible_nodes: 0,
+            max_grace_s: crate::run::DEFAULT_MAX_GRACE_S,
+        }
+    }
 }
 
 /// One entry of a declared target workload: a replica shape and its relative weight.
@@ -175,6 +192,18 @@ impl ClusterConfig {
                     "unknown residency class {:?}; the cluster defines [{}]",
                     job.residency,
                     known.join(", ")
+                ),
+                location: None,
+            });
+        }
+        if let Some(run) = &job.run
+            && run.grace_s > self.scheduling.max_grace_s
+        {
+            out.push(Problem {
+                field: format!("{prefix}run.grace"),
+                message: format!(
+                    "{} s is over this cluster's maximum of {} s (scheduling.max_grace); ask for less",
+                    run.grace_s, self.scheduling.max_grace_s
                 ),
                 location: None,
             });
@@ -399,6 +428,7 @@ struct RawScheduling {
     fgd_target_workload: Vec<RawShare>,
     #[serde(default)]
     max_feasible_nodes: i64,
+    max_grace: Option<run::RawDuration>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +460,7 @@ struct RawJob {
     resources: RawResources,
     #[serde(default)]
     topology: RawTopology,
+    run: Option<run::RawRun>,
 }
 
 fn default_queue() -> String {
@@ -556,6 +587,7 @@ impl RawJob {
             replicas,
             resources,
             nvlink,
+            run: self.run.map(|r| Box::new(r.validate(v, &format!("{p}run.")))),
         }
     }
 }

@@ -66,4 +66,7 @@ pub struct Job {
     /// NVLink wish for multi-GPU replicas (in YAML `topology.nvlink`; `prefer` by default when a replica has 2+
     /// GPUs).
     pub nvlink: NvlinkWish,
+    /// What each replica runs (`run:`); `None`: the job is placed and its runner reports with `sovra set-state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Box<crate::run::RunSpec>>,
 }

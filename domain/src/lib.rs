@@ -11,6 +11,7 @@ pub mod job;
 pub mod limits;
 pub mod node;
 pub mod policy;
+pub mod run;
 pub mod zone;
 
 pub use config::{
@@ -21,4 +22,5 @@ pub use gpu_devices::{GPU_DEVICES_ANNOTATION, GPU_DEVICES_NODE_ANNOTATION, GpuDe
 pub use job::{Job, JobKind, NvlinkWish, Resources};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 pub use policy::{PolicySpec, ScorerKind};
+pub use run::{RestartPolicy, RunSpec};
 pub use zone::{EU_MEMBER_STATES, Pool, Purpose, ResidencyClass, Violation, Zone, satisfies};

@@ -34,6 +34,10 @@ pub struct MigInstance {
     pub profile: String,
     /// Memory of the instance in MiB.
     pub memory_mib: u64,
+    /// The instance's UUID (`MIG-…`) as NVML reports it; empty for instances only a cluster file describes. Jobs
+    /// given the instance see it in `CUDA_VISIBLE_DEVICES`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
 }
 
 /// One physical GPU of a node.

@@ -152,3 +152,56 @@ fn unknown_residency_class_is_a_problem_of_the_job() {
     assert_eq!(p[0].field, "residency");
     assert!(p[0].message.contains("unknown residency class \"us-anywhere\"; the cluster defines [fr-health]"));
 }
+
+const RUN_JOB: &str =
+    "name: j\nkind: training\nresidency: fr-health\nresources: {gpus: 1, cpu_milli: 1, memory_mib: 1}\n";
+
+#[test]
+fn a_run_section_is_read_with_its_defaults() {
+    let yaml = format!(
+        "{RUN_JOB}run:\n  command: python3\n  args: [train.py]\n  env: {{HF_HOME: /data}}\n  workdir: /data\n  \
+         user: trainer\n  walltime: 2h\n  grace: 45\n  restart: {{policy: on-failure}}\n"
+    );
+    let job = &jobs_from_yaml("job.yaml", &yaml).unwrap()[0];
+    let run = job.run.as_deref().unwrap();
+    assert_eq!((run.command.as_str(), run.args.as_slice()), ("python3", ["train.py".to_string()].as_slice()));
+    assert_eq!((run.walltime_s, run.grace_s), (Some(7200), 45));
+    assert_eq!((run.restart, run.max_restarts), (sovra_domain::RestartPolicy::OnFailure, 3));
+    let plain = &jobs_from_yaml("job.yaml", &format!("{RUN_JOB}run: {{command: /bin/true}}\n")).unwrap()[0];
+    let run = plain.run.as_deref().unwrap();
+    assert_eq!((run.walltime_s, run.grace_s, run.max_restarts), (None, 30, 0), "no walltime, 30 s grace, no restarts");
+    assert!(jobs_from_yaml("job.yaml", RUN_JOB).unwrap()[0].run.is_none());
+}
+
+#[test]
+fn run_section_errors_table() {
+    for (run, fragment) in [
+        ("{command: ''}", "run.command"),
+        ("{command: x, walltime: 0}", "run.walltime: is 0"),
+        ("{command: x, walltime: -5}", "run.walltime: -5 is negative"),
+        ("{command: x, walltime: soon}", "run.walltime"),
+        ("{command: x, grace: 2h}", "run.grace: 7200 s is over the limit"),
+        ("{command: x, env: {CUDA_VISIBLE_DEVICES: '0'}}", "run.env.CUDA_VISIBLE_DEVICES"),
+        ("{command: x, env: {SOVRA_JOB_ID: '1'}}", "run.env.SOVRA_JOB_ID"),
+        ("{command: x, workdir: data}", "run.workdir: \"data\" is relative"),
+        ("{command: x, user: 'a b'}", "run.user"),
+        ("{command: x, restart: {policy: on-failure, max: 101}}", "run.restart.max: 101 is out of range"),
+        ("{command: x, restart: {policy: never, max: 2}}", "run.restart.max: is 2 but the policy is never"),
+        ("{command: x, restart: {policy: always}}", "always"),
+        ("{command: x, shell: bash}", "shell"),
+    ] {
+        let e = job_err(&format!("{RUN_JOB}run: {run}\n"));
+        assert!(e.contains("job.yaml") && e.contains(fragment), "{run}: {e}");
+    }
+}
+
+#[test]
+fn a_grace_period_over_the_clusters_maximum_is_refused_naming_both() {
+    let c = ClusterConfig::from_yaml("cluster.yaml", &format!("{GOOD}scheduling: {{max_grace: 60s}}\n")).unwrap();
+    let job = &jobs_from_yaml("job.yaml", &format!("{RUN_JOB}run: {{command: x, grace: 90s}}\n")).unwrap()[0];
+    let problems: Vec<String> = c.check_job(job, "").iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+    let problems = problems.join("; ");
+    assert!(problems.contains("run.grace") && problems.contains("60"), "{problems}");
+    let ok = &jobs_from_yaml("job.yaml", &format!("{RUN_JOB}run: {{command: x, grace: 60s}}\n")).unwrap()[0];
+    assert!(c.check_job(ok, "").is_empty());
+}

@@ -260,6 +260,7 @@ impl Engine {
         account(&mut self.held, &rec.job.queue, &d, 1);
         rec.placement = Some(d);
         rec.state = JobState::Placed;
+        rec.attempt += 1;
         rec.explanation = None;
         rec.blockers.clear();
         events.push(Event::Placed { job: id });

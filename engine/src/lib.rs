@@ -415,6 +415,8 @@ impl Engine {
                 losses: 0,
                 blockers: Vec::new(),
                 preemption_records: Vec::new(),
+                attempt: 0,
+                ended_reason: None,
             },
         );
         match refused {
@@ -458,11 +460,17 @@ impl Engine {
 
     /// A job finished; its resources are released.
     pub fn finished(&mut self, id: JobId, success: bool) -> Result<(), JobError> {
+        self.finished_because(id, success, None)
+    }
+
+    /// [`Engine::finished`], recording how it ended (kept on the record as [`JobRecord::ended_reason`]).
+    pub fn finished_because(&mut self, id: JobId, success: bool, reason: Option<String>) -> Result<(), JobError> {
         match self.jobs.get(&id).map(|r| r.state) {
             Some(s) if s.holds_resources() => {
                 self.release(id);
-                self.jobs.get_mut(&id).expect("checked").state =
-                    if success { JobState::Succeeded } else { JobState::Failed };
+                let r = self.jobs.get_mut(&id).expect("checked");
+                r.state = if success { JobState::Succeeded } else { JobState::Failed };
+                r.ended_reason = reason;
                 Ok(())
             }
             Some(state) => Err(JobError::WrongState { id, state, expected: "placed or running" }),

@@ -72,6 +72,13 @@ pub struct JobRecord {
     /// first).
     #[serde(default)]
     pub preemption_records: Vec<PreemptionRecord>,
+    /// Times it has been placed: each placement is a new attempt, so that a node daemon can tell a re-placed job
+    /// (after a preemption or a lost node) from the run it still has (records stored before it load with 0).
+    #[serde(default)]
+    pub attempt: u64,
+    /// How it ended, in words, when whoever reported the end said (`replica 1 on gpu-2 failed: exit code 3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_reason: Option<String>,
 }
 
 /// A queue.

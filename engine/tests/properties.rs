@@ -116,8 +116,8 @@ fn cluster(nodes: &[NodeSpec]) -> ClusterConfig {
                         // MIG on the even GPUs of a MIG node: two instances each.
                         mig: if n.mig && g % 2 == 0 {
                             vec![
-                                MigInstance { profile: "3g.40gb".into(), memory_mib: 40_960 },
-                                MigInstance { profile: "3g.40gb".into(), memory_mib: 40_960 },
+                                MigInstance { profile: "3g.40gb".into(), memory_mib: 40_960, uuid: String::new() },
+                                MigInstance { profile: "3g.40gb".into(), memory_mib: 40_960, uuid: String::new() },
                             ]
                         } else {
                             vec![]
@@ -269,6 +269,7 @@ fn run(nodes: Vec<NodeSpec>, steps: Vec<Step>, seed: u64) -> Result<(), TestCase
                         memory_mib: 1024,
                     },
                     nvlink: NvlinkWish::None,
+                    run: None,
                 };
                 if let Ok(id) = e.submit(job, None) {
                     acked.push(id);

@@ -66,7 +66,8 @@ pub struct GpuRecord {
     /// NUMA node, when known.
     #[serde(default)]
     pub numa_node: Option<u32>,
-    /// PCI bus ids of the GPUs this one has an active NVLink to (one entry per link, deduplicated).
+    /// PCI bus ids of the remote ends of this GPU's active NVLinks (deduplicated): other GPUs of the node, or, on
+    /// NVSwitch systems (HGX), the switches.
     #[serde(default)]
     pub nvlink_peers: Vec<String>,
     /// MIG mode enabled.
@@ -145,10 +146,22 @@ pub fn model_name(nvml_name: &str) -> String {
 
 /// The scheduler's view of this node: its zone and pool come from the control plane (`pool` here is the one the
 /// control plane assigned), never from the inventory. CPU and memory are the node's allocatable amounts.
-/// NVLink peers are mapped from PCI bus ids to GPU indices; MIG instances become devices of their own with the
-/// profile taken from the NVML MIG name (`… MIG 3g.40gb` → `3g.40gb`).
+/// NVLink peers are mapped from PCI bus ids to GPU indices: a remote end that is a GPU of this node is a peer, and
+/// a remote end that is not (an NVSwitch: on HGX boards every link ends at a switch, never at a GPU) is a fabric —
+/// the GPUs reaching the same one are all peers, so the switched GPUs form one island. (Matching remote ends only
+/// against the GPUs' own bus ids forms no island at all there: HAMi's bug, its PR #2103. NVML's own answer,
+/// `nvmlDeviceGetNvLinkRemoteDeviceType`, is not usable: nvml-wrapper 0.13's `NvLink::remote_device_type` passes a
+/// temporary to NVML and always returns `Unknown`, and this workspace forbids the unsafe code to call it directly.)
+/// MIG instances become devices of their own with the profile taken from the NVML MIG name (`… MIG 3g.40gb` →
+/// `3g.40gb`).
 pub fn to_domain_node(inv: &Inventory, name: &str, pool: &str, cpu_milli: u64, memory_mib: u64) -> Node {
     let by_bus: BTreeMap<&str, u32> = inv.gpus.iter().map(|g| (g.pci_bus_id.as_str(), g.index)).collect();
+    let mut fabrics: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for g in &inv.gpus {
+        for b in g.nvlink_peers.iter().filter(|b| !by_bus.contains_key(b.as_str())) {
+            fabrics.entry(b.as_str()).or_default().push(g.index);
+        }
+    }
     Node {
         name: name.into(),
         pool: pool.into(),
@@ -166,7 +179,10 @@ pub fn to_domain_node(inv: &Inventory, name: &str, pool: &str, cpu_milli: u64, m
                     let mut peers: Vec<u32> = g
                         .nvlink_peers
                         .iter()
-                        .filter_map(|b| by_bus.get(b.as_str()).copied())
+                        .flat_map(|b| match by_bus.get(b.as_str()) {
+                            Some(&gpu) => vec![gpu],
+                            None => fabrics.get(b.as_str()).cloned().unwrap_or_default(),
+                        })
                         .filter(|&p| p != g.index)
                         .collect();
                     peers.sort_unstable();
@@ -183,6 +199,7 @@ pub fn to_domain_node(inv: &Inventory, name: &str, pool: &str, cpu_milli: u64, m
                     .map(|m| MigInstance {
                         profile: m.name.rsplit(" MIG ").next().unwrap_or(&m.name).trim().to_string(),
                         memory_mib: m.memory_total_mib,
+                        uuid: m.uuid.clone(),
                     })
                     .collect(),
             })

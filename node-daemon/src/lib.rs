@@ -20,6 +20,7 @@ pub mod health;
 pub mod inventory;
 pub mod nvml;
 pub mod report;
+pub mod run;
 pub mod tls_check;
 
 pub use health::HealthPolicy;

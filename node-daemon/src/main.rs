@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sovra_node_daemon::fake::FakeBackend;
 use sovra_node_daemon::nvml::apply_events;
 use sovra_node_daemon::report::{DaemonMetrics, METRICS_CONTENT_TYPE, Reporter, sources};
+use sovra_node_daemon::run::RunnerConfig;
 use sovra_node_daemon::tls_check;
 use sovra_node_daemon::{HealthPolicy, Inventory};
 use std::path::PathBuf;
@@ -70,8 +71,15 @@ enum Command {
         #[arg(long, value_parser = seconds)]
         duration_s: Option<f64>,
     },
-    /// Report to the scheduler until killed: inventory on connect, health changes, heartbeats.
-    Run(RunArgs),
+    /// Report to the scheduler until killed: inventory on connect, health changes, heartbeats; with a state
+    /// directory, also run the replicas the scheduler assigns to this node.
+    Run(Box<RunArgs>),
+    /// Supervise one replica run (started by `run`; not for people).
+    #[command(hide = true)]
+    Shim {
+        /// The replica's directory.
+        dir: PathBuf,
+    },
 }
 
 /// `--duration-s`: a finite number of seconds from 0 to a year (a negative or NaN one used to panic).
@@ -113,6 +121,28 @@ struct RunArgs {
     /// Serve Prometheus `/metrics` on this address.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Run the jobs the scheduler assigns here, keeping their state and output in this directory (without it the
+    /// daemon only reports).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The user jobs run as when they name none (a daemon running as root; default `nobody`).
+    #[arg(long)]
+    default_user: Option<String>,
+    /// Let jobs run as root.
+    #[arg(long)]
+    allow_root: bool,
+    /// The cgroup v2 directory replicas get their cgroups under (default /sys/fs/cgroup/sovra).
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// Rotate a replica's output file at this many bytes (default 16 MiB).
+    #[arg(long)]
+    log_max_bytes: Option<u64>,
+    /// Rotated output files kept per replica (default 3).
+    #[arg(long)]
+    log_keep: Option<u32>,
+    /// The address gang peers reach this node at (MASTER_ADDR); default: what the scheduler sees.
+    #[arg(long)]
+    address: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -132,6 +162,13 @@ struct Config {
     claim_zone: Option<String>,
     claim_pool: Option<String>,
     metrics_listen: Option<String>,
+    state_dir: Option<PathBuf>,
+    default_user: Option<String>,
+    allow_root: Option<bool>,
+    cgroup_root: Option<PathBuf>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<u32>,
+    address: Option<String>,
 }
 
 /// Settings after merging the config file and the flags.
@@ -182,14 +219,49 @@ fn settings(opts: &Opts) -> Result<Settings, String> {
             claim_zone: cfg.claim_zone,
             claim_pool: cfg.claim_pool,
             metrics_listen: cfg.metrics_listen,
+            state_dir: cfg.state_dir,
+            default_user: cfg.default_user,
+            allow_root: cfg.allow_root.unwrap_or(false),
+            cgroup_root: cfg.cgroup_root,
+            log_max_bytes: cfg.log_max_bytes,
+            log_keep: cfg.log_keep,
+            address: cfg.address,
         },
     })
 }
 
+/// The job runner's settings (flags over the config file), when the daemon runs jobs (`state_dir`).
+fn runner_config(node: &str, flags: &RunArgs, file: &RunArgs) -> Result<Option<RunnerConfig>, String> {
+    let Some(state_dir) = flags.state_dir.clone().or(file.state_dir.clone()) else { return Ok(None) };
+    let shim = std::env::current_exe().map_err(|e| format!("cannot find this program to start shims: {e}"))?;
+    let log_max_bytes = flags.log_max_bytes.or(file.log_max_bytes).unwrap_or(16 << 20);
+    if log_max_bytes < 4096 {
+        return Err(format!("log_max_bytes: {log_max_bytes} is too small; use at least 4096"));
+    }
+    Ok(Some(RunnerConfig {
+        node: node.to_string(),
+        state_dir,
+        default_user: flags.default_user.clone().or(file.default_user.clone()).unwrap_or_else(|| "nobody".into()),
+        allow_root: flags.allow_root || file.allow_root,
+        log_max_bytes,
+        log_keep: flags.log_keep.or(file.log_keep).unwrap_or(3).min(64),
+        cgroup_root: flags
+            .cgroup_root
+            .clone()
+            .or(file.cgroup_root.clone())
+            .unwrap_or_else(|| "/sys/fs/cgroup/sovra".into()),
+        shim,
+        tick: Duration::from_millis(100),
+    }))
+}
+
 /// The reporter from the flags over the config file; every missing or unreadable piece is named.
-fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>), String> {
-    let server = flags.server.or(file.server).ok_or("run: --server (or server: in the config) is required")?;
-    let node = flags.node.or(file.node).ok_or("run: --node (or node: in the config) is required")?;
+fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>, Option<RunnerConfig>), String> {
+    let address = flags.address.clone().or(file.address.clone()).unwrap_or_default();
+    let server =
+        flags.server.clone().or(file.server.clone()).ok_or("run: --server (or server: in the config) is required")?;
+    let node = flags.node.clone().or(file.node.clone()).ok_or("run: --node (or node: in the config) is required")?;
+    let runner = runner_config(&node, &flags, &file)?;
     let tls_dir = flags.tls_dir.or(file.tls_dir);
     let pick = |flag: Option<PathBuf>, key: Option<PathBuf>, name: &str, in_dir: Option<PathBuf>| {
         flag.or(key)
@@ -218,13 +290,15 @@ fn reporter(flags: RunArgs, file: RunArgs) -> Result<(Reporter, Option<String>),
         claim_pool: flags.claim_pool.or(file.claim_pool),
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(30),
+        runner: None,
+        address,
     };
-    Ok((r, flags.metrics_listen.or(file.metrics_listen)))
+    Ok((r, flags.metrics_listen.or(file.metrics_listen), runner))
 }
 
 /// `run`: report until killed.
 async fn run_reporter(s: Settings, args: RunArgs) -> Result<(), String> {
-    let (reporter, metrics_listen) = reporter(args, s.run.clone())?;
+    let (mut reporter, metrics_listen, runner) = reporter(args, s.run.clone())?;
     let poll = Duration::from_millis(s.interval_ms);
     let (inventory, updates) = match s.backend {
         Backend::Fake => {
@@ -234,6 +308,11 @@ async fn run_reporter(s: Settings, args: RunArgs) -> Result<(), String> {
             sources::fake(fake, s.policy.clone(), poll)
         }
         Backend::Nvml => sources::nvml(s.nvml_lib.map(|p| p.into_os_string()), s.policy.clone(), poll)?,
+    };
+    let updates = match runner {
+        None => updates,
+        // GPU updates and replica statuses go to the scheduler on one channel.
+        Some(cfg) => sovra_node_daemon::run::attach(&mut reporter, cfg, updates)?,
     };
     let metrics = Arc::new(DaemonMetrics::default());
     if let Some(addr) = metrics_listen {
@@ -266,6 +345,9 @@ fn emit(kind: &str, value: serde_json::Value) {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Shim { dir } = &cli.command {
+        std::process::exit(sovra_node_daemon::run::shim::main(dir));
+    }
     let s = settings(&cli.opts)?;
     let (interval_ms, duration) = match cli.command {
         Command::Run(args) => {
@@ -273,9 +355,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            return rt.block_on(run_reporter(s, args));
+            return rt.block_on(run_reporter(s, *args));
         }
-        Command::Inventory => (None, None),
+        Command::Inventory | Command::Shim { .. } => (None, None),
         Command::Watch { interval_ms, duration_s } => {
             (Some(interval_ms.unwrap_or(s.interval_ms).max(1)), duration_s.map(Duration::from_secs_f64))
         }

@@ -36,6 +36,21 @@ pub enum Update {
     },
     /// The inventory changed (e.g. MIG reconfigured).
     Inventory(Inventory),
+    /// A replica's state changed (from the [`crate::run`] runner).
+    Replica(crate::run::Status),
+}
+
+/// The reporter's side of the job runner: where assignment sets go, what it runs now, where its logs are.
+#[derive(Debug, Clone)]
+pub struct RunnerLink {
+    /// The runner thread's inbox of assignment sets.
+    pub desired: std::sync::mpsc::Sender<crate::run::Desired>,
+    /// Every replica's status now (sent whole in each registration).
+    pub statuses: Arc<std::sync::Mutex<Vec<crate::run::Status>>>,
+    /// The runner's state directory (replica output is read from there).
+    pub state_dir: std::path::PathBuf,
+    /// What it enforces (`Register.isolation`).
+    pub isolation: String,
 }
 
 /// Where and as whom to report.
@@ -59,6 +74,10 @@ pub struct Reporter {
     pub backoff_initial: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// The job runner, when this daemon runs jobs.
+    pub runner: Option<RunnerLink>,
+    /// The address gang peers reach this node at (`Register.address`); empty: the scheduler's view.
+    pub address: String,
 }
 
 /// The `Content-Type` of [`DaemonMetrics::render`]'s text (prometheus-client writes OpenMetrics).
@@ -161,8 +180,29 @@ pub fn to_proto(inv: &Inventory) -> NodeInventory {
     }
 }
 
+/// A replica status as the API carries it.
+pub fn status_proto(s: &crate::run::Status) -> sovra_api::v1::ReplicaStatus {
+    sovra_api::v1::ReplicaStatus {
+        job: s.key.0,
+        replica: s.key.1,
+        attempt: s.key.2,
+        state: s.state.clone(),
+        exit_code: s.exit_code,
+        signal: s.signal,
+        reason: s.reason.clone(),
+        restarts: s.restarts,
+        pid: s.pid,
+        started_ms: s.started_ms,
+        ended_ms: s.ended_ms,
+        cpu_ms: s.cpu_ms,
+        max_rss_kib: s.max_rss_kib,
+        node: String::new(),
+    }
+}
+
 fn apply(inv: &mut Inventory, u: &Update) -> NodeReport {
     let body = match u {
+        Update::Replica(s) => node_report::Body::Replica(status_proto(s)),
         Update::Health { gpu, health } => {
             inv.set_health(*gpu, health.clone());
             node_report::Body::Health(HealthChange {
@@ -254,6 +294,14 @@ impl Reporter {
             claimed_pool: self.claim_pool.clone().unwrap_or_default(),
             inventory: Some(to_proto(inv)),
             daemon_version: env!("CARGO_PKG_VERSION").into(),
+            replicas: self
+                .runner
+                .as_ref()
+                .map(|r| r.statuses.lock().map(|s| s.iter().map(status_proto).collect()).unwrap_or_default())
+                .unwrap_or_default(),
+            isolation: self.runner.as_ref().map(|r| r.isolation.clone()).unwrap_or_default(),
+            runs_jobs: self.runner.is_some(),
+            address: self.address.clone(),
         };
         let _ = tx.send(NodeReport { body: Some(node_report::Body::Register(register)) }).await;
         metrics.reports.inc();
@@ -282,6 +330,7 @@ impl Reporter {
         tick.tick().await;
         let mut seq = 0u64;
         let started = Instant::now();
+        let mut reads: std::collections::BTreeMap<u64, Arc<std::sync::atomic::AtomicBool>> = Default::default();
         let end = |reason: String| End { reason, registered: true };
         loop {
             tokio::select! {
@@ -307,7 +356,7 @@ impl Reporter {
                     None => *updates_open = false,
                 },
                 r = replies.message() => match r {
-                    Ok(Some(_)) => {}
+                    Ok(Some(reply)) => self.on_reply(reply, &tx, &mut reads),
                     Ok(None) => return end(format!("the scheduler closed the stream after {:.1} s", started.elapsed().as_secs_f64())),
                     Err(s) => return end(format!("{}: {}", s.code(), s.message())),
                 },
@@ -317,6 +366,62 @@ impl Reporter {
 }
 
 impl Reporter {
+    /// What the scheduler sent besides acknowledgements: an assignment set for the runner, a log read, the end of
+    /// one.
+    fn on_reply(
+        &self,
+        reply: sovra_api::v1::ReportReply,
+        tx: &mpsc::Sender<NodeReport>,
+        reads: &mut std::collections::BTreeMap<u64, Arc<std::sync::atomic::AtomicBool>>,
+    ) {
+        use std::sync::atomic::Ordering;
+        match reply.body {
+            Some(report_reply::Body::Assignments(a)) => match &self.runner {
+                Some(r) => {
+                    let _ = r.desired.send(crate::run::desired_from(&a));
+                }
+                None if !a.replicas.is_empty() => {
+                    tracing::warn!(
+                        replicas = a.replicas.len(),
+                        "assigned work, but this daemon runs no jobs (no state_dir)"
+                    );
+                }
+                None => {}
+            },
+            Some(report_reply::Body::LogRead(l)) => {
+                reads.retain(|_, c| Arc::strong_count(c) > 1);
+                let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                reads.insert(l.request, cancel.clone());
+                let tx = tx.clone();
+                let dir =
+                    self.runner.as_ref().and_then(|r| crate::run::logs::latest_dir(&r.state_dir, l.job, l.replica));
+                tokio::task::spawn_blocking(move || {
+                    let msg = |data: Vec<u8>, eof: bool, error: String| NodeReport {
+                        body: Some(node_report::Body::Logs(sovra_api::v1::LogData {
+                            request: l.request,
+                            data,
+                            eof,
+                            error,
+                        })),
+                    };
+                    let result = match dir {
+                        Some(dir) => crate::run::logs::read(&dir, l.tail_lines as usize, l.follow, &cancel, |chunk| {
+                            tx.blocking_send(msg(chunk, false, String::new())).is_ok()
+                        }),
+                        None => Err(format!("this node has no output of job {} replica {}", l.job, l.replica)),
+                    };
+                    let _ = tx.blocking_send(msg(Vec::new(), true, result.err().unwrap_or_default()));
+                });
+            }
+            Some(report_reply::Body::LogCancel(id)) => {
+                if let Some(c) = reads.remove(&id) {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// A failed connection in words: which TLS or network problem it is ([`crate::tls_check::diagnose`]).
     fn explain(&self, e: &(dyn std::error::Error + 'static)) -> String {
         crate::tls_check::diagnose(e).explain(&self.server, "the daemon's CA file (--ca, or ca.pem in --tls-dir)")

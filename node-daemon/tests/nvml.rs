@@ -142,8 +142,70 @@ fn nvml_child() {
             memory_mib: 1,
         },
         nvlink: NvlinkWish::None,
+        run: None,
     };
     let d = Placer::new(PolicySpec::default(), 1).place(&state, &job(1)).unwrap();
     assert_eq!(d.replicas[0].devices[0].device, 0, "GPU 1 is unhealthy: only GPU 0 is offered");
     assert!(Placer::new(PolicySpec::default(), 1).place(&state, &job(2)).is_err(), "two healthy H100 no longer exist");
+}
+
+/// Runs the `nvswitch_child` test in a child process with the test library serving `fixture`.
+fn child_with(fixture: &str, expect: &str) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["nvswitch_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("SOVRA_TEST_NVML_FIXTURE", &fixture)
+        .env("SOVRA_TEST_EXPECT", expect)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "child ({expect}) failed:\n{text}");
+}
+
+#[test]
+fn gpus_behind_nvswitch_form_one_island_and_pcie_gpus_none() {
+    // HGX H100 8-GPU: every link of every GPU ends at one of 4 NVSwitches, never at another GPU.
+    child_with("nvml-hgx-h100-nvswitch.json", "hgx");
+    child_with("nvml-8gpu-pcie.json", "pcie");
+}
+
+/// Runs only as the child of `gpus_behind_nvswitch_form_one_island_and_pcie_gpus_none`.
+#[test]
+#[ignore = "run by gpus_behind_nvswitch_form_one_island_and_pcie_gpus_none in a child process"]
+fn nvswitch_child() {
+    let expect = std::env::var("SOVRA_TEST_EXPECT").expect("run through the parent test");
+    let nvml = open(Some(testlib().as_os_str())).expect("the test library initialises");
+    let inv = inventory(Ok(&nvml));
+    assert_eq!(inv.gpus.len(), 8);
+    let node = to_domain_node(&inv, "hgx-1", "train", 256_000, 2_097_152);
+    let others = |i: u32| (0..8).filter(|&p| p != i).collect::<Vec<u32>>();
+    for (i, g) in node.gpus.iter().enumerate() {
+        let want = if expect == "hgx" { others(i as u32) } else { vec![] };
+        assert_eq!(g.nvlink_peers, want, "GPU {i} ({expect})");
+    }
+    let mut cfg = ClusterConfig::from_yaml(
+        "c.yaml",
+        "zones: [{id: z, country: FR, region: r, jurisdiction: EU, operator: o, operator_hq: FR}]\n\
+         pools: [{id: train, zone: z, purpose: training}]\nresidency_classes: [{name: any}]\nnodes: []\n",
+    )
+    .unwrap();
+    cfg.nodes.push(node);
+    let state = ClusterState::from_config(&cfg).unwrap();
+    let job = Job {
+        name: "allreduce".into(),
+        kind: Purpose::Training,
+        queue: "q".into(),
+        priority: 0,
+        residency: "any".into(),
+        replicas: 1,
+        resources: Resources { gpus: 8, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1, memory_mib: 1 },
+        nvlink: NvlinkWish::Require,
+        run: None,
+    };
+    let placed = Placer::new(PolicySpec::default(), 1).place(&state, &job);
+    if expect == "hgx" {
+        assert_eq!(placed.expect("fits one NVLink island").replicas[0].devices.len(), 8);
+    } else {
+        assert!(placed.is_err(), "8 PCIe GPUs are no NVLink island");
+    }
 }

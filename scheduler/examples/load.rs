@@ -81,6 +81,8 @@ async fn main() {
                 claim_pool: None,
                 backoff_initial: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(2),
+                runner: None,
+                address: String::new(),
             };
             let inv = FakeBackend::of_node(node, "load test").inventory();
             let (_tx, rx) = tokio::sync::mpsc::channel(1);

@@ -39,7 +39,9 @@ use writer::{Envelope, Msg, ReplyTx, Req, Writer};
 
 mod admin;
 mod apply;
+mod assign;
 mod cluster;
+mod dispatch;
 mod inventory;
 mod jobs;
 mod serve;
@@ -148,6 +150,7 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     clock: Clock,
+    dispatch: Arc<dispatch::Dispatch>,
     _writer: Arc<WriterThread>,
 }
 
@@ -222,6 +225,7 @@ impl Scheduler {
         let metrics = Arc::new(Metrics::new());
         let (watch, _) = tokio::sync::broadcast::channel(4096);
         let live = Arc::new(ArcSwap::from_pointee(live));
+        let dispatch = Arc::new(dispatch::Dispatch::default());
         let placeholder = Arc::new(ArcSwap::from_pointee(Snapshot {
             revision: 0,
             compacted: 0,
@@ -254,7 +258,17 @@ impl Scheduler {
             epochs: Vec::new(),
             generation: 0,
             stopped: None,
+            dispatch: dispatch.clone(),
+            assigned: BTreeMap::new(),
+            job_nodes: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            isolation: BTreeMap::new(),
+            stop_why: BTreeMap::new(),
+            redispatch: false,
         };
+        // Placements restored from the store are assigned again: daemons keep what they run.
+        w.dispatch(&BTreeSet::new(), true);
         let first = w.initial_snapshot();
         placeholder.store(Arc::new(first));
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
@@ -270,6 +284,7 @@ impl Scheduler {
             metrics,
             store,
             clock,
+            dispatch,
             _writer: Arc::new(WriterThread { tx, handle: std::sync::Mutex::new(Some(handle)) }),
         };
         // Requeued and lost jobs are written, and a first cycle places what can run.

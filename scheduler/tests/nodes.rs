@@ -183,7 +183,12 @@ async fn a_node_registers_with_its_certificate_and_its_reported_gpus_replace_the
     assert_eq!((n.gpus, n.healthy_gpus, n.backend.as_str(), n.connected, n.zone.as_str()), (4, 4, "test", true, "fr"));
     // A heartbeat is acknowledged.
     tx.send(NodeReport { body: Some(node_report::Body::Heartbeat(Heartbeat { seq: 7 })) }).await.unwrap();
-    let ack = replies.message().await.unwrap().unwrap();
+    // (After the registration the scheduler sends the node's assignment set: none here.)
+    let mut ack = replies.message().await.unwrap().unwrap();
+    while let Some(report_reply::Body::Assignments(a)) = &ack.body {
+        assert!(a.replicas.is_empty(), "{a:?}");
+        ack = replies.message().await.unwrap().unwrap();
+    }
     assert!(matches!(ack.body, Some(report_reply::Body::Ack(a)) if a.seq == 7));
     // A job can now use the four reported GPUs.
     let id = submit(&s.addr, dir.path(), "four", 4).await;
@@ -196,6 +201,28 @@ async fn a_node_registers_with_its_certificate_and_its_reported_gpus_replace_the
     let n = node(&s.addr, dir.path(), "n1").await;
     assert_eq!((n.gpus, n.used_milli), (4, 4000));
     assert_eq!(job_state(&s.addr, dir.path(), id).await.0, "placed");
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn nvlink_peers_that_differ_from_the_cluster_file_are_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), long_heartbeat(), None, true).await;
+    let mut inv = gpus(2);
+    inv.gpus[0].nvlink_peers = vec![1];
+    inv.gpus[1].nvlink_peers = vec![0];
+    let ch = channel(&s.addr, dir.path(), Some("n1")).await.unwrap();
+    let (_tx, r) = report(ch, register("n1", "fr", inv.clone())).await;
+    r.unwrap();
+    let events = s.scheduler.events(50);
+    let hits: Vec<&String> = events.iter().filter(|e| e.contains("reports NVLink peers")).collect();
+    assert_eq!(hits.len(), 1, "{events:?}");
+    assert!(hits[0].contains("node n1") && hits[0].contains("[[1], [0]]") && hits[0].contains("[[]]"), "{hits:?}");
+    // The same report again (a daemon restart) is not news.
+    let ch = channel(&s.addr, dir.path(), Some("n1")).await.unwrap();
+    let (_tx2, r) = report(ch, register("n1", "fr", inv)).await;
+    r.unwrap();
+    assert_eq!(s.scheduler.events(50).iter().filter(|e| e.contains("reports NVLink peers")).count(), 1);
     let _ = s.stop.send(());
 }
 

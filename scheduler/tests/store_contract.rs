@@ -27,6 +27,8 @@ fn record(id: u64, state: JobState, request: Option<&str>) -> JobRecord {
         losses: 0,
         blockers: vec![],
         preemption_records: vec![],
+        attempt: 0,
+        ended_reason: None,
     }
 }
 

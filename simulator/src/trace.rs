@@ -141,6 +141,7 @@ impl TraceTask {
                 memory_mib: self.memory_mib,
             },
             nvlink: NvlinkWish::None,
+            run: None,
         }
     }
 }

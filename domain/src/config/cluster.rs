@@ -194,6 +194,17 @@ impl RawCluster {
             }
             n => v.at_least("scheduling.max_feasible_nodes", n, 0) as u32,
         };
+        let max_grace_s = match &self.scheduling.max_grace {
+            None => crate::run::DEFAULT_MAX_GRACE_S,
+            Some(d) => match d.seconds(v, "scheduling.max_grace") {
+                Some(s) if s > super::MAX_GRACE_S => {
+                    v.problem("scheduling.max_grace", format!("{s} s is over the limit of {} s", super::MAX_GRACE_S));
+                    super::MAX_GRACE_S
+                }
+                Some(s) => s,
+                None => crate::run::DEFAULT_MAX_GRACE_S,
+            },
+        };
         let fgd_target_workload = self
             .scheduling
             .fgd_target_workload
@@ -236,7 +247,7 @@ impl RawCluster {
             pools: self.pools,
             residency_classes,
             nodes,
-            scheduling: SchedulingConfig { policy, fgd_target_workload, max_feasible_nodes },
+            scheduling: SchedulingConfig { policy, fgd_target_workload, max_feasible_nodes, max_grace_s },
             queues,
         }
     }

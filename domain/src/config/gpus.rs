@@ -76,7 +76,7 @@ fn expand_mig(v: &mut Validator, p: &str, raw: Option<Vec<RawMig>>) -> Vec<MigIn
         }
         total = total.saturating_add(count);
         while (out.len() as u64) < total.min(MAX_MIG_PER_GPU) {
-            out.push(MigInstance { profile: m.profile.clone(), memory_mib: memory });
+            out.push(MigInstance { profile: m.profile.clone(), memory_mib: memory, uuid: String::new() });
         }
     }
     if entries > 1 && total > MAX_MIG_PER_GPU {

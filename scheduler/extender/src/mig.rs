@@ -108,7 +108,11 @@ pub fn mig_gpus(k: &KubeNode, model: &str, room: usize) -> Vec<Gpu> {
                 nvlink_peers: vec![],
                 health: Health::Healthy,
                 mig: (0..here)
-                    .map(|_| MigInstance { profile: profile.clone(), memory_mib: memory_mib.unwrap_or(0) })
+                    .map(|_| MigInstance {
+                        profile: profile.clone(),
+                        memory_mib: memory_mib.unwrap_or(0),
+                        uuid: String::new(),
+                    })
                     .collect(),
             });
             left -= here;

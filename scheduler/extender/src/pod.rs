@@ -186,6 +186,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             replicas: 1,
             resources: Resources { gpus, gpu_milli: gpu_milli as u32, gpu_models, cpu_milli, memory_mib },
             nvlink,
+            run: None,
         },
         gang,
         mig_profile,

@@ -303,6 +303,7 @@ nodes:
                 memory_mib: mem,
             },
             nvlink,
+            run: None,
         }
     }
 

@@ -170,6 +170,7 @@ pub fn jobs(n: usize, seed: u64) -> Vec<Job> {
                 replicas: 1,
                 resources: Resources { gpus, gpu_milli: milli, gpu_models, cpu_milli: cpu, memory_mib: mem },
                 nvlink: if gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None },
+                run: None,
             }
         })
         .collect()

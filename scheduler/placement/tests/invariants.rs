@@ -107,7 +107,7 @@ fn build_cluster(
                         nvlink_peers: if nvlink { (0..n).filter(|&p| p != g as u32).collect() } else { vec![] },
                         health: if healthy { Health::Healthy } else { Health::Unhealthy { reason: "XID 79".into() } },
                         mig: if mig {
-                            vec![MigInstance { profile: "3g.40gb".into(), memory_mib: 40960 }; 2]
+                            vec![MigInstance { profile: "3g.40gb".into(), memory_mib: 40960, uuid: String::new() }; 2]
                         } else {
                             vec![]
                         },
@@ -149,6 +149,7 @@ fn job_strategy() -> impl Strategy<Value = Job> {
                 memory_mib: mem,
             },
             nvlink: if gpus >= 2 { nvlink } else { NvlinkWish::None },
+            run: None,
         })
 }
 

@@ -12,8 +12,8 @@ fn reshaped(n: &Node, pool: &str) -> Node {
     for g in &mut gpus[2..] {
         g.nvlink_peers.clear();
         g.mig = vec![
-            MigInstance { profile: "3g.40gb".into(), memory_mib: 40960 },
-            MigInstance { profile: "3g.40gb".into(), memory_mib: 40960 },
+            MigInstance { profile: "3g.40gb".into(), memory_mib: 40960, uuid: String::new() },
+            MigInstance { profile: "3g.40gb".into(), memory_mib: 40960, uuid: String::new() },
         ];
     }
     for g in &mut gpus[..2] {

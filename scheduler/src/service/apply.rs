@@ -96,6 +96,10 @@ impl Writer {
                 }
                 Ok(Outcome::Unit)
             }
+            Req::Replica { identity, session, status } => {
+                self.check_session(identity, *session)?;
+                self.replica_report(identity, sovra_api::v1::ReplicaStatus::clone(status), ch)
+            }
             Req::Disconnected { identity, session } => {
                 if let Some(cell) = self.live.load().get(identity)
                     && cell.session.load(Ordering::Relaxed) == *session
@@ -167,6 +171,9 @@ impl Writer {
         }
         for n in &silent {
             let jobs = self.engine.node_lost(n);
+            for j in &jobs {
+                self.stop_why.insert(*j, format!("requeued: node {n} was lost (no heartbeat)"));
+            }
             tracing::warn!(node = %n, lost_jobs = ?jobs, "no heartbeat for 1.5 intervals: node NotReady");
             ch.events.push(format!("node {n} NotReady: no heartbeat; jobs lost and requeued: {jobs:?}"));
             ch.jobs.extend(jobs);
@@ -241,6 +248,13 @@ impl Writer {
             }
         }
         self.mark_ready(identity, ch);
+        self.addresses.insert(identity.to_string(), reg.address.clone());
+        self.isolation.insert(identity.to_string(), if reg.runs_jobs { reg.isolation.clone() } else { String::new() });
+        // What the daemon runs or ran, re-adopted after its restart: the runs follow, stale ones are ignored (and
+        // stopped by the assignment set the daemon gets next).
+        for status in &reg.replicas {
+            self.replica_report(identity, status.clone(), ch)?;
+        }
         ch.views.insert(identity.to_string());
         ch.events.push(format!("node {identity} registered ({}, {} GPUs)", inv.backend, inv.gpus.len()));
         tracing::debug!(node = identity, backend = %inv.backend, gpus = inv.gpus.len(), "node registered");
@@ -294,6 +308,19 @@ impl Writer {
         let Some(i) = self.position(node) else {
             return Err(Status::internal(format!("node {node:?} is not in the cluster")));
         };
+        // The NVLink topology a daemon reports wins over the cluster file's; an operator hears when they differ.
+        let links = |gpus: &[sovra_domain::Gpu]| gpus.iter().map(|g| g.nvlink_peers.clone()).collect::<Vec<_>>();
+        let filed = links(&self.base.nodes[i].gpus);
+        let reported = links(&rec.gpus);
+        let before = self.reported.get(node).map(|r| links(&r.gpus));
+        if inv.backend_ready && filed != reported && before.as_ref() != Some(&reported) {
+            let line = format!(
+                "node {node}: its daemon reports NVLink peers {reported:?} where the cluster file says {filed:?}; \
+                 the reported ones are used (fix the cluster file to silence this)"
+            );
+            tracing::warn!(node, "{line}");
+            ch.events.push(line);
+        }
         let current = self.cluster.nodes.get(i).map(|n| n.gpus.clone()).unwrap_or_default();
         let requeued = if same_devices(&current, &rec.gpus) {
             for (g, gpu) in rec.gpus.iter().enumerate() {
@@ -345,6 +372,9 @@ impl Writer {
             requeued: requeued.clone(),
         };
         ch.events.push(format!("configuration reloaded from {}; requeued {requeued:?}", path.display()));
+        for j in &requeued {
+            self.stop_why.insert(*j, "requeued: its placement no longer fits the reloaded configuration".into());
+        }
         tracing::info!(file = %path.display(), ?requeued, "configuration reloaded");
         self.positions = positions(&base);
         self.base = base;

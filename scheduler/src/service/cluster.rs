@@ -66,6 +66,15 @@ impl Scheduler {
                 self.call(req, |tx| ReplyTx::Unit(Some(tx))).await?;
                 Ok(None)
             }
+            Some(node_report::Body::Replica(status)) => {
+                let req = Req::Replica { identity: identity.to_string(), session, status: Box::new(status) };
+                self.call(req, |tx| ReplyTx::Unit(Some(tx))).await?;
+                Ok(None)
+            }
+            Some(node_report::Body::Logs(data)) => {
+                self.dispatch.deliver(identity, data).await;
+                Ok(None)
+            }
             Some(node_report::Body::Register(_)) => {
                 Err(Status::invalid_argument("register: only the first message of a stream registers"))
             }
@@ -118,15 +127,22 @@ impl Nodes for Scheduler {
                  daemon with --tls-dir (or --ca, --cert, --key), and the scheduler with --tls-dir",
             ));
         };
+        // Gang peers reach the node at the address it names, or else at the one its connection comes from.
+        let seen_from = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         let mut stream = req.into_inner();
         let first =
             stream.message().await?.ok_or_else(|| Status::invalid_argument("register: the stream was empty"))?;
-        let Some(node_report::Body::Register(reg)) = first.body else {
+        let Some(node_report::Body::Register(mut reg)) = first.body else {
             return Err(Status::invalid_argument("register: the first message of a report stream must register"));
         };
+        if reg.address.trim().is_empty() {
+            reg.address = seen_from;
+        }
         let (session, registered) = self.register_node(&identity, reg).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let _ = tx.send(Ok(ReportReply { body: Some(report_reply::Body::Registered(registered)) })).await;
+        // Then the node's assignment set, and every later one.
+        self.dispatch.attach(&identity, session, tx.clone());
         let me = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(msg)) = stream.message().await {
@@ -143,6 +159,7 @@ impl Nodes for Scheduler {
                     }
                 }
             }
+            me.dispatch.detach(&identity, session);
             let _ = me.enqueue(Req::Disconnected { identity, session }, ReplyTx::Unit(None));
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))

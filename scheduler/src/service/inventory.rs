@@ -41,7 +41,11 @@ pub(crate) fn gpus_of(inv: &NodeInventory, field: &str) -> Result<Vec<Gpu>, Stri
             numa_node: g.numa_node,
             nvlink_peers: g.nvlink_peers.clone(),
             health: if g.healthy { Health::Healthy } else { Health::Unhealthy { reason: g.unhealthy_reason.clone() } },
-            mig: g.mig.iter().map(|m| MigInstance { profile: m.profile.clone(), memory_mib: m.memory_mib }).collect(),
+            mig: g
+                .mig
+                .iter()
+                .map(|m| MigInstance { profile: m.profile.clone(), memory_mib: m.memory_mib, uuid: m.uuid.clone() })
+                .collect(),
         });
     }
     Ok(gpus)
@@ -49,9 +53,10 @@ pub(crate) fn gpus_of(inv: &NodeInventory, field: &str) -> Result<Vec<Gpu>, Stri
 
 /// Whether two GPU lists describe the same devices (health and UUIDs aside).
 pub(crate) fn same_devices(a: &[Gpu], b: &[Gpu]) -> bool {
+    let mig = |g: &Gpu| g.mig.iter().map(|m| (m.profile.clone(), m.memory_mib)).collect::<Vec<_>>();
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            (&x.model, x.memory_mib, x.numa_node, &x.nvlink_peers, &x.mig)
-                == (&y.model, y.memory_mib, y.numa_node, &y.nvlink_peers, &y.mig)
+            (&x.model, x.memory_mib, x.numa_node, &x.nvlink_peers, mig(x))
+                == (&y.model, y.memory_mib, y.numa_node, &y.nvlink_peers, mig(y))
         })
 }

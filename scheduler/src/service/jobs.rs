@@ -6,8 +6,8 @@ use super::writer::{ReplyTx, Req};
 use super::{ReplyStream, Scheduler};
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{
-    CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, Replica, SetStateRequest, SubmitRequest,
-    SubmitResponse, WatchRequest,
+    CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, LogChunk, LogRead, LogsRequest, Replica,
+    SetStateRequest, SubmitRequest, SubmitResponse, WatchRequest,
 };
 use sovra_domain::Job;
 use sovra_domain::limits::{MAX_JOB_YAML_BYTES, MAX_REQUEST_ID_LEN};
@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 pub const DEFAULT_PAGE: usize = 1000;
 /// The largest `List` / `Nodes` page.
 pub const MAX_PAGE: usize = 10_000;
+/// The most lines `Logs` returns from the end of an output (`tail_lines`).
+pub const MAX_TAIL_LINES: u32 = 1_000_000;
 
 /// The page size a request asks for, checked.
 pub(super) fn page_size(asked: u32, field: &str) -> Result<usize, Status> {
@@ -115,6 +117,8 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
         // Plain data (strings, numbers, lists): serialising cannot fail.
         blockers_json: serde_json::to_string(&r.blockers).unwrap_or_default(),
         preemption_records_json: serde_json::to_string(&r.preemption_records).unwrap_or_default(),
+        ended_reason: r.ended_reason.clone().unwrap_or_default(),
+        runs: Vec::new(),
     }
 }
 
@@ -227,6 +231,40 @@ impl Jobs for Scheduler {
     async fn set_state(&self, req: Request<SetStateRequest>) -> Result<Response<JobInfo>, Status> {
         let req = req.into_inner();
         self.call(Req::SetState { id: req.id, state: req.state }, ReplyTx::Job).await.map(Response::new)
+    }
+
+    type LogsStream = ReplyStream<LogChunk>;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        if req.tail_lines > MAX_TAIL_LINES {
+            return Err(Status::invalid_argument(format!(
+                "tail_lines: {}; at most {MAX_TAIL_LINES} (or 0 for everything the node keeps)",
+                req.tail_lines
+            )));
+        }
+        let job = self.job_info(req.id)?;
+        let node = job.runs.iter().find(|r| r.replica == req.replica).map(|r| r.node.clone());
+        let Some(node) = node else {
+            return Err(if job.runs.is_empty() {
+                Status::failed_precondition(format!(
+                    "job {}: no node daemon has run it, so there is no output to read (jobs without a `run:` \
+                     section run outside Sovra; pending jobs have not started)",
+                    req.id
+                ))
+            } else {
+                Status::invalid_argument(format!(
+                    "replica: job {} has replicas 0 to {}, not {}",
+                    req.id,
+                    job.runs.len().saturating_sub(1),
+                    req.replica
+                ))
+            });
+        };
+        let read =
+            LogRead { request: 0, job: req.id, replica: req.replica, follow: req.follow, tail_lines: req.tail_lines };
+        let stream = self.dispatch.read_logs(&node, read).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {

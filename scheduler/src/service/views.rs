@@ -13,6 +13,11 @@ use std::sync::Arc;
 type Views = (imbl::OrdMap<String, Arc<NodeView>>, Vec<PoolInfo>, Vec<[u64; 3]>);
 
 impl Writer {
+    /// What the daemons reported of a job's replicas, in replica order.
+    fn runs_of(&self, id: sovra_engine::JobId) -> Vec<sovra_api::v1::ReplicaStatus> {
+        self.runs.get(&id).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// The view of node `i` of the engine's topology.
     fn node_view(&self, i: usize) -> NodeView {
         let state = self.engine.state();
@@ -60,6 +65,7 @@ impl Writer {
                 driver_version: reported.map(|r| r.driver_version.clone()).unwrap_or_default(),
                 gpu_error: reported.map(|r| r.gpu_error.clone()).unwrap_or_default(),
                 unhealthy,
+                isolation: self.isolation.get(&n.name).cloned().unwrap_or_default(),
             },
             pool: n.pool as usize,
             free_milli: free,
@@ -132,6 +138,7 @@ impl Writer {
             .jobs()
             .map(|r| {
                 let mut i = info(r);
+                i.runs = self.runs_of(r.id);
                 i.revision = start;
                 (r.id, Arc::new(i))
             })
@@ -166,6 +173,7 @@ impl Writer {
             match self.engine.job(*id) {
                 Some(r) => {
                     let mut i = info(r);
+                    i.runs = self.runs_of(r.id);
                     i.revision = revision;
                     let i = Arc::new(i);
                     s.jobs.insert(*id, i.clone());

@@ -49,6 +49,8 @@ pub(crate) enum Req {
     Inventory { identity: String, session: u64, inv: Box<NodeInventory> },
     /// A NotReady node's daemon sent a heartbeat.
     Ready { identity: String },
+    /// A daemon reports a replica's state.
+    Replica { identity: String, session: u64, status: Box<sovra_api::v1::ReplicaStatus> },
     /// A report stream ended.
     Disconnected { identity: String, session: u64 },
     /// The liveness check at a given instant (tests pass a future one).
@@ -138,6 +140,24 @@ pub(crate) struct Writer {
     pub generation: u64,
     /// Why the writer stopped taking changes, once it did.
     pub stopped: Option<Arc<str>>,
+    /// Where assignment sets are published for the nodes' report streams.
+    pub dispatch: Arc<super::dispatch::Dispatch>,
+    /// Each node's assignment set.
+    pub assigned: BTreeMap<String, super::assign::NodeSet>,
+    /// The nodes each job with a `run:` section is assigned to.
+    pub job_nodes: BTreeMap<JobId, BTreeSet<String>>,
+    /// What the daemons reported of each job's replicas (the latest attempt's), by replica index. Kept in memory:
+    /// after a restart the daemons report them again when they register.
+    pub runs: BTreeMap<JobId, BTreeMap<u32, sovra_api::v1::ReplicaStatus>>,
+    /// The address each node's gang peers reach it at (from its registration).
+    pub addresses: BTreeMap<String, String>,
+    /// What each node's daemon enforces on the jobs it runs (from its registration).
+    pub isolation: BTreeMap<String, String>,
+    /// Why a job's replicas were withdrawn, noted when it happened (preempted by …, node lost) for the next
+    /// assignment sets.
+    pub stop_why: BTreeMap<JobId, String>,
+    /// Every assignment set must be rebuilt (after the engine was reloaded from the store).
+    pub redispatch: bool,
 }
 
 fn send<T>(tx: oneshot::Sender<Result<T, Status>>, v: Result<T, Status>) {
@@ -252,6 +272,8 @@ impl Writer {
             return;
         }
         self.publish(&changes);
+        let all = std::mem::take(&mut self.redispatch);
+        self.dispatch(&changes.jobs, all);
         for (e, outcome) in work.into_iter().zip(outcomes) {
             self.answer(e.reply, outcome);
         }
@@ -337,6 +359,7 @@ impl Writer {
         engine.nodes_lost(snap.nodes.iter().filter(|(_, v)| !v.info.ready).map(|(name, _)| name.as_str()));
         self.engine = engine;
         self.generation = 0; // views are rebuilt at the next publish
+        self.redispatch = true;
         Ok(())
     }
 
@@ -368,8 +391,9 @@ impl Writer {
                     self.metrics.placements.inc();
                     changes.jobs.insert(*job);
                 }
-                sovra_engine::Event::Preempted { job, record, .. } => {
+                sovra_engine::Event::Preempted { job, by, record } => {
                     self.metrics.preemptions.inc();
+                    self.stop_why.insert(*job, format!("preempted by job {by}"));
                     changes.jobs.insert(*job);
                     changes.events.push(record.to_string());
                 }
