@@ -7,9 +7,9 @@
 //! seconds after start, so the health path runs too. Nodes are NotReady until their daemon registers.
 //!
 //! `sovra dev --tour` runs a scripted walk through it (placement by residency class, a refusal at submit, a
-//! pending job's explanation, a GPU failing, jobs that run — output, a cancel that needs SIGKILL (`dev_run`) — a
-//! daemon dying and its node leaving the pool within two heartbeat intervals, queues, metrics) and exits; it is
-//! the README's first command. The daemons run the jobs they are given as real processes (under `<data>/runs`).
+//! pending job's explanation, a GPU failing, jobs that run — output, a cancel that needs SIGKILL, a preemption
+//! (`dev_run`) — a daemon dying and its node leaving the pool within two heartbeat intervals, queues, metrics) and
+//! exits; it is the README's first command. The daemons run the jobs they are given as real processes (under `<data>/runs`).
 
 use crate::remote::{self, Action, Remote};
 use crate::{EXAMPLE_CLUSTER, Failure, Output};
@@ -444,6 +444,7 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
     }
 
     crate::dev_run::tour_runs(local, &mut checks, 5, &file).await?;
+    crate::dev_run::tour_preemption(local, &mut checks, 7, &file).await?;
 
     let Some(victim) = job(local, 1).await?.replicas.first().map(|r| r.node.clone()) else {
         checks.check(false, "job 1 is placed, so that its node can be stopped".into());
@@ -510,16 +511,17 @@ async fn tour(local: &Local) -> Result<u8, Failure> {
     }) {
         println!("  {l}");
     }
-    // Jobs 1, 2, 4, 5 and 6 were accepted; each is placed at most twice (once, and once more after a lost node).
+    // Jobs 1, 2 and 4 to 8 were accepted; each is placed at most twice (once, and once more after a lost node or a
+    // preemption).
     let placements = text
         .lines()
         .find(|l| l.starts_with("sovra_placements_total"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok());
     checks.check(
-        placements.is_some_and(|p| p <= 10.0),
+        placements.is_some_and(|p| p <= 14.0),
         format!(
-            "at most 10 placements for the 5 accepted jobs (sovra_placements_total {})",
+            "at most 14 placements for the 7 accepted jobs (sovra_placements_total {})",
             placements.map_or("missing".into(), |p| p.to_string())
         ),
     );

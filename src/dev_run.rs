@@ -1,6 +1,7 @@
 //! The part of `sovra dev --tour` where jobs actually run: a two-replica job with a `run:` section is started by
 //! the node daemons (real processes, given the fake GPUs' UUIDs), its output is read back with `sovra logs`, and a
-//! job that ignores SIGTERM is cancelled: SIGKILL ends it once its grace period is over.
+//! job that ignores SIGTERM is cancelled: SIGKILL ends it once its grace period is over, and a high-priority job
+//! preempts a gang that holds every MIG instance: the victims' processes end before the preemptor's starts.
 
 use crate::dev::{Checks, Local, job};
 use crate::remote::{self, Action};
@@ -34,6 +35,16 @@ async fn logs_of(local: &Local, id: u64, replica: u32) -> Result<String, Failure
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// A low-priority gang on all four MIG instances of the French A100 node.
+const MIG_GANG: &str = "name: batch-embeddings\nkind: inference\nresidency: fr-health\npriority: 0\nreplicas: 4\n\
+resources: {gpus: 1, gpu_models: [A100-80GB-MIG-3g.40gb], cpu_milli: 1000, memory_mib: 1024}\n\
+run:\n  command: /bin/sh\n  args: [\"-c\", \"echo embedding on $CUDA_VISIBLE_DEVICES; sleep 300\"]\n  grace: 2s\n";
+
+/// A high-priority job that needs one of those instances.
+const URGENT: &str = "name: urgent-triage\nkind: inference\nresidency: fr-health\npriority: 100\n\
+resources: {gpus: 1, gpu_models: [A100-80GB-MIG-3g.40gb], cpu_milli: 1000, memory_mib: 1024}\n\
+run:\n  command: /bin/sh\n  args: [\"-c\", \"echo triage on $CUDA_VISIBLE_DEVICES; sleep 2\"]\n";
 
 /// Polls job `id` until `cond` holds or `secs` pass; the last view either way.
 async fn wait(
@@ -100,5 +111,42 @@ pub(crate) async fn tour_runs(
         killed && took < Duration::from_millis(2500),
         format!("job {id}'s process killed {:.1} s after the cancel (grace 1 s)", took.as_secs_f64()),
     );
+    Ok(())
+}
+
+/// Runs the tour's preemption (jobs `first` and `first + 1`); files go to `file`.
+pub(crate) async fn tour_preemption(
+    local: &Local,
+    checks: &mut Checks,
+    first: u64,
+    file: &dyn Fn(&str, &str) -> Result<PathBuf, Failure>,
+) -> Result<(), Failure> {
+    println!("\n── Preemption: a priority-100 job needs a MIG instance held by a priority-0 gang of four");
+    let submit = Action::Submit { file: file("mig-gang.yaml", MIG_GANG)?, request_id: Some("tour-run-3".into()) };
+    remote::run_async(local.remote.clone(), submit, Output::Text).await?;
+    let (low, high) = (first, first + 1);
+    let v = wait(local, low, 30, |j| j.state == "running").await?;
+    checks.check(v.state == "running", format!("job {low} runs on all four MIG instances (state {})", v.state));
+    let submit = Action::Submit { file: file("urgent.yaml", URGENT)?, request_id: Some("tour-run-4".into()) };
+    remote::run_async(local.remote.clone(), submit, Output::Text).await?;
+    let h = wait(local, high, 30, |j| j.runs.first().is_some_and(|r| r.started_ms > 0)).await?;
+    let v = job(local, low).await?;
+    remote::run_async(local.remote.clone(), Action::Job { id: low, explain: true }, Output::Text).await?;
+    let victims_end = v.runs.iter().filter(|r| r.attempt == 1).map(|r| r.ended_ms).max().unwrap_or(0);
+    let all_ended = v.runs.len() == 4 && v.runs.iter().all(|r| r.attempt == 1 && r.ended_ms > 0);
+    let start = h.runs.first().map_or(0, |r| r.started_ms);
+    checks.check(
+        all_ended && victims_end <= start,
+        format!(
+            "the victims' processes were gone {} ms before the preemptor's started",
+            start.saturating_sub(victims_end)
+        ),
+    );
+    println!("\n── sovra logs {high}");
+    print!("{}", logs_of(local, high, 0).await?);
+    let h = wait(local, high, 30, |j| j.state == "succeeded").await?;
+    checks.check(h.state == "succeeded", format!("job {high} ran to the end (state {})", h.state));
+    // The gang is placed again once the instance is free; the tour stops it.
+    remote::run_async(local.remote.clone(), Action::Cancel { id: low }, Output::Text).await?;
     Ok(())
 }

@@ -7,8 +7,10 @@
 //!
 //! ```sh
 //! cargo build --release --workspace --bins --examples
-//! target/release/examples/run_latency [--nodes 100] [--jobs 1000]
+//! target/release/examples/run_latency [--nodes 100] [--jobs 1000] [--gap-ms 0] [--tick-ms 100]
 //! ```
+//! `--gap-ms` waits between submissions (0: back to back, the machine saturated); `--tick-ms` is the runners'
+//! reconcile interval (the daemon's is 100 ms).
 //! Prints JSON: p50/p90/p99/max of both figures in milliseconds and their ratio (BENCHMARKS.md).
 
 use sovra_api::v1::jobs_client::JobsClient;
@@ -52,7 +54,7 @@ fn summary(mut v: Vec<f64>) -> serde_json::Value {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let (nodes, jobs) = (arg("--nodes", 100), arg("--jobs", 1000));
+    let (nodes, jobs, gap_ms) = (arg("--nodes", 100), arg("--jobs", 1000), arg("--gap-ms", 0) as u64);
     let gpus_per_node = jobs.div_ceil(nodes).max(1);
     let dir = tempfile::tempdir().expect("a temporary folder");
     let names: Vec<String> = (0..nodes).map(|i| format!("n{i:03}")).collect();
@@ -111,7 +113,7 @@ async fn main() {
             log_keep: 1,
             cgroup_root: dir.path().join("no-cgroup"),
             shim: shim.clone(),
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(arg("--tick-ms", 100) as u64),
         };
         let updates = sovra_node_daemon::run::attach(&mut reporter, cfg, updates).expect("runner");
         tokio::spawn(async move {
@@ -149,26 +151,37 @@ async fn main() {
         assert_eq!(r.state, "placed", "every job fits at once");
         placement_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         submitted.push((r.id, at));
+        if gap_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
     }
     let submit_s = started.elapsed().as_secs_f64();
     let mut run_ms = Vec::with_capacity(jobs);
+    let mut last_start = 0u64;
     let deadline = Instant::now() + Duration::from_secs(300);
     for (id, at) in &submitted {
         loop {
             let j = client.get(authed(GetRequest { id: *id })).await.expect("get").into_inner();
             if let Some(r) = j.runs.first().filter(|r| r.started_ms > 0) {
                 run_ms.push(r.started_ms.saturating_sub(*at) as f64);
+                last_start = last_start.max(r.started_ms);
                 break;
             }
             assert!(Instant::now() < deadline, "job {id} never started: {j:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let first_submit = submitted.first().map_or(0, |s| s.1);
+    let run_span_s = last_start.saturating_sub(first_submit) as f64 / 1000.0;
     let (p, r) = (summary(placement_ms), summary(run_ms));
     let ratio = r["p50"].as_f64().unwrap_or(0.0) / p["p50"].as_f64().unwrap_or(1.0).max(1e-9);
     let doc = serde_json::json!({
-        "nodes": nodes, "jobs": jobs, "gpus_per_node": gpus_per_node,
+        "nodes": nodes, "jobs": jobs, "gpus_per_node": gpus_per_node, "gap_ms": gap_ms,
+        "tick_ms": arg("--tick-ms", 100),
         "submit_seconds": submit_s,
+        "placed_per_second": jobs as f64 / submit_s,
+        "first_submit_to_last_start_seconds": run_span_s,
+        "started_per_second": jobs as f64 / run_span_s.max(1e-9),
         "placement_ms": p, "submit_to_running_ms": r,
         "ratio_p50_running_over_placement": ratio,
     });
