@@ -369,6 +369,24 @@ fn a_job_with_a_run_section_runs_and_sovra_logs_prints_its_output() {
     let o = against(&dev, &["logs", &id, "--replica", "3"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("replica: job"), "{}", text(&o));
+    // --follow of a running job: its lines as they come, and the command ends with the job.
+    let slow = dir.path().join("slow.yaml");
+    let yaml = std::fs::read_to_string(&job).unwrap().replace(
+        "echo first; echo gpus=$CUDA_VISIBLE_DEVICES; echo last; exit 4",
+        "for i in 1 2 3; do echo tick$i; sleep 0.5; done",
+    );
+    std::fs::write(&slow, yaml.replace("name: hello", "name: slow")).unwrap();
+    let o = against(&dev, &["submit", slow.to_str().unwrap(), "-o", "json"]);
+    let slow_id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&against(&dev, &["job", &slow_id])).contains("): running") {
+        assert!(Instant::now() < deadline, "job {slow_id} never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = against(&dev, &["logs", &slow_id, "--follow"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "tick1\ntick2\ntick3\n");
+    assert!(text(&against(&dev, &["job", &slow_id])).contains("succeeded"));
     // A job no daemon ran has no output to read.
     let o = against(&dev, &["submit", example("job.yaml").to_str().unwrap(), "-o", "json"]);
     let placed = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
