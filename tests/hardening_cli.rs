@@ -394,3 +394,40 @@ fn a_job_with_a_run_section_runs_and_sovra_logs_prints_its_output() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no node daemon has run it"), "{}", text(&o));
 }
+
+#[test]
+fn a_running_job_survives_a_kill_9_of_sovra_dev_and_ends_after_its_restart() {
+    // The scheduler and every daemon die at once (they share the `sovra dev` process); the job's process, under
+    // its shim, does not. Restarted on the same data, the scheduler restores the job, the daemons re-adopt the
+    // process, and its end is reported as if nothing happened.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev(&data);
+    let job = dir.path().join("steady.yaml");
+    std::fs::write(
+        &job,
+        "name: steady\nkind: inference\nresidency: fr-health\nresources: {gpus: 1, gpu_models: [L4], cpu_milli: 100, \
+         memory_mib: 100}\nrun: {command: /bin/sh, args: [\"-c\", \"echo start; sleep 4; echo done\"]}\n",
+    )
+    .unwrap();
+    let o = against(&dev, &["submit", job.to_str().unwrap(), "-o", "json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_u64().unwrap().to_string();
+    let wait_for = |dev: &Dev, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let t = text(&against(dev, &["job", &id]));
+            if t.contains(what) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "job {id} never showed {what:?}: {t}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = wait_for(&dev, "): running");
+    drop(dev); // SIGKILL
+    let dev = start_dev(&data);
+    let after = wait_for(&dev, "succeeded");
+    assert!(after.contains(&format!("job {id} (steady) succeeded")), "{before}\n{after}");
+    let o = against(&dev, &["logs", &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "start\ndone\n", "one process, started once");
+}

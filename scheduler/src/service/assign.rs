@@ -134,6 +134,24 @@ impl Writer {
             let rec = self.engine.job(id);
             let new = rec.map(|r| self.assignments_of(r)).unwrap_or_default();
             let new_nodes: BTreeSet<String> = new.iter().map(|(n, _)| n.clone()).collect();
+            // Unchanged (most rounds touch a job for its runs only): nothing to send.
+            let before: Vec<(&String, &Assignment)> = self
+                .job_nodes
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| self.assigned.get(n).map(|s| (n, s)))
+                .flat_map(|(n, s)| s.work.range((id, 0)..=(id, u32::MAX)).map(move |(_, a)| (n, a)))
+                .collect();
+            let mut after: Vec<(&String, &Assignment)> = new.iter().map(|(n, a)| (n, a)).collect();
+            after.sort_by_key(|(n, a)| (n.as_str(), a.replica));
+            if before == after {
+                self.stop_why.remove(&id);
+                if rec.is_none() {
+                    self.runs.remove(&id);
+                }
+                continue;
+            }
             let old_nodes = self.job_nodes.remove(&id).unwrap_or_default();
             let noted = self.stop_why.remove(&id);
             for node in &old_nodes {

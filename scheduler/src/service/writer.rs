@@ -273,7 +273,8 @@ impl Writer {
         }
         self.publish(&changes);
         let all = std::mem::take(&mut self.redispatch);
-        self.dispatch(&changes.jobs, all);
+        let touched: BTreeSet<JobId> = changes.jobs.iter().chain(&changes.archive).copied().collect();
+        self.dispatch(&touched, all);
         for (e, outcome) in work.into_iter().zip(outcomes) {
             self.answer(e.reply, outcome);
         }
