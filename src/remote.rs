@@ -267,6 +267,8 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                 let mut t =
                     table(&["node", "pool", "zone", "ready", "GPUs", "healthy", "used GPU", "reported by"], &[4, 5, 6]);
                 let mut problems = Vec::new();
+                // Nodes whose daemons cannot limit CPU and memory, by reason (one line per reason).
+                let mut unlimited: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
                 for n in &nodes {
                     let via = match (n.backend.as_str(), n.connected) {
                         ("config", _) => "cluster file".to_string(),
@@ -288,12 +290,19 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                     }
                     problems.extend(n.unhealthy.iter().map(|u| format!("{}: unhealthy GPU {u}", n.name)));
                     if let Some(why) = n.isolation.strip_prefix("none: ") {
-                        problems.push(format!("{}: jobs run without CPU or memory limits: {why}", n.name));
+                        unlimited.entry(why.to_string()).or_default().push(n.name.as_str());
                     }
                 }
                 println!("{}", t.trim_fmt());
                 for p in problems {
                     println!("{p}");
+                }
+                for (why, names) in unlimited {
+                    let who = match names.as_slice() {
+                        [one] => one.to_string(),
+                        many => format!("{} nodes ({})", many.len(), many.join(", ")),
+                    };
+                    println!("{who}: jobs run without CPU or memory limits: {why}");
                 }
             }
         }

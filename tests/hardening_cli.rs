@@ -369,6 +369,13 @@ fn a_job_with_a_run_section_runs_and_sovra_logs_prints_its_output() {
     let o = against(&dev, &["logs", &id, "--replica", "3"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("replica: job"), "{}", text(&o));
+    // What each node's daemon enforces is shown, never left out: a cgroup, or why none.
+    let o = against(&dev, &["nodes", "-o", "json"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let unlimited = nodes.iter().filter(|n| n["isolation"].as_str().unwrap_or("").starts_with("none: ")).count();
+    assert!(nodes.iter().all(|n| !n["isolation"].as_str().unwrap_or("").is_empty()), "{nodes:?}");
+    let table = text(&against(&dev, &["nodes"]));
+    assert_eq!(table.contains("jobs run without CPU or memory limits"), unlimited > 0, "{table}");
     // --follow of a running job: its lines as they come, and the command ends with the job.
     let slow = dir.path().join("slow.yaml");
     let yaml = std::fs::read_to_string(&job).unwrap().replace(
