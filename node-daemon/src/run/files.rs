@@ -12,7 +12,8 @@
 //!
 //! Every file is written whole to a temporary name and renamed, so that a reader (or a daemon restarted after
 //! `kill -9`) sees either the old content or the new, never half of one. These files are the state file the daemon
-//! re-adopts its children from.
+//! re-adopts its children from. The runner's messages (the scheduler's [`Desired`] set in, a replica's [`Status`]
+//! out) are here too: the data a run's files carry, as the runner exchanges it.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sovra_domain::RunSpec;
@@ -216,4 +217,42 @@ pub fn parse_key(name: &str) -> Option<Key> {
 /// Milliseconds since 1970.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the scheduler wants this node to run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// The set's generation.
+    pub generation: u64,
+    /// The replicas.
+    pub work: Vec<Work>,
+    /// Why replicas that left the set are stopped, by job.
+    pub stop_reasons: std::collections::BTreeMap<u64, String>,
+}
+
+/// What the daemon reports of a replica run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// Job, replica, attempt.
+    pub key: Key,
+    /// `waiting`, `starting`, `running`, `stopping`, `succeeded`, `failed`, `stopped`.
+    pub state: String,
+    /// Exit code of the last run.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the last run.
+    pub signal: Option<i32>,
+    /// Why it failed, was stopped, restarts or waits.
+    pub reason: String,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The process's pid.
+    pub pid: u32,
+    /// When the current run started, ms since 1970.
+    pub started_ms: u64,
+    /// When it ended.
+    pub ended_ms: u64,
+    /// CPU time, ms.
+    pub cpu_ms: u64,
+    /// Peak memory, KiB.
+    pub max_rss_kib: u64,
 }

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use cgroup::Isolation;
+pub use files::{Desired, Status};
 pub use link::{attach, desired_from, spawn};
 
 /// How the runner runs.
@@ -58,44 +59,6 @@ pub struct RunnerConfig {
     pub shim: PathBuf,
     /// How often the runner looks at its processes.
     pub tick: Duration,
-}
-
-/// What the scheduler wants this node to run.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Desired {
-    /// The set's generation.
-    pub generation: u64,
-    /// The replicas.
-    pub work: Vec<Work>,
-    /// Why replicas that left the set are stopped, by job.
-    pub stop_reasons: BTreeMap<u64, String>,
-}
-
-/// What the daemon reports of a replica run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Status {
-    /// Job, replica, attempt.
-    pub key: Key,
-    /// `waiting`, `starting`, `running`, `stopping`, `succeeded`, `failed`, `stopped`.
-    pub state: String,
-    /// Exit code of the last run.
-    pub exit_code: Option<i32>,
-    /// Signal that ended the last run.
-    pub signal: Option<i32>,
-    /// Why it failed, was stopped, restarts or waits.
-    pub reason: String,
-    /// Restarts so far.
-    pub restarts: u32,
-    /// The process's pid.
-    pub pid: u32,
-    /// When the current run started, ms since 1970.
-    pub started_ms: u64,
-    /// When it ended.
-    pub ended_ms: u64,
-    /// CPU time, ms.
-    pub cpu_ms: u64,
-    /// Peak memory, KiB.
-    pub max_rss_kib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
