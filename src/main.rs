@@ -111,8 +111,9 @@ enum Command {
     /// one at a time with each policy and seed, and report allocation at 90/100/130% of capacity arrived beside the
     /// published figures.
     Simulate {
-        /// Trace: `default`, `cpu050`, `gpushare40`, `multigpu20` (built in, or the files in --data), or a task CSV
-        /// path.
+        /// Trace: one of the 19 vendored task files by name — `default`, `cpu0`, `cpu037`, `cpu050`, `cpu072`,
+        /// `cpu100`, `cpu235`, `cpu250`, `cpu300`, `gpushare20`…`80`, `gpuspec05`/`10`/`25`, `multigpu20`/`30`/`40`
+        /// (built in, or the files in --data) — or a task CSV path.
         #[arg(long, short = 't', default_value = "default")]
         trace: String,
         /// Folder of the Alibaba trace files (`openb_pod_list_<trace>.csv`, `openb_node_list_gpu_node.csv`).
@@ -123,7 +124,7 @@ enum Command {
         #[arg(long)]
         nodes: Option<PathBuf>,
         /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
-        /// learn FGD's mix online, or `sovra` (= `learned:fgd,first-fit`). Default: the paper's six and `sovra`.
+        /// learn FGD's mix online, or `sovra` (= `learned:fgd,adaptive-first-fit`). Default: the paper's six and `sovra`.
         #[arg(long, short = 'p')]
         policy: Vec<String>,
         /// Seeds: `42`, `42,43` or an inclusive range `42..51`.
@@ -141,6 +142,13 @@ enum Command {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Also compute the provable ceiling on allocation (docs/simulator.md, "The ceiling"), once per seed.
+        #[arg(long)]
+        ceiling: bool,
+        /// The random stream that orders tasks and breaks ties: `go` (Go's math/rand, as the FGD paper's simulator:
+        /// seeds 42–51 draw the published runs' orders) or `splitmix` (the project's earlier stream).
+        #[arg(long, default_value = "go")]
+        rng: sovra_simulator::fill::Stream,
     },
     /// Replay a scenario (examples/scenario.yaml): jobs arrive, queue, run and leave; report queue waits,
     /// refusals and utilisation per pool over time. --out writes utilisation.csv, utilisation.svg and replay.json.
@@ -391,8 +399,20 @@ fn main() -> ExitCode {
         Command::Registry { command } => registry_cmd::run(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
-        Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
-            simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads.map(usize::from), out, output)
+        Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output, ceiling, rng } => {
+            simulate::simulate(
+                data,
+                trace,
+                nodes,
+                policy,
+                seeds,
+                inflate,
+                threads.map(usize::from),
+                out,
+                output,
+                ceiling,
+                rng,
+            )
         }
     };
     match result {

@@ -5,7 +5,10 @@ use crate::table::{cells, table};
 use crate::{Failure, Output};
 use indicatif::{ProgressBar, ProgressStyle};
 use sovra_domain::PolicySpec;
-use sovra_simulator::fill::{FillRun, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill};
+use sovra_simulator::fill::{
+    FillRun, Stream, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill_with, typical_workload,
+};
+use sovra_simulator::order::order;
 use sovra_simulator::report::{PolicySummary, Spread, published_alloc_at_100, summarise};
 use sovra_simulator::trace::{load_nodes, load_tasks, read_nodes, read_tasks};
 use std::path::{Path, PathBuf};
@@ -17,9 +20,10 @@ use std::time::Instant;
 pub const DEFAULT_POLICIES: [&str; 7] =
     ["random", "dot-product", "gpu-clustering", "gpu-packing", "best-fit", "fgd", "sovra"];
 
-/// Sovra's own packing policy: FGD and first-fit at equal weight, FGD's target mix learned online from the tasks
-/// seen so far (it is not handed the trace's mix). See docs/simulator.md for how it was found.
-pub const SOVRA_POLICY: &str = "learned:fgd,first-fit";
+/// Sovra's own packing policy: FGD and adaptive first-fit (first-fit at FGD's weight, fading for whole-GPU tasks as
+/// multi-GPU tasks take a larger share of the demand seen), FGD's target mix learned online from the tasks seen so
+/// far (it is not handed the trace's mix). See docs/simulator.md for how it was found.
+pub const SOVRA_POLICY: &str = "learned:fgd,adaptive-first-fit";
 
 /// Parses `42..51` (inclusive), `42,43` or `42`.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
@@ -34,16 +38,33 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
     s.split(',').map(|x| x.trim().parse::<u64>().map_err(|_| bad())).collect()
 }
 
-/// The vendored Alibaba trace (`data/alibaba-gpu-v2023`, 2 MB), built into the binary so that `sovra simulate`
+/// The vendored Alibaba trace (`data/alibaba-gpu-v2023`, 19 task files, 10 MB), built into the binary so that `sovra simulate`
 /// runs from any folder and from an installed binary; `--data` reads another copy instead.
-const BUILT_IN_TRACES: [(&str, &str); 4] = [
+const BUILT_IN_TRACES: [(&str, &str); 19] = [
     ("default", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_default.csv")),
     ("cpu050", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu050.csv")),
     ("gpushare40", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpushare40.csv")),
     ("multigpu20", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_multigpu20.csv")),
+    ("cpu0", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu0.csv")),
+    ("cpu037", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu037.csv")),
+    ("cpu072", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu072.csv")),
+    ("cpu100", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu100.csv")),
+    ("cpu235", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu235.csv")),
+    ("cpu250", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu250.csv")),
+    ("cpu300", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_cpu300.csv")),
+    ("gpushare20", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpushare20.csv")),
+    ("gpushare60", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpushare60.csv")),
+    ("gpushare80", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpushare80.csv")),
+    ("gpuspec05", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpuspec05.csv")),
+    ("gpuspec10", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpuspec10.csv")),
+    ("gpuspec25", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_gpuspec25.csv")),
+    ("multigpu30", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_multigpu30.csv")),
+    ("multigpu40", include_str!("../data/alibaba-gpu-v2023/openb_pod_list_multigpu40.csv")),
 ];
 const BUILT_IN_NODES: &str = include_str!("../data/alibaba-gpu-v2023/openb_node_list_gpu_node.csv");
-const BUILT_IN_PUBLISHED: &str = include_str!("../data/fgd-published-results-summary.csv");
+/// The published figures: the four files of the first release, then the eight more the artifact covers.
+const BUILT_IN_PUBLISHED: [&str; 2] =
+    [include_str!("../data/fgd-published-results-summary.csv"), include_str!("../data/fgd-published-results-more.csv")];
 
 /// Whether `trace` is a path rather than a trace name.
 fn is_path(trace: &str) -> bool {
@@ -135,6 +156,8 @@ pub fn simulate(
     threads: Option<usize>,
     out: Option<PathBuf>,
     output: Output,
+    with_ceiling: bool,
+    stream: Stream,
 ) -> Result<u8, Failure> {
     let seeds = parse_seeds(&seeds).map_err(|message| Failure { code: 2, message })?;
     if !(inflate > 0.0 && inflate <= 10.0) {
@@ -169,6 +192,8 @@ pub fn simulate(
     let resolved: Vec<(String, PolicySpec, Target)> =
         policies.iter().map(|p| resolve_policy(p).map(|(s, t)| (p.clone(), s, t))).collect::<Result<_, _>>()?;
 
+    // FGD's target mix depends on the trace only: once per process.
+    let typical = typical_workload(&tasks);
     // Every (policy, seed) pair is one independent run; a few threads take them in turn.
     let work: Vec<(usize, u64)> = (0..resolved.len()).flat_map(|p| seeds.iter().map(move |&s| (p, s))).collect();
     let threads = threads
@@ -191,7 +216,7 @@ pub fn simulate(
                     let Some(&(p, seed)) = work.get(i) else { break };
                     let (_, spec, target) = &resolved[p];
                     let t0 = Instant::now();
-                    let run = run_fill(&node_list, &tasks, spec, target, seed, inflate);
+                    let run = run_fill_with(&node_list, &tasks, &typical, spec, target, seed, inflate, stream);
                     let secs = t0.elapsed().as_secs_f64();
                     progress.set_message(format!("{} seed {seed}", resolved[p].0));
                     progress.inc(1);
@@ -200,14 +225,20 @@ pub fn simulate(
             });
         }
     });
-    // The ceiling depends on the seed only: once per seed, in parallel too.
+    // The ceiling depends on the seed only: once per seed (not per policy), in parallel too, and only when asked
+    // (`--ceiling`): its LP costs more than a fill run.
     let devices = node_list.iter().map(|n| u64::from(n.gpus)).sum::<u64>();
+    let ceiling_seeds: &[u64] = if with_ceiling { &seeds } else { &[] };
     let ceilings: Vec<(u64, Vec<Option<f64>>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = seeds
+        let handles: Vec<_> = ceiling_seeds
             .iter()
             .map(|&seed| {
                 let tasks = &tasks;
-                scope.spawn(move || (seed, ceiling_by_bin(devices, tasks, seed, inflate, 130, &[90, 100, 130])))
+                let nodes = &node_list;
+                scope.spawn(move || {
+                    let o = order(nodes, tasks, devices * 1000, inflate, seed, stream);
+                    (seed, ceiling_by_bin(nodes, &o.workload, 130, &[90, 100, 130]))
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("ceiling threads do not panic")).collect()
@@ -218,16 +249,24 @@ pub fn simulate(
     results.sort_by_key(|(p, r, _)| (*p, r.seed));
 
     let stem = trace_file.stem();
-    // The published figures: beside `--data` when given (as in the repository), else the built-in copy.
-    let published_text = data
-        .and_then(|d| d.parent())
-        .and_then(|d| std::fs::read_to_string(d.join("fgd-published-results-summary.csv")).ok());
-    let published_csv = published_text.as_deref().unwrap_or(BUILT_IN_PUBLISHED);
+    // The published figures: beside `--data` when given (as in the repository), else the built-in copies.
+    let published_texts: Vec<String> = match data.and_then(|d| d.parent()) {
+        Some(d) => ["fgd-published-results-summary.csv", "fgd-published-results-more.csv"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(d.join(f)).ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    let published_csvs: Vec<&str> = if published_texts.is_empty() {
+        BUILT_IN_PUBLISHED.to_vec()
+    } else {
+        published_texts.iter().map(String::as_str).collect()
+    };
     let mut summaries: Vec<(PolicySummary, Spread)> = Vec::new();
     for (p, (name, _, _)) in resolved.iter().enumerate() {
         let runs: Vec<FillRun> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, r, _)| r.clone()).collect();
         let times: Vec<f64> = results.iter().filter(|(q, _, _)| *q == p).map(|(_, _, t)| *t).collect();
-        let published = published_alloc_at_100(published_csv.as_bytes(), &stem, name);
+        let published = published_csvs.iter().find_map(|csv| published_alloc_at_100(csv.as_bytes(), &stem, name));
         let run_ceilings: Vec<Vec<Option<f64>>> = runs
             .iter()
             .map(|r| ceilings.iter().find(|(s, _)| *s == r.seed).map(|(_, c)| c.clone()).unwrap_or_default())
@@ -366,7 +405,9 @@ fn write_outputs(
         alloc.push(Series { label: name.clone(), points: points(&median_by_bin(&a)) });
         frag.push(Series { label: name.clone(), points: points(&median_by_bin(&f)) });
     }
-    alloc.push(Series { label: "ceiling (provable)".into(), points: points(ceiling) });
+    if ceiling.iter().any(Option::is_some) {
+        alloc.push(Series { label: "ceiling (provable)".into(), points: points(ceiling) });
+    }
     let zoom: Vec<Series> = alloc
         .iter()
         .map(|s| Series { label: s.label.clone(), points: s.points.iter().copied().filter(|p| p.0 >= 80.0).collect() })

@@ -183,7 +183,7 @@ fn bad_input_exits_2_with_file_and_field() {
     assert!(
         text(&o)
             .1
-            .contains("--policy: unknown scorer \"fastest\"; choose from best-fit, fgd, random, spread, topology, dot-product, gpu-packing, gpu-clustering, first-fit")
+            .contains("--policy: unknown scorer \"fastest\"; choose from best-fit, fgd, random, spread, topology, dot-product, gpu-packing, gpu-clustering, first-fit, adaptive-first-fit")
     );
     let o = sovra(&["place", "--config", "/does/not/exist.yaml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -194,7 +194,20 @@ fn bad_input_exits_2_with_file_and_field() {
 fn simulate_reports_policies_and_rejects_garbage() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/alibaba-gpu-v2023");
     let data = data.display().to_string();
-    let o = sovra(&["simulate", "--data", &data, "-p", "best-fit", "-p", "sovra", "--seeds", "42", "-o", "json"]);
+    let o = sovra(&[
+        "simulate",
+        "--data",
+        &data,
+        "-p",
+        "best-fit",
+        "-p",
+        "sovra",
+        "--seeds",
+        "42",
+        "-o",
+        "json",
+        "--ceiling",
+    ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -206,6 +219,13 @@ fn simulate_reports_policies_and_rejects_garbage() {
     assert!((90.0..97.0).contains(&alloc), "best-fit allocates ~93% at 100% arrived: {alloc}");
     assert!(ceiling > alloc && ceiling < 100.0, "the ceiling bounds it: {ceiling}");
     assert_eq!(best["published_alloc_at_100"].as_f64(), Some(92.91));
+    // Without --ceiling no ceiling is computed; the published figures of the eight later files are found too.
+    let o = sovra(&["simulate", "--data", &data, "-t", "cpu250", "-p", "fgd", "--seeds", "42", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fgd = &doc["policies"][0]["summary"];
+    assert!(fgd["ceiling_at_100"].is_null());
+    assert_eq!(fgd["published_alloc_at_100"].as_f64(), Some(93.2));
 
     let s = Scratch::new("garbage");
     let bad =

@@ -25,13 +25,17 @@ pub enum ScorerKind {
     /// GPU clustering (FGD paper baseline): nodes already running replicas of the same GPU shape first.
     GpuClustering,
     /// First fit: nodes early in a fixed, seeded order first (classic first-fit bin packing). Combined with FGD it
-    /// is Sovra's own packing policy (`fgd,first-fit`).
+    /// is Sovra's earlier packing policy (`fgd,first-fit`).
     FirstFit,
+    /// First fit whose pull on whole-GPU replicas fades as multi-GPU jobs take a larger share of the GPU demand
+    /// admitted so far (full below 8%, none above 18%); CPU-only and GPU-sharing replicas always get full first
+    /// fit. With FGD it is Sovra's packing policy (`sovra` = `learned:fgd,adaptive-first-fit` in the simulator).
+    AdaptiveFirstFit,
 }
 
 impl ScorerKind {
     /// Every scorer, in a fixed order.
-    pub const ALL: [ScorerKind; 9] = [
+    pub const ALL: [ScorerKind; 10] = [
         ScorerKind::BestFit,
         ScorerKind::Fgd,
         ScorerKind::Random,
@@ -41,6 +45,7 @@ impl ScorerKind {
         ScorerKind::GpuPacking,
         ScorerKind::GpuClustering,
         ScorerKind::FirstFit,
+        ScorerKind::AdaptiveFirstFit,
     ];
 
     /// The name used in configuration and on the command line.
@@ -55,6 +60,7 @@ impl ScorerKind {
             ScorerKind::GpuPacking => "gpu-packing",
             ScorerKind::GpuClustering => "gpu-clustering",
             ScorerKind::FirstFit => "first-fit",
+            ScorerKind::AdaptiveFirstFit => "adaptive-first-fit",
         }
     }
 }

@@ -28,6 +28,8 @@
 //! milli it leaves can only be used by tasks under 200 milli, and those are rare. That is exactly the waste most of
 //! FGD's unallocated capacity consists of.
 
+pub mod classes;
+
 /// Largest per-device capacity in milli.
 const C: u64 = 1000;
 

@@ -14,11 +14,14 @@
 //! for bit anyway); the statistics over seeds are what is compared.
 
 use crate::bound::Ceiling;
+use crate::bound::classes::ClassCeiling;
+pub use crate::order::Stream;
+use crate::order::order;
 use crate::trace::{TRACE_CLASS, TraceNode, TraceTask, cluster_of};
 use serde::Serialize;
 use sovra_domain::{PolicySpec, Purpose};
 use sovra_placement::fgd::{FragMemo, Shape, Workload};
-use sovra_placement::{ClusterState, Placer};
+use sovra_placement::{ClusterState, NodeIdx, Placer};
 use std::collections::BTreeMap;
 
 /// A small seeded generator (SplitMix64 over a counter). Written here rather than taken from `rand` so that a
@@ -161,39 +164,41 @@ pub struct FillRun {
     pub placements: Vec<Option<u32>>,
 }
 
-/// Per arrived-% bin X = 0..=`max` (rounded as [`bin`] does), the ceiling on allocation % ([`Ceiling`]) at the
-/// bin's last step — no policy can allocate more at any step of the bin, since the bound only grows with arrivals.
+/// Per arrived-% bin X = 0..=`max` (rounded as [`bin`] does) of a run's `workload` (its arrival order), the ceiling
+/// on allocation % ([`Ceiling`]) at the bin's last step — no policy can allocate more at any step of the bin, since the bound only grows with arrivals.
 /// It depends on the seed (the arrival order), not on the policy. The threshold bound is used at every bin,
-/// tightened by the configuration LP at the bins in `lp_bins`, and each bin's value is then lowered to the smallest
+/// tightened by the configuration LP and the class LP ([`ClassCeiling`]: CPU, memory, GPU models) at the bins in
+/// `lp_bins`, and each bin's value is then lowered to the smallest
 /// value of the bins after it (valid: the relaxation's optimum only grows with arrivals).
-pub fn ceiling_by_bin(
-    devices: u64,
-    tasks: &[TraceTask],
-    seed: u64,
-    inflate: f64,
-    max: usize,
-    lp_bins: &[usize],
-) -> Vec<Option<f64>> {
+pub fn ceiling_by_bin(nodes: &[TraceNode], workload: &[TraceTask], max: usize, lp_bins: &[usize]) -> Vec<Option<f64>> {
+    let devices: u64 = nodes.iter().map(|n| u64::from(n.gpus)).sum();
     let capacity = devices * u64::from(sovra_domain::GPU_MILLI);
-    let workload = build_workload(tasks, capacity, inflate, &mut SplitMix::new(seed));
     let pct = |milli: u64| milli as f64 * 100.0 / capacity as f64;
     let mut out = vec![None; max + 1];
     let mut ceiling = Ceiling::new(devices);
+    let mut classes = ClassCeiling::new(nodes);
     let mut arrived = 0u64;
-    let mut record = |x: usize, c: &Ceiling| {
+    let mut record = |x: usize, c: &Ceiling, k: &ClassCeiling| {
         if x <= max {
-            out[x] = Some(pct(if lp_bins.contains(&x) { c.tight_bound() } else { c.bound() }));
+            let bound = if lp_bins.contains(&x) {
+                let size_only = c.tight_bound();
+                k.bound().map_or(size_only, |b| b.min(size_only))
+            } else {
+                c.bound()
+            };
+            out[x] = Some(pct(bound));
         }
     };
     for (i, task) in workload.iter().enumerate() {
         let (before, after) = (bin_of(arrived, capacity), bin_of(arrived + task.total_gpu_milli(), capacity));
         if after != before && i > 0 {
-            record(before, &ceiling);
+            record(before, &ceiling, &classes);
         }
         ceiling.add(task.num_gpu, task.gpu_milli);
+        classes.add(task);
         arrived += task.total_gpu_milli();
     }
-    record(bin_of(arrived, capacity), &ceiling);
+    record(bin_of(arrived, capacity), &ceiling, &classes);
     // The relaxation's optimum only grows as tasks arrive, so a later bin's bound also bounds every earlier step:
     // a suffix minimum is still a valid ceiling, and carries the LP's tightness back to the bins before it.
     let mut best = f64::INFINITY;
@@ -218,7 +223,8 @@ pub enum Target {
     Learned,
 }
 
-/// Runs the protocol for one policy and seed.
+/// Runs the protocol for one policy and seed, ordered by Go's `math/rand` as the FGD paper's simulator is
+/// ([`Stream::Go`]).
 pub fn run_fill(
     nodes: &[TraceNode],
     tasks: &[TraceTask],
@@ -227,14 +233,29 @@ pub fn run_fill(
     seed: u64,
     inflate: f64,
 ) -> FillRun {
-    let capacity: u64 = nodes.iter().map(|n| u64::from(n.gpus)).sum::<u64>() * u64::from(sovra_domain::GPU_MILLI);
-    let typical = typical_workload(tasks);
-    let workload = build_workload(tasks, capacity, inflate, &mut SplitMix::new(seed));
-    run_sequence(nodes, &workload, &typical, policy, target, seed)
+    run_fill_with(nodes, tasks, &typical_workload(tasks), policy, target, seed, inflate, Stream::Go)
 }
 
-/// Places `workload` in order on the trace cluster (steps 3–4 of the protocol). FGD measures fragmentation
-/// against `typical`, which a [`Target::Trace`] policy is also handed.
+/// [`run_fill`] with the target mix `typical` of `tasks` computed by the caller (once per trace) and the random
+/// `stream` that orders the run.
+#[allow(clippy::too_many_arguments)]
+pub fn run_fill_with(
+    nodes: &[TraceNode],
+    tasks: &[TraceTask],
+    typical: &Workload,
+    policy: &PolicySpec,
+    target: &Target,
+    seed: u64,
+    inflate: f64,
+    stream: Stream,
+) -> FillRun {
+    let capacity: u64 = nodes.iter().map(|n| u64::from(n.gpus)).sum::<u64>() * u64::from(sovra_domain::GPU_MILLI);
+    let o = order(nodes, tasks, capacity, inflate, seed, stream);
+    run_sequence_ordered(nodes, &o.workload, typical, policy, target, seed, o.tie_order.as_deref())
+}
+
+/// Places `workload` in order on the trace cluster (steps 3–4 of the protocol), ties broken by the placer's seeded
+/// node order. FGD measures fragmentation against `typical`, which a [`Target::Trace`] policy is also handed.
 pub fn run_sequence(
     nodes: &[TraceNode],
     workload: &[TraceTask],
@@ -243,12 +264,28 @@ pub fn run_sequence(
     target: &Target,
     seed: u64,
 ) -> FillRun {
+    run_sequence_ordered(nodes, workload, typical, policy, target, seed, None)
+}
+
+/// [`run_sequence`] with ties broken by `tie_order` (node indices, first preferred) when given.
+pub fn run_sequence_ordered(
+    nodes: &[TraceNode],
+    workload: &[TraceTask],
+    typical: &Workload,
+    policy: &PolicySpec,
+    target: &Target,
+    seed: u64,
+    tie_order: Option<&[NodeIdx]>,
+) -> FillRun {
     let cfg = cluster_of(nodes);
     let mut state = ClusterState::from_config(&cfg).expect("a trace cluster is always valid");
     let topo = state.topology().clone();
     let capacity = topo.total_gpu_milli();
     let typical = typical.clone();
     let mut placer = Placer::new(policy.clone(), seed);
+    if let Some(order) = tie_order {
+        placer = placer.with_tie_order(order);
+    }
     if matches!(target, Target::Trace) {
         placer = placer.with_workload(typical.clone());
     }

@@ -11,6 +11,8 @@
 
 pub mod bound;
 pub mod fill;
+pub mod gorand;
+pub mod order;
 pub mod plan;
 pub mod replay;
 pub mod report;

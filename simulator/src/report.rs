@@ -41,6 +41,8 @@ pub struct PolicySummary {
     pub alloc_at_100: Option<Spread>,
     /// Allocation % at 130% arrived.
     pub alloc_at_130: Option<Spread>,
+    /// Allocation % at 100% arrived of each run, in the order of `seeds` (for comparisons paired by seed).
+    pub alloc_at_100_by_seed: Vec<Option<f64>>,
     /// Fragmentation ratio % at 100% arrived.
     pub frag_ratio_at_100: Option<Spread>,
     /// Failed tasks per run.
@@ -80,6 +82,7 @@ pub fn summarise(
         alloc_at_90: at(90),
         alloc_at_100: at(100),
         alloc_at_130: at(130),
+        alloc_at_100_by_seed: runs.iter().map(|r| bin(r, 130, alloc_pct(r))[100]).collect(),
         frag_ratio_at_100: Spread::of(&frag),
         failed: Spread::of(&failed).unwrap_or(Spread { median: 0.0, min: 0.0, max: 0.0 }),
         tasks: runs.first().map_or(0, |r| r.tasks),

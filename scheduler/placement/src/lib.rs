@@ -29,5 +29,5 @@ pub use decision::{
     ReplicaPlacement, Verdict,
 };
 pub use fgd::{Shape, Workload};
-pub use placer::{DEFAULT_SEED, Placer, place};
+pub use placer::{ADAPTIVE_HIGH, ADAPTIVE_LOW, DEFAULT_SEED, Placer, place};
 pub use snapshot::{ApplyError, BuildError, ClusterState, NodeChange, NodeIdx, NodeSummary, Topology};

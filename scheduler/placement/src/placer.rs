@@ -29,6 +29,12 @@ enum Target {
 /// Coverage of the learned or declared mix kept by FGD (the simulator's `podPopularityThreshold` of 95%).
 const TYPICAL_COVERAGE: f64 = 0.95;
 
+/// Multi-GPU share of the admitted GPU demand up to which `adaptive-first-fit` pulls whole-GPU replicas fully.
+pub const ADAPTIVE_LOW: f64 = 0.08;
+/// Multi-GPU share of the admitted GPU demand from which `adaptive-first-fit` leaves whole-GPU replicas to the
+/// other scorers.
+pub const ADAPTIVE_HIGH: f64 = 0.18;
+
 /// The seed every Sovra component uses when none is configured: the scheduler service, `sovra place`, scenarios
 /// of `sovra replay`/`sovra plan`, and the Kubernetes extender. One value everywhere, so that the same snapshot and
 /// job get the same node whichever component decides.
@@ -53,6 +59,10 @@ pub struct Placer {
     fgd_cache: FgdCache,
     /// Stop looking once this many feasible nodes were scored for a replica (0: look at every candidate).
     max_feasible: u32,
+    /// The tie-break rank of each node when the caller gave the order ([`Placer::with_tie_order`]).
+    tie_ranks: Option<Arc<[u64]>>,
+    /// GPU milli asked by the admitted jobs ([`Placer::observe_admitted`]): (by multi-GPU replicas, by all).
+    demand: (u64, u64),
 }
 
 /// Replica shapes as FGD scores them: (cpu, milli, gpus, models, NVLink wish).
@@ -145,7 +155,53 @@ impl Placer {
             zone_reasons: (0, BTreeMap::new()),
             fgd_cache: FgdCache::default(),
             max_feasible: 0,
+            tie_ranks: None,
+            demand: (0, 0),
         }
+    }
+
+    /// Breaks ties (and orders `first-fit`) by `order` — node indices, first preferred — instead of the seeded
+    /// node order. Nodes missing from `order` come after those in it, in the cluster's order. The simulator gives
+    /// the FGD paper's node order this way (its random node-name prefixes, drawn with Go's `math/rand`).
+    pub fn with_tie_order(mut self, order: &[NodeIdx]) -> Placer {
+        let len = order.len();
+        let mut ranks: Vec<u64> = Vec::new();
+        for (pos, &n) in order.iter().enumerate() {
+            let i = n as usize;
+            if i >= ranks.len() {
+                ranks.resize(i + 1, u64::MAX);
+            }
+            ranks[i] = score::spread_rank(pos, len);
+        }
+        self.tie_ranks = Some(ranks.into());
+        self
+    }
+
+    /// The tie-break rank of `node` (lower wins): the caller's order if given, else the seeded one.
+    #[inline]
+    fn tie_rank(&self, node: NodeIdx) -> u64 {
+        match &self.tie_ranks {
+            Some(r) => r.get(node as usize).copied().unwrap_or(u64::MAX),
+            None => score::node_rank(self.seed, node),
+        }
+    }
+
+    /// The share of the admitted jobs' GPU demand that multi-GPU replicas ask for (0 before any GPU job).
+    pub fn multi_gpu_demand_share(&self) -> f64 {
+        let (multi, all) = self.demand;
+        if all == 0 { 0.0 } else { multi as f64 / all as f64 }
+    }
+
+    /// The weight factor, in percent, of `adaptive-first-fit` for a replica of `job`: 100 for CPU-only and sharing
+    /// replicas; for whole-GPU replicas 100 while multi-GPU replicas ask at most [`ADAPTIVE_LOW`] of the admitted
+    /// GPU demand, falling linearly to 0 at [`ADAPTIVE_HIGH`].
+    pub fn adaptive_first_fit_percent(&self, job: &Job) -> u32 {
+        let r = &job.resources;
+        if r.gpus == 0 || r.gpu_milli < GPU_MILLI {
+            return 100;
+        }
+        let d = self.multi_gpu_demand_share();
+        (100.0 * ((ADAPTIVE_HIGH - d) / (ADAPTIVE_HIGH - ADAPTIVE_LOW)).clamp(0.0, 1.0)).round() as u32
     }
 
     /// Caps the search (`scheduling.max_feasible_nodes`): a replica goes to the best of the first `n` feasible
@@ -215,13 +271,19 @@ impl Placer {
 
     /// Reports that the caller *admitted* `job` (accepted it for scheduling: the service on submission, the
     /// simulator on arrival, the extender on bind, the CLI once per job). FGD with a learned target mix learns the
-    /// job's replica shape from it; otherwise it does nothing. Call it once per admitted job, never per placement
+    /// job's replica shape from it, and `adaptive-first-fit` its GPU demand. Call it once per admitted job, never per placement
     /// attempt: [`Placer::place`] and [`Placer::score_nodes`] observe nothing, so two callers that retry a job a
     /// different number of times keep the same mix and decide alike.
     ///
     /// The mix is re-derived after the 1st, 2nd, 4th, 8th, … observation and then every 1024th: early on the mix
     /// changes fast, later it has converged, and each re-derivation empties the fragmentation memo and score cache.
     pub fn observe_admitted(&mut self, job: &Job) {
+        let r = &job.resources;
+        let milli = u64::from(job.replicas.max(1)) * u64::from(r.gpus) * u64::from(r.gpu_milli.min(GPU_MILLI));
+        self.demand.1 = self.demand.1.saturating_add(milli);
+        if r.gpus >= 2 {
+            self.demand.0 = self.demand.0.saturating_add(milli);
+        }
         if !self.uses_fgd {
             return;
         }
@@ -425,7 +487,15 @@ impl Placer {
 
     /// How a job's nodes are scored, computed once per replica (or per `score_nodes` call) and read for every node.
     fn scoring(&mut self, topo: &Arc<Topology>, job: &Job) -> Scoring {
-        let weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let mut weights: [u32; SCORERS] = ScorerKind::ALL.map(|k| self.policy.weight(k));
+        let adaptive = ScorerKind::ALL.iter().position(|&k| k == ScorerKind::AdaptiveFirstFit).unwrap_or(0);
+        if weights[adaptive] > 0 {
+            // Weights in hundredths, so that the adaptive scorer's factor keeps every other scorer's weight exact.
+            let percent = self.adaptive_first_fit_percent(job);
+            for (i, w) in weights.iter_mut().enumerate() {
+                *w = w.saturating_mul(if i == adaptive { percent } else { 100 });
+            }
+        }
         let active = ScorerKind::ALL.iter().copied().enumerate().filter(|(i, _)| weights[*i] > 0).collect();
         let random_ties = self.random_leads();
         let shape = if weights[1] > 0 {
@@ -468,7 +538,7 @@ impl Placer {
                 ScorerKind::DotProduct => score::dot_product(s, needs, topo),
                 ScorerKind::GpuPacking => score::gpu_packing(state, node, needs, topo),
                 ScorerKind::GpuClustering => score::gpu_clustering(state, node, needs, topo),
-                ScorerKind::FirstFit => score::first_fit(self.seed, node),
+                ScorerKind::FirstFit | ScorerKind::AdaptiveFirstFit => score::first_fit_of_rank(self.tie_rank(node)),
             };
             parts[i] = v;
             total += u64::from(v) * u64::from(weights[i]);
@@ -476,11 +546,8 @@ impl Placer {
         // Ties go to the fixed seeded node order — except when `random` leads the policy: then to a per-job random
         // order, so that the choice is uniform over the feasible nodes (a fixed order would favour low-rank nodes,
         // a hidden first-fit).
-        let rank = if random_ties {
-            score::random_rank(self.seed, plan.job_hash, replica, node)
-        } else {
-            score::node_rank(self.seed, node)
-        };
+        let rank =
+            if random_ties { score::random_rank(self.seed, plan.job_hash, replica, node) } else { self.tie_rank(node) };
         Candidate { node, total, rank, parts, fgd_device }
     }
 

@@ -110,8 +110,22 @@ pub fn gpu_packing(state: &ClusterState, node: NodeIdx, needs: &JobNeeds, topo: 
 /// either being worth the same.
 #[inline]
 pub fn first_fit(seed: u64, node: NodeIdx) -> u32 {
+    first_fit_of_rank(node_rank(seed, node))
+}
+
+/// [`first_fit`] of a node whose tie-break rank is `rank` (ranks spread over the whole `u64` range, as
+/// [`node_rank`]'s are, or as [`spread_rank`] makes them from a position).
+#[inline]
+pub fn first_fit_of_rank(rank: u64) -> u32 {
     // The rank's top 32 bits are uniform: map them onto 100..=0.
-    100 - (((node_rank(seed, node) >> 32) * 101) >> 32) as u32
+    100 - (((rank >> 32) * 101) >> 32) as u32
+}
+
+/// The tie-break rank of position `pos` in an order of `len` nodes, spread evenly over the `u64` range so that
+/// [`first_fit_of_rank`] maps the order onto 100..=0 as it does a seeded one.
+#[inline]
+pub fn spread_rank(pos: usize, len: usize) -> u64 {
+    ((pos as u128 * (u128::from(u64::MAX) + 1)) / len.max(1) as u128) as u64
 }
 
 /// SplitMix64: a fast, well-distributed 64-bit mixer (Steele, Lea, Flood 2014). Used for seeded node order and

@@ -1,0 +1,3 @@
+module sovra/goorder
+
+go 1.26.8
