@@ -111,44 +111,8 @@ enum Command {
     /// one at a time with each policy and seed, and report allocation at 90/100/130% of capacity arrived beside the
     /// published figures.
     Simulate {
-        /// Trace: one of the 19 vendored task files by name — `default`, `cpu0`, `cpu037`, `cpu050`, `cpu072`,
-        /// `cpu100`, `cpu235`, `cpu250`, `cpu300`, `gpushare20`…`80`, `gpuspec05`/`10`/`25`, `multigpu20`/`30`/`40`
-        /// (built in, or the files in --data) — or a task CSV path.
-        #[arg(long, short = 't', default_value = "default")]
-        trace: String,
-        /// Folder of the Alibaba trace files (`openb_pod_list_<trace>.csv`, `openb_node_list_gpu_node.csv`).
-        /// Default: the copy of data/alibaba-gpu-v2023 built into the binary, so this runs from any folder.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data (or built in).
-        #[arg(long)]
-        nodes: Option<PathBuf>,
-        /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
-        /// learn FGD's mix online, or `sovra` (= `learned:fgd,adaptive-first-fit`). Default: the paper's six and `sovra`.
-        #[arg(long, short = 'p')]
-        policy: Vec<String>,
-        /// Seeds: `42`, `42,43` or an inclusive range `42..51`.
-        #[arg(long, default_value = "42..51")]
-        seeds: String,
-        /// Inflate the task list to this multiple of the cluster's GPU capacity.
-        #[arg(long, default_value_t = 1.3)]
-        inflate: f64,
-        /// Worker threads (runs are independent), 1 to 1024. Default: all cores.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-        threads: Option<u16>,
-        /// Write per-step CSVs, summary.json and SVG plots (allocation and fragmentation vs arrived) here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-        /// Also compute the provable ceiling on allocation (docs/simulator.md, "The ceiling"), once per seed.
-        #[arg(long)]
-        ceiling: bool,
-        /// The random stream that orders tasks and breaks ties: `go` (Go's math/rand, as the FGD paper's simulator:
-        /// seeds 42–51 draw the published runs' orders) or `splitmix` (the project's earlier stream).
-        #[arg(long, default_value = "go")]
-        rng: sovra_simulator::fill::Stream,
+        #[command(flatten)]
+        args: simulate::SimulateArgs,
     },
     /// Replay a scenario (examples/scenario.yaml): jobs arrive, queue, run and leave; report queue waits,
     /// refusals and utilisation per pool over time. --out writes utilisation.csv, utilisation.svg and replay.json.
@@ -399,21 +363,7 @@ fn main() -> ExitCode {
         Command::Registry { command } => registry_cmd::run(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
         Command::Plan { args } => replay_cmd::run_plan(args),
-        Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output, ceiling, rng } => {
-            simulate::simulate(
-                data,
-                trace,
-                nodes,
-                policy,
-                seeds,
-                inflate,
-                threads.map(usize::from),
-                out,
-                output,
-                ceiling,
-                rng,
-            )
-        }
+        Command::Simulate { args } => simulate::simulate(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,7 +6,7 @@ use crate::{Failure, Output};
 use indicatif::{ProgressBar, ProgressStyle};
 use sovra_domain::PolicySpec;
 use sovra_simulator::fill::{
-    FillRun, Stream, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill_with, typical_workload,
+    FillRun, Target, alloc_pct, bin, ceiling_by_bin, frag_ratio_pct, run_fill_with, typical_workload,
 };
 use sovra_simulator::order::order;
 use sovra_simulator::report::{PolicySummary, Spread, published_alloc_at_100, summarise};
@@ -144,21 +144,54 @@ fn resolve_policy(name: &str) -> Result<(PolicySpec, Target), Failure> {
     Ok((spec, target))
 }
 
+/// The arguments of `sovra simulate`.
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// Trace: one of the 19 vendored task files by name — `default`, `cpu0`, `cpu037`, `cpu050`, `cpu072`,
+    /// `cpu100`, `cpu235`, `cpu250`, `cpu300`, `gpushare20`…`80`, `gpuspec05`/`10`/`25`, `multigpu20`/`30`/`40`
+    /// (built in, or the files in --data) — or a task CSV path.
+    #[arg(long, short = 't', default_value = "default")]
+    pub trace: String,
+    /// Folder of the Alibaba trace files (`openb_pod_list_<trace>.csv`, `openb_node_list_gpu_node.csv`).
+    /// Default: the copy of data/alibaba-gpu-v2023 built into the binary, so this runs from any folder.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Node list CSV. Default: `openb_node_list_gpu_node.csv` in --data (or built in).
+    #[arg(long)]
+    pub nodes: Option<PathBuf>,
+    /// Policy to run (repeat for several): a scorer list such as `fgd` or `fgd,first-fit`, `learned:<list>` to
+    /// learn FGD's mix online, or `sovra` (= `learned:fgd,adaptive-first-fit`). Default: the paper's six and `sovra`.
+    #[arg(long, short = 'p')]
+    pub policy: Vec<String>,
+    /// Seeds: `42`, `42,43` or an inclusive range `42..51`.
+    #[arg(long, default_value = "42..51")]
+    pub seeds: String,
+    /// Inflate the task list to this multiple of the cluster's GPU capacity.
+    #[arg(long, default_value_t = 1.3)]
+    pub inflate: f64,
+    /// Worker threads (runs are independent), 1 to 1024. Default: all cores.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Write per-step CSVs, summary.json and SVG plots (allocation and fragmentation vs arrived) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Also compute the provable ceiling on allocation (docs/simulator.md, "The ceiling"), once per seed.
+    #[arg(long)]
+    pub ceiling: bool,
+    /// The random stream that orders tasks and breaks ties: `go` (Go's math/rand, as the FGD paper's simulator:
+    /// seeds 42–51 draw the published runs' orders) or `splitmix` (the project's earlier stream).
+    #[arg(long, default_value = "go")]
+    pub rng: sovra_simulator::fill::Stream,
+}
+
 /// Runs `sovra simulate`.
-#[allow(clippy::too_many_arguments)]
-pub fn simulate(
-    data: Option<PathBuf>,
-    trace: String,
-    nodes: Option<PathBuf>,
-    policies: Vec<String>,
-    seeds: String,
-    inflate: f64,
-    threads: Option<usize>,
-    out: Option<PathBuf>,
-    output: Output,
-    with_ceiling: bool,
-    stream: Stream,
-) -> Result<u8, Failure> {
+pub fn simulate(args: SimulateArgs) -> Result<u8, Failure> {
+    let SimulateArgs { trace, data, nodes, policy: policies, seeds, inflate, threads, out, output, ceiling, rng } =
+        args;
+    let (threads, with_ceiling, stream) = (threads.map(usize::from), ceiling, rng);
     let seeds = parse_seeds(&seeds).map_err(|message| Failure { code: 2, message })?;
     if !(inflate > 0.0 && inflate <= 10.0) {
         return Err(Failure { code: 2, message: format!("--inflate {inflate}: use a factor above 0 and at most 10") });

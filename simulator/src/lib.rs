@@ -2,7 +2,8 @@
 //!
 //! - [`trace`]: readers for the Alibaba GPU trace v2023, turned into clusters and jobs;
 //! - [`fill`], [`bound`], [`report`]: the FGD paper's fill protocol (`sovra simulate`), its provable ceiling and the
-//!   comparison with the published figures;
+//!   comparison with the published figures; [`order`] and [`gorand`]: the random stream that orders a run (Go's
+//!   `math/rand`, as the paper's simulator draws it, or SplitMix64);
 //! - [`scenario`], [`replay`], [`plan`]: scenario files, the event-driven replay mode (`sovra replay`) and capacity
 //!   planning (`sovra plan`).
 //!
