@@ -91,6 +91,11 @@ struct ServeArgs {
     /// the store (`sovra job ID` still finds them): e.g. `90s`, `30m`, `24h`, `7d` (default: forever).
     #[arg(long, value_name = "DURATION", value_parser = sovra_scheduler::service::parse_retention)]
     retain_finished: Option<Duration>,
+    /// The P-256 private key (PEM) placement receipts are signed with (docs/receipts.md). Default: DATA/receipt-key.pem,
+    /// created on first start with its public half beside it (receipt-key.pub.pem, for the promotion service's
+    /// `provenance.scheduler_keys`); without `--data`, a key for this process only.
+    #[arg(long, value_name = "FILE")]
+    receipt_key: Option<PathBuf>,
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -120,6 +125,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         require_daemons,
         recover,
         retain_finished,
+        receipt_key,
     } = a;
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
@@ -151,6 +157,8 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         require_daemons,
         config_path: Some(config),
         retain_finished,
+        receipt_key: sovra_scheduler::service::receipts::load_key(receipt_key.as_deref(), data.as_deref())
+            .map_err(bad)?,
     };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;

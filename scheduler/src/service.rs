@@ -44,6 +44,7 @@ mod cluster;
 mod dispatch;
 mod inventory;
 mod jobs;
+pub mod receipts;
 mod serve;
 mod snapshot;
 mod views;
@@ -105,12 +106,27 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// How long finished jobs stay in the hot state before they are archived; `None`: forever.
     pub retain_finished: Option<Duration>,
+    /// The key placement receipts are signed with (docs/receipts.md); `None`: a key generated at start, which
+    /// no promotion service trusts until it is configured (`serve` writes one under `--data`).
+    pub receipt_key: Option<Arc<sovra_oms::keys::SigningKey>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { heartbeat: Duration::from_secs(2), require_daemons: false, config_path: None, retain_finished: None }
+        Options {
+            heartbeat: Duration::from_secs(2),
+            require_daemons: false,
+            config_path: None,
+            retain_finished: None,
+            receipt_key: None,
+        }
     }
+}
+
+/// A new P-256 receipt key (for a scheduler started without one).
+pub fn generate_receipt_key() -> Result<Arc<sovra_oms::keys::SigningKey>, String> {
+    let (private, _) = sovra_oms::keys::generate_p256().map_err(|e| format!("generating a receipt key: {e}"))?;
+    sovra_oms::keys::SigningKey::from_pem(&private).map(Arc::new).map_err(|e| format!("the receipt key: {e}"))
 }
 
 /// A random bearer token (128 bits from the operating system, hex), for a scheduler started without one.
@@ -151,6 +167,7 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     clock: Clock,
     dispatch: Arc<dispatch::Dispatch>,
+    receipt_key: Arc<sovra_oms::keys::SigningKey>,
     _writer: Arc<WriterThread>,
 }
 
@@ -221,6 +238,19 @@ impl Scheduler {
             }
         }
         let lost = engine.nodes_lost(silent);
+        let receipt_key = match opts.receipt_key.clone() {
+            Some(k) => k,
+            None => {
+                let k = generate_receipt_key()?;
+                tracing::warn!(key = %k.public_key().hint(), "no receipt key configured: receipts are signed with a \
+                    key generated for this process, which no promotion service trusts");
+                k
+            }
+        };
+        let audit_head = store.audit_head().map_err(|e| e.to_string())?;
+        let receipts = receipts::Receipts::new(receipt_key.clone(), audit_head, &engine, |id| {
+            receipts::started_at(store.as_ref(), id)
+        });
         let now_finished: Vec<_> = engine.jobs().filter(|r| r.state.is_final()).map(|r| r.id).collect();
         let metrics = Arc::new(Metrics::new());
         let (watch, _) = tokio::sync::broadcast::channel(4096);
@@ -266,6 +296,7 @@ impl Scheduler {
             isolation: BTreeMap::new(),
             stop_why: BTreeMap::new(),
             redispatch: false,
+            receipts,
         };
         // Placements restored from the store are assigned again: daemons keep what they run.
         w.dispatch(&BTreeSet::new(), true);
@@ -285,6 +316,7 @@ impl Scheduler {
             store,
             clock,
             dispatch,
+            receipt_key,
             _writer: Arc::new(WriterThread { tx, handle: std::sync::Mutex::new(Some(handle)) }),
         };
         // Requeued and lost jobs are written, and a first cycle places what can run.
