@@ -130,8 +130,14 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
         ))
     })?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
-    let opts =
-        Options { heartbeat, require_daemons: true, config_path: Some(config_path.clone()), ..Options::default() };
+    let receipt_key = sovra_scheduler::service::receipts::load_key(None, Some(&state)).map_err(&bad)?;
+    let opts = Options {
+        heartbeat,
+        require_daemons: true,
+        config_path: Some(config_path.clone()),
+        receipt_key,
+        ..Options::default()
+    };
     let policy = cluster.scheduling.policy.clone().unwrap_or_default();
     let scheduler = Scheduler::with_options(cluster.clone(), policy, 42, Some(Box::new(store)), opts).map_err(&bad)?;
 

@@ -19,6 +19,7 @@ mod model_cmd;
 mod plot;
 mod promote_cmd;
 mod promotion_client;
+mod receipts_cmd;
 mod registry_cmd;
 mod remote;
 mod replay_cmd;
@@ -81,6 +82,30 @@ enum RunnerState {
 /// The name clap shows for a value, which is also the name the scheduler uses.
 fn value_name(v: impl ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// `sovra job ...`.
+#[derive(Subcommand)]
+enum JobCommand {
+    /// The job's signed placement receipts (one per replica placed, one per replica ended) with the proof that
+    /// they are in the scheduler's audit log (docs/receipts.md). `-o json` prints the document an auditor or
+    /// `sovra model push --receipts` takes.
+    Receipts {
+        /// Job id.
+        id: u64,
+        /// Also write the document to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Verify signatures, chain and signed head with this scheduler public key (DATA/receipt-key.pub.pem);
+        /// exit 1 when they do not verify.
+        #[arg(long, value_name = "FILE")]
+        verify_key: Option<PathBuf>,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,10 +227,15 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Show one job; with --explain, why it is pending (per-filter node counts and reasons).
+    /// Show one job; with --explain, why it is pending (per-filter node counts and reasons). `sovra job receipts
+    /// ID`: its signed placement receipts.
+    #[command(args_conflicts_with_subcommands = true)]
     Job {
+        #[command(subcommand)]
+        command: Option<JobCommand>,
         /// Job id.
-        id: u64,
+        #[arg(required = true)]
+        id: Option<u64>,
         /// Show the per-filter explanation.
         #[arg(long)]
         explain: bool,
@@ -364,8 +394,11 @@ fn main() -> ExitCode {
         Command::Jobs { queue, state, remote, output } => {
             remote::run(remote, remote::Action::Jobs { queue, state: state.map(value_name) }, output)
         }
-        Command::Job { id, explain, remote, output } => {
-            remote::run(remote, remote::Action::Job { id, explain }, output)
+        Command::Job { command: Some(JobCommand::Receipts { id, out, verify_key, remote, output }), .. } => {
+            receipts_cmd::job_receipts(&remote, id, output, out.as_deref(), verify_key.as_deref())
+        }
+        Command::Job { id, explain, remote, output, .. } => {
+            remote::run(remote, remote::Action::Job { id: id.unwrap_or_default(), explain }, output)
         }
         Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
         Command::Logs { id, replica, follow, tail, remote } => {

@@ -303,3 +303,20 @@ pub fn digest_of(value: &impl Serialize) -> Result<String, String> {
     let bytes = serde_jcs::to_vec(&v).map_err(|e| e.to_string())?;
     Ok(hex(&Sha256::digest(bytes)))
 }
+
+/// The names of the placement receipt format (docs/receipts.md), shared by the scheduler that signs receipts and
+/// the promotion service that verifies them.
+pub mod receipt {
+    /// The `_type` of the receipts document `sovra job receipts -o json` prints.
+    pub const DOC_V1: &str = "https://sovra.dev/job-receipts/v1";
+    /// The in-toto predicate type of a placement receipt.
+    pub const PREDICATE: &str = "https://sovra.dev/placement-receipt/v1";
+    /// The DSSE payload type of receipts (in-toto statements).
+    pub const STATEMENT_TYPE: &str = "application/vnd.in-toto+json";
+    /// The DSSE payload type of a signed audit checkpoint (the head of the scheduler's log).
+    pub const CHECKPOINT_TYPE: &str = "application/vnd.sovra.audit-checkpoint.v1+json";
+    /// The `_type` of a signed audit checkpoint.
+    pub const CHECKPOINT_V1: &str = "https://sovra.dev/audit-checkpoint/v1";
+    /// The audit event kind of a receipt.
+    pub const KIND: &str = "placement-receipt";
+}

@@ -26,18 +26,10 @@ use sovra_placement::{Decision, ReplicaPlacement};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The in-toto predicate type of a placement receipt.
-pub const RECEIPT_PREDICATE: &str = "https://sovra.dev/placement-receipt/v1";
-/// The DSSE payload type of receipts (in-toto statements).
-pub const STATEMENT_TYPE: &str = "application/vnd.in-toto+json";
-/// The DSSE payload type of a signed audit checkpoint.
-pub const CHECKPOINT_TYPE: &str = "application/vnd.sovra.audit-checkpoint.v1+json";
-/// The `_type` of a signed audit checkpoint.
-pub const CHECKPOINT_V1: &str = "https://sovra.dev/audit-checkpoint/v1";
-/// The `_type` of the receipts document `sovra job receipts` prints.
-pub const RECEIPTS_DOC_V1: &str = "https://sovra.dev/job-receipts/v1";
-/// The audit event kind of a receipt.
-pub const RECEIPT_KIND: &str = "placement-receipt";
+pub use sovra_audit::receipt::{
+    CHECKPOINT_TYPE, CHECKPOINT_V1, DOC_V1 as RECEIPTS_DOC_V1, KIND as RECEIPT_KIND, PREDICATE as RECEIPT_PREDICATE,
+    STATEMENT_TYPE,
+};
 
 /// What was last receipted for a job that holds resources.
 #[derive(Debug, Clone)]
