@@ -461,6 +461,7 @@ struct RawJob {
     #[serde(default)]
     topology: RawTopology,
     run: Option<run::RawRun>,
+    model: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -578,7 +579,23 @@ impl RawJob {
                 "an NVLink wish needs gpus of 2 or more; remove it or ask for more GPUs".into(),
             );
         }
+        let model = self.model.and_then(|m| match m.parse::<crate::model_ref::ModelRef>() {
+            Ok(r) if self.kind == Purpose::Inference => Some(r),
+            Ok(_) => {
+                v.problem(
+                    &format!("{p}model"),
+                    "only inference jobs name a model to serve; remove `model:` or make the job `kind: inference`"
+                        .into(),
+                );
+                None
+            }
+            Err(e) => {
+                v.problem(&format!("{p}model"), e);
+                None
+            }
+        });
         Job {
+            model,
             name: self.name,
             kind: self.kind,
             queue: self.queue,

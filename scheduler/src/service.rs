@@ -44,6 +44,7 @@ mod cluster;
 mod dispatch;
 mod inventory;
 mod jobs;
+pub mod models;
 pub mod receipts;
 mod serve;
 mod snapshot;
@@ -109,6 +110,9 @@ pub struct Options {
     /// The key placement receipts are signed with (docs/receipts.md); `None`: a key generated at start, which
     /// no promotion service trusts until it is configured (`serve` writes one under `--data`).
     pub receipt_key: Option<Arc<sovra_oms::keys::SigningKey>>,
+    /// The promotion service that says where models are available (jobs with `model:`); `None`: model-bound
+    /// jobs wait (fail closed).
+    pub models: Option<models::ModelSource>,
 }
 
 impl Default for Options {
@@ -119,6 +123,7 @@ impl Default for Options {
             config_path: None,
             retain_finished: None,
             receipt_key: None,
+            models: None,
         }
     }
 }
@@ -247,6 +252,10 @@ impl Scheduler {
                 k
             }
         };
+        engine.set_models(models::unavailable(match &opts.models {
+            Some(m) => format!("the promotion service at {} has not answered yet", m.endpoint),
+            None => "no promotion service is configured (sovra-scheduler serve --promotion-server)".into(),
+        }));
         let audit_head = store.audit_head().map_err(|e| e.to_string())?;
         let receipts = receipts::Receipts::new(receipt_key.clone(), audit_head, &engine, |id| {
             receipts::started_at(store.as_ref(), id)
@@ -302,11 +311,15 @@ impl Scheduler {
         w.dispatch(&BTreeSet::new(), true);
         let first = w.initial_snapshot();
         placeholder.store(Arc::new(first));
+        let model_source = w.opts.models.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("sovra-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| format!("cannot start the scheduler's writer thread: {e}"))?;
+        if let Some(src) = model_source {
+            models::spawn(src, tx.clone())?;
+        }
         let s = Scheduler {
             tx: tx.clone(),
             snap: placeholder,

@@ -53,6 +53,8 @@ pub struct Placer {
     fgd_cache: FgdCache,
     /// Stop looking once this many feasible nodes were scored for a replica (0: look at every candidate).
     max_feasible: u32,
+    /// Where model versions are available for inference (the `model` filter's fact; empty: none anywhere).
+    models: std::sync::Arc<sovra_domain::ModelAvailability>,
 }
 
 /// Replica shapes as FGD scores them: (cpu, milli, gpus, models, NVLink wish).
@@ -145,7 +147,20 @@ impl Placer {
             zone_reasons: (0, BTreeMap::new()),
             fgd_cache: FgdCache::default(),
             max_feasible: 0,
+            models: std::sync::Arc::default(),
         }
+    }
+
+    /// Sets the model availability fact the `model` filter reads for jobs naming a model (`job.model`): a pool is
+    /// permitted only in a zone whose inference data zone holds that version. Until it is set no version is
+    /// available anywhere, so model-bound jobs wait (fail closed).
+    pub fn set_models(&mut self, models: std::sync::Arc<sovra_domain::ModelAvailability>) {
+        self.models = models;
+    }
+
+    /// The model availability fact in use.
+    pub fn models(&self) -> &sovra_domain::ModelAvailability {
+        &self.models
     }
 
     /// Caps the search (`scheduling.max_feasible_nodes`): a replica goes to the best of the first `n` feasible
@@ -344,8 +359,16 @@ impl Placer {
     fn plan(&self, topo: &Topology, job: &Job, class: &sovra_domain::ResidencyClass) -> Plan {
         let mut pools = Vec::new();
         let mut pool_rejections = Vec::new();
+        let mut model_ok: BTreeMap<usize, bool> = BTreeMap::new();
         for (i, pool) in topo.pools.iter().enumerate() {
             match check_pool(pool, topo, job, class) {
+                None if job.model.is_some()
+                    && !*model_ok.entry(pool.zone).or_insert_with(|| {
+                        crate::filter::model_reason(&topo.zones[pool.zone], job, class, &self.models, topo).is_none()
+                    }) =>
+                {
+                    pool_rejections.push((FilterKind::Model, i as u32))
+                }
                 None => pools.push(i as u32),
                 Some(filter) => pool_rejections.push((filter, i as u32)),
             }

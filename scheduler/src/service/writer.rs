@@ -59,6 +59,8 @@ pub(crate) enum Req {
     Reload,
     /// Write these jobs' records and run a cycle (the first round after a restore).
     Touch { ids: Vec<JobId> },
+    /// Where model versions are available for inference (from the promotion service).
+    Models { facts: Arc<sovra_domain::ModelAvailability> },
     /// Test-only: panic inside the writer while applying this request.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -375,6 +377,7 @@ impl Writer {
         // Nodes that were NotReady in the committed state stay so.
         let snap = self.snap.load_full();
         engine.nodes_lost(snap.nodes.iter().filter(|(_, v)| !v.info.ready).map(|(name, _)| name.as_str()));
+        engine.set_models(self.engine.models().clone());
         let head = self.store.audit_head().map_err(|e| e.to_string())?;
         let store = self.store.clone();
         let key = self.receipts.key().clone();
