@@ -5,7 +5,9 @@
 #    service, whose config trusts the dev scheduler's receipt key (docs/receipts.md).
 # 2. A fr-health training job runs (2 replicas); its signed placement receipts become the model's provenance:
 #    push --training-job, promote to the registry, two approvals, promote to inference.
-# 3. The evidence is exported (receipts, the model's promotion statements, both audit logs) and verified by the
+# 3. An inference job naming the model (any EU zone would do for its class) is placed only where the model was
+#    promoted: the scheduler asks the promotion service.
+# 4. The evidence is exported (receipts, the model's promotion statements, both audit logs) and verified by the
 #    independent checkers tests/evidence_verify.py and tests/audit_verify.py (Python; no sovra code).
 # Exit 0 when every check passes.
 set -euo pipefail
@@ -65,7 +67,26 @@ step model approve radiology --to inference --key "$keys/alice.pem"
 step model approve radiology --to inference --key "$keys/bob.pem"
 step model promote radiology --to inference --zone fr-par-secnum
 
-# 3. The evidence, exported and checked offline.
+# 3. Serving it: an eu-any inference job naming the version lands only in fr-par-secnum, where it was promoted.
+digest=$("$sovra" model status radiology -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+cat > serve.yaml <<YAML
+name: radiology-serve
+kind: inference
+residency: eu-any
+replicas: 2
+model: radiology@${digest:0:12}
+resources: {gpus: 1, cpu_milli: 1000, memory_mib: 1024}
+YAML
+serve=$("$sovra" submit serve.yaml -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 1 100); do
+  zones=$("$sovra" job "$serve" -o json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(" ".join(sorted({r["zone"] for r in j["replicas"]})))')
+  [ -n "$zones" ] && break
+  sleep 0.2
+done
+step job "$serve"
+[ "$zones" = fr-par-secnum ] || { echo "the inference job landed in '$zones', not only fr-par-secnum"; exit 1; }
+
+# 4. The evidence, exported and checked offline.
 mkdir -p evidence
 "$sovra" job receipts "$id" -o json --out evidence/receipts.json > /dev/null
 "$sovra" model status radiology -o json > evidence/model-status.json

@@ -110,7 +110,13 @@ fn locate(args: &DevArgs) -> Result<(PathBuf, PathBuf), Failure> {
     Ok((data, config_path))
 }
 
-async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: String) -> Result<Local, Failure> {
+async fn start(
+    args: &DevArgs,
+    data: PathBuf,
+    config_path: PathBuf,
+    token: String,
+    models: Option<sovra_scheduler::service::models::ModelSource>,
+) -> Result<Local, Failure> {
     let bad = fail(2);
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| bad(format!("{}: cannot read the file: {e}", config_path.display())))?;
@@ -136,6 +142,7 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
         require_daemons: true,
         config_path: Some(config_path.clone()),
         receipt_key,
+        models,
         ..Options::default()
     };
     let policy = cluster.scheduling.policy.clone().unwrap_or_default();
@@ -258,7 +265,6 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
         .map_err(|e| fail(1)(format!("cannot start the runtime: {e}")))?;
     let promo = &promotion;
     let code = rt.block_on(async move {
-        let local = start(&args, data, config_path, token).await?;
         let plisten = args
             .promotion_listen
             .clone()
@@ -267,6 +273,15 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
             .await
             .map_err(|e| fail(2)(format!("--promotion-listen {plisten}: {e}")))?;
         let pport = plistener.local_addr().map_err(|e| fail(1)(e.to_string()))?.port();
+        // The scheduler asks the dev promotion service where models are (jobs with `model:`).
+        let models = sovra_scheduler::service::models::ModelSource {
+            endpoint: format!("https://localhost:{pport}"),
+            ca: Some(data.join("tls/ca.pem")),
+            token: token.clone(),
+            poll: Duration::from_secs(1),
+            domain: None,
+        };
+        let local = start(&args, data, config_path, token, Some(models)).await?;
         let (cert, key) = TlsDir(local.data.join("tls")).server();
         promo.spawn(plistener, cert, key);
         let r = &local.remote;

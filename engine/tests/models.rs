@@ -70,7 +70,11 @@ fn model_bound_jobs_follow_the_models_availability() {
     let b = e.submit(job(&cfg, "b", "fr-only", "radiology@3f9c2a1b"), None).unwrap();
     e.schedule();
     let x = e.job(b).unwrap().explanation.clone().unwrap();
-    assert!(x.summary.contains("is promoted to de only, which fails fr-only: country DE is not in [FR]"), "{}", x.summary);
+    assert!(
+        x.summary.contains("is promoted to de only, which fails fr-only: country DE is not in [FR]"),
+        "{}",
+        x.summary
+    );
     let model = x.filters.iter().find(|f| f.filter == sovra_placement::FilterKind::Model).unwrap();
     assert_eq!(model.rejected_nodes, 2, "fr-a and fr-b");
 
