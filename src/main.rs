@@ -25,6 +25,7 @@ mod remote;
 mod replay_cmd;
 mod simulate;
 mod table;
+mod whatif_cmd;
 mod withdraw_cmd;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
@@ -174,10 +175,11 @@ enum Command {
         args: replay_cmd::ScenarioArgs,
     },
     /// Capacity planning: the fewest nodes of each offered type (the scenario's plan section) that meet its target.
-    /// Exits 1 when even the maximum counts miss it. --out writes plan-curves.svg and plan.json.
+    /// Exits 1 when even the maximum counts miss it. --out writes plan-curves.svg and plan.json. With --what-if
+    /// CHANGE.yaml: what a change of zones or classes breaks, and the GPUs to add to re-home it.
     Plan {
         #[command(flatten)]
-        args: replay_cmd::ScenarioArgs,
+        args: whatif_cmd::PlanArgs,
     },
     /// Models: sign and verify (OMS v1.0 key mode, compatible with `model_signing`), push to the registry, approve
     /// and promote through the gates.
@@ -423,7 +425,7 @@ fn main() -> ExitCode {
         Command::Audit { command } => promote_cmd::audit(command),
         Command::Registry { command } => registry_cmd::run(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
-        Command::Plan { args } => replay_cmd::run_plan(args),
+        Command::Plan { args } => whatif_cmd::run(args),
         Command::Simulate { trace, data, nodes, policy, seeds, inflate, threads, out, output } => {
             simulate::simulate(data, trace, nodes, policy, seeds, inflate, threads.map(usize::from), out, output)
         }

@@ -404,7 +404,7 @@ pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
                 .iter()
                 .map(|v| json!({"model": v.model, "digest": v.digest,
             "residency_class": v.residency_class, "current": v.current().map(|l| l.data_zone.to_string()),
-            "files": v.files.len(), "bytes": v.size(), "pushed_at": v.pushed_at}))
+            "files": v.files.len(), "bytes": v.size(), "pushed_at": v.pushed_at, "locations": v.locations}))
                 .collect::<Vec<_>>()
         )),
         Output::Text => {
