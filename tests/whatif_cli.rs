@@ -48,8 +48,11 @@ fn losing_hds_strands_every_fr_health_job_and_model() {
 fn a_tighter_class_and_a_zone_down_rehome_or_ask_for_gpus() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("change.yaml");
-    std::fs::write(&f, "changes:\n  - {class: eu-restricted, countries: [FR]}\n  - {zone: nl-ams-general, down: true}\n")
-        .unwrap();
+    std::fs::write(
+        &f,
+        "changes:\n  - {class: eu-restricted, countries: [FR]}\n  - {zone: nl-ams-general, down: true}\n",
+    )
+    .unwrap();
     let (code, out, err) = sovra(&["plan", "--what-if", f.to_str().unwrap(), "-o", "json"]);
     assert_eq!(code, 0, "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();

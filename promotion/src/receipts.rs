@@ -176,15 +176,23 @@ pub fn verify(doc: &ReceiptsDoc, keys: &[Identity]) -> Result<Verified, String> 
         };
         let (attempt, replica) = (p["attempt"].as_u64().unwrap_or(0), p["replica"].as_u64().unwrap_or(0));
         match p["event"].as_str() {
-            Some("placed") => runs.push(ReplicaRun {
-                attempt,
-                replica,
-                node: text(&p["node"], "node")?,
-                zone: text(&p["zone"]["id"], "zone.id")?,
-                outcome: None,
-            }),
+            Some("placed") => {
+                let run = ReplicaRun {
+                    attempt,
+                    replica,
+                    node: text(&p["node"], "node")?,
+                    zone: text(&p["zone"]["id"], "zone.id")?,
+                    outcome: None,
+                };
+                // A placement receipted in a round that a crash kept from becoming durable is placed again under
+                // the same attempt: the later receipt is the placement that ran. Both zones are judged.
+                match runs.iter_mut().find(|x| x.attempt == attempt && x.replica == replica && x.outcome.is_none()) {
+                    Some(x) if x.zone == run.zone => *x = run,
+                    _ => runs.push(run),
+                }
+            }
             Some("ended") => {
-                let run = runs.iter_mut().find(|x| x.attempt == attempt && x.replica == replica);
+                let run = runs.iter_mut().rev().find(|x| x.attempt == attempt && x.replica == replica);
                 let run =
                     run.ok_or_else(|| format!("{at}: ends replica {replica} of attempt {attempt}, never placed"))?;
                 run.outcome = Some(text(&p["outcome"], "outcome")?);

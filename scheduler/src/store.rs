@@ -57,6 +57,14 @@ pub struct Manifest {
     pub last_seq: u64,
     /// Job records written with a request id.
     pub request_ids: u64,
+    /// Audit entries (placement receipts) written. Absent from manifests written before the audit log (it is then
+    /// 0, and the manifest's checksum is unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_entries: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {
@@ -226,7 +234,7 @@ impl Store for MemoryStore {
             }
             m.audit.push(e.clone());
         }
-        m.manifest = next;
+        m.manifest = Manifest { audit_entries: m.audit.len() as u64, ..next };
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! before the daemons reconnect. Tree `events`: key = a sequence number (big-endian u64), value = one line of what
 //! happened (node registered, not ready, job lost …), for operators; bounded to the last [`EVENTS_KEPT`] entries.
 //! Tree `quarantine`: records `--recover` found damaged, kept as they were for inspection. Trees `audit`,
-//! `audit_by_job` and `audit_head`: the audit log of placement receipts ([`audit`]).
+//! `audit_by_job`: the audit log of placement receipts ([`audit`]).
 //!
 //! Archived jobs (finished, past the retention period) stay in the `jobs` tree under the key `a` + id, so that
 //! archiving is part of the same atomic batch as everything else and the damage check still counts them.
@@ -105,7 +105,6 @@ pub struct SledStore {
     quarantine: sled::Tree,
     audit: sled::Tree,
     audit_by_job: sled::Tree,
-    audit_head: sled::Tree,
     dir: PathBuf,
     manifest: Mutex<Manifest>,
 }
@@ -163,7 +162,6 @@ impl SledStore {
         for n in &damage.nodes {
             store.nodes.remove(n.as_bytes()).map_err(|e| format!("writing the node store: {e}"))?;
         }
-        store.reset_audit_head()?;
         let mut m = store.count(&scan);
         if let Some(r) = damage.recorded {
             m.last_id = m.last_id.max(r.last_id);
@@ -199,7 +197,7 @@ impl SledStore {
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| format!("{}: {e}; {way_out}", dir.display()));
         let (jobs, nodes, events, quarantine) = (tree("jobs")?, tree("nodes")?, tree("events")?, tree("quarantine")?);
-        let (audit, audit_by_job, audit_head) = (tree("audit")?, tree("audit_by_job")?, tree("audit_head")?);
+        let (audit, audit_by_job) = (tree("audit")?, tree("audit_by_job")?);
         let store = SledStore {
             db,
             jobs,
@@ -208,7 +206,6 @@ impl SledStore {
             quarantine,
             audit,
             audit_by_job,
-            audit_head,
             dir: dir.to_path_buf(),
             manifest: Mutex::default(),
         };
@@ -225,10 +222,11 @@ impl SledStore {
                 Err(e) => damage.corrupt.push(("node store".into(), e.to_string())),
             }
         }
-        if let Some(why) = store.audit_damage() {
+        let counted = store.count(&scan);
+        let recorded_audit = read_manifest(&dir.join(MANIFEST_FILE)).ok().flatten().map_or(0, |m| m.audit_entries);
+        if let Some(why) = store.audit_damage(recorded_audit) {
             damage.corrupt.push(("audit log".into(), why));
         }
-        let counted = store.count(&scan);
         let path = dir.join(MANIFEST_FILE);
         match read_manifest(&path) {
             Ok(Some(recorded)) => {
@@ -242,6 +240,7 @@ impl SledStore {
                     last_id: counted.last_id.max(recorded.last_id),
                     last_seq: counted.last_seq.max(recorded.last_seq),
                     request_ids: counted.request_ids.max(recorded.request_ids),
+                    audit_entries: counted.audit_entries.max(recorded.audit_entries),
                 };
                 *store.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())? = m;
             }
@@ -325,6 +324,7 @@ impl SledStore {
             m.last_seq = m.last_seq.max(r.seq);
             m.request_ids += u64::from(r.request_id.is_some());
         }
+        m.audit_entries = self.read_audit_head().map_or(0, |h| h.count);
         m
     }
 
@@ -369,6 +369,10 @@ impl SledStore {
     fn write_batch(&self, batch: &Batch) -> Result<(), String> {
         let mut manifest = self.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())?;
         self.check_audit(&batch.audit)?;
+        // Receipts first: sled keeps a prefix of its writes across a crash, so a durable placement always has its
+        // receipt (a receipt of a round that did not become durable is possible, and is superseded when the job
+        // is placed again).
+        self.append_audit(&batch.audit)?;
         let mut jobs = sled::Batch::default();
         let mut fresh = Vec::with_capacity(batch.jobs.len());
         for r in &batch.jobs {
@@ -400,10 +404,12 @@ impl SledStore {
         for line in &batch.events {
             self.append_event(line)?;
         }
-        self.append_audit(&batch.audit)?;
         fault::after_write();
         self.db.flush().map_err(|e| format!("flushing the job store: {e}"))?;
-        let next = manifest.after(batch.jobs.iter().zip(fresh));
+        let mut next = manifest.after(batch.jobs.iter().zip(fresh));
+        if let Some((_, last)) = batch.audit.last() {
+            next.audit_entries = last.seq + 1;
+        }
         if next != *manifest {
             self.write_manifest(&next)?;
             *manifest = next;

@@ -1,10 +1,10 @@
 //! The scheduler's audit log in sled: tree `audit` (key = the entry's position, big-endian u64; value = the entry
-//! as JSON, exactly as the log format hashes it, docs/audit-log.md), tree `audit_by_job` (key = job id then
-//! position, both big-endian; empty value: the receipt index), and the head (`{"count", "hash"}`) under `head` in
-//! tree `audit_head`. All three are written in the batch's flush, before the manifest.
+//! as JSON, exactly as the log format hashes it, docs/audit-log.md) and tree `audit_by_job` (key = job id then
+//! position, both big-endian; empty value: the receipt index), written in the batch's flush, before the manifest,
+//! which records how many entries were acknowledged.
 //!
-//! At open the head must match the last entry: a log whose tail was cut or whose head was rolled back is refused
-//! (it is part of the state directory's damage report). The whole chain is checked by `sovra audit verify
+//! At open the log must hold at least the manifest's count: a log whose tail was cut or rolled back is refused
+//! (it is part of the state directory's damage report; `--recover` continues from what it holds). The whole chain is checked by `sovra audit verify
 //! --scheduler` (entries exported over the API) or offline from an export (tests/audit_verify.py).
 
 use super::SledStore;
@@ -12,58 +12,33 @@ use crate::store::StoreError;
 use sovra_audit::{AuditEntry, AuditHead};
 use sovra_engine::JobId;
 
-const HEAD: &[u8] = b"head";
-
 impl SledStore {
-    /// The stored head (empty log when there is none).
+    /// The head: the last entry's position + 1 and its hash (an empty log when there is none). It is derived, not
+    /// stored: sled keeps a prefix of its writes across a crash, so entries and a separate head record could
+    /// disagree; what was acknowledged is checked against the manifest instead ([`SledStore::audit_damage`]).
     pub(super) fn read_audit_head(&self) -> Result<AuditHead, String> {
-        match self.audit_head.get(HEAD).map_err(|e| format!("reading the audit head: {e}"))? {
+        match self.audit.last().map_err(|e| format!("reading the audit log: {e}"))? {
             None => Ok(AuditHead::empty()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("the audit head is unreadable: {e}")),
+            Some((_, v)) => serde_json::from_slice::<AuditEntry>(&v)
+                .map(|e| AuditHead::after(&e))
+                .map_err(|e| format!("the last audit entry is unreadable: {e}")),
         }
     }
 
-    /// Whether the head agrees with the last entry; what is wrong when it does not.
-    pub(super) fn audit_damage(&self) -> Option<String> {
+    /// What is wrong with the log at open: its last entry unreadable, or fewer entries than the manifest says were
+    /// acknowledged (`recorded`: the log was cut or rolled back).
+    pub(super) fn audit_damage(&self, recorded: u64) -> Option<String> {
         let head = match self.read_audit_head() {
             Ok(h) => h,
             Err(e) => return Some(e),
         };
-        let last = match self.audit.last() {
-            Ok(l) => l,
-            Err(e) => return Some(format!("reading the audit log: {e}")),
-        };
-        let last: Option<AuditEntry> = match last {
-            None => None,
-            Some((_, v)) => match serde_json::from_slice(&v) {
-                Ok(e) => Some(e),
-                Err(e) => return Some(format!("the last audit entry is unreadable: {e}")),
-            },
-        };
-        let found = last.as_ref().map_or_else(AuditHead::empty, AuditHead::after);
-        (found != head).then(|| {
+        (head.count < recorded).then(|| {
             format!(
-                "the audit log holds {} entries ending in {}, its head records {} ending in {}: the log was cut or \
+                "the audit log holds {} entries, the manifest records {recorded} acknowledged: the log was cut or \
                  rolled back",
-                found.count, found.hash, head.count, head.hash
+                head.count
             )
         })
-    }
-
-    /// `--recover`: the head becomes the last readable entry's, so that new entries follow what the log holds (the
-    /// damage report says what was wrong; `sovra audit verify --scheduler` shows the chain).
-    pub(super) fn reset_audit_head(&self) -> Result<(), String> {
-        if self.audit_damage().is_none() {
-            return Ok(());
-        }
-        let last = self.audit.last().map_err(|e| format!("reading the audit log: {e}"))?;
-        let head = match last.and_then(|(_, v)| serde_json::from_slice::<AuditEntry>(&v).ok()) {
-            Some(e) => AuditHead::after(&e),
-            None => AuditHead::empty(),
-        };
-        let v = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
-        self.audit_head.insert(HEAD, v).map_err(|e| format!("writing the audit head: {e}"))?;
-        Ok(())
     }
 
     /// Whether a batch's audit entries follow the log (checked before anything of the batch is written).
@@ -84,7 +59,9 @@ impl SledStore {
     /// Appends a batch's audit entries (checked by [`SledStore::check_audit`]) and moves the head (flushed with
     /// the batch).
     pub(super) fn append_audit(&self, entries: &[(Option<JobId>, AuditEntry)]) -> Result<(), String> {
-        let Some((_, last)) = entries.last() else { return Ok(()) };
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut log = sled::Batch::default();
         let mut index = sled::Batch::default();
         for (job, e) in entries {
@@ -99,8 +76,6 @@ impl SledStore {
         }
         self.audit.apply_batch(log).map_err(|e| format!("writing the audit log: {e}"))?;
         self.audit_by_job.apply_batch(index).map_err(|e| format!("writing the audit index: {e}"))?;
-        let head = serde_json::to_vec(&AuditHead::after(last)).map_err(|e| e.to_string())?;
-        self.audit_head.insert(HEAD, head).map_err(|e| format!("writing the audit head: {e}"))?;
         Ok(())
     }
 
