@@ -85,30 +85,6 @@ fn value_name(v: impl ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
-/// `sovra job ...`.
-#[derive(Subcommand)]
-enum JobCommand {
-    /// The job's signed placement receipts (one per replica placed, one per replica ended) with the proof that
-    /// they are in the scheduler's audit log (docs/receipts.md). `-o json` prints the document an auditor or
-    /// `sovra model push --receipts` takes.
-    Receipts {
-        /// Job id.
-        id: u64,
-        /// Also write the document to this file.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Verify signatures, chain and signed head with this scheduler public key (DATA/receipt-key.pub.pem);
-        /// exit 1 when they do not verify.
-        #[arg(long, value_name = "FILE")]
-        verify_key: Option<PathBuf>,
-        #[command(flatten)]
-        remote: remote::Remote,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Place jobs on a cluster (dry run): print where each replica goes, or why it cannot go anywhere.
@@ -234,7 +210,7 @@ enum Command {
     #[command(args_conflicts_with_subcommands = true)]
     Job {
         #[command(subcommand)]
-        command: Option<JobCommand>,
+        command: Option<receipts_cmd::JobCommand>,
         /// Job id.
         #[arg(required = true)]
         id: Option<u64>,
@@ -396,9 +372,10 @@ fn main() -> ExitCode {
         Command::Jobs { queue, state, remote, output } => {
             remote::run(remote, remote::Action::Jobs { queue, state: state.map(value_name) }, output)
         }
-        Command::Job { command: Some(JobCommand::Receipts { id, out, verify_key, remote, output }), .. } => {
-            receipts_cmd::job_receipts(&remote, id, output, out.as_deref(), verify_key.as_deref())
-        }
+        Command::Job {
+            command: Some(receipts_cmd::JobCommand::Receipts { id, out, verify_key, remote, output }),
+            ..
+        } => receipts_cmd::job_receipts(&remote, id, output, out.as_deref(), verify_key.as_deref()),
         Command::Job { id, explain, remote, output, .. } => {
             remote::run(remote, remote::Action::Job { id: id.unwrap_or_default(), explain }, output)
         }

@@ -317,21 +317,8 @@ fn print_head(p: &Backend) {
 
 /// `sovra model push`.
 pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
-    let receipts = match (&a.training_job, &a.receipts) {
-        (Some(id), _) => Some(crate::receipts_cmd::fetch(&crate::receipts_cmd::scheduler_from_env(), *id)?),
-        (None, Some(f)) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| fail(2, format!("--receipts {}: cannot read: {e}", f.display())))?;
-            Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| fail(2, format!("--receipts {}: not JSON: {e}", f.display())))?,
-            )
-        }
-        (None, None) => None,
-    };
-    // Kept until the push ends: the provenance with the receipts attached.
-    let merged =
-        receipts.map(|r| crate::receipts_cmd::provenance_with_receipts(a.provenance.as_deref(), r)).transpose()?;
+    // Kept until the push ends: the provenance with the training job's receipts attached.
+    let merged = crate::receipts_cmd::attach(a.training_job, a.receipts.as_deref(), a.provenance.as_deref())?;
     let p = backend(&a.at)?;
     let req = PushRequest {
         name: a.name,

@@ -12,6 +12,30 @@ use sovra_api::v1::{ReceiptsRequest, SchedulerAuditRequest};
 use sovra_audit::{AuditEntry, AuditHead};
 use std::path::{Path, PathBuf};
 
+/// `sovra job ...`.
+#[derive(clap::Subcommand)]
+pub(crate) enum JobCommand {
+    /// The job's signed placement receipts (one per replica placed, one per replica ended) with the proof that
+    /// they are in the scheduler's audit log (docs/receipts.md). `-o json` prints the document an auditor or
+    /// `sovra model push --receipts` takes.
+    Receipts {
+        /// Job id.
+        id: u64,
+        /// Also write the document to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Verify signatures, chain and signed head with this scheduler public key (DATA/receipt-key.pub.pem);
+        /// exit 1 when they do not verify.
+        #[arg(long, value_name = "FILE")]
+        verify_key: Option<PathBuf>,
+        #[command(flatten)]
+        remote: crate::remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
 fn fail(code: u8, message: String) -> Failure {
     Failure { code, message }
 }
@@ -228,4 +252,23 @@ pub(crate) fn provenance_with_receipts(
     let mut f = tempfile::NamedTempFile::new().map_err(|e| fail(1, format!("a temporary file: {e}")))?;
     std::io::Write::write_all(&mut f, doc.to_string().as_bytes()).map_err(|e| fail(1, e.to_string()))?;
     Ok(f)
+}
+
+/// `sovra model push --training-job ID | --receipts FILE`: the provenance file to send (see
+/// [`provenance_with_receipts`]), or `None` when neither is given.
+pub(crate) fn attach(
+    training_job: Option<u64>,
+    receipts: Option<&Path>,
+    provenance: Option<&Path>,
+) -> Result<Option<tempfile::NamedTempFile>, Failure> {
+    let doc = match (training_job, receipts) {
+        (Some(id), _) => fetch(&scheduler_from_env(), id)?,
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| fail(2, format!("--receipts {}: cannot read: {e}", f.display())))?;
+            serde_json::from_str(&text).map_err(|e| fail(2, format!("--receipts {}: not JSON: {e}", f.display())))?
+        }
+        (None, None) => return Ok(None),
+    };
+    provenance_with_receipts(provenance, doc).map(Some)
 }

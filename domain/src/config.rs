@@ -579,20 +579,8 @@ impl RawJob {
                 "an NVLink wish needs gpus of 2 or more; remove it or ask for more GPUs".into(),
             );
         }
-        let model = self.model.and_then(|m| match m.parse::<crate::model_ref::ModelRef>() {
-            Ok(r) if self.kind == Purpose::Inference => Some(r),
-            Ok(_) => {
-                v.problem(
-                    &format!("{p}model"),
-                    "only inference jobs name a model to serve; remove `model:` or make the job `kind: inference`"
-                        .into(),
-                );
-                None
-            }
-            Err(e) => {
-                v.problem(&format!("{p}model"), e);
-                None
-            }
+        let model = self.model.and_then(|m| {
+            crate::model_ref::for_job(self.kind, &m).map_err(|e| v.problem(&format!("{p}model"), e)).ok()
         });
         Job {
             model,

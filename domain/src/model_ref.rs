@@ -57,6 +57,16 @@ impl std::str::FromStr for ModelRef {
     }
 }
 
+/// The `model:` of a job of `kind`: a valid reference, on an inference job.
+pub(crate) fn for_job(kind: crate::Purpose, text: &str) -> Result<ModelRef, String> {
+    if kind != crate::Purpose::Inference {
+        return Err(
+            "only inference jobs name a model to serve; remove `model:` or make the job `kind: inference`".into()
+        );
+    }
+    text.parse()
+}
+
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.name, self.digest)
