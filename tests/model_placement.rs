@@ -4,6 +4,8 @@
 //! withdrawal stops the replicas (requeued, receipts ended); and with the promotion service gone a model-bound job
 //! is not placed (fail closed).
 
+#[path = "support/scheduler.rs"]
+mod scheduler;
 #[path = "support/service.rs"]
 mod service;
 #[path = "support/registry_tour.rs"]
@@ -11,11 +13,8 @@ mod support;
 
 use serde_json::Value;
 use service::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::Tour;
-
-const TOKEN: &str = "model-placement-token";
 
 fn start_scheduler(t: &Tour, promotion: &str) -> String {
     let src = sovra_scheduler::service::models::ModelSource {
@@ -25,27 +24,11 @@ fn start_scheduler(t: &Tour, promotion: &str) -> String {
         poll: Duration::from_millis(200),
         domain: None,
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let cluster = sovra_domain::ClusterConfig::load(&repo.join("examples/cluster.yaml")).unwrap();
-            let opts = sovra_scheduler::service::Options { models: Some(src), ..Default::default() };
-            let s =
-                sovra_scheduler::service::Scheduler::with_options(cluster, Default::default(), 42, None, opts).unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
-            sovra_scheduler::service::serve(listener, s, TOKEN.into(), std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    scheduler::start(sovra_scheduler::service::Options { models: Some(src), ..Default::default() })
 }
 
 fn sched(t: &Tour, server: &str, args: &[&str]) -> (i32, String, String) {
-    let o = t.cmd(args).env("SOVRA_SERVER", server).env("SOVRA_TOKEN", TOKEN).env_remove("SOVRA_CA").output().unwrap();
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (o.status.code().unwrap_or(-1), s(&o.stdout), s(&o.stderr))
+    scheduler::run(t.cmd(args), server)
 }
 
 fn job(t: &Tour, server: &str, id: &str) -> Value {

@@ -12,36 +12,20 @@ use std::process::Command;
 
 #[path = "support/registry_tour.rs"]
 mod registry_tour;
+#[path = "support/scheduler.rs"]
+mod scheduler;
 
 use registry_tour::Tour;
-
-const TOKEN: &str = "receipts-test-token";
 
 /// A scheduler on the example cluster signing receipts with `key`; its address.
 fn start_scheduler(key: &Path) -> String {
     let key = std::sync::Arc::new(sovra_oms::keys::SigningKey::from_pem_file(key).unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let cluster = sovra_domain::ClusterConfig::load(&repo.join("examples/cluster.yaml")).unwrap();
-            let opts = sovra_scheduler::service::Options { receipt_key: Some(key), ..Default::default() };
-            let s =
-                sovra_scheduler::service::Scheduler::with_options(cluster, Default::default(), 42, None, opts).unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
-            sovra_scheduler::service::serve(listener, s, TOKEN.into(), std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    scheduler::start(sovra_scheduler::service::Options { receipt_key: Some(key), ..Default::default() })
 }
 
 /// `sovra ARGS` in the tour's directory against `server`: (exit code, stdout, stderr).
 fn sovra(t: &Tour, server: &str, args: &[&str]) -> (i32, String, String) {
-    let o = t.cmd(args).env("SOVRA_SERVER", server).env("SOVRA_TOKEN", TOKEN).env_remove("SOVRA_CA").output().unwrap();
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (o.status.code().unwrap_or(-1), s(&o.stdout), s(&o.stderr))
+    scheduler::run(t.cmd(args), server)
 }
 
 fn ok(t: &Tour, server: &str, args: &[&str]) -> String {
