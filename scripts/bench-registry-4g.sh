@@ -19,6 +19,7 @@ signers: [{name: bench, key: key.pub.pem}]
 approvers: [{name: alice, key: keys/alice.pub.pem}, {name: bob, key: keys/bob.pub.pem}]
 service_key: keys/service.pem
 approvals: {inference: 2}
+provenance: {require_receipts: false}  # self-declared provenance (receipts: scripts/auditor-flow.sh)
 YAML
 printf 'training_job: bench\ntraining_zone: fr-par-secnum\n' > prov.yaml
 export SOVRA_REGISTRY="$work/reg" SOVRA_PROMOTION_CONFIG="$work/reg.yaml"

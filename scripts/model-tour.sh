@@ -14,12 +14,14 @@ bindir="$(dirname "$sovra")"
 work="${1:-$(mktemp -d -t sovra-tour-XXXXXX)}"
 mkdir -p "$work" && cd "$work"
 echo "== working in $work"
-cp "$repo/examples/cluster.yaml" "$repo/examples/promotion.yaml" .
+cp "$repo/examples/cluster.yaml" .
+# This tour declares its provenance in a file; scripts/auditor-flow.sh proves it with the scheduler's receipts.
+sed 's/require_receipts: true/require_receipts: false/' "$repo/examples/promotion.yaml" > promotion.yaml
 export SOVRA_REGISTRY="$work/registry" SOVRA_PROMOTION_CONFIG="$work/promotion.yaml"
 step() { echo; echo "\$ sovra $*"; "$sovra" "$@"; }
 expect_fail() { echo; echo "\$ sovra $*   # expected to fail"; if "$sovra" "$@"; then echo "UNEXPECTED SUCCESS"; exit 1; else echo "(exit $?)"; fi; }
 
-for k in trainer alice bob carol secops service; do step model keygen "keys/$k"; done
+for k in trainer alice bob carol secops service scheduler; do step model keygen "keys/$k"; done
 
 # A small synthetic model, its provenance and its evaluation.
 mkdir -p model/weights

@@ -110,7 +110,13 @@ fn locate(args: &DevArgs) -> Result<(PathBuf, PathBuf), Failure> {
     Ok((data, config_path))
 }
 
-async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: String) -> Result<Local, Failure> {
+async fn start(
+    args: &DevArgs,
+    data: PathBuf,
+    config_path: PathBuf,
+    token: String,
+    models: Option<sovra_scheduler::service::models::ModelSource>,
+) -> Result<Local, Failure> {
     let bad = fail(2);
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| bad(format!("{}: cannot read the file: {e}", config_path.display())))?;
@@ -130,8 +136,15 @@ async fn start(args: &DevArgs, data: PathBuf, config_path: PathBuf, token: Strin
         ))
     })?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
-    let opts =
-        Options { heartbeat, require_daemons: true, config_path: Some(config_path.clone()), ..Options::default() };
+    let receipt_key = sovra_scheduler::service::receipts::load_key(None, Some(&state)).map_err(&bad)?;
+    let opts = Options {
+        heartbeat,
+        require_daemons: true,
+        config_path: Some(config_path.clone()),
+        receipt_key,
+        models,
+        ..Options::default()
+    };
     let policy = cluster.scheduling.policy.clone().unwrap_or_default();
     let scheduler = Scheduler::with_options(cluster.clone(), policy, 42, Some(Box::new(store)), opts).map_err(&bad)?;
 
@@ -252,7 +265,6 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
         .map_err(|e| fail(1)(format!("cannot start the runtime: {e}")))?;
     let promo = &promotion;
     let code = rt.block_on(async move {
-        let local = start(&args, data, config_path, token).await?;
         let plisten = args
             .promotion_listen
             .clone()
@@ -261,6 +273,15 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
             .await
             .map_err(|e| fail(2)(format!("--promotion-listen {plisten}: {e}")))?;
         let pport = plistener.local_addr().map_err(|e| fail(1)(e.to_string()))?.port();
+        // The scheduler asks the dev promotion service where models are (jobs with `model:`).
+        let models = sovra_scheduler::service::models::ModelSource {
+            endpoint: format!("https://localhost:{pport}"),
+            ca: Some(data.join("tls/ca.pem")),
+            token: token.clone(),
+            poll: Duration::from_secs(1),
+            domain: None,
+        };
+        let local = start(&args, data, config_path, token, Some(models)).await?;
         let (cert, key) = TlsDir(local.data.join("tls")).server();
         promo.spawn(plistener, cert, key);
         let r = &local.remote;

@@ -52,6 +52,13 @@ pub(crate) fn prepare(data: &Path, cluster: &Path, token: &str) -> Result<DevPro
             write_new(&private, &sk, true)?;
         }
     }
+    // The dev scheduler's receipt key (created here if new): its public half is the config's scheduler key, so
+    // that receipts of jobs run under `sovra dev` prove a model's training zone.
+    let receipt_key = sovra_scheduler::service::receipts::load_key(None, Some(&data.join("state")))?
+        .ok_or_else(|| "the dev scheduler has no receipt key".to_string())?;
+    let scheduler_pub = dir.join("keys/scheduler.pub.pem");
+    std::fs::write(&scheduler_pub, receipt_key.public_key().to_pem())
+        .map_err(|e| format!("{}: cannot write: {e}", scheduler_pub.display()))?;
     let text = EXAMPLE_PROMOTION.replace("cluster: cluster.yaml", &format!("cluster: {}", cluster.display()));
     let config_path = dir.join("promotion.yaml");
     std::fs::write(&config_path, text).map_err(|e| format!("{}: cannot write: {e}", config_path.display()))?;

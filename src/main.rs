@@ -19,11 +19,13 @@ mod model_cmd;
 mod plot;
 mod promote_cmd;
 mod promotion_client;
+mod receipts_cmd;
 mod registry_cmd;
 mod remote;
 mod replay_cmd;
 mod simulate;
 mod table;
+mod whatif_cmd;
 mod withdraw_cmd;
 
 /// The example cluster and jobs built into the binary, so that `sovra place` runs on a fresh machine.
@@ -121,10 +123,11 @@ enum Command {
         args: replay_cmd::ScenarioArgs,
     },
     /// Capacity planning: the fewest nodes of each offered type (the scenario's plan section) that meet its target.
-    /// Exits 1 when even the maximum counts miss it. --out writes plan-curves.svg and plan.json.
+    /// Exits 1 when even the maximum counts miss it. --out writes plan-curves.svg and plan.json. With --what-if
+    /// CHANGE.yaml: what a change of zones or classes breaks, and the GPUs to add to re-home it.
     Plan {
         #[command(flatten)]
-        args: replay_cmd::ScenarioArgs,
+        args: whatif_cmd::PlanArgs,
     },
     /// Models: sign and verify (OMS v1.0 key mode, compatible with `model_signing`), push to the registry, approve
     /// and promote through the gates.
@@ -174,10 +177,15 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Show one job; with --explain, why it is pending (per-filter node counts and reasons).
+    /// Show one job; with --explain, why it is pending (per-filter node counts and reasons). `sovra job receipts
+    /// ID`: its signed placement receipts.
+    #[command(args_conflicts_with_subcommands = true)]
     Job {
+        #[command(subcommand)]
+        command: Option<receipts_cmd::JobCommand>,
         /// Job id.
-        id: u64,
+        #[arg(required = true)]
+        id: Option<u64>,
         /// Show the per-filter explanation.
         #[arg(long)]
         explain: bool,
@@ -336,8 +344,12 @@ fn main() -> ExitCode {
         Command::Jobs { queue, state, remote, output } => {
             remote::run(remote, remote::Action::Jobs { queue, state: state.map(value_name) }, output)
         }
-        Command::Job { id, explain, remote, output } => {
-            remote::run(remote, remote::Action::Job { id, explain }, output)
+        Command::Job {
+            command: Some(receipts_cmd::JobCommand::Receipts { id, out, verify_key, remote, output }),
+            ..
+        } => receipts_cmd::job_receipts(&remote, id, output, out.as_deref(), verify_key.as_deref()),
+        Command::Job { id, explain, remote, output, .. } => {
+            remote::run(remote, remote::Action::Job { id: id.unwrap_or_default(), explain }, output)
         }
         Command::Cancel { id, remote, output } => remote::run(remote, remote::Action::Cancel { id }, output),
         Command::Logs { id, replica, follow, tail, remote } => {
@@ -362,7 +374,7 @@ fn main() -> ExitCode {
         Command::Audit { command } => promote_cmd::audit(command),
         Command::Registry { command } => registry_cmd::run(command),
         Command::Replay { args } => replay_cmd::run_replay(args),
-        Command::Plan { args } => replay_cmd::run_plan(args),
+        Command::Plan { args } => whatif_cmd::run(args),
         Command::Simulate { args } => simulate::simulate(args),
     };
     match result {

@@ -96,9 +96,17 @@ pub(crate) struct PushArgs {
     /// Residency class of the training data (a class of the cluster config).
     #[arg(long)]
     residency_class: String,
-    /// Provenance file (YAML/JSON): `training_job`, `training_zone`, ...
+    /// Provenance file (YAML/JSON): `training_job`, `training_zone`, ... A self-declared `training_zone` counts
+    /// only where the promotion config sets `provenance.require_receipts: false`.
     #[arg(long)]
     provenance: Option<PathBuf>,
+    /// The training job whose signed placement receipts prove where the model was trained: fetched from the
+    /// scheduler (SOVRA_SERVER, SOVRA_TOKEN, SOVRA_CA) and attached to the provenance.
+    #[arg(long, value_name = "ID", conflicts_with = "receipts")]
+    training_job: Option<u64>,
+    /// The training job's receipts document (`sovra job receipts ID -o json`), attached to the provenance.
+    #[arg(long, value_name = "FILE")]
+    receipts: Option<PathBuf>,
     /// Evaluation metrics file (YAML/JSON): name → number.
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -309,6 +317,8 @@ fn print_head(p: &Backend) {
 
 /// `sovra model push`.
 pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
+    // Kept until the push ends: the provenance with the training job's receipts attached.
+    let merged = crate::receipts_cmd::attach(a.training_job, a.receipts.as_deref(), a.provenance.as_deref())?;
     let p = backend(&a.at)?;
     let req = PushRequest {
         name: a.name,
@@ -316,7 +326,7 @@ pub(crate) fn push(a: PushArgs) -> Result<u8, Failure> {
         signature: a.signature,
         public_key: a.public_key,
         residency_class: a.residency_class,
-        provenance: a.provenance,
+        provenance: merged.as_ref().map(|f| f.path().to_path_buf()).or(a.provenance),
         metrics: a.metrics,
         zone: a.zone,
     };
@@ -381,7 +391,7 @@ pub(crate) fn list(a: ListArgs) -> Result<u8, Failure> {
                 .iter()
                 .map(|v| json!({"model": v.model, "digest": v.digest,
             "residency_class": v.residency_class, "current": v.current().map(|l| l.data_zone.to_string()),
-            "files": v.files.len(), "bytes": v.size(), "pushed_at": v.pushed_at}))
+            "files": v.files.len(), "bytes": v.size(), "pushed_at": v.pushed_at, "locations": v.locations}))
                 .collect::<Vec<_>>()
         )),
         Output::Text => {

@@ -44,6 +44,10 @@ pub(crate) enum AuditCommand {
         /// head, or entries were appended after it.
         #[arg(long, value_name = "HASH", value_parser = parse_hash)]
         expect_head: Option<String>,
+        /// Check the scheduler's log (placement receipts) instead, read over its API: SOVRA_SERVER, SOVRA_TOKEN,
+        /// SOVRA_CA name the scheduler.
+        #[arg(long)]
+        scheduler: bool,
         #[command(flatten)]
         at: At,
     },
@@ -58,6 +62,9 @@ pub(crate) enum AuditCommand {
         /// Write here instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Export the scheduler's log (placement receipts) instead (SOVRA_SERVER, SOVRA_TOKEN, SOVRA_CA).
+        #[arg(long)]
+        scheduler: bool,
         #[command(flatten)]
         at: At,
     },
@@ -117,7 +124,11 @@ fn entry_line(e: &sovra_registry::AuditEntry) -> String {
 /// `sovra audit ...`.
 pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
     match c {
-        AuditCommand::Verify { expect_head, at } => {
+        AuditCommand::Verify { expect_head, scheduler: true, at } => {
+            crate::receipts_cmd::verify_log(expect_head.as_deref(), at.output)
+        }
+        AuditCommand::Export { out, scheduler: true, .. } => crate::receipts_cmd::export(out.as_deref()),
+        AuditCommand::Verify { expect_head, at, .. } => {
             if let Some(remote) = at.service.connect()? {
                 return remote_verify(&remote, expect_head.as_deref(), at.output);
             }
@@ -191,7 +202,7 @@ pub(crate) fn audit(c: AuditCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        AuditCommand::Export { out, at } => export(out.as_deref(), &at),
+        AuditCommand::Export { out, at, .. } => export(out.as_deref(), &at),
         AuditCommand::ResetHead { actor, at } => {
             let reg = open_existing(&at.registry, &at.options(true))?;
             let (old, entry) = reg.reset_head(&actor).map_err(from_registry)?;

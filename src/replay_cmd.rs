@@ -26,6 +26,19 @@ pub struct ScenarioArgs {
     output: Output,
 }
 
+impl ScenarioArgs {
+    /// The arguments `sovra plan` passes on when it plans a scenario.
+    pub fn new(
+        scenario: PathBuf,
+        policy: Option<String>,
+        seed: Option<u64>,
+        out: Option<PathBuf>,
+        output: Output,
+    ) -> Self {
+        ScenarioArgs { scenario, policy, seed, out, output }
+    }
+}
+
 fn load(path: &Path, policy: Option<String>, seed: Option<u64>) -> Result<Scenario, Failure> {
     let mut s = Scenario::load(path).map_err(|e| Failure { code: 2, message: e.to_string() })?;
     if let Some(p) = policy {

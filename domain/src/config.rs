@@ -461,6 +461,7 @@ struct RawJob {
     #[serde(default)]
     topology: RawTopology,
     run: Option<run::RawRun>,
+    model: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -578,7 +579,11 @@ impl RawJob {
                 "an NVLink wish needs gpus of 2 or more; remove it or ask for more GPUs".into(),
             );
         }
+        let model = self.model.and_then(|m| {
+            crate::model_ref::for_job(self.kind, &m).map_err(|e| v.problem(&format!("{p}model"), e)).ok()
+        });
         Job {
+            model,
             name: self.name,
             kind: self.kind,
             queue: self.queue,

@@ -69,4 +69,8 @@ pub struct Job {
     /// What each replica runs (`run:`); `None`: the job is placed and its runner reports with `sovra set-state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Box<crate::run::RunSpec>>,
+    /// The model version an inference job serves (`model:`): its replicas go only to zones whose inference data
+    /// zone holds that version (the placement core's `model` filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::model_ref::ModelRef>,
 }

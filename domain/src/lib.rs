@@ -9,6 +9,7 @@ pub mod datazone;
 pub mod gpu_devices;
 pub mod job;
 pub mod limits;
+pub mod model_ref;
 pub mod node;
 pub mod policy;
 pub mod run;
@@ -20,6 +21,7 @@ pub use config::{
 };
 pub use gpu_devices::{GPU_DEVICES_ANNOTATION, GPU_DEVICES_NODE_ANNOTATION, GpuDevices, GpuDevicesError};
 pub use job::{Job, JobKind, NvlinkWish, Resources};
+pub use model_ref::{ModelAvailability, ModelRef, Resolved};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 pub use policy::{PolicySpec, ScorerKind};
 pub use run::{RestartPolicy, RunSpec};

@@ -53,6 +53,7 @@ use std::collections::BTreeMap;
 mod blocking;
 mod cycle;
 mod explain;
+mod models;
 mod nodes;
 mod retention;
 mod types;
@@ -90,6 +91,8 @@ pub struct Engine {
     /// What each queue holds (GPU milli, CPU, memory; GPU milli per pool), kept up to date as jobs start and are
     /// released, so that a cycle does not add it up from every job again.
     held: Usage,
+    /// Where model versions are available for inference (kept across [`Engine::rebuild`]).
+    models: std::sync::Arc<sovra_domain::ModelAvailability>,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -101,7 +104,8 @@ type Usage = BTreeMap<String, ([u64; 3], BTreeMap<String, u64>)>;
 /// just failed. The engine caches submit verdicts and skips retries by it; the simulator's replay skips retries by
 /// this same function, so the two cannot drift apart.
 pub fn shape_key(job: &Job) -> String {
-    serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink)).unwrap_or_default()
+    serde_json::to_string(&(&job.kind, &job.residency, job.replicas, &job.resources, &job.nvlink, &job.model))
+        .unwrap_or_default()
 }
 
 /// Whether a stored placement may be kept on `topo`: every replica on the same node, still in the same pool and
@@ -190,6 +194,7 @@ impl Engine {
             totals,
             now_ms: 0,
             held: Usage::new(),
+            models: std::sync::Arc::default(),
         })
     }
 
@@ -267,6 +272,8 @@ impl Engine {
                 next.state.set_node_ready(j, false);
             }
         }
+        next.placer.set_models(self.models.clone());
+        next.models = self.models.clone();
         next.next_id = next.next_id.max(self.next_id);
         next.next_seq = next.next_seq.max(self.next_seq);
         next.dirty = true;

@@ -43,6 +43,7 @@ fn job(name: &str, queue: &str, priority: i32, class: &str, replicas: u32, gpus:
         resources: Resources { gpus, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1000, memory_mib: 1024 },
         nvlink: NvlinkWish::None,
         run: None,
+        model: None,
     }
 }
 

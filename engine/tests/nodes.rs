@@ -147,6 +147,7 @@ fn job(name: &str, gpus: u32) -> Job {
         resources: Resources { gpus, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1000, memory_mib: 1024 },
         nvlink: NvlinkWish::None,
         run: None,
+        model: None,
     }
 }
 

@@ -143,6 +143,7 @@ fn nvml_child() {
         },
         nvlink: NvlinkWish::None,
         run: None,
+        model: None,
     };
     let d = Placer::new(PolicySpec::default(), 1).place(&state, &job(1)).unwrap();
     assert_eq!(d.replicas[0].devices[0].device, 0, "GPU 1 is unhealthy: only GPU 0 is offered");
@@ -201,6 +202,7 @@ fn nvswitch_child() {
         resources: Resources { gpus: 8, gpu_milli: 1000, gpu_models: vec![], cpu_milli: 1, memory_mib: 1 },
         nvlink: NvlinkWish::Require,
         run: None,
+        model: None,
     };
     let placed = Placer::new(PolicySpec::default(), 1).place(&state, &job);
     if expect == "hgx" {

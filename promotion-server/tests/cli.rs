@@ -27,7 +27,7 @@ fn serve_without_a_service_section_exits_2_naming_the_field() {
     let cfg = std::fs::read_to_string(repo.join("examples/promotion.yaml")).unwrap();
     std::fs::write(dir.path().join("promotion.yaml"), cfg).unwrap();
     std::fs::create_dir(dir.path().join("keys")).unwrap();
-    for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
+    for k in ["trainer", "alice", "bob", "carol", "secops", "service", "scheduler"] {
         let (private, public) = sovra_oms::keys::generate_p256().unwrap();
         std::fs::write(dir.path().join(format!("keys/{k}.pem")), private).unwrap();
         std::fs::write(dir.path().join(format!("keys/{k}.pub.pem")), public).unwrap();

@@ -97,6 +97,26 @@ impl Default for ExceptionRules {
     }
 }
 
+/// How training provenance is proven (gate `training_zone`, docs/receipts.md).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvenance {
+    #[serde(default = "yes")]
+    require_receipts: bool,
+    #[serde(default)]
+    scheduler_keys: Vec<NamedKey>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawProvenance {
+    fn default() -> Self {
+        RawProvenance { require_receipts: true, scheduler_keys: Vec::new() }
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +147,8 @@ struct RawConfig {
     policies: Option<PathBuf>,
     #[serde(default)]
     stores: sovra_registry::Stores,
+    #[serde(default)]
+    provenance: RawProvenance,
 }
 
 /// A loaded key with its name and hint.
@@ -180,6 +202,12 @@ pub struct PromotionConfig {
     /// The store and key of each zone (`zone` or `zone/stage` → store), paths resolved; zones without an entry
     /// keep the registry's local default (see `sovra_registry::stores`).
     pub stores: sovra_registry::Stores,
+    /// `provenance.require_receipts` (default true): the `training_zone` gate takes only placement receipts
+    /// signed by a scheduler key; `false` also accepts a self-declared `training_zone` (work trained outside
+    /// Sovra), which the gate's result then says.
+    pub require_receipts: bool,
+    /// `provenance.scheduler_keys`: the keys whose receipts prove where a training job ran.
+    pub scheduler_keys: Vec<Identity>,
 }
 
 /// The longest duration [`parse_duration`] accepts: 3650 days (about ten years). Every validity in the
@@ -308,6 +336,8 @@ impl PromotionConfig {
             exception_max_ttl,
             evaluation: raw.evaluation,
             policies: raw.policies.as_deref().map(at),
+            require_receipts: raw.provenance.require_receipts,
+            scheduler_keys: ids(&raw.provenance.scheduler_keys, "provenance.scheduler_keys")?,
         })
     }
 

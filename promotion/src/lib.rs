@@ -16,6 +16,7 @@ pub mod payloads;
 mod promote;
 mod push;
 mod reading;
+pub mod receipts;
 pub mod service;
 pub mod service_config;
 pub mod withdraw;

@@ -218,10 +218,27 @@ pub struct InputTarget {
 pub struct InputTraining {
     /// `training_zones` of the config.
     pub permitted_zones: Vec<String>,
-    /// Whether the provenance's training zone satisfies the residency class.
+    /// Whether every zone the training job ran in satisfies the residency class.
     pub zone_satisfies_residency: bool,
-    /// What it violates.
+    /// What they violate (each message names the zone).
     pub residency_violations: Vec<String>,
+    /// Where the training facts come from: `receipts` (signed by the scheduler, verified), `self-declared` (the
+    /// provenance's `training_zone`, accepted only when `provenance.require_receipts` is false) or `none`.
+    pub source: String,
+    /// `provenance.require_receipts` of the config.
+    pub receipts_required: bool,
+    /// Why the placement receipts were refused (empty when they verified or there are none).
+    pub receipt_errors: Vec<String>,
+    /// The zones the training job ran in: every replica of every attempt (or the self-declared zone).
+    pub zones: Vec<String>,
+    /// The training job the receipts are about.
+    pub job: Option<u64>,
+    /// Whether the job's last attempt ended with every replica succeeded (receipts only).
+    pub job_succeeded: bool,
+    /// The scheduler key that signed the receipts (its configured name).
+    pub scheduler_key: Option<String>,
+    /// Every replica run: attempt, replica, node, zone, outcome.
+    pub runs: Vec<Value>,
 }
 
 /// The document every gate evaluates (`input` in Rego); `sovra model promote --dry-run --explain` prints it.

@@ -48,10 +48,21 @@ impl Promoter {
             }
             None => json!({}),
         };
+        // Receipts are checked for shape here (a malformed document is refused, naming the field); their
+        // signatures and zones are judged by the training_zone gate at each promotion.
+        let receipt_zone = match provenance.get("receipts") {
+            Some(doc) => {
+                let doc = crate::receipts::parse(doc).map_err(|e| bad(format!("provenance: {e}")))?;
+                let zones = crate::receipts::placed_zones(&doc);
+                if zones.len() == 1 { zones.into_iter().next() } else { None }
+            }
+            None => None,
+        };
         let zone = req
             .zone
             .clone()
             .or_else(|| provenance.get("training_zone").and_then(Value::as_str).map(str::to_string))
+            .or(receipt_zone)
             .unwrap_or_else(|| self.config.stages.training[0].clone());
         let dz = self.data_zone(&zone, Stage::Training)?;
         let bundle = std::fs::read(&req.signature)

@@ -146,7 +146,8 @@ impl Promoter {
             match r.kind.as_str() {
                 "promotion" => promotions.push(json!({"id": r.id, "at": r.recorded_at, "from": r.fields["from"],
                     "to": r.fields["to"], "under_exception": r.fields["under_exception"],
-                    "statement_verified": self.promotion_record(r.id, &v).is_some()})),
+                    "statement_verified": self.promotion_record(r.id, &v).is_some(),
+                    "envelope": r.envelope})),
                 "approval" => approvals.push(json!({"id": r.id, "approver": r.fields["approver"],
                     "from": r.fields["from"], "to": r.fields["to"],
                     "expired": r.fields["expires_at"].as_u64().is_none_or(|t| t <= now),

@@ -10,7 +10,7 @@ use crate::config::{Identity, PromotionConfig};
 use crate::gates::{GateResult, Gates};
 use crate::payloads::{
     GATE_INPUT_VERSION, GateInput, InputApproval, InputApprovals, InputDataZone, InputEvaluation, InputManifest,
-    InputModel, InputResource, InputSignature, InputSigner, InputTarget, InputThreshold, InputTraining,
+    InputModel, InputResource, InputSignature, InputSigner, InputTarget, InputThreshold,
 };
 use serde_json::{Value, json};
 use sovra_domain::ClusterConfig;
@@ -382,14 +382,7 @@ impl Promoter {
             (Some(c), Some(z)) => c.violations(z).into_iter().map(|x| x.message).collect(),
             _ => vec![format!("zone {} or class {} is not in the cluster config", to.zone, v.residency_class)],
         };
-        let training_zone = v.provenance.get("training_zone").and_then(Value::as_str);
-        let training_violations: Vec<String> = match (class, training_zone.and_then(|z| self.cluster.zone(z))) {
-            (Some(c), Some(z)) => c.violations(z).into_iter().map(|x| x.message).collect(),
-            (_, None) => {
-                vec![format!("training zone {} is not in the cluster config", training_zone.unwrap_or("(none)"))]
-            }
-            (None, _) => vec![format!("residency class {} is not in the cluster config", v.residency_class)],
-        };
+        let training = self.training_facts(v, class);
         let (valid, rejected) = self.count_approvals(v, from.stage, to.stage, extra_approvals);
         let signer = self.signer(&v.signer_hint);
         let dz = |d: &DataZone| InputDataZone { stage: d.stage.to_string(), zone: d.zone.clone() };
@@ -444,11 +437,7 @@ impl Promoter {
                 residency_violations: violations,
             },
             residency_class: class.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
-            training: InputTraining {
-                permitted_zones: self.config.training_zones.clone(),
-                zone_satisfies_residency: training_violations.is_empty(),
-                residency_violations: training_violations,
-            },
+            training,
             now: self.now(),
         };
         serde_json::to_value(&input).unwrap_or(Value::Null)

@@ -91,6 +91,24 @@ struct ServeArgs {
     /// the store (`sovra job ID` still finds them): e.g. `90s`, `30m`, `24h`, `7d` (default: forever).
     #[arg(long, value_name = "DURATION", value_parser = sovra_scheduler::service::parse_retention)]
     retain_finished: Option<Duration>,
+    /// The P-256 private key (PEM) placement receipts are signed with (docs/receipts.md). Default: DATA/receipt-key.pem,
+    /// created on first start with its public half beside it (receipt-key.pub.pem, for the promotion service's
+    /// `provenance.scheduler_keys`); without `--data`, a key for this process only.
+    #[arg(long, value_name = "FILE")]
+    receipt_key: Option<PathBuf>,
+    /// The promotion service (`https://host:port`) that says where model versions are available: jobs naming a
+    /// `model:` are placed only in zones whose inference data zone holds it. Without it they wait (fail closed).
+    #[arg(long, value_name = "URL")]
+    promotion_server: Option<String>,
+    /// The CA of the promotion service's certificate.
+    #[arg(long, value_name = "FILE", requires = "promotion_server")]
+    promotion_ca: Option<PathBuf>,
+    /// A bearer token of a promotion service client with the viewer role.
+    #[arg(long, env = "SOVRA_PROMOTION_TOKEN", hide_env_values = true, default_value = "")]
+    promotion_token: String,
+    /// How often to ask the promotion service where models are, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    models_poll_ms: u64,
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -120,7 +138,24 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         require_daemons,
         recover,
         retain_finished,
+        receipt_key,
+        promotion_server,
+        promotion_ca,
+        promotion_token,
+        models_poll_ms,
     } = a;
+    if let Some(p) = &promotion_server
+        && !(p.starts_with("https://") || p.starts_with("http://"))
+    {
+        return Err(bad(format!("--promotion-server {p}: give an https:// address")));
+    }
+    let models = promotion_server.map(|endpoint| sovra_scheduler::service::models::ModelSource {
+        endpoint,
+        ca: promotion_ca,
+        token: promotion_token,
+        poll: Duration::from_millis(models_poll_ms),
+        domain: None,
+    });
     let cluster = ClusterConfig::load(&config).map_err(|e| bad(e.to_string()))?;
     let policy = match policy {
         Some(p) => p.parse().map_err(|e| bad(format!("--policy: {e}")))?,
@@ -151,6 +186,9 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         require_daemons,
         config_path: Some(config),
         retain_finished,
+        receipt_key: sovra_scheduler::service::receipts::load_key(receipt_key.as_deref(), data.as_deref())
+            .map_err(bad)?,
+        models,
     };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;

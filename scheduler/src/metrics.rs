@@ -7,6 +7,7 @@
 //! | `sovra_queue_running_jobs{queue}` | gauge | jobs holding resources |
 //! | `sovra_placements_total` | counter | jobs placed (rate = placements/s) |
 //! | `sovra_preemptions_total` | counter | gangs preempted |
+//! | `sovra_model_stops_total` | counter | placed jobs stopped because their model version left a zone they ran in |
 //! | `sovra_submits_total` | counter | accepted submissions |
 //! | `sovra_decision_seconds` | histogram | time of one scheduling cycle (all decisions it makes) |
 //! | `sovra_pool_gpu_milli{pool,zone,state}` | gauge | GPU milli `free` / `used` / `unavailable` (unhealthy or node not ready) |
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub placements: Counter,
     /// Gangs preempted.
     pub preemptions: Counter,
+    /// Placed jobs stopped because their model version was withdrawn from a zone they ran in.
+    pub model_stops: Counter,
     /// Accepted submissions.
     pub submits: Counter,
     /// Scheduling cycle durations, seconds.
@@ -91,6 +94,7 @@ impl Metrics {
             running: Family::default(),
             placements: Counter::default(),
             preemptions: Counter::default(),
+            model_stops: Counter::default(),
             submits: Counter::default(),
             // 10 µs … ~5 s.
             decision_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
@@ -110,6 +114,11 @@ impl Metrics {
         registry.register("sovra_queue_running_jobs", "Jobs holding resources", m.running.clone());
         registry.register("sovra_placements", "Jobs placed", m.placements.clone());
         registry.register("sovra_preemptions", "Gangs preempted", m.preemptions.clone());
+        registry.register(
+            "sovra_model_stops",
+            "Placed jobs stopped because their model version left a zone they ran in",
+            m.model_stops.clone(),
+        );
         registry.register("sovra_submits", "Accepted submissions", m.submits.clone());
         registry.register("sovra_decision_seconds", "Duration of one scheduling cycle", m.decision_seconds.clone());
         registry.register("sovra_pool_gpu_milli", "GPU milli per pool: free, used, unavailable", m.pool_milli.clone());

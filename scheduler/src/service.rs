@@ -44,6 +44,8 @@ mod cluster;
 mod dispatch;
 mod inventory;
 mod jobs;
+pub mod models;
+pub mod receipts;
 mod serve;
 mod snapshot;
 mod views;
@@ -105,12 +107,31 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// How long finished jobs stay in the hot state before they are archived; `None`: forever.
     pub retain_finished: Option<Duration>,
+    /// The key placement receipts are signed with (docs/receipts.md); `None`: a key generated at start, which
+    /// no promotion service trusts until it is configured (`serve` writes one under `--data`).
+    pub receipt_key: Option<Arc<sovra_oms::keys::SigningKey>>,
+    /// The promotion service that says where models are available (jobs with `model:`); `None`: model-bound
+    /// jobs wait (fail closed).
+    pub models: Option<models::ModelSource>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { heartbeat: Duration::from_secs(2), require_daemons: false, config_path: None, retain_finished: None }
+        Options {
+            heartbeat: Duration::from_secs(2),
+            require_daemons: false,
+            config_path: None,
+            retain_finished: None,
+            receipt_key: None,
+            models: None,
+        }
     }
+}
+
+/// A new P-256 receipt key (for a scheduler started without one).
+pub fn generate_receipt_key() -> Result<Arc<sovra_oms::keys::SigningKey>, String> {
+    let (private, _) = sovra_oms::keys::generate_p256().map_err(|e| format!("generating a receipt key: {e}"))?;
+    sovra_oms::keys::SigningKey::from_pem(&private).map(Arc::new).map_err(|e| format!("the receipt key: {e}"))
 }
 
 /// A random bearer token (128 bits from the operating system, hex), for a scheduler started without one.
@@ -151,6 +172,7 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     clock: Clock,
     dispatch: Arc<dispatch::Dispatch>,
+    receipt_key: Arc<sovra_oms::keys::SigningKey>,
     _writer: Arc<WriterThread>,
 }
 
@@ -221,6 +243,23 @@ impl Scheduler {
             }
         }
         let lost = engine.nodes_lost(silent);
+        let receipt_key = match opts.receipt_key.clone() {
+            Some(k) => k,
+            None => {
+                let k = generate_receipt_key()?;
+                tracing::warn!(key = %k.public_key().hint(), "no receipt key configured: receipts are signed with a \
+                    key generated for this process, which no promotion service trusts");
+                k
+            }
+        };
+        engine.set_models(models::unavailable(match &opts.models {
+            Some(m) => format!("the promotion service at {} has not answered yet", m.endpoint),
+            None => "no promotion service is configured (sovra-scheduler serve --promotion-server)".into(),
+        }));
+        let audit_head = store.audit_head().map_err(|e| e.to_string())?;
+        let receipts = receipts::Receipts::new(receipt_key.clone(), audit_head, &engine, |id| {
+            receipts::started_at(store.as_ref(), id)
+        });
         let now_finished: Vec<_> = engine.jobs().filter(|r| r.state.is_final()).map(|r| r.id).collect();
         let metrics = Arc::new(Metrics::new());
         let (watch, _) = tokio::sync::broadcast::channel(4096);
@@ -266,16 +305,21 @@ impl Scheduler {
             isolation: BTreeMap::new(),
             stop_why: BTreeMap::new(),
             redispatch: false,
+            receipts,
         };
         // Placements restored from the store are assigned again: daemons keep what they run.
         w.dispatch(&BTreeSet::new(), true);
         let first = w.initial_snapshot();
         placeholder.store(Arc::new(first));
+        let model_source = w.opts.models.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("sovra-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| format!("cannot start the scheduler's writer thread: {e}"))?;
+        if let Some(src) = model_source {
+            models::spawn(src, tx.clone())?;
+        }
         let s = Scheduler {
             tx: tx.clone(),
             snap: placeholder,
@@ -285,6 +329,7 @@ impl Scheduler {
             store,
             clock,
             dispatch,
+            receipt_key,
             _writer: Arc::new(WriterThread { tx, handle: std::sync::Mutex::new(Some(handle)) }),
         };
         // Requeued and lost jobs are written, and a first cycle places what can run.

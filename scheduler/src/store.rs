@@ -13,10 +13,15 @@
 //! The backend-agnostic suite `scheduler/tests/store_contract.rs` runs the same checks against every backend, so a
 //! distributed one (etcd) can be added without touching the engine or the service.
 //!
+//! **Audit log.** Each batch may carry audit entries (the signed placement receipts, docs/receipts.md), already
+//! chained by the writer ([`sovra_audit`]); the backend appends them and moves the head in the same atomic write
+//! as the job records they describe, and indexes them by job so that one job's receipts are found without a scan.
+//!
 //! **Retention.** Finished jobs leave the hot state after the retention period: the batch that archives them
 //! moves their records to the backend's archive (atomically with the batch's other writes). Archived records are
 //! still counted by the damage checks and can be read one by one ([`Store::archived`]).
 
+use sovra_audit::{AuditEntry, AuditHead};
 use sovra_engine::{JobId, JobRecord};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -52,6 +57,14 @@ pub struct Manifest {
     pub last_seq: u64,
     /// Job records written with a request id.
     pub request_ids: u64,
+    /// Audit entries (placement receipts) written. Absent from manifests written before the audit log (it is then
+    /// 0, and the manifest's checksum is unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_entries: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {
@@ -81,12 +94,19 @@ pub struct Batch {
     pub nodes: Vec<(String, NodeRecord)>,
     /// Event lines, oldest first.
     pub events: Vec<String>,
+    /// Audit entries to append, in order, each with the job it is about (for the receipt index); the first
+    /// follows the store's [`Store::audit_head`].
+    pub audit: Vec<(Option<JobId>, AuditEntry)>,
 }
 
 impl Batch {
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && self.archive.is_empty() && self.nodes.is_empty() && self.events.is_empty()
+        self.jobs.is_empty()
+            && self.archive.is_empty()
+            && self.nodes.is_empty()
+            && self.events.is_empty()
+            && self.audit.is_empty()
     }
 }
 
@@ -122,6 +142,12 @@ pub trait Store: Send + Sync {
     fn archived(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
     /// The last `n` event lines, oldest first.
     fn events(&self, n: usize) -> Vec<String>;
+    /// The audit log's head: entries written and the last hash.
+    fn audit_head(&self) -> Result<AuditHead, StoreError>;
+    /// Up to `limit` audit entries from position `from`, in order.
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The positions of a job's audit entries (its receipts), in order.
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError>;
 }
 
 #[derive(Default)]
@@ -131,6 +157,8 @@ struct Memory {
     nodes: BTreeMap<String, NodeRecord>,
     events: std::collections::VecDeque<String>,
     manifest: Manifest,
+    audit: Vec<AuditEntry>,
+    by_job: BTreeMap<JobId, Vec<u64>>,
 }
 
 /// The in-memory backend: nothing survives the process.
@@ -170,6 +198,16 @@ impl Store for MemoryStore {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut m = self.lock()?;
         let m = &mut *m;
+        // All or nothing: the audit entries must follow the log before anything is written.
+        for (i, (_, e)) in batch.audit.iter().enumerate() {
+            let expected = (m.audit.len() + i) as u64;
+            if e.seq != expected {
+                return Err(StoreError::Backend(format!(
+                    "audit entry {} does not follow the log's {expected} entries",
+                    e.seq
+                )));
+            }
+        }
         let next = m
             .manifest
             .after(batch.jobs.iter().map(|r| (r, !m.jobs.contains_key(&r.id) && !m.archive.contains_key(&r.id))));
@@ -190,7 +228,13 @@ impl Store for MemoryStore {
                 m.events.pop_front();
             }
         }
-        m.manifest = next;
+        for (job, e) in &batch.audit {
+            if let Some(j) = job {
+                m.by_job.entry(*j).or_default().push(e.seq);
+            }
+            m.audit.push(e.clone());
+        }
+        m.manifest = Manifest { audit_entries: m.audit.len() as u64, ..next };
         Ok(())
     }
 
@@ -202,5 +246,18 @@ impl Store for MemoryStore {
         let Ok(m) = self.lock() else { return vec![] };
         let skip = m.events.len().saturating_sub(n);
         m.events.iter().skip(skip).cloned().collect()
+    }
+
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        Ok(self.lock()?.audit.last().map_or_else(AuditHead::empty, AuditHead::after))
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let m = self.lock()?;
+        Ok(m.audit.iter().skip(usize::try_from(from).unwrap_or(usize::MAX)).take(limit).cloned().collect())
+    }
+
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        Ok(self.lock()?.by_job.get(&job).cloned().unwrap_or_default())
     }
 }

@@ -183,6 +183,15 @@ impl Store for Faulty {
     fn events(&self, n: usize) -> Vec<String> {
         self.inner.events(n)
     }
+    fn audit_head(&self) -> Result<sovra_audit::AuditHead, StoreError> {
+        self.inner.audit_head()
+    }
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<sovra_audit::AuditEntry>, StoreError> {
+        self.inner.audit_entries(from, limit)
+    }
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        self.inner.job_audit(job)
+    }
 }
 
 /// `Box<dyn Store>` over a shared `Faulty`, so the test keeps a handle.
@@ -209,6 +218,15 @@ impl Store for Shared {
     }
     fn events(&self, n: usize) -> Vec<String> {
         self.0.events(n)
+    }
+    fn audit_head(&self) -> Result<sovra_audit::AuditHead, StoreError> {
+        self.0.audit_head()
+    }
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<sovra_audit::AuditEntry>, StoreError> {
+        self.0.audit_entries(from, limit)
+    }
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        self.0.job_audit(job)
     }
 }
 

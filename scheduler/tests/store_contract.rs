@@ -3,10 +3,15 @@
 //! hot state but stay readable, node inventories and events round-trip — and, for a durable backend, everything
 //! survives reopening. A new backend (etcd) gets one more `#[test]` calling [`contract`].
 
+use sovra_audit::{AuditEvent, AuditHead, next_entry_at};
 use sovra_domain::{ClusterConfig, Gpu, Health};
 use sovra_engine::{JobRecord, JobState};
 use sovra_scheduler::store::{Batch, MemoryStore, NodeRecord, SledStore, Store};
 use std::path::Path;
+
+fn event(subject: &str) -> AuditEvent {
+    AuditEvent { kind: "test".into(), subject: subject.into(), actor: "t".into(), details: serde_json::json!({}) }
+}
 
 fn record(id: u64, state: JobState, request: Option<&str>) -> JobRecord {
     let cluster = ClusterConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.yaml")).unwrap();
@@ -91,6 +96,20 @@ fn contract<S: Store>(open: impl Fn() -> S, durable: bool) {
     // An empty batch changes nothing.
     s.commit(&Batch::default()).unwrap();
     assert_eq!(s.manifest().jobs, 3);
+
+    // Audit entries are appended after the head, indexed by job; one that does not follow the head is refused.
+    assert_eq!(s.audit_head().unwrap(), AuditHead::empty());
+    let e0 = next_entry_at(&AuditHead::empty(), event("a"), 1).unwrap();
+    let e1 = next_entry_at(&AuditHead::after(&e0), event("b"), 2).unwrap();
+    let e2 = next_entry_at(&AuditHead::after(&e1), event("c"), 3).unwrap();
+    s.commit(&Batch { audit: vec![(Some(1), e0.clone()), (None, e1.clone())], ..Batch::default() }).unwrap();
+    s.commit(&Batch { audit: vec![(Some(1), e2.clone())], ..Batch::default() }).unwrap();
+    assert_eq!(s.audit_head().unwrap(), AuditHead::after(&e2), "{}", s.backend());
+    assert_eq!(s.audit_entries(1, 10).unwrap(), vec![e1.clone(), e2.clone()]);
+    assert_eq!(s.job_audit(1).unwrap(), vec![0, 2]);
+    assert!(s.job_audit(2).unwrap().is_empty());
+    let stale = next_entry_at(&AuditHead::after(&e0), event("d"), 4).unwrap();
+    assert!(s.commit(&Batch { audit: vec![(None, stale)], ..Batch::default() }).is_err(), "{}", s.backend());
     drop(s);
 
     if durable {
@@ -100,6 +119,10 @@ fn contract<S: Store>(open: impl Fn() -> S, durable: bool) {
         assert_eq!((s.manifest().jobs, s.manifest().last_id), (3, 3));
         assert_eq!(s.load_nodes().unwrap().len(), 1);
         assert_eq!(s.events(10).len(), 2);
+        assert_eq!(s.audit_head().unwrap().count, 3, "the audit log survives reopening");
+        assert_eq!(s.job_audit(1).unwrap(), vec![0, 2]);
+        let all = s.audit_entries(0, 100).unwrap();
+        sovra_audit::verify_segment(&all, &s.audit_head().unwrap()).unwrap();
     }
 }
 

@@ -19,3 +19,4 @@ pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod trace;
+pub mod whatif;

@@ -142,6 +142,7 @@ impl TraceTask {
             },
             nvlink: NvlinkWish::None,
             run: None,
+            model: None,
         }
     }
 }

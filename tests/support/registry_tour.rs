@@ -43,8 +43,11 @@ impl Tour {
         let t = Tour { dir: Scratch::new() };
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::copy(repo.join("examples/cluster.yaml"), t.p("cluster.yaml")).unwrap();
-        std::fs::copy(repo.join("examples/promotion.yaml"), t.p("promotion.yaml")).unwrap();
-        for k in ["trainer", "alice", "bob", "carol", "secops", "service"] {
+        // The tours push self-declared provenance (receipts: tests/receipts_gate.rs, scripts/auditor-flow.sh).
+        let config = std::fs::read_to_string(repo.join("examples/promotion.yaml")).unwrap();
+        let config = config.replace("require_receipts: true", "require_receipts: false");
+        std::fs::write(t.p("promotion.yaml"), config).unwrap();
+        for k in ["trainer", "alice", "bob", "carol", "secops", "service", "scheduler"] {
             t.ok(&["model", "keygen", &format!("keys/{k}")]);
         }
         std::fs::create_dir_all(t.p("model/weights")).unwrap();

@@ -187,6 +187,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             resources: Resources { gpus, gpu_milli: gpu_milli as u32, gpu_models, cpu_milli, memory_mib },
             nvlink,
             run: None,
+            model: None,
         },
         gang,
         mig_profile,

@@ -67,6 +67,9 @@ pub enum FilterKind {
     Purpose,
     /// The pool's zone must satisfy the job's residency class. Evaluated once per pool.
     Residency,
+    /// An inference job naming a model (`model:`): the pool's zone must hold that version for inference
+    /// (promoted, not withdrawn), as the model availability fact says. Evaluated once per pool.
+    Model,
     /// The node must be ready and have enough healthy devices.
     Health,
     /// The node must have devices of an allowed model.
@@ -79,9 +82,10 @@ pub enum FilterKind {
 
 impl FilterKind {
     /// Every filter, in pipeline order.
-    pub const ALL: [FilterKind; 6] = [
+    pub const ALL: [FilterKind; 7] = [
         FilterKind::Purpose,
         FilterKind::Residency,
+        FilterKind::Model,
         FilterKind::Health,
         FilterKind::GpuModel,
         FilterKind::CpuMemory,
@@ -93,6 +97,7 @@ impl FilterKind {
         match self {
             FilterKind::Purpose => "purpose",
             FilterKind::Residency => "residency",
+            FilterKind::Model => "model",
             FilterKind::Health => "health",
             FilterKind::GpuModel => "gpu-model",
             FilterKind::CpuMemory => "cpu-memory",
@@ -102,7 +107,7 @@ impl FilterKind {
 
     /// Whether a rejection by this filter can go away as jobs end (capacity) or not (policy, hardware).
     pub fn is_resolvable(self) -> bool {
-        matches!(self, FilterKind::Health | FilterKind::CpuMemory | FilterKind::GpuCapacity)
+        matches!(self, FilterKind::Health | FilterKind::Model | FilterKind::CpuMemory | FilterKind::GpuCapacity)
     }
 }
 
@@ -136,6 +141,15 @@ pub enum RejectReason {
         /// Which criterion of the class the zone fails, in words (from the residency check).
         failed: String,
     },
+    /// The pools of a zone that does not hold the job's model version for inference (or no one can say).
+    Model {
+        /// The zone.
+        zone: String,
+        /// The job's model reference.
+        model: String,
+        /// Why, in words (where the version is available, or why that cannot be known).
+        failed: String,
+    },
     /// A node-level filter rejected the node for one replica asking `resources`.
     Node {
         /// The check that failed.
@@ -156,7 +170,7 @@ impl fmt::Display for RejectReason {
             RejectReason::Purpose { pools, pool_purpose, job_kind } => {
                 write!(f, "{pools} pool(s) are for {pool_purpose}, the job is {job_kind}")
             }
-            RejectReason::Residency { failed, .. } => f.write_str(failed),
+            RejectReason::Residency { failed, .. } | RejectReason::Model { failed, .. } => f.write_str(failed),
             RejectReason::Node { reason, resources } => f.write_str(&reason.describe_resources(resources)),
             RejectReason::Worded { text } => f.write_str(text),
         }

@@ -146,6 +146,49 @@ pub fn pool_reason(
     })
 }
 
+/// The `model` filter for one zone: `None` when the job names no model or `zone` holds its version for inference
+/// (by `facts`), else why not, in words: where the version is available and, for those zones, what of the job's
+/// class they fail (`model radiology@3f9c2a1b is promoted to de-fra-c5 only, which fails fr-health: country DE is
+/// not in [FR]`), or why it cannot be known.
+pub fn model_reason(
+    zone: &sovra_domain::Zone,
+    job: &Job,
+    class: &ResidencyClass,
+    facts: &sovra_domain::ModelAvailability,
+    topo: &Topology,
+) -> Option<String> {
+    use sovra_domain::Resolved;
+    let r = job.model.as_ref()?;
+    match facts.resolve(r) {
+        Resolved::Version { zones, .. } if zones.contains(&zone.id) => None,
+        Resolved::Version { zones, .. } if zones.is_empty() => {
+            Some(format!("model {r} is promoted to no inference zone (or was withdrawn from every one)"))
+        }
+        Resolved::Version { zones, .. } => {
+            let failing: Vec<String> = zones
+                .iter()
+                .filter_map(|z| topo.zones.iter().find(|x| &x.id == z))
+                .filter_map(|z| {
+                    let why: Vec<String> = class.violations(z).into_iter().map(|v| v.message).collect();
+                    let why = why.join("; ");
+                    (!why.is_empty()).then(|| if zones.len() == 1 { why } else { format!("{}: {why}", z.id) })
+                })
+                .collect();
+            let list = zones.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            Some(if failing.len() == zones.len() {
+                format!("model {r} is promoted to {list} only, which fails {}: {}", class.name, failing.join("; "))
+            } else {
+                format!("model {r} is promoted to {list} only, not to {}", zone.id)
+            })
+        }
+        Resolved::Unavailable(why) => Some(format!("where model {r} is available cannot be known now: {why}")),
+        Resolved::NoVersion => Some(format!("model {r}: no version of {} has a digest starting {}", r.name, r.digest)),
+        Resolved::Ambiguous(n) => {
+            Some(format!("model {r}: {n} versions have a digest starting {}; give more digits", r.digest))
+        }
+    }
+}
+
 /// Whether `reason`, the first filter to reject `node`, can never go away as jobs end: the node has no device of
 /// an allowed model, or is too small for one replica (fewer devices than it asks GPUs, or less CPU or memory in
 /// all than it asks). Capacity and readiness otherwise come back.
@@ -304,6 +347,7 @@ nodes:
             },
             nvlink,
             run: None,
+            model: None,
         }
     }
 

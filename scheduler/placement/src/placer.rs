@@ -64,6 +64,8 @@ pub struct Placer {
     tie_ranks: Option<Arc<[u64]>>,
     /// GPU milli asked by the admitted jobs ([`Placer::observe_admitted`]): (by multi-GPU replicas, by all).
     demand: (u64, u64),
+    /// Where model versions are available for inference (the `model` filter's fact; empty: none anywhere).
+    models: std::sync::Arc<sovra_domain::ModelAvailability>,
 }
 
 /// Replica shapes as FGD scores them: (cpu, milli, gpus, models, NVLink wish).
@@ -158,7 +160,20 @@ impl Placer {
             max_feasible: 0,
             tie_ranks: None,
             demand: (0, 0),
+            models: std::sync::Arc::default(),
         }
+    }
+
+    /// Sets the model availability fact the `model` filter reads for jobs naming a model (`job.model`): a pool is
+    /// permitted only in a zone whose inference data zone holds that version. Until it is set no version is
+    /// available anywhere, so model-bound jobs wait (fail closed).
+    pub fn set_models(&mut self, models: std::sync::Arc<sovra_domain::ModelAvailability>) {
+        self.models = models;
+    }
+
+    /// The model availability fact in use.
+    pub fn models(&self) -> &sovra_domain::ModelAvailability {
+        &self.models
     }
 
     /// Declares FGD's target workload (e.g. `scheduling.fgd_target_workload`); an empty list keeps learning.
@@ -352,8 +367,16 @@ impl Placer {
     fn plan(&self, topo: &Topology, job: &Job, class: &sovra_domain::ResidencyClass) -> Plan {
         let mut pools = Vec::new();
         let mut pool_rejections = Vec::new();
+        let mut model_ok: BTreeMap<usize, bool> = BTreeMap::new();
         for (i, pool) in topo.pools.iter().enumerate() {
             match check_pool(pool, topo, job, class) {
+                None if job.model.is_some()
+                    && !*model_ok.entry(pool.zone).or_insert_with(|| {
+                        crate::filter::model_reason(&topo.zones[pool.zone], job, class, &self.models, topo).is_none()
+                    }) =>
+                {
+                    pool_rejections.push((FilterKind::Model, i as u32))
+                }
                 None => pools.push(i as u32),
                 Some(filter) => pool_rejections.push((filter, i as u32)),
             }

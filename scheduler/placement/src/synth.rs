@@ -171,6 +171,7 @@ pub fn jobs(n: usize, seed: u64) -> Vec<Job> {
                 resources: Resources { gpus, gpu_milli: milli, gpu_models, cpu_milli: cpu, memory_mib: mem },
                 nvlink: if gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None },
                 run: None,
+                model: None,
             }
         })
         .collect()

@@ -5,9 +5,10 @@ use super::Scheduler;
 use super::writer::{ReplyTx, Req};
 use sovra_api::v1::admin_server::Admin;
 use sovra_api::v1::{
-    ClassInfo, ClassesRequest, ClassesResponse, QueuesRequest, QueuesResponse, ReloadRequest, ReloadResponse, ZoneInfo,
-    ZonesRequest, ZonesResponse,
+    ClassInfo, ClassesRequest, ClassesResponse, QueuesRequest, QueuesResponse, ReloadRequest, ReloadResponse,
+    SchedulerAuditLine, SchedulerAuditRequest, ZoneInfo, ZonesRequest, ZonesResponse,
 };
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
@@ -51,5 +52,45 @@ impl Admin for Scheduler {
 
     async fn reload(&self, _req: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
         self.call(Req::Reload, ReplyTx::Reload).await.map(Response::new)
+    }
+
+    type AuditExportStream = std::pin::Pin<Box<dyn Stream<Item = Result<SchedulerAuditLine, Status>> + Send>>;
+
+    async fn audit_export(
+        &self,
+        req: Request<SchedulerAuditRequest>,
+    ) -> Result<Response<Self::AuditExportStream>, Status> {
+        let from = req.into_inner().from;
+        let store = self.store.clone();
+        let head = store.audit_head().map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // Entries up to the head read at the start, in pages, so that a long log streams in bounded memory.
+        tokio::task::spawn_blocking(move || {
+            let line = |v: serde_json::Value| Ok(SchedulerAuditLine { json: v.to_string() });
+            if tx.blocking_send(line(serde_json::json!({"head": head}))).is_err() {
+                return;
+            }
+            let mut at = from;
+            while at < head.count {
+                let page = (head.count - at).min(1024) as usize;
+                match store.audit_entries(at, page) {
+                    Ok(entries) if !entries.is_empty() => {
+                        at += entries.len() as u64;
+                        for e in entries {
+                            let v = serde_json::to_value(&e).unwrap_or_default();
+                            if tx.blocking_send(line(v)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

@@ -121,6 +121,25 @@ impl Writer {
                 ch.cycle = true;
                 Ok(Outcome::Unit)
             }
+            Req::Models { facts } => {
+                if self.engine.models() != facts {
+                    let was = self.engine.models().unavailable.clone();
+                    if was != facts.unavailable {
+                        ch.events.push(match &facts.unavailable {
+                            Some(why) => format!("model availability unknown: {why}; model-bound jobs wait"),
+                            None => "model availability known again".to_string(),
+                        });
+                    }
+                    for (id, why) in self.engine.set_models(facts.clone()) {
+                        ch.events.push(format!("job {id}: {why}: its replicas there are stopped and it is requeued"));
+                        self.stop_why.insert(id, why);
+                        self.metrics.model_stops.inc();
+                        ch.jobs.insert(id);
+                    }
+                    ch.cycle = true;
+                }
+                Ok(Outcome::Unit)
+            }
             #[cfg(feature = "fault-injection")]
             Req::Panic => panic!("fault injection: a request that panics inside the writer"),
         }

@@ -6,8 +6,8 @@ use super::writer::{ReplyTx, Req};
 use super::{ReplyStream, Scheduler};
 use sovra_api::v1::jobs_server::Jobs;
 use sovra_api::v1::{
-    CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, LogChunk, LogRead, LogsRequest, Replica,
-    SetStateRequest, SubmitRequest, SubmitResponse, WatchRequest,
+    CancelRequest, GetRequest, JobInfo, ListRequest, ListResponse, LogChunk, LogRead, LogsRequest, ReceiptsRequest,
+    ReceiptsResponse, Replica, SetStateRequest, SubmitRequest, SubmitResponse, WatchRequest,
 };
 use sovra_domain::Job;
 use sovra_domain::limits::{MAX_JOB_YAML_BYTES, MAX_REQUEST_ID_LEN};
@@ -270,5 +270,23 @@ impl Jobs for Scheduler {
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<JobInfo>, Status> {
         let id = req.into_inner().id;
         self.call(Req::Cancel { id }, ReplyTx::Job).await.map(Response::new)
+    }
+
+    async fn receipts(&self, req: Request<ReceiptsRequest>) -> Result<Response<ReceiptsResponse>, Status> {
+        let id = req.into_inner().id;
+        let (store, key) = (self.store.clone(), self.receipt_key.clone());
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let doc = tokio::task::spawn_blocking(move || super::receipts::document(store.as_ref(), &key, id, now_ms))
+            .await
+            .map_err(|e| Status::internal(format!("reading the receipts: {e}")))?
+            .map_err(Status::internal)?;
+        match doc {
+            Some(d) => Ok(Response::new(ReceiptsResponse { json: d.to_string() })),
+            None if self.snapshot().jobs.contains_key(&id) => Err(Status::not_found(format!(
+                "job {id} has no placement receipts: it was never placed (`sovra job {id}` says why it waits)"
+            ))),
+            None => Err(Status::not_found(format!("id: no job {id}; `sovra jobs` lists the jobs"))),
+        }
     }
 }

@@ -59,6 +59,8 @@ pub(crate) enum Req {
     Reload,
     /// Write these jobs' records and run a cycle (the first round after a restore).
     Touch { ids: Vec<JobId> },
+    /// Where model versions are available for inference (from the promotion service).
+    Models { facts: Arc<sovra_domain::ModelAvailability> },
     /// Test-only: panic inside the writer while applying this request.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -158,6 +160,8 @@ pub(crate) struct Writer {
     pub stop_why: BTreeMap<JobId, String>,
     /// Every assignment set must be rebuilt (after the engine was reloaded from the store).
     pub redispatch: bool,
+    /// The signing key, the audit head and what each placed job was last receipted as.
+    pub receipts: super::receipts::Receipts,
 }
 
 fn send<T>(tx: oneshot::Sender<Result<T, Status>>, v: Result<T, Status>) {
@@ -238,13 +242,25 @@ impl Writer {
         }
         let reqs: Vec<Req> = work.iter().map(|e| e.req.clone()).collect();
         let (outcomes, changes) = self.apply_all(&reqs, sweep);
-        let batch = Batch {
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let touched = changes.jobs.iter().chain(&changes.archive).copied();
+        let receipts = self.receipts.round(&self.engine, &self.base, touched, now_ms);
+        let mut batch = Batch {
             jobs: changes.jobs.iter().filter_map(|id| self.engine.job(*id).cloned()).collect(),
             archive: changes.archive.clone(),
             nodes: changes.nodes.iter().filter_map(|n| self.reported.get(n).map(|r| (n.clone(), r.clone()))).collect(),
             events: changes.events.clone(),
+            audit: Vec::new(),
         };
-        let written = if batch.is_empty() {
+        let receipts = receipts.map(|mut r| {
+            batch.audit = std::mem::take(&mut r.entries);
+            r
+        });
+        let written = if let Err(e) = &receipts {
+            // Fail closed: a change that cannot be receipted is not made durable.
+            Err(crate::store::StoreError::Backend(format!("cannot sign the round's placement receipts: {e}")))
+        } else if batch.is_empty() {
             Ok(())
         } else {
             let started = Instant::now();
@@ -270,6 +286,9 @@ impl Writer {
                 refuse(e.reply, Self::stopped_status(&why));
             }
             return;
+        }
+        if let Ok(r) = receipts {
+            self.receipts.commit_written(r, &batch.audit);
         }
         self.publish(&changes);
         let all = std::mem::take(&mut self.redispatch);
@@ -358,6 +377,12 @@ impl Writer {
         // Nodes that were NotReady in the committed state stay so.
         let snap = self.snap.load_full();
         engine.nodes_lost(snap.nodes.iter().filter(|(_, v)| !v.info.ready).map(|(name, _)| name.as_str()));
+        engine.set_models(self.engine.models().clone());
+        let head = self.store.audit_head().map_err(|e| e.to_string())?;
+        let store = self.store.clone();
+        let key = self.receipts.key().clone();
+        self.receipts =
+            super::receipts::Receipts::new(key, head, &engine, |id| super::receipts::started_at(store.as_ref(), id));
         self.engine = engine;
         self.generation = 0; // views are rebuilt at the next publish
         self.redispatch = true;

@@ -5,7 +5,8 @@
 //! ([`NodeRecord`], JSON), so that a restarted scheduler rebuilds the same topology and its placements still fit
 //! before the daemons reconnect. Tree `events`: key = a sequence number (big-endian u64), value = one line of what
 //! happened (node registered, not ready, job lost …), for operators; bounded to the last [`EVENTS_KEPT`] entries.
-//! Tree `quarantine`: records `--recover` found damaged, kept as they were for inspection.
+//! Tree `quarantine`: records `--recover` found damaged, kept as they were for inspection. Trees `audit`,
+//! `audit_by_job`: the audit log of placement receipts ([`audit`]).
 //!
 //! Archived jobs (finished, past the retention period) stay in the `jobs` tree under the key `a` + id, so that
 //! archiving is part of the same atomic batch as everything else and the damage check still counts them.
@@ -24,9 +25,12 @@
 //! and submission numbers continue after the manifest's, so an id is never given twice, even after a recovery.
 //! The manifest is a lower bound: sled may be ahead of it (a crash between the flush and the rename), never behind.
 
+mod audit;
+
 use super::damage::ranges;
 use super::{Batch, Damage, Manifest, NodeRecord, Store, StoreError};
 use sha2::{Digest, Sha256};
+use sovra_audit::{AuditEntry, AuditHead};
 use sovra_engine::{JobId, JobRecord};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -99,6 +103,8 @@ pub struct SledStore {
     nodes: sled::Tree,
     events: sled::Tree,
     quarantine: sled::Tree,
+    audit: sled::Tree,
+    audit_by_job: sled::Tree,
     dir: PathBuf,
     manifest: Mutex<Manifest>,
 }
@@ -191,8 +197,18 @@ impl SledStore {
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| format!("{}: {e}; {way_out}", dir.display()));
         let (jobs, nodes, events, quarantine) = (tree("jobs")?, tree("nodes")?, tree("events")?, tree("quarantine")?);
-        let store =
-            SledStore { db, jobs, nodes, events, quarantine, dir: dir.to_path_buf(), manifest: Mutex::default() };
+        let (audit, audit_by_job) = (tree("audit")?, tree("audit_by_job")?);
+        let store = SledStore {
+            db,
+            jobs,
+            nodes,
+            events,
+            quarantine,
+            audit,
+            audit_by_job,
+            dir: dir.to_path_buf(),
+            manifest: Mutex::default(),
+        };
         let scan = store.scan();
         let mut damage = Damage {
             corrupt: scan.corrupt.iter().map(|(_, _, why)| why.clone()).map(|w| split_key(&w)).collect(),
@@ -207,6 +223,10 @@ impl SledStore {
             }
         }
         let counted = store.count(&scan);
+        let recorded_audit = read_manifest(&dir.join(MANIFEST_FILE)).ok().flatten().map_or(0, |m| m.audit_entries);
+        if let Some(why) = store.audit_damage(recorded_audit) {
+            damage.corrupt.push(("audit log".into(), why));
+        }
         let path = dir.join(MANIFEST_FILE);
         match read_manifest(&path) {
             Ok(Some(recorded)) => {
@@ -220,6 +240,7 @@ impl SledStore {
                     last_id: counted.last_id.max(recorded.last_id),
                     last_seq: counted.last_seq.max(recorded.last_seq),
                     request_ids: counted.request_ids.max(recorded.request_ids),
+                    audit_entries: counted.audit_entries.max(recorded.audit_entries),
                 };
                 *store.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())? = m;
             }
@@ -303,6 +324,7 @@ impl SledStore {
             m.last_seq = m.last_seq.max(r.seq);
             m.request_ids += u64::from(r.request_id.is_some());
         }
+        m.audit_entries = self.read_audit_head().map_or(0, |h| h.count);
         m
     }
 
@@ -346,6 +368,11 @@ impl SledStore {
     /// node records go to their own tree in the same flush), then one flush, then the manifest.
     fn write_batch(&self, batch: &Batch) -> Result<(), String> {
         let mut manifest = self.manifest.lock().map_err(|_| "the store's manifest lock is poisoned".to_string())?;
+        self.check_audit(&batch.audit)?;
+        // Receipts first: sled keeps a prefix of its writes across a crash, so a durable placement always has its
+        // receipt (a receipt of a round that did not become durable is possible, and is superseded when the job
+        // is placed again).
+        self.append_audit(&batch.audit)?;
         let mut jobs = sled::Batch::default();
         let mut fresh = Vec::with_capacity(batch.jobs.len());
         for r in &batch.jobs {
@@ -379,7 +406,10 @@ impl SledStore {
         }
         fault::after_write();
         self.db.flush().map_err(|e| format!("flushing the job store: {e}"))?;
-        let next = manifest.after(batch.jobs.iter().zip(fresh));
+        let mut next = manifest.after(batch.jobs.iter().zip(fresh));
+        if let Some((_, last)) = batch.audit.last() {
+            next.audit_entries = last.seq + 1;
+        }
         if next != *manifest {
             self.write_manifest(&next)?;
             *manifest = next;
@@ -436,6 +466,18 @@ impl Store for SledStore {
 
     fn events(&self, n: usize) -> Vec<String> {
         self.read_events(n)
+    }
+
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        self.read_audit_head().map_err(StoreError::Damaged)
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_audit(from, limit)
+    }
+
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        self.read_job_audit(job)
     }
 }
 

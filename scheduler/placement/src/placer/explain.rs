@@ -2,7 +2,7 @@
 
 use super::{Placer, Plan};
 use crate::decision::{Explanation, FilterKind, FilterReport, ReasonCount, RejectReason};
-use crate::filter::{Reason, pool_reason};
+use crate::filter::{Reason, model_reason, pool_reason};
 use crate::snapshot::{ClusterState, Topology};
 use sovra_domain::{GPU_MILLI, Job, NvlinkWish};
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ impl Placer {
         let mut purpose_nodes = 0u32;
         let mut purpose_pools = 0u32;
         let mut by_zone: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut model_zones: BTreeMap<usize, u32> = BTreeMap::new();
         for &(kind, pool) in &plan.pool_rejections {
             let nodes = topo.pool_nodes[pool as usize].len() as u32;
             match kind {
@@ -30,6 +31,7 @@ impl Placer {
                     purpose_pools += 1;
                     purpose_nodes += nodes;
                 }
+                FilterKind::Model => *model_zones.entry(topo.pools[pool as usize].zone).or_default() += nodes,
                 _ => *by_zone.entry(topo.pools[pool as usize].zone).or_default() += nodes,
             }
         }
@@ -67,6 +69,14 @@ impl Placer {
                     reasons.push(ReasonCount { reason, nodes });
                 }
             }
+            if f == FilterKind::Model {
+                for (&zone, &nodes) in &model_zones {
+                    let failed = model_reason(&topo.zones[zone], job, class, &self.models, &topo).unwrap_or_default();
+                    let model = job.model.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let reason = RejectReason::Model { zone: topo.zones[zone].id.clone(), model, failed };
+                    reasons.push(ReasonCount { reason, nodes });
+                }
+            }
             for r in Reason::ALL {
                 if r.filter() == f && counts[r as usize] > 0 {
                     let reason = RejectReason::Node { reason: r, resources: job.resources.clone() };
@@ -77,11 +87,30 @@ impl Placer {
             reasons.sort_by_cached_key(|r| (std::cmp::Reverse(r.nodes), r.reason.to_string()));
             filters.push(FilterReport { filter: f, rejected_nodes: reasons.iter().map(|r| r.nodes).sum(), reasons });
         }
-        let capacity = self.capacity_when_empty(&topo, plan);
-        let unresolvable = capacity < u64::from(job.replicas);
-        let summary = if plan.pools.is_empty() {
+        let capacity = self.capacity_when_empty(&topo, plan, &plan.pools);
+        let mut unresolvable = capacity < u64::from(job.replicas);
+        // The model filter: a version that does not exist (or a prefix naming several) never comes; one promoted
+        // elsewhere may still come here, so the job waits if the pools it rejected could hold it.
+        let model_words =
+            model_zones.keys().next().and_then(|&z| model_reason(&topo.zones[z], job, class, &self.models, &topo));
+        let model_missing = job.model.as_ref().is_some_and(|r| {
+            matches!(self.models.resolve(r), sovra_domain::Resolved::NoVersion | sovra_domain::Resolved::Ambiguous(_))
+        });
+        if !model_zones.is_empty() && !model_missing {
+            let mut wider = plan.pools.clone();
+            wider.extend(plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Model).map(|r| r.1));
+            unresolvable = self.capacity_when_empty(&topo, plan, &wider) < u64::from(job.replicas);
+        }
+        unresolvable |= model_missing;
+        let summary = if let (true, Some(words)) = (plan.pools.is_empty(), &model_words) {
+            if model_missing {
+                format!("{words}; name a version of the registry (`sovra model list`)")
+            } else {
+                format!("{words}; it is placed once the version is available in a zone the class permits")
+            }
+        } else if plan.pools.is_empty() {
             let purpose = plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Purpose).count();
-            let residency = plan.pool_rejections.len() - purpose;
+            let residency = plan.pool_rejections.iter().filter(|r| r.0 == FilterKind::Residency).count();
             format!(
                 "no permitted pool: {purpose} pool(s) are not for {} and {residency} pool(s) are in zones that fail \
                  residency class {}; use another class or add a {} pool in a zone that satisfies it",
@@ -120,10 +149,10 @@ impl Placer {
 
     /// How many replicas the permitted pools could hold if every node were empty and healthy (capped at the job's
     /// replica count + 1): below the job's replica count, waiting can never help.
-    fn capacity_when_empty(&self, topo: &Topology, plan: &Plan) -> u64 {
+    fn capacity_when_empty(&self, topo: &Topology, plan: &Plan, pools: &[u32]) -> u64 {
         let n = &plan.needs;
         let mut total = 0u64;
-        for &pool in &plan.pools {
+        for &pool in pools {
             for &node in &topo.pool_nodes[pool as usize] {
                 let info = &topo.nodes[node as usize];
                 let mut fit = (info.cpu_milli / n.cpu.max(1)).min(info.memory_mib / n.mem.max(1));

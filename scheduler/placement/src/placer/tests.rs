@@ -31,6 +31,7 @@ fn job(name: &str, replicas: u32, gpus: u32, milli: u32, cpu: u64) -> Job {
         resources: Resources { gpus, gpu_milli: milli, gpu_models: vec![], cpu_milli: cpu, memory_mib: 1 },
         nvlink: NvlinkWish::None,
         run: None,
+        model: None,
     }
 }
 
