@@ -75,7 +75,7 @@ impl Receipts {
     }
 
     /// The receipts for the jobs a round changed (in id order), chained after the head; nothing changes until
-    /// [`Receipts::commit`].
+    /// [`Receipts::commit_written`].
     pub fn round(
         &self,
         engine: &Engine,
@@ -88,6 +88,17 @@ impl Receipts {
         ids.dedup();
         let mut out = Pending::default();
         let mut head = self.head.clone();
+        // Most rounds change no placement: the policy digest is computed only for one that does.
+        let changed = |id: &JobId| {
+            let now = engine
+                .job(*id)
+                .and_then(|r| r.placement.as_ref().filter(|_| r.state.holds_resources()).map(|_| r.attempt));
+            self.held.get(id).map(|h| h.attempt) != now
+        };
+        ids.retain(changed);
+        if ids.is_empty() {
+            return Ok(out);
+        }
         let policy = policy_digest(cluster)?;
         let mut push = |job: JobId, statement: Value, event: &str| -> Result<(), String> {
             let env = Envelope::sign(STATEMENT_TYPE, statement.to_string().as_bytes(), &self.key)
