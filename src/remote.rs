@@ -429,6 +429,9 @@ fn print_job(j: &JobInfo, explain: bool) {
         "job {} ({}) {} — queue {}, priority {}, class {}",
         j.id, j.name, j.state, j.queue, j.priority, j.residency
     );
+    if !j.model.is_empty() {
+        println!("  serves model {} (placed only where that version was promoted)", j.model);
+    }
     for (i, r) in j.replicas.iter().enumerate() {
         println!("  replica {i} → {} (pool {}, zone {}) devices {:?}", r.node, r.pool, r.zone, r.devices);
     }

@@ -94,6 +94,9 @@ fn inference_jobs_land_only_where_their_model_was_promoted() {
     let j = wait_for(&t, &server, &served, "placed", |j| j["state"] == "placed");
     let zones: Vec<&str> = j["replicas"].as_array().unwrap().iter().map(|r| r["zone"].as_str().unwrap()).collect();
     assert_eq!(zones, ["de-fra-c5"; 3], "{j}");
+    assert_eq!(j["model"], model.as_str());
+    let (_, text, _) = sched(&t, &server, &["job", &served]);
+    assert!(text.contains(&format!("serves model {model}")), "{text}");
 
     // A class de-fra-c5 fails: it waits, and the explanation names the model filter.
     let fr = id_of(submit(&t, &server, "serve-fr", "fr-health", &model));

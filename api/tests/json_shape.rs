@@ -27,6 +27,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         preemption_records_json: r#"[{"victim":7,"by":9}]"#.into(),
         ended_reason: String::new(),
         runs: vec![sovra_api::v1::ReplicaStatus { job: 7, state: "running".into(), ..Default::default() }],
+        model: "radiology@3f9c2a1b".into(),
     };
     let v = serde_json::to_value(&job).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -38,6 +39,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
             "explanation",
             "explanation_summary",
             "id",
+            "model",
             "name",
             "preemption_records",
             "preemptions",
@@ -56,6 +58,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
     assert_eq!(v["replicas"][0]["devices"], serde_json::json!([0, 1]));
     assert_eq!(v["replicas"][0]["milli_per_device"], 1000);
     assert_eq!(v["runs"][0]["state"], "running");
+    assert_eq!(v["model"], "radiology@3f9c2a1b");
 }
 
 #[test]

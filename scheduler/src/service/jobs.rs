@@ -118,6 +118,7 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
         blockers_json: serde_json::to_string(&r.blockers).unwrap_or_default(),
         preemption_records_json: serde_json::to_string(&r.preemption_records).unwrap_or_default(),
         ended_reason: r.ended_reason.clone().unwrap_or_default(),
+        model: r.job.model.as_ref().map(ToString::to_string).unwrap_or_default(),
         runs: Vec::new(),
     }
 }
