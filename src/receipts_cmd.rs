@@ -2,7 +2,7 @@
 //! scheduler's side of `sovra audit verify | export --scheduler`, and the receipts `sovra model push
 //! --training-job` attaches to a model's provenance.
 
-use crate::remote::{Remote, authed, connect};
+use crate::remote::{Remote, authed, connect, status};
 use crate::table::{cells, table};
 use crate::{Failure, Output};
 use serde_json::{Value, json};
@@ -47,15 +47,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| fail(3, format!("cannot start the client runtime: {e}")))
 }
 
-fn refused(e: tonic::Status) -> Failure {
-    let code = match e.code() {
-        tonic::Code::InvalidArgument => 2,
-        tonic::Code::Unauthenticated | tonic::Code::Unavailable | tonic::Code::Unknown => 3,
-        _ => 1,
-    };
-    fail(code, e.message().to_string())
-}
-
 /// The scheduler named by SOVRA_SERVER, SOVRA_TOKEN and SOVRA_CA (for commands whose `--server` is the promotion
 /// service's).
 pub(crate) fn scheduler_from_env() -> Remote {
@@ -70,7 +61,7 @@ pub(crate) fn scheduler_from_env() -> Remote {
 pub(crate) fn fetch(remote: &Remote, id: u64) -> Result<Value, Failure> {
     runtime()?.block_on(async {
         let mut jobs = JobsClient::new(connect(remote).await?);
-        let r = jobs.receipts(authed(remote, ReceiptsRequest { id })?).await.map_err(refused)?.into_inner();
+        let r = jobs.receipts(authed(remote, ReceiptsRequest { id })?).await.map_err(status(remote))?.into_inner();
         serde_json::from_str(&r.json).map_err(|e| fail(1, format!("the scheduler's receipts are not JSON: {e}")))
     })
 }
@@ -159,14 +150,17 @@ fn statement(env: &Value) -> Value {
 fn export_log(remote: &Remote) -> Result<(AuditHead, Vec<String>), Failure> {
     runtime()?.block_on(async {
         let mut admin = AdminClient::new(connect(remote).await?);
-        let mut stream =
-            admin.audit_export(authed(remote, SchedulerAuditRequest { from: 0 })?).await.map_err(refused)?.into_inner();
+        let mut stream = admin
+            .audit_export(authed(remote, SchedulerAuditRequest { from: 0 })?)
+            .await
+            .map_err(status(remote))?
+            .into_inner();
         let bad = |e: String| fail(1, format!("the scheduler's audit export: {e}"));
-        let first = stream.message().await.map_err(refused)?.ok_or_else(|| bad("empty".into()))?;
+        let first = stream.message().await.map_err(status(remote))?.ok_or_else(|| bad("empty".into()))?;
         let first: Value = serde_json::from_str(&first.json).map_err(|e| bad(e.to_string()))?;
         let head: AuditHead = serde_json::from_value(first["head"].clone()).map_err(|e| bad(e.to_string()))?;
         let mut lines = Vec::new();
-        while let Some(line) = stream.message().await.map_err(refused)? {
+        while let Some(line) = stream.message().await.map_err(status(remote))? {
             lines.push(line.json);
         }
         Ok((head, lines))

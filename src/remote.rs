@@ -80,7 +80,7 @@ pub enum Action {
 
 /// The failure of a call to `remote`: the scheduler's refusal (its message), or, for a transport failure, what it
 /// was (the connection broke, TLS failed late, a plain `http://` client met a TLS server).
-fn status(remote: &Remote) -> impl Fn(Status) -> Failure + '_ {
+pub(crate) fn status(remote: &Remote) -> impl Fn(Status) -> Failure + '_ {
     move |e: Status| {
         let code = match e.code() {
             Code::InvalidArgument => 2,

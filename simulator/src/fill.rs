@@ -105,12 +105,25 @@ pub fn build_workload(tasks: &[TraceTask], capacity_milli: u64, inflate: f64, rn
         pods.swap(i, j);
     }
     let target = (inflate * capacity_milli as f64) as u64;
-    let mut total: u64 = pods.iter().map(|t| t.total_gpu_milli()).sum();
+    resize(&mut pods, &sorted, target, |n| rng.below(n as u64) as usize);
+    pods
+}
+
+/// Inflates the shuffled `pods` with clones drawn from the name-sorted `sorted` until the next clone would pass
+/// `target` GPU milli (the stop rule compares the clone's per-GPU milli, as the original does), or thins them by
+/// random removals down to it. `draw(n)` is the random stream's index below `n`; every stream calls it in the same
+/// order, so [`build_workload`] and the Go-ordered workload differ only in the numbers drawn.
+pub(crate) fn resize(
+    pods: &mut Vec<TraceTask>,
+    sorted: &[TraceTask],
+    target: u64,
+    mut draw: impl FnMut(usize) -> usize,
+) {
+    let mut total: u64 = pods.iter().map(TraceTask::total_gpu_milli).sum();
     if total < target && sorted.iter().any(|t| t.total_gpu_milli() > 0) {
         let mut k = 0;
         while (pods.len() as u64) < MAX_WORKLOAD_TASKS {
-            let idx = rng.below(sorted.len() as u64) as usize;
-            let clone = &sorted[idx];
+            let clone = &sorted[draw(sorted.len())];
             if total + u64::from(clone.gpu_milli) > target {
                 break;
             }
@@ -120,11 +133,9 @@ pub fn build_workload(tasks: &[TraceTask], capacity_milli: u64, inflate: f64, rn
         }
     } else {
         while total > target && !pods.is_empty() {
-            let idx = rng.below(pods.len() as u64) as usize;
-            total -= pods.remove(idx).total_gpu_milli();
+            total -= pods.remove(draw(pods.len())).total_gpu_milli();
         }
     }
-    pods
 }
 
 /// The state after one task.

@@ -8,7 +8,7 @@
 //! then draw the same ten orders as the published results. [`Stream::SplitMix`] is the project's own stream
 //! ([`crate::fill::SplitMix`] for the workload, the placer's seeded node order for ties), kept for comparison.
 
-use crate::fill::{MAX_WORKLOAD_TASKS, SplitMix, build_workload};
+use crate::fill::{SplitMix, build_workload};
 use crate::gorand::GoRand;
 use crate::trace::{TraceNode, TraceTask};
 use sovra_placement::NodeIdx;
@@ -71,25 +71,7 @@ fn go_order(nodes: &[TraceNode], tasks: &[TraceTask], capacity: u64, inflate: f6
     let mut pods = sorted.clone();
     r.shuffle(&mut pods);
     let target = (inflate * capacity as f64) as u64;
-    let mut total: u64 = pods.iter().map(TraceTask::total_gpu_milli).sum();
-    if total < target && sorted.iter().any(|t| t.total_gpu_milli() > 0) {
-        let mut k = 0;
-        while (pods.len() as u64) < MAX_WORKLOAD_TASKS {
-            let clone = &sorted[r.intn(sorted.len())];
-            // The stop rule compares the clone's per-GPU milli, as the original does.
-            if total + u64::from(clone.gpu_milli) > target {
-                break;
-            }
-            total += clone.total_gpu_milli();
-            pods.push(TraceTask { name: format!("{}-tuned-{k}", clone.name), ..clone.clone() });
-            k += 1;
-        }
-    } else {
-        while total > target && !pods.is_empty() {
-            let i = r.intn(pods.len());
-            total -= pods.remove(i).total_gpu_milli();
-        }
-    }
+    crate::fill::resize(&mut pods, &sorted, target, |n| r.intn(n));
     // Nodes sorted by name; the i-th gets the prefix perm[i]; ties go to the smallest prefix.
     let mut by_name: Vec<usize> = (0..nodes.len()).collect();
     by_name.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
