@@ -6,7 +6,7 @@
 //! the JSON they hold, under the names without `_json` (`explanation`, `blockers`, `preemption_records`, `rules`).
 
 /// The messages `sovra … -o json` prints.
-const PRINTED: [&str; 9] = [
+const PRINTED: [&str; 10] = [
     "JobInfo",
     "Replica",
     "ReplicaStatus",
@@ -16,6 +16,7 @@ const PRINTED: [&str; 9] = [
     "ZoneInfo",
     "ClassInfo",
     "ReloadResponse",
+    "EventsResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,6 +16,7 @@ mod dev_promotion;
 mod dev_run;
 mod kueue_cmd;
 mod model_cmd;
+mod placement_exception_cmd;
 mod plot;
 mod promote_cmd;
 mod promotion_client;
@@ -267,6 +268,18 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The scheduler's latest event lines, oldest first: nodes registered or refused, jobs lost or requeued,
+    /// exceptions granted and expired, and every REFUSED attempt to move work across a border.
+    Events {
+        /// How many (default 100, at most 10,000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Make the scheduler re-read its cluster file (an invalid file is refused and changes nothing).
     Reload {
         #[command(flatten)]
@@ -348,6 +361,9 @@ fn main() -> ExitCode {
             command: Some(receipts_cmd::JobCommand::Receipts { id, out, verify_key, remote, output }),
             ..
         } => receipts_cmd::job_receipts(&remote, id, output, out.as_deref(), verify_key.as_deref()),
+        Command::Job { command: Some(receipts_cmd::JobCommand::Exception { command }), .. } => {
+            placement_exception_cmd::run(command)
+        }
         Command::Job { id, explain, remote, output, .. } => {
             remote::run(remote, remote::Action::Job { id: id.unwrap_or_default(), explain }, output)
         }
@@ -363,6 +379,7 @@ fn main() -> ExitCode {
         Command::Queues { remote, output } => remote::run(remote, remote::Action::Queues, output),
         Command::Zones { remote, output } => remote::run(remote, remote::Action::Zones, output),
         Command::Reload { remote, output } => remote::run(remote, remote::Action::Reload, output),
+        Command::Events { limit, remote, output } => remote::run(remote, remote::Action::Events { limit }, output),
         Command::Watch { id, since, remote, output } => {
             remote::run(remote, remote::Action::Watch { id, since }, output)
         }

@@ -34,6 +34,12 @@ pub(crate) enum JobCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Break-glass for placement: propose, sign (N of M approvers) and grant a time-boxed exception that lets
+    /// the job run in one zone failing one named requirement of its class (docs/receipts.md).
+    Exception {
+        #[command(subcommand)]
+        command: crate::placement_exception_cmd::ExceptionCommand,
+    },
 }
 
 fn fail(code: u8, message: String) -> Failure {

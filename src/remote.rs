@@ -58,6 +58,11 @@ pub enum Action {
     Zones,
     /// Re-read the scheduler's cluster file.
     Reload,
+    /// The latest event lines.
+    Events {
+        /// How many (0: 100).
+        limit: u32,
+    },
     /// Print a replica's output (stdout and stderr), read from its node.
     Logs {
         /// The job.
@@ -381,6 +386,17 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
                 println!("{}", t.trim_fmt());
             }
         }
+        Action::Events { limit } => {
+            let req = sovra_api::v1::EventsRequest { limit };
+            let r = admin.events(authed(&remote, req)?).await.map_err(status(&remote))?.into_inner();
+            if json {
+                println!("{}", to_json(&r));
+            } else {
+                for e in &r.events {
+                    println!("{e}");
+                }
+            }
+        }
         Action::Reload => {
             let r = admin.reload(authed(&remote, ReloadRequest {})?).await.map_err(status(&remote))?.into_inner();
             if json {
@@ -419,18 +435,29 @@ pub async fn run_async(remote: Remote, action: Action, output: Output) -> Result
 
 /// A message as JSON, by the serde derives on the generated API types (sovra-api's build script). Keys come out
 /// sorted (`serde_json::Value` objects are ordered maps), so the output is the same on every run.
-fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     // The API messages hold only strings, numbers, lists and string-keyed maps: serialising them cannot fail.
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-fn print_job(j: &JobInfo, explain: bool) {
+pub(crate) fn print_job(j: &JobInfo, explain: bool) {
     println!(
         "job {} ({}) {} — queue {}, priority {}, class {}",
         j.id, j.name, j.state, j.queue, j.priority, j.residency
     );
     if !j.model.is_empty() {
         println!("  serves model {} (placed only where that version was promoted)", j.model);
+    }
+    if let Ok(w) = serde_json::from_str::<sovra_domain::Waiver>(&j.exception_json) {
+        println!(
+            "  UNDER EXCEPTION {}: may run in zone {} without {} until {} (Unix s), granted by {}: {}",
+            w.id,
+            w.zone,
+            w.requirement,
+            w.expires_at_ms / 1000,
+            w.approvers.join(", "),
+            w.reason
+        );
     }
     for (i, r) in j.replicas.iter().enumerate() {
         println!("  replica {i} → {} (pool {}, zone {}) devices {:?}", r.node, r.pool, r.zone, r.devices);

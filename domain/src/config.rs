@@ -584,6 +584,7 @@ impl RawJob {
         });
         Job {
             model,
+            exception: None,
             name: self.name,
             kind: self.kind,
             queue: self.queue,

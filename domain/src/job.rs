@@ -73,4 +73,8 @@ pub struct Job {
     /// zone holds that version (the placement core's `model` filter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::model_ref::ModelRef>,
+    /// A granted placement exception (break-glass): set by the engine from an exception signed by enough
+    /// approvers, never by a job file (docs/receipts.md, "Break-glass for placement").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<crate::waiver::Waiver>,
 }

@@ -13,6 +13,7 @@ pub mod model_ref;
 pub mod node;
 pub mod policy;
 pub mod run;
+pub mod waiver;
 pub mod zone;
 
 pub use config::{
@@ -25,4 +26,5 @@ pub use model_ref::{ModelAvailability, ModelRef, Resolved};
 pub use node::{GPU_MILLI, Gpu, Health, MigInstance, Node};
 pub use policy::{PolicySpec, ScorerKind};
 pub use run::{RestartPolicy, RunSpec};
+pub use waiver::Waiver;
 pub use zone::{EU_MEMBER_STATES, Pool, Purpose, ResidencyClass, Violation, Zone, satisfies};

@@ -90,6 +90,10 @@ pub struct ResidencyClass {
 pub struct Violation {
     /// The constraint that failed: `country`, `jurisdiction`, `operator_hq`, `certification` or `zone`.
     pub constraint: String,
+    /// The requirement that failed, as a placement exception names it: the constraint, and for a certification
+    /// which one (`certification:HDS`).
+    #[serde(default)]
+    pub requirement: String,
     /// A readable sentence, e.g. `operator_hq US is not in [EU]`.
     pub message: String,
 }
@@ -102,8 +106,10 @@ impl ResidencyClass {
     /// Every constraint of this class that `zone` fails, in a fixed order; empty when the zone satisfies it.
     pub fn violations(&self, zone: &Zone) -> Vec<Violation> {
         let mut out = Vec::new();
-        let mut fail =
-            |constraint: &str, message: String| out.push(Violation { constraint: constraint.to_string(), message });
+        let mut fail = |constraint: &str, message: String| {
+            let requirement = constraint.to_string();
+            out.push(Violation { constraint: constraint.to_string(), requirement, message })
+        };
         if let Some(zones) = &self.zones
             && !zones.contains(&zone.id)
         {
@@ -137,7 +143,11 @@ impl ResidencyClass {
         }
         for cert in &self.certifications {
             if !zone.certifications.contains(cert) {
-                fail("certification", format!("zone lacks certification {cert}"));
+                out.push(Violation {
+                    constraint: "certification".into(),
+                    requirement: format!("certification:{cert}"),
+                    message: format!("zone lacks certification {cert}"),
+                });
             }
         }
         out

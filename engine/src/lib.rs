@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 
 mod blocking;
 mod cycle;
+mod exceptions;
 mod explain;
 mod models;
 mod nodes;
@@ -117,7 +118,9 @@ pub(crate) fn still_permitted(topo: &sovra_placement::Topology, job: &Job, d: &D
         topo.node_index(&p.node_name) == Some(p.node) && {
             let pool = &topo.pools[topo.nodes[p.node as usize].pool as usize];
             let zone = &topo.zones[pool.zone];
-            pool.id == p.pool && zone.id == p.zone && class.is_some_and(|c| sovra_domain::satisfies(zone, c))
+            pool.id == p.pool
+                && zone.id == p.zone
+                && class.is_some_and(|c| sovra_domain::waiver::permits(zone, c, job.exception.as_ref()))
         }
     })
 }

@@ -39,6 +39,7 @@ fn job(name: &str, queue: &str, priority: i32, class: &str, replicas: u32, gpus:
         nvlink: NvlinkWish::None,
         run: None,
         model: None,
+        exception: None,
     }
 }
 

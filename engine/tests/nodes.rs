@@ -148,6 +148,7 @@ fn job(name: &str, gpus: u32) -> Job {
         nvlink: NvlinkWish::None,
         run: None,
         model: None,
+        exception: None,
     }
 }
 

@@ -271,6 +271,7 @@ fn run(nodes: Vec<NodeSpec>, steps: Vec<Step>, seed: u64) -> Result<(), TestCase
                     nvlink: NvlinkWish::None,
                     run: None,
                     model: None,
+                    exception: None,
                 };
                 if let Ok(id) = e.submit(job, None) {
                     acked.push(id);

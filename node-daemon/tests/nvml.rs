@@ -144,6 +144,7 @@ fn nvml_child() {
         nvlink: NvlinkWish::None,
         run: None,
         model: None,
+        exception: None,
     };
     let d = Placer::new(PolicySpec::default(), 1).place(&state, &job(1)).unwrap();
     assert_eq!(d.replicas[0].devices[0].device, 0, "GPU 1 is unhealthy: only GPU 0 is offered");
@@ -203,6 +204,7 @@ fn nvswitch_child() {
         nvlink: NvlinkWish::Require,
         run: None,
         model: None,
+        exception: None,
     };
     let placed = Placer::new(PolicySpec::default(), 1).place(&state, &job);
     if expect == "hgx" {

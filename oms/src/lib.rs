@@ -29,6 +29,7 @@ pub mod error;
 pub mod hashing;
 pub mod keys;
 pub mod manifest;
+pub mod multisig;
 pub mod paths;
 pub mod signing;
 pub mod verifying;

@@ -109,6 +109,11 @@ struct ServeArgs {
     /// How often to ask the promotion service where models are, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     models_poll_ms: u64,
+    /// Who may grant placement exceptions (break-glass): a YAML file naming the approvers (`name`, `public_key`
+    /// PEM path), how many must sign one exception (`required`, N of M, at least 2) and the longest window
+    /// (`max_hours`, default 72). Without it every exception is refused (docs/receipts.md).
+    #[arg(long, value_name = "FILE")]
+    break_glass: Option<PathBuf>,
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -143,7 +148,12 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         promotion_ca,
         promotion_token,
         models_poll_ms,
+        break_glass,
     } = a;
+    let break_glass = break_glass
+        .map(|p| sovra_scheduler::service::exceptions::BreakGlass::load(&p).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(bad)?;
     if let Some(p) = &promotion_server
         && !(p.starts_with("https://") || p.starts_with("http://"))
     {
@@ -189,6 +199,7 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         receipt_key: sovra_scheduler::service::receipts::load_key(receipt_key.as_deref(), data.as_deref())
             .map_err(bad)?,
         models,
+        break_glass,
     };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;

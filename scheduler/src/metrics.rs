@@ -14,6 +14,7 @@
 //! | `sovra_zone_gpu_milli{zone,state}` | gauge | the same per zone |
 //! | `sovra_nodes{state}` | gauge | nodes `ready` / `not_ready` |
 //! | `sovra_node_reports_total` | counter | messages received from node daemons |
+//! | `sovra_sovereignty_refusals_total{attempt}` | counter | refused attempts to move work across a border (alert on any increase) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,11 @@ struct PoolLabel {
 struct ZoneLabel {
     zone: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabel {
+    attempt: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +83,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Requests refused because the panic of a bug was caught (the service went on).
     pub panics: Counter,
+    refusals: Family<AttemptLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +115,7 @@ impl Metrics {
             // 10 µs … ~5 s.
             commit_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
             panics: Counter::default(),
+            refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register("sovra_queue_pending_jobs", "Jobs waiting in a queue", m.pending.clone());
@@ -129,7 +137,17 @@ impl Metrics {
         registry.register("sovra_commit_requests", "Requests per group commit", m.commit_requests.clone());
         registry.register("sovra_commit_seconds", "Duration of a store commit", m.commit_seconds.clone());
         registry.register("sovra_request_panics", "Requests refused after a caught panic", m.panics.clone());
+        registry.register(
+            "sovra_sovereignty_refusals",
+            "Refused attempts to move work across a border, by attempt",
+            m.refusals.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts a refused attempt to move work across a border (`sovra_sovereignty_refusals_total{attempt}`).
+    pub fn refusal(&self, attempt: &str) {
+        self.refusals.get_or_create(&AttemptLabel { attempt: attempt.to_string() }).inc();
     }
 
     /// Refreshes the gauges from a snapshot's figures — pools with their GPU milli free, used and unavailable (same

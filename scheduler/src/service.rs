@@ -42,6 +42,7 @@ mod apply;
 mod assign;
 mod cluster;
 mod dispatch;
+pub mod exceptions;
 mod inventory;
 mod jobs;
 pub mod models;
@@ -113,6 +114,8 @@ pub struct Options {
     /// The promotion service that says where models are available (jobs with `model:`); `None`: model-bound
     /// jobs wait (fail closed).
     pub models: Option<models::ModelSource>,
+    /// Who may grant placement exceptions (`--break-glass`); `None`: every exception is refused.
+    pub break_glass: Option<Arc<exceptions::BreakGlass>>,
 }
 
 impl Default for Options {
@@ -124,6 +127,7 @@ impl Default for Options {
             retain_finished: None,
             receipt_key: None,
             models: None,
+            break_glass: None,
         }
     }
 }

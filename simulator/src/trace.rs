@@ -143,6 +143,7 @@ impl TraceTask {
             nvlink: NvlinkWish::None,
             run: None,
             model: None,
+            exception: None,
         }
     }
 }

@@ -10,12 +10,16 @@ pub const TOKEN: &str = "test-scheduler-token";
 
 /// Starts a scheduler on the example cluster with `opts` in a background thread; its `http://` address.
 pub fn start(opts: sovra_scheduler::service::Options) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    start_on(sovra_domain::ClusterConfig::load(&repo.join("examples/cluster.yaml")).unwrap(), opts)
+}
+
+/// Starts a scheduler on `cluster` with `opts` in a background thread; its `http://` address.
+pub fn start_on(cluster: sovra_domain::ClusterConfig, opts: sovra_scheduler::service::Options) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(async move {
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let cluster = sovra_domain::ClusterConfig::load(&repo.join("examples/cluster.yaml")).unwrap();
             let s =
                 sovra_scheduler::service::Scheduler::with_options(cluster, Default::default(), 42, None, opts).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -188,6 +188,7 @@ pub fn pod_request(pod: &Pod) -> Result<PodRequest, String> {
             nvlink,
             run: None,
             model: None,
+            exception: None,
         },
         gang,
         mig_profile,

@@ -115,14 +115,15 @@ impl JobNeeds {
     }
 }
 
-/// Pool-level filters: the job's kind must equal the pool's purpose, and the pool's zone must satisfy the class.
+/// Pool-level filters: the job's kind must equal the pool's purpose, and the pool's zone must satisfy the class
+/// (or be the zone of the job's placement exception, failing only the requirement it waives).
 /// Returns the failing filter, or `None` when the pool is permitted. Allocation-free; [`pool_reason`] words it.
 #[inline]
 pub fn check_pool(pool: &PoolInfo, topo: &Topology, job: &Job, class: &ResidencyClass) -> Option<FilterKind> {
     if pool.purpose != job.kind {
         return Some(FilterKind::Purpose);
     }
-    if !class.is_satisfied_by(&topo.zones[pool.zone]) {
+    if !sovra_domain::waiver::permits(&topo.zones[pool.zone], class, job.exception.as_ref()) {
         return Some(FilterKind::Residency);
     }
     None
@@ -348,6 +349,7 @@ nodes:
             nvlink,
             run: None,
             model: None,
+            exception: None,
         }
     }
 

@@ -172,6 +172,7 @@ pub fn jobs(n: usize, seed: u64) -> Vec<Job> {
                 nvlink: if gpus >= 2 { NvlinkWish::Prefer } else { NvlinkWish::None },
                 run: None,
                 model: None,
+                exception: None,
             }
         })
         .collect()

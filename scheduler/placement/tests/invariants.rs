@@ -151,6 +151,7 @@ fn job_strategy() -> impl Strategy<Value = Job> {
             nvlink: if gpus >= 2 { nvlink } else { NvlinkWish::None },
             run: None,
             model: None,
+            exception: None,
         })
 }
 

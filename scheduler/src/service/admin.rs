@@ -50,6 +50,27 @@ impl Admin for Scheduler {
         Ok(Response::new(QueuesResponse { queues: Vec::clone(&self.snapshot().queues) }))
     }
 
+    async fn grant_exception(
+        &self,
+        req: Request<sovra_api::v1::GrantExceptionRequest>,
+    ) -> Result<Response<sovra_api::v1::JobInfo>, Status> {
+        let text = req.into_inner().envelope_json;
+        let envelope: sovra_oms::dsse::Envelope = serde_json::from_str(&text)
+            .map_err(|e| Status::invalid_argument(format!("envelope_json: not a DSSE envelope: {e}")))?;
+        self.call(Req::GrantException { envelope: Box::new(envelope) }, ReplyTx::Job).await.map(Response::new)
+    }
+
+    async fn events(
+        &self,
+        req: Request<sovra_api::v1::EventsRequest>,
+    ) -> Result<Response<sovra_api::v1::EventsResponse>, Status> {
+        let n = match req.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000) as usize,
+        };
+        Ok(Response::new(sovra_api::v1::EventsResponse { events: self.events(n) }))
+    }
+
     async fn reload(&self, _req: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
         self.call(Req::Reload, ReplyTx::Reload).await.map(Response::new)
     }

@@ -30,6 +30,8 @@ pub(crate) struct Changes {
     pub events: Vec<String>,
     /// A scheduling cycle is due.
     pub cycle: bool,
+    /// Events audited as they are, before the round's receipts (refused attempts, granted exceptions).
+    pub audit: Vec<(Option<JobId>, sovra_audit::AuditEvent)>,
 }
 
 /// The gRPC status of a refused lifecycle change: NOT_FOUND for an unknown job, FAILED_PRECONDITION otherwise.
@@ -140,6 +142,7 @@ impl Writer {
                 }
                 Ok(Outcome::Unit)
             }
+            Req::GrantException { envelope } => self.grant_exception(envelope, ch),
             #[cfg(feature = "fault-injection")]
             Req::Panic => panic!("fault injection: a request that panics inside the writer"),
         }
@@ -237,7 +240,8 @@ impl Writer {
             [("claimed_zone", &reg.claimed_zone, &pool.zone), ("claimed_pool", &reg.claimed_pool, &pool.id)]
         {
             if !claimed.is_empty() && claimed != actual {
-                ch.events.push(format!("node {identity} refused: claimed {field} {claimed:?}, enrolled in {actual:?}"));
+                let why = format!("claimed {field} {claimed:?}, enrolled in {actual:?}");
+                self.refused_attempt(ch, "node-zone-claim", &format!("node {identity}"), &why);
                 return Err(Status::permission_denied(format!(
                     "register.{field}: node {identity:?} is enrolled in {actual:?}, not {claimed:?}; a node's zone and \
                      pool come from the scheduler's cluster file, never from the node"

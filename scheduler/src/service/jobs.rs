@@ -119,6 +119,12 @@ pub(super) fn info(r: &JobRecord) -> JobInfo {
         preemption_records_json: serde_json::to_string(&r.preemption_records).unwrap_or_default(),
         ended_reason: r.ended_reason.clone().unwrap_or_default(),
         model: r.job.model.as_ref().map(ToString::to_string).unwrap_or_default(),
+        exception_json: r
+            .job
+            .exception
+            .as_ref()
+            .map(|w| serde_json::to_string(w).unwrap_or_default())
+            .unwrap_or_default(),
         runs: Vec::new(),
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Held {
     since_ms: u64,
     preemptions: u32,
     losses: u32,
+    /// The placement exception the job held when placed (its end receipt carries it too).
+    exception: Option<sovra_domain::Waiver>,
 }
 
 /// The writer's receipt state: the key, the audit head and what each placed job was last receipted as.
@@ -58,7 +60,14 @@ pub(crate) struct Pending {
 
 fn held_of(r: &JobRecord, since_ms: u64) -> Option<Held> {
     let decision = r.placement.clone().filter(|_| r.state.holds_resources())?;
-    Some(Held { attempt: r.attempt, decision, since_ms, preemptions: r.preemptions, losses: r.losses })
+    Some(Held {
+        attempt: r.attempt,
+        decision,
+        since_ms,
+        preemptions: r.preemptions,
+        losses: r.losses,
+        exception: r.job.exception.clone(),
+    })
 }
 
 impl Receipts {
@@ -74,13 +83,15 @@ impl Receipts {
         &self.key
     }
 
-    /// The receipts for the jobs a round changed (in id order), chained after the head; nothing changes until
-    /// [`Receipts::commit_written`].
+    /// The round's audit entries, chained after the head: first `notes` (refused attempts, granted exceptions:
+    /// events the writer audits as they are), then the receipts for the jobs the round changed (in id order).
+    /// Nothing changes until [`Receipts::commit_written`].
     pub fn round(
         &self,
         engine: &Engine,
         cluster: &ClusterConfig,
         ids: impl IntoIterator<Item = JobId>,
+        notes: &[(Option<JobId>, AuditEvent)],
         now_ms: u64,
     ) -> Result<Pending, String> {
         let mut ids: Vec<JobId> = ids.into_iter().collect();
@@ -88,6 +99,11 @@ impl Receipts {
         ids.dedup();
         let mut out = Pending::default();
         let mut head = self.head.clone();
+        for (job, ev) in notes {
+            let entry = sovra_audit::next_entry_at(&head, ev.clone(), now_ms / 1000).map_err(|e| e.to_string())?;
+            head = AuditHead::after(&entry);
+            out.entries.push((*job, entry));
+        }
         // Most rounds change no placement: the policy digest is computed only for one that does.
         let changed = |id: &JobId| {
             let now = engine
@@ -229,6 +245,10 @@ fn statement(
             "devices": rp.devices.iter().map(|d| json!({"device": d.device, "milli": d.milli})).collect::<Vec<_>>(),
             "residencyClass": {"name": class_name, "definition": class_doc.clone(), "digest": digest(class_doc)?},
             "satisfiesClass": violations.is_empty(),
+            "underException": held.exception.as_ref().map(|w| json!({
+                "id": w.id, "zone": w.zone, "requirement": w.requirement, "reason": w.reason,
+                "approvers": w.approvers, "expiresAt": w.expires_at_ms / 1000,
+            })),
             "violations": violations,
             "policyDigest": policy,
             "startedAt": start,
@@ -238,10 +258,16 @@ fn statement(
 }
 
 /// When a job's current placement started: the `started` of its last receipt in `store`'s log (0 when unknown).
+/// The job's other entries (its placement exceptions) are skipped.
 pub(crate) fn started_at(store: &dyn crate::store::Store, id: JobId) -> u64 {
-    let Some(last) = store.job_audit(id).ok().and_then(|v| v.last().copied()) else { return 0 };
-    let entry = store.audit_entries(last, 1).ok().and_then(|mut v| v.pop());
-    entry.and_then(|e| e.event.details["started"].as_u64()).unwrap_or(0)
+    let positions = store.job_audit(id).unwrap_or_default();
+    for &at in positions.iter().rev() {
+        let entry = store.audit_entries(at, 1).ok().and_then(|mut v| v.pop());
+        if let Some(e) = entry.filter(|e| e.event.kind == RECEIPT_KIND) {
+            return e.event.details["started"].as_u64().unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// A signed checkpoint of the audit head: what the scheduler's log held when a proof was made.

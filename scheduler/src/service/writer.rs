@@ -61,6 +61,8 @@ pub(crate) enum Req {
     Touch { ids: Vec<JobId> },
     /// Where model versions are available for inference (from the promotion service).
     Models { facts: Arc<sovra_domain::ModelAvailability> },
+    /// Grant a placement exception (break-glass).
+    GrantException { envelope: Box<sovra_oms::dsse::Envelope> },
     /// Test-only: panic inside the writer while applying this request.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -245,7 +247,7 @@ impl Writer {
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let touched = changes.jobs.iter().chain(&changes.archive).copied();
-        let receipts = self.receipts.round(&self.engine, &self.base, touched, now_ms);
+        let receipts = self.receipts.round(&self.engine, &self.base, touched, &changes.audit, now_ms);
         let mut batch = Batch {
             jobs: changes.jobs.iter().filter_map(|id| self.engine.job(*id).cloned()).collect(),
             archive: changes.archive.clone(),
@@ -343,6 +345,7 @@ impl Writer {
                     self.sweep(now, &mut changes);
                 }
                 self.retire(&mut changes);
+                self.expire_exceptions(&mut changes);
                 if changes.cycle {
                     self.cycle(&mut changes);
                 }

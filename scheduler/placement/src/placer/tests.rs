@@ -32,6 +32,7 @@ fn job(name: &str, replicas: u32, gpus: u32, milli: u32, cpu: u64) -> Job {
         nvlink: NvlinkWish::None,
         run: None,
         model: None,
+        exception: None,
     }
 }
 
