@@ -37,6 +37,10 @@ enum Command {
         /// A second file that keeps the audit head (see docs/registry.md).
         #[arg(long, env = "SOVRA_AUDIT_WITNESS", hide_env_values = true, value_name = "FILE")]
         audit_witness: Option<PathBuf>,
+        /// Serve Prometheus metrics (`/metrics`: `sovra_promotion_refusals_total{attempt}`, every refused attempt
+        /// to move a model across a border; alert on any increase) over plain HTTP on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Print a new random bearer token and its SHA-256 for `service.clients[].token_sha256`.
     Token,
@@ -56,15 +60,15 @@ fn random_token() -> Result<String, String> {
 }
 
 fn run(cli: Cli) -> Result<(), (u8, String)> {
-    let (registry, promotion_config, listen, audit_witness) = match cli.command {
+    let (registry, promotion_config, listen, audit_witness, metrics_listen) = match cli.command {
         Command::Token => {
             let t = random_token().map_err(|m| fail(1, m))?;
             println!("token: {t}");
             println!("token_sha256: {}", sovra_promotion_server::auth::token_hash(&t));
             return Ok(());
         }
-        Command::Serve { registry, promotion_config, listen, audit_witness } => {
-            (registry, promotion_config, listen, audit_witness)
+        Command::Serve { registry, promotion_config, listen, audit_witness, metrics_listen } => {
+            (registry, promotion_config, listen, audit_witness, metrics_listen)
         }
     };
     let config = PromotionConfig::load(&promotion_config).map_err(|m| fail(2, m))?;
@@ -116,6 +120,14 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             tokio::net::TcpListener::bind(&listen).await.map_err(|e| fail(2, format!("--listen {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| fail(1, e.to_string()))?;
         println!("sovra-promotion listening on https://{addr}");
+        if let Some(m) = metrics_listen {
+            let l =
+                tokio::net::TcpListener::bind(&m).await.map_err(|e| fail(2, format!("--metrics-listen {m}: {e}")))?;
+            let maddr = l.local_addr().map_err(|e| fail(1, e.to_string()))?;
+            println!("metrics on http://{maddr}/metrics");
+            let refusals = p.refusals.clone();
+            tokio::spawn(sovra_promotion_server::server::serve_metrics(l, refusals));
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         serve(listener, p, opts, async {

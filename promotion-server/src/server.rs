@@ -331,3 +331,18 @@ pub async fn serve(
         .await
         .map_err(|e| format!("the gRPC server stopped: {e}"))
 }
+
+/// Serves `/metrics` (the refused attempts, Prometheus text format) over plain HTTP on `listener`, until the
+/// process ends.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, refusals: Arc<sovra_promotion::refusals::Refusals>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let r = refusals.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], r.render()) }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("error: the metrics server stopped: {e}");
+    }
+}

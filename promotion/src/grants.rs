@@ -154,6 +154,14 @@ impl Promoter {
     /// expired, valid no longer than `approvals.max_age`, naming its approver as the config does — and records it.
     /// `actor` (the caller's identity) is the audit entry's actor. Nothing is recorded unless every check passes.
     pub fn record_approval(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
+        self.check_approval(env, actor).inspect_err(|e| {
+            if let PromoteError::Verification(m) = e {
+                self.refused_attempt("approval-refused", "approval", m, false);
+            }
+        })
+    }
+
+    fn check_approval(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
         let keyid = env.keyid().unwrap_or("").to_string();
         let a = self.config.approvers.iter().find(|a| a.hint == keyid).ok_or_else(|| {
             refused(format!(
@@ -285,6 +293,14 @@ impl Promoter {
     /// later than now (plus [`CLOCK_SKEW_SECS`]), not expired, lasting no longer than `exceptions.max_ttl` — and
     /// records it. `actor` (the caller's identity) is the audit entry's actor.
     pub fn record_exception(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
+        self.verify_and_record_exception(env, actor).inspect_err(|e| {
+            if let PromoteError::Verification(m) = e {
+                self.refused_attempt("exception-refused", "exception", m, false);
+            }
+        })
+    }
+
+    fn verify_and_record_exception(&self, env: &Envelope, actor: &str) -> Res<SignedRecord> {
         let keyid = env.keyid().unwrap_or("").to_string();
         let admin = self.config.admins.iter().find(|a| a.hint == keyid).ok_or_else(|| {
             refused(format!(

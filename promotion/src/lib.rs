@@ -17,6 +17,7 @@ mod promote;
 mod push;
 mod reading;
 pub mod receipts;
+pub mod refusals;
 pub mod service;
 pub mod service_config;
 pub mod withdraw;

@@ -69,7 +69,9 @@ impl Promoter {
         actor: &str,
     ) -> Res<(VersionRecord, DataZone)> {
         let v = self.registry.resolve(model, reference)?;
-        let dz = self.pull_zone(&v, from)?;
+        let dz = self.pull_zone(&v, from).inspect_err(|e| {
+            self.refused_attempt("pull-refused", &format!("{}@{}", v.model, v.digest), &e.to_string(), false)
+        })?;
         if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(bad(format!(
                 "{}: exists and is not an empty directory; choose a new directory",

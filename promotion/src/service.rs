@@ -220,6 +220,8 @@ pub struct Promoter {
     pub gates: Gates,
     now: Option<u64>,
     pub(crate) blob_locks: crate::locks::BlobLocks,
+    /// Refused attempts, by attempt (the service's `/metrics`).
+    pub refusals: std::sync::Arc<crate::refusals::Refusals>,
 }
 
 fn zone_doc(z: &sovra_domain::Zone) -> Value {
@@ -232,7 +234,15 @@ impl Promoter {
         config.check_zones(&cluster).map_err(bad)?;
         registry.use_stores(&config.stores).map_err(|e| bad(format!("{}: stores: {e}", config.path.display())))?;
         let gates = Gates::load(config.policies.as_deref()).map_err(bad)?;
-        Ok(Promoter { registry, config, cluster, gates, now: None, blob_locks: Default::default() })
+        Ok(Promoter {
+            registry,
+            config,
+            cluster,
+            gates,
+            now: None,
+            blob_locks: Default::default(),
+            refusals: Default::default(),
+        })
     }
 
     /// Fixes the clock (tests, and replaying a decision as of a past time).
@@ -321,6 +331,15 @@ impl Promoter {
         };
         if let Err(e) = self.registry.audit(event) {
             return PromoteError::BadInput(format!("the denial could not be audited: {e}"));
+        }
+        for g in &failed {
+            let why = g.reasons.join("; ");
+            self.refused_attempt(
+                &format!("promotion-denied:{}", g.gate),
+                &format!("{}@{}", v.model, v.digest),
+                &why,
+                true,
+            );
         }
         PromoteError::Denied {
             subject: format!("{}@{}", v.model, short(&v.digest)),

@@ -136,8 +136,13 @@ async fn admin_views_reload_watch_and_metrics() {
     assert_eq!((r.nodes, r.pools, r.requeued.len()), (2, 2, 0));
     let seen = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.unwrap().unwrap().unwrap();
     assert_eq!((seen.id, seen.state.as_str()), (id2, "placed"));
-    // Moving fr-a into the US-owned zone's pool requeues what ran there (eu-restricted may not run in us-de).
+    // Moving fr-a into the US-owned zone's pool is refused: a reload never moves a node across a border.
     std::fs::write(&file, CLUSTER.replace("{name: fr-a, pool: train-fr,", "{name: fr-a, pool: train-de,")).unwrap();
+    let e = admin.reload(authed(ReloadRequest {})).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("moves node fr-a from zone fr to zone us-de"), "{}", e.message());
+    // fr's operator becoming US-owned requeues what ran there (eu-restricted may not run under the CLOUD Act).
+    std::fs::write(&file, CLUSTER.replace("operator: o, operator_hq: FR", "operator: o, operator_hq: US")).unwrap();
     let r = admin.reload(authed(ReloadRequest {})).await.unwrap().into_inner();
     assert_eq!(r.requeued, vec![id, id2]);
     jobs.cancel(authed(CancelRequest { id })).await.unwrap();

@@ -379,6 +379,24 @@ impl Writer {
             return Err(Status::failed_precondition("this scheduler was not started from a cluster file"));
         };
         let base = ClusterConfig::load(&path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A node's zone is part of its enrolment: a reload never moves a node across a border (remove it in one
+        // reload, enrol it again in another, each audited).
+        let zone_of = |c: &ClusterConfig, pool: &str| c.pools.iter().find(|p| p.id == pool).map(|p| p.zone.clone());
+        for n in &base.nodes {
+            let Some(old) = self.position(&n.name).map(|i| &self.base.nodes[i]) else { continue };
+            let (was, now) = (zone_of(&self.base, &old.pool), zone_of(&base, &n.pool));
+            if was != now {
+                let (was, now) = (was.unwrap_or_default(), now.unwrap_or_default());
+                let why = format!(
+                    "the file moves node {} from zone {was} to zone {now}; a node changes zone only by removing it from \
+                     the cluster file (one reload) and enrolling it again (another)",
+                    n.name
+                );
+                self.refused_attempt(ch, "reload-moves-node", &format!("node {}", n.name), &why);
+                return Err(Status::failed_precondition(format!("reload refused: {why}; nothing was changed")));
+            }
+        }
+        let policy_before = super::receipts::policy_digest(&self.base).unwrap_or_default();
         let enrolled: BTreeSet<String> = base.nodes.iter().map(|n| n.name.clone()).collect();
         let mut reported = self.reported.clone();
         reported.retain(|n, _| enrolled.contains(n));
@@ -399,6 +417,17 @@ impl Writer {
             self.stop_why.insert(*j, "requeued: its placement no longer fits the reloaded configuration".into());
         }
         tracing::info!(file = %path.display(), ?requeued, "configuration reloaded");
+        let details = serde_json::json!({"file": path.display().to_string(), "policyBefore": policy_before,
+            "policyAfter": super::receipts::policy_digest(&base).unwrap_or_default(), "requeued": requeued});
+        ch.audit.push((
+            None,
+            sovra_audit::AuditEvent {
+                kind: "reload".into(),
+                subject: "cluster file".into(),
+                actor: "operator".into(),
+                details,
+            },
+        ));
         self.positions = positions(&base);
         self.base = base;
         self.cluster = cluster;
