@@ -2,7 +2,7 @@
 //!
 //! The messages the `sovra` CLI prints with `-o json` derive `serde::Serialize`, so their JSON is the messages'
 //! own fields (proto names). The API has no enums, so no field needs a number-to-name mapping; the fields that
-//! carry JSON as text (`explanation_json`, `blockers_json`, `preemption_records_json`, `rules_json`) are written as
+//! carry JSON as text (`explanation_json`, `blockers_json`, `preemption_records_json`, `exception_json`, `rules_json`) are written as
 //! the JSON they hold, under the names without `_json` (`explanation`, `blockers`, `preemption_records`, `rules`).
 
 /// The messages `sovra … -o json` prints.
@@ -38,6 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .field_attribute(
             ".sovra.v1.JobInfo.preemption_records_json",
             r#"#[serde(rename = "preemption_records", serialize_with = "crate::json_text")]"#,
+        )
+        .field_attribute(
+            ".sovra.v1.JobInfo.exception_json",
+            r#"#[serde(rename = "exception", serialize_with = "crate::json_text")]"#,
         )
         .field_attribute(
             ".sovra.v1.ClassInfo.rules_json",

@@ -28,6 +28,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         ended_reason: String::new(),
         runs: vec![sovra_api::v1::ReplicaStatus { job: 7, state: "running".into(), ..Default::default() }],
         model: "radiology@3f9c2a1b".into(),
+        exception_json: String::new(),
     };
     let v = serde_json::to_value(&job).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -36,6 +37,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
         [
             "blockers",
             "ended_reason",
+            "exception",
             "explanation",
             "explanation_summary",
             "id",
@@ -55,6 +57,7 @@ fn job_json_keeps_the_cli_field_names_and_embeds_the_explanation() {
     assert_eq!(v["explanation"]["filters"][0]["rejected_nodes"], 3);
     assert_eq!(v["blockers"][0]["position"], 2);
     assert_eq!(v["preemption_records"][0]["by"], 9);
+    assert!(v["exception"].is_null(), "no exception: null");
     assert_eq!(v["replicas"][0]["devices"], serde_json::json!([0, 1]));
     assert_eq!(v["replicas"][0]["milli_per_device"], 1000);
     assert_eq!(v["runs"][0]["state"], "running");

@@ -67,21 +67,39 @@ pub fn setup() -> Tour {
 }
 
 pub fn start(t: &Tour) -> Service {
+    start_with(t, &[]).0
+}
+
+/// [`start`] with `--metrics-listen` too: the service and its `/metrics` address (`host:port`).
+pub fn start_with_metrics(t: &Tour) -> (Service, String) {
+    let (s, mut lines) = start_with(t, &["--metrics-listen", "127.0.0.1:0"]);
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let addr = line.trim().trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "no metrics line: {line:?}");
+    // Keep reading what it prints, so that its stdout never closes under it.
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    (s, addr)
+}
+
+fn start_with(t: &Tour, extra: &[&str]) -> (Service, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(server_binary())
         .current_dir(t.p(""))
         .args(["serve", "--listen", "127.0.0.1:0", "--registry"])
         .arg(t.p("service-registry"))
         .arg("--promotion-config")
         .arg(t.p("service.yaml"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    lines.read_line(&mut line).unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().replace("127.0.0.1", "localhost");
     assert!(url.starts_with("https://localhost:"), "no listening line: {line:?}");
-    Service { child, url }
+    (Service { child, url }, lines)
 }
 
 /// `sovra ARGS` against the service as a token client.
