@@ -5,6 +5,10 @@
 use crate::{Engine, JobError, JobId, JobState, still_permitted};
 use sovra_domain::Waiver;
 
+/// What [`Engine::expire_exceptions`] did: the jobs released and requeued (with why), and every job whose waiver
+/// ended (with the waiver).
+pub type Expired = (Vec<(JobId, String)>, Vec<(JobId, Waiver)>);
+
 impl Engine {
     /// Grants `waiver` to job `id`: from the next cycle on its replicas may also go to the waiver's zone. A job
     /// refused at submit for want of a compliant home is requeued (the waiver may give it one); a job that
@@ -27,6 +31,7 @@ impl Engine {
             _ => {}
         }
         r.job.exception = Some(waiver);
+        self.excepted.insert(id);
         self.verdicts.clear();
         self.dirty = true;
         Ok(())
@@ -35,18 +40,22 @@ impl Engine {
     /// Ends every waiver that expired at `now_ms` (its `expires_at_ms` is not after it). A job that holds resources
     /// in a zone only its waiver permitted is released and requeued; it is returned with the reason, for the
     /// caller to stop its replicas and record it. A job that no longer needs its waiver keeps running. Returns
-    /// the released jobs and, separately, every job whose waiver ended.
-    pub fn expire_exceptions(&mut self, now_ms: u64) -> (Vec<(JobId, String)>, Vec<JobId>) {
-        let ended: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|r| r.job.exception.as_ref().is_some_and(|w| w.expires_at_ms <= now_ms))
-            .map(|r| r.id)
-            .collect();
+    /// the released jobs and, separately, every job whose waiver ended, with the waiver. Costs the jobs holding a
+    /// waiver, not all jobs.
+    pub fn expire_exceptions(&mut self, now_ms: u64) -> Expired {
         let mut released = Vec::new();
-        for &id in &ended {
-            let r = self.jobs.get_mut(&id).expect("listed above");
-            let w = r.job.exception.take().expect("listed above");
+        let mut ended = Vec::new();
+        let held: Vec<JobId> = self.excepted.iter().copied().collect();
+        for id in held {
+            let Some(r) = self.jobs.get_mut(&id) else {
+                self.excepted.remove(&id); // archived
+                continue;
+            };
+            if r.job.exception.as_ref().is_none_or(|w| w.expires_at_ms > now_ms) {
+                continue;
+            }
+            let w = r.job.exception.take().expect("checked above");
+            self.excepted.remove(&id);
             let topo = self.state.topology();
             let outside =
                 r.state.holds_resources() && r.placement.as_ref().is_some_and(|d| !still_permitted(topo, &r.job, d));
@@ -54,6 +63,7 @@ impl Engine {
                 released
                     .push((id, format!("placement exception {} (zone {}, {}) expired", w.id, w.zone, w.requirement)));
             }
+            ended.push((id, w));
         }
         for (id, _) in &released {
             self.release(*id);
@@ -70,6 +80,6 @@ impl Engine {
 
     /// The earliest expiry of a waiver held by any job (milliseconds), for a caller that wakes to expire it.
     pub fn next_exception_expiry(&self) -> Option<u64> {
-        self.jobs.values().filter_map(|r| r.job.exception.as_ref().map(|w| w.expires_at_ms)).min()
+        self.excepted.iter().filter_map(|id| self.jobs.get(id)?.job.exception.as_ref().map(|w| w.expires_at_ms)).min()
     }
 }

@@ -53,6 +53,7 @@ use std::collections::BTreeMap;
 mod blocking;
 mod cycle;
 mod exceptions;
+pub use exceptions::Expired;
 mod explain;
 mod models;
 mod nodes;
@@ -94,6 +95,8 @@ pub struct Engine {
     held: Usage,
     /// Where model versions are available for inference (kept across [`Engine::rebuild`]).
     models: std::sync::Arc<sovra_domain::ModelAvailability>,
+    /// The jobs holding a placement exception (so that expiry costs those, not every job).
+    excepted: std::collections::BTreeSet<JobId>,
 }
 
 /// Per queue: (GPU milli, CPU, memory) held, and GPU milli held per pool.
@@ -198,6 +201,7 @@ impl Engine {
             now_ms: 0,
             held: Usage::new(),
             models: std::sync::Arc::default(),
+            excepted: std::collections::BTreeSet::new(),
         })
     }
 
@@ -245,6 +249,9 @@ impl Engine {
             }
             if r.state != JobState::Refused {
                 e.placer.observe_admitted(&r.job);
+            }
+            if r.job.exception.is_some() {
+                e.excepted.insert(r.id);
             }
             e.jobs.insert(r.id, r);
         }

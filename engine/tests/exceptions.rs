@@ -89,7 +89,7 @@ fn a_waiver_places_a_job_in_one_zone_until_it_expires() {
     assert_eq!(e.expire_exceptions(9_999), (vec![], vec![]));
     // Expired: released and requeued; the HDS zone is still full, so it waits.
     let (released, ended) = e.expire_exceptions(10_000);
-    assert_eq!(ended, [b]);
+    assert_eq!(ended.iter().map(|e| e.0).collect::<Vec<_>>(), [b]);
     assert_eq!(released.len(), 1);
     assert!(released[0].1.contains("placement exception 00112233aabbccdd (zone plain, certification:HDS) expired"));
     assert!(e.job(b).unwrap().job.exception.is_none());

@@ -264,17 +264,12 @@ impl Writer {
         if self.engine.next_exception_expiry().is_none_or(|t| t > now_ms) {
             return;
         }
-        let before: Vec<(JobId, Waiver)> = self
-            .engine
-            .jobs()
-            .filter_map(|r| r.job.exception.clone().filter(|w| w.expires_at_ms <= now_ms).map(|w| (r.id, w)))
-            .collect();
         let (released, ended) = self.engine.expire_exceptions(now_ms);
         for (id, why) in &released {
             ch.events.push(format!("job {id}: {why}: its replicas there are stopped and it is requeued"));
             self.stop_why.insert(*id, why.clone());
         }
-        for (id, w) in before.into_iter().filter(|(id, _)| ended.contains(id)) {
+        for (id, w) in ended {
             let requeued = released.iter().any(|(r, _)| *r == id);
             let details = json!({"event": "expired", "id": w.id, "job": id, "zone": w.zone,
                                  "requirement": w.requirement, "requeued": requeued});
