@@ -109,6 +109,34 @@ struct ServeArgs {
     /// How often to ask the promotion service where models are, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     models_poll_ms: u64,
+    // High availability on etcd (docs/etcd.md).
+    /// Where the state lives: `sled` (embedded, `--data DIR`; without `--data`, memory) or `etcd` (an etcd v3
+    /// cluster, `--etcd-endpoints`; replicas elect a leader, the others stand by).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sled)]
+    store: StoreKind,
+    /// The etcd cluster's client URLs, comma-separated (`--store etcd`).
+    #[arg(long, value_delimiter = ',', value_name = "URL,…")]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of this scheduler's state in etcd (one prefix per Sovra cluster).
+    #[arg(long, default_value = sovra_scheduler::store::etcd_backend::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// The leader's etcd lease, milliseconds (rounded up to whole seconds): a standby takes over this long after
+    /// the leader stopped renewing it.
+    #[arg(long, default_value_t = sovra_scheduler::leadership::DEFAULT_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(1000..=60_000))]
+    lease_ttl_ms: u64,
+    /// The address clients reach this replica on, recorded in etcd while it leads (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+}
+
+/// `--store`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// sled (embedded).
+    Sled,
+    /// etcd v3.
+    Etcd,
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -143,7 +171,18 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         promotion_ca,
         promotion_token,
         models_poll_ms,
+        store: store_kind,
+        etcd_endpoints,
+        etcd_prefix,
+        lease_ttl_ms,
+        advertise,
     } = a;
+    if store_kind == StoreKind::Etcd && (data.is_some() || recover) {
+        return Err(bad("--store etcd keeps the state in etcd: drop --data and --recover".into()));
+    }
+    if store_kind == StoreKind::Sled && !etcd_endpoints.is_empty() {
+        return Err(bad("--etcd-endpoints needs --store etcd".into()));
+    }
     if let Some(p) = &promotion_server
         && !(p.starts_with("https://") || p.starts_with("http://"))
     {
@@ -163,7 +202,22 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     };
     let ca = tls_dir.as_ref().map(|d| TlsDir(d.clone()).ca());
     let tls = tls_dir.map(|d| TlsDir(d).server_config()).transpose().map_err(bad)?;
+    // The listener first: a replica that cannot listen never campaigns.
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
+    let mut etcd = None;
     let store = match &data {
+        None if store_kind == StoreKind::Etcd => {
+            let s = std::sync::Arc::new(
+                sovra_scheduler::store::EtcdStore::open(&etcd_endpoints, &etcd_prefix).map_err(bad)?,
+            );
+            let me = advertise.clone().unwrap_or_else(|| addr.to_string());
+            let won = sovra_scheduler::leadership::campaign(&s, &me, Duration::from_millis(lease_ttl_ms))
+                .await
+                .map_err(|m| (1, m))?;
+            etcd = Some((s.clone(), won));
+            Some(Box::new(s) as Box<dyn Store>)
+        }
         None => None,
         Some(d) if recover => {
             let (store, damage) = SledStore::open_recover(d).map_err(|m| (1, m))?;
@@ -191,8 +245,12 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         models,
     };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
+    if let Some((s, won)) = etcd {
+        tokio::spawn(async move {
+            let why = sovra_scheduler::leadership::hold(&s, &won).await;
+            sovra_scheduler::leadership::step_down(&s, &why);
+        });
+    }
     let token = match token {
         Some(t) if !t.is_empty() => t,
         _ => sovra_scheduler::service::random_token().map_err(|m| (1, m))?,

@@ -268,3 +268,37 @@ impl Store for MemoryStore {
         Ok(self.lock()?.by_job.get(&job).cloned().unwrap_or_default())
     }
 }
+
+/// A shared store (the etcd store is shared by the writer and the leadership task).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn load(&self) -> Result<Vec<JobRecord>, StoreError> {
+        (**self).load()
+    }
+    fn load_nodes(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
+        (**self).load_nodes()
+    }
+    fn manifest(&self) -> Manifest {
+        (**self).manifest()
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+    fn archived(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        (**self).archived(id)
+    }
+    fn events(&self, n: usize) -> Vec<String> {
+        (**self).events(n)
+    }
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        (**self).audit_head()
+    }
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        (**self).audit_entries(from, limit)
+    }
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        (**self).job_audit(job)
+    }
+}

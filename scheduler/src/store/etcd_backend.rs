@@ -20,7 +20,9 @@ mod codec;
 
 use super::{Batch, EVENTS_KEPT, Manifest, NodeRecord, Store, StoreError};
 use codec::{Meta, num_key, seal, unseal};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use sovra_audit::{AuditEntry, AuditHead};
 use sovra_engine::{JobId, JobRecord};
 use std::collections::BTreeSet;
@@ -79,7 +81,10 @@ impl EtcdStore {
     pub fn open(endpoints: &[String], prefix: &str) -> Result<EtcdStore, String> {
         let joined = endpoints.join(",");
         if endpoints.is_empty() || endpoints.iter().any(|e| e.trim().is_empty()) {
-            return Err("--etcd-endpoints: give one or more etcd client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379".into());
+            return Err(
+                "--etcd-endpoints: give one or more etcd client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379"
+                    .into(),
+            );
         }
         for e in endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) || e.parse::<tonic::transport::Uri>().is_err() {
@@ -109,7 +114,9 @@ impl EtcdStore {
             fence: Mutex::new(None),
         };
         store.refresh().map_err(|e| {
-            format!("--etcd-endpoints {joined}: etcd does not answer with a quorum ({e}); start its members or fix the flag")
+            format!(
+                "--etcd-endpoints {joined}: etcd is unreachable or has no quorum ({e}); start its members or fix the flag"
+            )
         })?;
         Ok(store)
     }
@@ -159,26 +166,33 @@ impl EtcdStore {
         let meta_key = self.key("meta");
         let (job, arc) = (self.key("job/"), self.key("arc/"));
         let mut c = self.client.clone();
-        let (meta, ids) = self.run(async move {
-            let m = c.get(meta_key, None).await?;
-            let mut ids = Vec::new();
-            for p in [job, arc] {
-                let r = c.get(p.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
-                ids.extend(r.kvs().iter().map(|kv| (p.len(), kv.key().to_vec())));
-            }
-            Ok::<_, etcd_client::Error>((m.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec())), ids))
-        })?
-        .map_err(|e| backend("reading the manifest", e))?;
+        let (meta, ids) = self
+            .run(async move {
+                let m = c.get(meta_key, None).await?;
+                let mut ids = Vec::new();
+                for p in [job, arc] {
+                    let r = c.get(p.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
+                    ids.extend(r.kvs().iter().map(|kv| (p.len(), kv.key().to_vec())));
+                }
+                Ok::<_, etcd_client::Error>((m.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec())), ids))
+            })?
+            .map_err(|e| backend("reading the manifest", e))?;
         let mut known = BTreeSet::new();
         for (skip, k) in ids {
             let id = std::str::from_utf8(&k[skip..]).ok().and_then(|s| s.parse::<JobId>().ok());
-            known.insert(id.ok_or_else(|| StoreError::Damaged(format!("etcd: a job key {:?} is not a job id", String::from_utf8_lossy(&k))))?);
+            known.insert(id.ok_or_else(|| {
+                StoreError::Damaged(format!("etcd: a job key {:?} is not a job id", String::from_utf8_lossy(&k)))
+            })?);
         }
         let (meta_rev, meta) = match meta {
             None => (0, Meta::default()),
             Some((rev, v)) => {
                 let json = unseal(&v).map_err(|why| StoreError::Damaged(format!("etcd: the manifest: {why}")))?;
-                (rev, serde_json::from_slice(json).map_err(|e| StoreError::Damaged(format!("etcd: the manifest: {e}")))?)
+                (
+                    rev,
+                    serde_json::from_slice(json)
+                        .map_err(|e| StoreError::Damaged(format!("etcd: the manifest: {e}")))?,
+                )
             }
         };
         *self.lock()? = State { meta_rev, meta, known };
@@ -192,7 +206,10 @@ impl EtcdStore {
         let r = self
             .run(async move { c.get(key, Some(opts)).await })?
             .map_err(|e| backend(&format!("reading {rest}"), e))?;
-        Ok(r.kvs().iter().map(|kv| (String::from_utf8_lossy(&kv.key()[skip..]).into_owned(), kv.value().to_vec())).collect())
+        Ok(r.kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(&kv.key()[skip..]).into_owned(), kv.value().to_vec()))
+            .collect())
     }
 
     fn decode<T: serde::de::DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, StoreError> {
@@ -215,13 +232,17 @@ impl EtcdStore {
     }
 
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
-        let fence = self.fence.lock().map_err(|_| StoreError::Backend("etcd store: fence lock poisoned".into()))?.clone();
+        let fence =
+            self.fence.lock().map_err(|_| StoreError::Backend("etcd store: fence lock poisoned".into()))?.clone();
         let mut st = self.lock()?;
         let m = st.meta.manifest;
         for (i, (_, e)) in batch.audit.iter().enumerate() {
             let expected = m.audit_entries + i as u64;
             if e.seq != expected {
-                return Err(StoreError::Backend(format!("audit entry {} does not follow the log's {expected} entries", e.seq)));
+                return Err(StoreError::Backend(format!(
+                    "audit entry {} does not follow the log's {expected} entries",
+                    e.seq
+                )));
             }
         }
         let mut ops = Vec::new();
@@ -310,7 +331,9 @@ impl EtcdStore {
                 None => {}
             }
         }
-        StoreError::Fenced("etcd: write refused: another writer committed to this store since this replica last read it".into())
+        StoreError::Fenced(
+            "etcd: write refused: another writer committed to this store since this replica last read it".into(),
+        )
     }
 }
 
@@ -378,10 +401,8 @@ impl Store for EtcdStore {
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(i64::try_from(n).unwrap_or(i64::MAX));
         let Ok(got) = self.get_prefix("ev/", opts) else { return vec![] };
-        let mut out: Vec<String> = got
-            .iter()
-            .filter_map(|(_, v)| unseal(v).ok().map(|b| String::from_utf8_lossy(b).into_owned()))
-            .collect();
+        let mut out: Vec<String> =
+            got.iter().filter_map(|(_, v)| unseal(v).ok().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
         out.reverse();
         out
     }
@@ -398,9 +419,7 @@ impl Store for EtcdStore {
         if limit == 0 {
             return Ok(vec![]);
         }
-        let opts = GetOptions::new()
-            .with_range(self.key("au0"))
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let opts = GetOptions::new().with_range(self.key("au0")).with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let start = num_key("au/", from);
         let mut out = Vec::new();
         for (k, v) in self.get_prefix(&start, opts)? {

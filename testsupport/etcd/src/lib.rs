@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// No binary.
-    #[error("the etcd binary is not at {0}; install Debian's etcd-server (`apt-get install -y etcd-server`, what .ci/run does) or point SOVRA_ETCD at one")]
+    #[error(
+        "the etcd binary is not at {0}; install Debian's etcd-server (`apt-get install -y etcd-server`, what .ci/run does) or point SOVRA_ETCD at one"
+    )]
     Missing(PathBuf),
     /// A file, port or process could not be set up.
     #[error("etcd test cluster: {0}")]
@@ -81,7 +83,12 @@ impl EtcdCluster {
         let dir = tempfile::tempdir().map_err(|e| EtcdError::Io(format!("temporary directory: {e}")))?;
         let mut members = Vec::new();
         for i in 0..n {
-            members.push(Member { name: format!("m{i}"), client_port: free_port()?, peer_port: free_port()?, child: None });
+            members.push(Member {
+                name: format!("m{i}"),
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                child: None,
+            });
         }
         let token = format!("sovra-test-{}-{}", std::process::id(), dir.path().display().to_string().len());
         let mut c = EtcdCluster { bin, dir, members, token };
