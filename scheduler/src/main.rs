@@ -45,6 +45,38 @@ enum Command {
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
+    /// Write a consistent, checksummed backup of the etcd store (docs/etcd.md).
+    Backup {
+        /// The etcd store.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// The backup file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty etcd store (every replica stopped).
+    Restore {
+        /// The etcd store.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Where the etcd store is (`backup`, `restore`).
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// The etcd cluster's client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "URL,…", required = true)]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of the scheduler's state.
+    #[arg(long, default_value = sovra_scheduler::store::etcd_backend::DEFAULT_PREFIX)]
+    etcd_prefix: String,
 }
 
 /// `sovra-scheduler serve`.
@@ -149,6 +181,28 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
             for n in &nodes {
                 println!("node {n}: {}", tls.node(n).0.display());
             }
+            return Ok(());
+        }
+        Command::Backup { etcd, out } => {
+            let s = sovra_scheduler::store::EtcdStore::open(&etcd.etcd_endpoints, &etcd.etcd_prefix).map_err(bad)?;
+            let h = sovra_scheduler::store::etcd_backend::backup::backup(&s, &out).map_err(|m| (1, m))?;
+            println!(
+                "backup: {} keys at etcd revision {} -> {} (sha256 {})",
+                h.keys,
+                h.revision,
+                out.display(),
+                h.sha256
+            );
+            return Ok(());
+        }
+        Command::Restore { etcd, from, force } => {
+            let s = sovra_scheduler::store::EtcdStore::open(&etcd.etcd_endpoints, &etcd.etcd_prefix).map_err(bad)?;
+            let h = sovra_scheduler::store::etcd_backend::backup::restore(&s, &from, force).map_err(bad)?;
+            let m = s.manifest();
+            println!(
+                "restore: {} keys from revision {} of etcd cluster {:x}: {} jobs, last id {}",
+                h.keys, h.revision, h.cluster_id, m.jobs, m.last_id
+            );
             return Ok(());
         }
         Command::Serve(a) => *a,

@@ -16,6 +16,7 @@
 //! write: members must run with `--max-txn-ops 65536 --max-request-bytes 33554432` (docs/etcd.md). A batch over
 //! the members' limits is refused by etcd and reported; nothing of it is written.
 
+pub mod backup;
 mod codec;
 
 use super::{Batch, EVENTS_KEPT, Manifest, NodeRecord, Store, StoreError};
@@ -337,13 +338,18 @@ impl EtcdStore {
     }
 }
 
-/// Spawns `f` on `rt` and waits for it without entering the runtime (so that it works inside async code too).
+/// Spawns `f` on `rt` and waits for it on a plain channel, without entering the runtime, so that it works from
+/// any thread, inside async code too (polling a join handle there would spin on tokio's cooperative budget).
 fn block<F>(rt: &tokio::runtime::Runtime, f: F) -> Result<F::Output, String>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    futures_executor::block_on(rt.spawn(f)).map_err(|e| format!("etcd store: its task failed: {e}"))
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().map_err(|_| "etcd store: its task failed".to_string())
 }
 
 impl Drop for EtcdStore {
