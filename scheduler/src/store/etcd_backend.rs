@@ -284,22 +284,50 @@ impl EtcdStore {
             version: 1,
             manifest: Manifest { audit_entries: m.audit_entries + batch.audit.len() as u64, ..next },
             events_next,
+            commits: st.meta.commits + 1,
         };
-        ops.push(TxnOp::put(self.key("meta"), Self::seal_json("the manifest", &meta)?, None));
+        let sealed_meta = Self::seal_json("the manifest", &meta)?;
+        ops.push(TxnOp::put(self.key("meta"), sealed_meta.clone(), None));
         let mut when = vec![Compare::mod_revision(self.key("meta"), CompareOp::Equal, st.meta_rev)];
         if let Some(f) = &fence {
             when.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.create_revision));
         }
         let txn = Txn::new().when(when).and_then(ops);
-        let mut c = self.client.clone();
-        let r = self.run(async move { c.txn(txn).await })?.map_err(|e| backend("committing a batch", e))?;
-        if !r.succeeded() {
-            drop(st);
-            return Err(self.why_refused(fence));
-        }
-        let rev = r.header().map(|h| h.revision()).unwrap_or_default();
+        // A request to a member that just died fails in transport; the client then routes to another. The retry is
+        // safe: it is conditioned like the first attempt, and if that one was applied after all, `meta` holds
+        // exactly this commit's value.
+        let mut retried = false;
+        let rev = loop {
+            let (mut c, t) = (self.client.clone(), txn.clone());
+            match self.run(async move { c.txn(t).await })? {
+                Ok(r) if r.succeeded() => break r.header().map(|h| h.revision()).unwrap_or_default(),
+                Ok(_) if retried => match self.applied(&sealed_meta) {
+                    Some(rev) => break rev,
+                    None => {
+                        drop(st);
+                        return Err(self.why_refused(fence));
+                    }
+                },
+                Ok(_) => {
+                    drop(st);
+                    return Err(self.why_refused(fence));
+                }
+                Err(e) if !retried => {
+                    tracing::warn!(error = %e, "etcd: a commit failed in transport; retrying once");
+                    retried = true;
+                }
+                Err(e) => return Err(backend("committing a batch", e)),
+            }
+        };
         *st = State { meta_rev: rev, meta, known };
         Ok(())
+    }
+
+    /// The mod revision of `meta` if it holds `sealed` (a retried commit's first attempt was applied).
+    fn applied(&self, sealed: &[u8]) -> Option<i64> {
+        let (mut c, k) = (self.client.clone(), self.key("meta"));
+        let r = self.run(async move { c.get(k, None).await }).ok()?.ok()?;
+        r.kvs().first().filter(|kv| kv.value() == sealed).map(|kv| kv.mod_revision())
     }
 
     /// Why a conditioned commit was refused: the fence (another replica leads) or another writer.

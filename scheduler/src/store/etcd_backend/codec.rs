@@ -15,6 +15,10 @@ pub(crate) struct Meta {
     pub manifest: Manifest,
     /// The next event line's number.
     pub events_next: u64,
+    /// Commits written: makes every commit's `meta` unique, so that a retried commit can tell whether its first
+    /// attempt was applied.
+    #[serde(default)]
+    pub commits: u64,
 }
 
 /// `prefix` and `n` zero-padded to 20 digits, so that keys sort as numbers.
