@@ -10,6 +10,9 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+/// One key (relative to the prefix) and its stored value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The header's `format`.
 pub const FORMAT: &str = "sovra-etcd-backup/1";
 
@@ -77,7 +80,7 @@ pub fn backup(store: &EtcdStore, out: &Path) -> Result<Header, String> {
 }
 
 /// Reads and checks a backup file: its header and its keys (relative to the prefix).
-pub fn read(from: &Path) -> Result<(Header, Vec<(Vec<u8>, Vec<u8>)>), String> {
+pub fn read(from: &Path) -> Result<(Header, Vec<KeyValue>), String> {
     let what = format!("--from {}", from.display());
     let text = std::fs::read_to_string(from).map_err(|e| format!("{what}: {e}"))?;
     let (first, body) = text.split_once('\n').ok_or_else(|| format!("{what}: not a Sovra backup (no header line)"))?;
