@@ -10,6 +10,7 @@
 //! - [`tls`]: certificates (rcgen) and the node identity a client certificate carries (its CN);
 //! - [`metrics`]: Prometheus metrics, served with `/healthz` by [`service::serve_metrics`].
 
+pub mod leadership;
 pub mod metrics;
 pub mod service;
 pub mod store;

@@ -45,6 +45,38 @@ enum Command {
         #[arg(long = "node")]
         nodes: Vec<String>,
     },
+    /// Write a consistent, checksummed backup of the etcd store (docs/etcd.md).
+    Backup {
+        /// The etcd store.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// The backup file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty etcd store (every replica stopped).
+    Restore {
+        /// The etcd store.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Where the etcd store is (`backup`, `restore`).
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// The etcd cluster's client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "URL,…", required = true)]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of the scheduler's state.
+    #[arg(long, default_value = sovra_scheduler::store::etcd_backend::DEFAULT_PREFIX)]
+    etcd_prefix: String,
 }
 
 /// `sovra-scheduler serve`.
@@ -114,6 +146,34 @@ struct ServeArgs {
     /// (`max_hours`, default 72). Without it every exception is refused (docs/receipts.md).
     #[arg(long, value_name = "FILE")]
     break_glass: Option<PathBuf>,
+    // High availability on etcd (docs/etcd.md).
+    /// Where the state lives: `sled` (embedded, `--data DIR`; without `--data`, memory) or `etcd` (an etcd v3
+    /// cluster, `--etcd-endpoints`; replicas elect a leader, the others stand by).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sled)]
+    store: StoreKind,
+    /// The etcd cluster's client URLs, comma-separated (`--store etcd`).
+    #[arg(long, value_delimiter = ',', value_name = "URL,…")]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix of this scheduler's state in etcd (one prefix per Sovra cluster).
+    #[arg(long, default_value = sovra_scheduler::store::etcd_backend::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// The leader's etcd lease, milliseconds (rounded up to whole seconds): a standby takes over this long after
+    /// the leader stopped renewing it.
+    #[arg(long, default_value_t = sovra_scheduler::leadership::DEFAULT_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(1000..=60_000))]
+    lease_ttl_ms: u64,
+    /// The address clients reach this replica on, recorded in etcd while it leads (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+}
+
+/// `--store`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// sled (embedded).
+    Sled,
+    /// etcd v3.
+    Etcd,
 }
 
 async fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -126,6 +186,28 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
             for n in &nodes {
                 println!("node {n}: {}", tls.node(n).0.display());
             }
+            return Ok(());
+        }
+        Command::Backup { etcd, out } => {
+            let s = sovra_scheduler::store::EtcdStore::open(&etcd.etcd_endpoints, &etcd.etcd_prefix).map_err(bad)?;
+            let h = sovra_scheduler::store::etcd_backend::backup::backup(&s, &out).map_err(|m| (1, m))?;
+            println!(
+                "backup: {} keys at etcd revision {} -> {} (sha256 {})",
+                h.keys,
+                h.revision,
+                out.display(),
+                h.sha256
+            );
+            return Ok(());
+        }
+        Command::Restore { etcd, from, force } => {
+            let s = sovra_scheduler::store::EtcdStore::open(&etcd.etcd_endpoints, &etcd.etcd_prefix).map_err(bad)?;
+            let h = sovra_scheduler::store::etcd_backend::backup::restore(&s, &from, force).map_err(bad)?;
+            let m = s.manifest();
+            println!(
+                "restore: {} keys from revision {} of etcd cluster {:x}: {} jobs, last id {}",
+                h.keys, h.revision, h.cluster_id, m.jobs, m.last_id
+            );
             return Ok(());
         }
         Command::Serve(a) => *a,
@@ -149,11 +231,22 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         promotion_token,
         models_poll_ms,
         break_glass,
+        store: store_kind,
+        etcd_endpoints,
+        etcd_prefix,
+        lease_ttl_ms,
+        advertise,
     } = a;
     let break_glass = break_glass
         .map(|p| sovra_scheduler::service::exceptions::BreakGlass::load(&p).map(std::sync::Arc::new))
         .transpose()
         .map_err(bad)?;
+    if store_kind == StoreKind::Etcd && (data.is_some() || recover) {
+        return Err(bad("--store etcd keeps the state in etcd: drop --data and --recover".into()));
+    }
+    if store_kind == StoreKind::Sled && !etcd_endpoints.is_empty() {
+        return Err(bad("--etcd-endpoints needs --store etcd".into()));
+    }
     if let Some(p) = &promotion_server
         && !(p.starts_with("https://") || p.starts_with("http://"))
     {
@@ -173,7 +266,22 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
     };
     let ca = tls_dir.as_ref().map(|d| TlsDir(d.clone()).ca());
     let tls = tls_dir.map(|d| TlsDir(d).server_config()).transpose().map_err(bad)?;
+    // The listener first: a replica that cannot listen never campaigns.
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
+    let mut etcd = None;
     let store = match &data {
+        None if store_kind == StoreKind::Etcd => {
+            let s = std::sync::Arc::new(
+                sovra_scheduler::store::EtcdStore::open(&etcd_endpoints, &etcd_prefix).map_err(bad)?,
+            );
+            let me = advertise.clone().unwrap_or_else(|| addr.to_string());
+            let won = sovra_scheduler::leadership::campaign(&s, &me, Duration::from_millis(lease_ttl_ms))
+                .await
+                .map_err(|m| (1, m))?;
+            etcd = Some((s.clone(), won));
+            Some(Box::new(s) as Box<dyn Store>)
+        }
         None => None,
         Some(d) if recover => {
             let (store, damage) = SledStore::open_recover(d).map_err(|m| (1, m))?;
@@ -202,8 +310,12 @@ async fn run(cli: Cli) -> Result<(), (u8, String)> {
         break_glass,
     };
     let scheduler = Scheduler::with_options(cluster, policy, seed, store, opts).map_err(bad)?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| bad(format!("--listen {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
+    if let Some((s, won)) = etcd {
+        tokio::spawn(async move {
+            let why = sovra_scheduler::leadership::hold(&s, &won).await;
+            sovra_scheduler::leadership::step_down(&s, &why);
+        });
+    }
     let token = match token {
         Some(t) if !t.is_empty() => t,
         _ => sovra_scheduler::service::random_token().map_err(|m| (1, m))?,

@@ -6,6 +6,8 @@
 //! Backends:
 //! - [`SledStore`] (sled, embedded; the default for `serve --data`): checksummed records, a manifest outside sled
 //!   that detects truncation and roll-back, `--recover` (see [`sled_backend`]).
+//! - [`EtcdStore`] (etcd v3, `serve --store etcd --etcd-endpoints …`): a 3-member cluster keeps the state through
+//!   the loss of one member; every commit is one transaction, fenced by the leader's key (see [`etcd_backend`]).
 //! - [`MemoryStore`]: nothing survives the process; what `serve` without `--data` and most tests use. It keeps the
 //!   committed records, so the writer can rebuild its engine from it after a failed request exactly as it would
 //!   from disk.
@@ -27,9 +29,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 mod damage;
+pub mod etcd_backend;
 pub mod sled_backend;
 
 pub use damage::Damage;
+pub use etcd_backend::{EtcdStore, Fence};
 pub use sled_backend::{EVENTS_KEPT, MANIFEST_FILE, SledStore};
 
 /// What a node's daemon last reported, as stored.
@@ -123,6 +127,9 @@ pub enum StoreError {
     /// The state directory is used by another process.
     #[error("{0}")]
     InUse(String),
+    /// A conditioned write was refused: this replica is no longer the leader (etcd backend, docs/etcd.md).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// A place the scheduler keeps its state. Implementations must make [`Store::commit`] atomic (all of a batch or
@@ -259,5 +266,39 @@ impl Store for MemoryStore {
 
     fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
         Ok(self.lock()?.by_job.get(&job).cloned().unwrap_or_default())
+    }
+}
+
+/// A shared store (the etcd store is shared by the writer and the leadership task).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn load(&self) -> Result<Vec<JobRecord>, StoreError> {
+        (**self).load()
+    }
+    fn load_nodes(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
+        (**self).load_nodes()
+    }
+    fn manifest(&self) -> Manifest {
+        (**self).manifest()
+    }
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+    fn archived(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        (**self).archived(id)
+    }
+    fn events(&self, n: usize) -> Vec<String> {
+        (**self).events(n)
+    }
+    fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        (**self).audit_head()
+    }
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        (**self).audit_entries(from, limit)
+    }
+    fn job_audit(&self, job: JobId) -> Result<Vec<u64>, StoreError> {
+        (**self).job_audit(job)
     }
 }

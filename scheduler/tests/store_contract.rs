@@ -150,3 +150,11 @@ fn sled_store_keeps_the_contract() {
         true,
     );
 }
+
+#[test]
+fn etcd_store_keeps_the_contract() {
+    // A real 3-member etcd cluster on loopback; each "open" is a new client on the same prefix.
+    let cluster = sovra_etcd_testenv::EtcdCluster::start().unwrap();
+    let endpoints = cluster.endpoints();
+    contract(|| sovra_scheduler::store::EtcdStore::open(&endpoints, "/contract/").unwrap(), true);
+}
