@@ -421,12 +421,13 @@ impl Scheduler {
         self.call(Req::Panic, |tx| ReplyTx::Unit(Some(tx))).await
     }
 
-    /// The token check of the user-facing services.
+    /// The token check of the user-facing services: the `authorization` header must be `Bearer TOKEN`, compared
+    /// in constant time ([`token_matches`]).
     fn token_check(token: String) -> impl tonic::service::Interceptor + Clone {
+        let expected = token_digest(&token);
         move |req: tonic::Request<()>| -> Result<tonic::Request<()>, Status> {
-            let expected = format!("Bearer {token}");
             match req.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
-                Some(v) if v == expected => Ok(req),
+                Some(v) if token_matches(&expected, v) => Ok(req),
                 Some(_) => {
                     Err(Status::unauthenticated("wrong token; pass the scheduler's token with --token or SOVRA_TOKEN"))
                 }
@@ -438,5 +439,34 @@ impl Scheduler {
     }
 }
 
+/// The SHA-256 of a bearer token: what [`token_matches`] compares, so that neither the token's length nor its
+/// bytes shape the comparison's time.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether an `authorization` header value is `Bearer T` for the token whose digest is `expected`. The digests are
+/// compared in constant time (`subtle`): a timing attacker learns nothing about how many bytes of a guess match.
+pub fn token_matches(expected: &[u8; 32], header: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(presented) = header.strip_prefix("Bearer ") else { return false };
+    bool::from(token_digest(presented).ct_eq(expected))
+}
+
 /// A server stream of replies.
 pub(crate) type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[cfg(test)]
+mod token_tests {
+    use super::{token_digest, token_matches};
+
+    #[test]
+    fn only_the_exact_bearer_token_matches() {
+        let d = token_digest("s3cret");
+        assert!(token_matches(&d, "Bearer s3cret"));
+        for bad in ["Bearer s3cre", "Bearer s3cret ", "Bearer S3cret", "bearer s3cret", "s3cret", "Bearer ", ""] {
+            assert!(!token_matches(&d, bad), "{bad:?} must not match");
+        }
+    }
+}
