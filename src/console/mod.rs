@@ -83,29 +83,55 @@ pub(crate) async fn bind(listen: &str, allow_remote: bool) -> Result<tokio::net:
     tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure { code: 2, message: format!("--listen {listen}: {e}") })
 }
 
-/// Starts the background refresh (a thread of its own: the promotion client blocks) and returns the state.
+/// Starts the background refresh (a thread of its own: the clients block, so it may be called from async code) and
+/// returns the state; until the first snapshot is read the pages say so.
 pub(crate) fn start_refresh(source: snapshot::Source, login: auth::Login, every: Duration) -> Arc<State> {
-    let first = source.fetch();
+    let first = snapshot::Snapshot {
+        errors: vec!["the first snapshot is still being read; reload in a moment".into()],
+        ..snapshot::Snapshot::default()
+    };
     let state = Arc::new(State { snapshot: RwLock::new(Arc::new(first)), login });
     let weak = Arc::downgrade(&state);
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(every);
-            let Some(s) = weak.upgrade() else { return };
             let next = Arc::new(source.fetch());
+            let Some(s) = weak.upgrade() else { return };
             if let Ok(mut w) = s.snapshot.write() {
                 *w = next;
             }
+            drop(s);
+            std::thread::sleep(every);
         }
     });
     state
+}
+
+/// Serves the console for `sovra dev`: binds `listen`, starts the refresh and the server on the current runtime,
+/// and returns the address.
+pub(crate) async fn spawn_dev(
+    listen: &str,
+    token: &str,
+    scheduler: crate::remote::Remote,
+    promotion: String,
+    ca: PathBuf,
+) -> Result<SocketAddr, Failure> {
+    let login = auth::Login::new(token)?;
+    let listener = bind(listen, false).await?;
+    let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    let source = snapshot::Source::dev(scheduler, promotion, ca, token.to_string());
+    let state = start_refresh(source, login, Duration::from_secs(2));
+    tokio::spawn(async move {
+        if let Err(f) = http::serve(listener, state).await {
+            eprintln!("error: {}", f.message);
+        }
+    });
+    Ok(addr)
 }
 
 /// Runs `sovra console` until Ctrl-C.
 pub fn run(args: ConsoleArgs) -> Result<u8, Failure> {
     let login = auth::Login::new(args.console_token.as_deref().unwrap_or(""))?;
     let source = snapshot::Source::from_args(&args)?;
-    let state = start_refresh(source, login, Duration::from_millis(args.refresh_ms));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,6 +139,7 @@ pub fn run(args: ConsoleArgs) -> Result<u8, Failure> {
         .map_err(|e| Failure { code: 1, message: format!("cannot start the runtime: {e}") })?;
     rt.block_on(async move {
         let listener = bind(&args.listen, args.allow_remote).await?;
+        let state = start_refresh(source, login, Duration::from_millis(args.refresh_ms));
         let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
         println!("Sovra console on http://{addr}/ (read-only; log in with the console token)");
         tokio::select! {

@@ -15,6 +15,14 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A data zone, as `zone/stage` (the registry stores it as an object or as that text).
+fn dz(v: &Value) -> String {
+    match (v["zone"].as_str(), v["stage"].as_str()) {
+        (Some(z), Some(st)) => format!("{z}/{st}"),
+        _ => s(v),
+    }
+}
+
 /// The UNDER EXCEPTION badge.
 fn under_exception() -> Markup {
     html! { span.badge.bad { "UNDER EXCEPTION" } }
@@ -91,7 +99,7 @@ fn version(snap: &Snapshot, m: &Value) -> Markup {
             h3 { "Path through the data zones" }
             ol.path aria-label={ "Chain of " (model) } {
                 @for l in arr("locations") {
-                    li { (s(&l["data_zone"])) @if let Some(p) = l["promotion"].as_u64() { " (promotion statement " (p) ")" } @else { " (pushed)" } }
+                    li { (dz(&l)) @if let Some(p) = l["promotion"].as_u64() { " (promotion statement " (p) ")" } @else { " (pushed)" } }
                 }
             }
             @let promotions = arr("promotions");

@@ -77,6 +77,13 @@ impl Source {
         })
     }
 
+    /// The services of `sovra dev`: its scheduler, and its promotion service at `promotion` (CA `ca`, token
+    /// `token`).
+    pub(crate) fn dev(scheduler: Remote, promotion: String, ca: PathBuf, token: String) -> Source {
+        let promotion = crate::promotion_client::ServerArgs::for_console(promotion, Some(ca), Some(token));
+        Source { scheduler, promotion: Some(promotion), plots: None }
+    }
+
     /// Reads a snapshot; what fails is recorded in `errors`, never hidden.
     pub(crate) fn fetch(&self) -> Snapshot {
         let mut s = Snapshot { taken_at: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string(), ..Snapshot::default() };
