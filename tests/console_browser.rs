@@ -28,12 +28,11 @@ const VIEWER: (&str, &str) = ("console-ci", "tok-console-0123456789");
 fn tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
     };
-    let dir = std::env::var_os("SOVRA_PLAYWRIGHT_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sovra-playwright")
-    });
+    let dir = std::env::var_os("SOVRA_PLAYWRIGHT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sovra-playwright"));
     let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| on_path("chromium"));
     let missing = match (on_path("node"), chromium, dir.join("node_modules/playwright-core").is_dir()) {
         (Some(n), Some(c), true) => return Some((n, c, dir)),
@@ -94,7 +93,8 @@ fn http_status(url: &str, method: &str, auth: Option<&str>) -> u16 {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(hostport).unwrap();
     let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(s, "{method} /zones HTTP/1.1\r\nHost: {hostport}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} /zones HTTP/1.1\r\nHost: {hostport}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
@@ -117,7 +117,11 @@ fn a_viewer_sees_where_everything_runs_and_why_in_a_real_browser() {
     // The promotion service with a model promoted to inference under an exception to the approvals gate.
     let t = setup();
     let mut cfg = std::fs::read_to_string(t.p("service.yaml")).unwrap();
-    cfg.push_str(&format!("    - {{name: {}, token_sha256: {}, roles: [viewer, auditor]}}\n", VIEWER.0, hash(VIEWER.1)));
+    cfg.push_str(&format!(
+        "    - {{name: {}, token_sha256: {}, roles: [viewer, auditor]}}\n",
+        VIEWER.0,
+        hash(VIEWER.1)
+    ));
     std::fs::write(t.p("service.yaml"), cfg).unwrap();
     let s = start(&t);
     ok(as_token(&t, &s, "pusher-ci", &push_args()));
@@ -126,7 +130,8 @@ fn a_viewer_sees_where_everything_runs_and_why_in_a_real_browser() {
     let mut grant = grant.to_vec();
     grant.extend(["--reason", "incident 9: radiologists need the fix tonight", "--key", "keys/secops.pem"]);
     ok(as_token(&t, &s, "secops-ci", &grant));
-    let promoted = ok(as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "inference", "-o", "json"]));
+    let promoted =
+        ok(as_token(&t, &s, "promoter-ci", &["model", "promote", "radiology", "--to", "inference", "-o", "json"]));
     let p: Value = serde_json::from_str(&promoted).unwrap();
     assert_eq!(p["status"], "promoted", "{p}");
 
@@ -143,7 +148,8 @@ fn a_viewer_sees_where_everything_runs_and_why_in_a_real_browser() {
     sovra_against(&api, &ca, &["submit", t.p("wide.yaml").to_str().unwrap()]);
     let jobs: Value = serde_json::from_str(&sovra_against(&api, &ca, &["jobs", "-o", "json"])).unwrap();
     let list = jobs.as_array().or_else(|| jobs["jobs"].as_array()).unwrap_or_else(|| panic!("{jobs}"));
-    let waiting = list.iter().find(|j| j["state"] == "pending").unwrap_or_else(|| panic!("no job waits: {jobs}")).clone();
+    let waiting =
+        list.iter().find(|j| j["state"] == "pending").unwrap_or_else(|| panic!("no job waits: {jobs}")).clone();
     let reason = waiting["explanation_summary"].as_str().unwrap().to_string();
     assert!(!reason.is_empty(), "{waiting}");
 

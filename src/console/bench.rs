@@ -76,17 +76,31 @@ pub(crate) fn estate(nodes: usize, jobs: usize) -> Snapshot {
                 replicas: if pending {
                     vec![]
                 } else {
-                    vec![Replica { node: n.name.clone(), pool: n.pool.clone(), zone: n.zone.clone(), devices: vec![0, 1], milli_per_device: 1000 }]
+                    vec![Replica {
+                        node: n.name.clone(),
+                        pool: n.pool.clone(),
+                        zone: n.zone.clone(),
+                        devices: vec![0, 1],
+                        milli_per_device: 1000,
+                    }]
                 },
                 explanation_json: if pending { explanation.clone() } else { String::new() },
-                explanation_summary: if pending { "waits: no node in a permitted pool has 8 free GPUs".into() } else { String::new() },
+                explanation_summary: if pending {
+                    "waits: no node in a permitted pool has 8 free GPUs".into()
+                } else {
+                    String::new()
+                },
                 ..JobInfo::default()
             }
         })
         .collect();
     Snapshot {
         taken_at: "bench".into(),
-        classes: vec![ClassInfo { name: "eu".into(), rules_json: "{}".into(), zones: zones.iter().map(|z| z.id.clone()).collect() }],
+        classes: vec![ClassInfo {
+            name: "eu".into(),
+            rules_json: "{}".into(),
+            zones: zones.iter().map(|z| z.id.clone()).collect(),
+        }],
         queues: (0..4).map(|i| QueueInfo { name: format!("q{i}"), weight: 1, ..QueueInfo::default() }).collect(),
         zones,
         pools,
@@ -100,7 +114,12 @@ pub(crate) fn estate(nodes: usize, jobs: usize) -> Snapshot {
 pub fn run(a: BenchArgs) -> Result<u8, Failure> {
     let built = Instant::now();
     let snap = estate(a.nodes, a.jobs);
-    println!("estate: {} nodes, {} jobs (built in {:.0} ms)", snap.nodes.len(), snap.jobs.len(), built.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "estate: {} nodes, {} jobs (built in {:.0} ms)",
+        snap.nodes.len(),
+        snap.jobs.len(),
+        built.elapsed().as_secs_f64() * 1e3
+    );
     let q = |pairs: &[(&str, &str)]| Query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     let last = (a.jobs.div_ceil(pages::PAGE)).to_string();
     let cases: Vec<(&str, fn(&Snapshot, &Query) -> String, Query)> = vec![

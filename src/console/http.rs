@@ -7,11 +7,11 @@ use super::pages::{self, Query};
 use crate::Failure;
 use axum::Router;
 use axum::extract::{Path, Request};
-use std::collections::BTreeMap;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The console's stylesheet (embedded: nothing comes from the internet).
@@ -55,12 +55,17 @@ async fn plot(axum::extract::State(s): axum::extract::State<Arc<State>>, Path(na
 async fn guard(axum::extract::State(s): axum::extract::State<Arc<State>>, req: Request, next: Next) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let mut resp = if !s.login.permits(&Presented { authorization }) {
-        let mut r = (StatusCode::UNAUTHORIZED, "401: log in with the console token (user name: any).\n").into_response();
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Sovra console\", charset=\"UTF-8\""));
+        let mut r =
+            (StatusCode::UNAUTHORIZED, "401: log in with the console token (user name: any).\n").into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Sovra console\", charset=\"UTF-8\""),
+        );
         r
     } else if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = (StatusCode::METHOD_NOT_ALLOWED, "405: the console is read-only; change things with the `sovra` CLI.\n")
-            .into_response();
+        let mut r =
+            (StatusCode::METHOD_NOT_ALLOWED, "405: the console is read-only; change things with the `sovra` CLI.\n")
+                .into_response();
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         r
     } else {
@@ -69,7 +74,9 @@ async fn guard(axum::extract::State(s): axum::extract::State<Arc<State>>, req: R
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

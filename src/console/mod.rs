@@ -80,7 +80,9 @@ pub(crate) async fn bind(listen: &str, allow_remote: bool) -> Result<tokio::net:
             ),
         });
     }
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure { code: 2, message: format!("--listen {listen}: {e}") })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure { code: 2, message: format!("--listen {listen}: {e}") })
 }
 
 /// Starts the background refresh (a thread of its own: the clients block, so it may be called from async code) and

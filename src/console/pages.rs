@@ -84,12 +84,8 @@ pub(crate) fn paginate<'a, T>(items: &'a [T], q: &Query, path: &str) -> (&'a [T]
     let page = q.page().min(pages);
     let rows = &items[((page - 1) * PAGE).min(items.len())..(page * PAGE).min(items.len())];
     let link = |p: usize| {
-        let mut params: Vec<String> = q
-            .0
-            .iter()
-            .filter(|(k, _)| *k != "page")
-            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-            .collect();
+        let mut params: Vec<String> =
+            q.0.iter().filter(|(k, _)| *k != "page").map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
         params.push(format!("page={p}"));
         format!("{path}?{}", params.join("&"))
     };

@@ -71,7 +71,11 @@ impl Source {
             return Err(Failure { code: 2, message: format!("--plots {}: not a directory", d.display()) });
         }
         Ok(Source {
-            scheduler: Remote { server: a.scheduler.clone(), token: a.scheduler_token.clone(), ca: a.scheduler_ca.clone() },
+            scheduler: Remote {
+                server: a.scheduler.clone(),
+                token: a.scheduler_token.clone(),
+                ca: a.scheduler_ca.clone(),
+            },
             promotion,
             plots: a.plots.clone(),
         })
@@ -86,7 +90,10 @@ impl Source {
 
     /// Reads a snapshot; what fails is recorded in `errors`, never hidden.
     pub(crate) fn fetch(&self) -> Snapshot {
-        let mut s = Snapshot { taken_at: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string(), ..Snapshot::default() };
+        let mut s = Snapshot {
+            taken_at: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default().to_string(),
+            ..Snapshot::default()
+        };
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => {
                 if let Err(f) = rt.block_on(scheduler(&self.scheduler, &mut s)) {
@@ -101,7 +108,9 @@ impl Source {
                     s.errors.push(format!("the promotion service: {}", f.message));
                 }
             }
-            None => s.errors.push("no promotion service configured (--promotion-server): no models or registry audit".into()),
+            None => s
+                .errors
+                .push("no promotion service configured (--promotion-server): no models or registry audit".into()),
         }
         if let Some(dir) = &self.plots {
             s.plots = read_plots(dir, &mut s.errors);
@@ -157,7 +166,8 @@ async fn scheduler(r: &Remote, s: &mut Snapshot) -> Result<(), Failure> {
         }
         None => s.errors.push("the scheduler's audit export has no head line".into()),
     }
-    s.scheduler_log = lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone()))).collect();
+    s.scheduler_log =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone()))).collect();
     Ok(())
 }
 
