@@ -110,6 +110,9 @@ pub(crate) fn estate(nodes: usize, jobs: usize) -> Snapshot {
     }
 }
 
+/// A page renderer.
+type Page = fn(&Snapshot, &Query) -> String;
+
 /// Runs the bench: prints each page's median and worst render time.
 pub fn run(a: BenchArgs) -> Result<u8, Failure> {
     let built = Instant::now();
@@ -122,7 +125,7 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
     );
     let q = |pairs: &[(&str, &str)]| Query(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     let last = (a.jobs.div_ceil(pages::PAGE)).to_string();
-    let cases: Vec<(&str, fn(&Snapshot, &Query) -> String, Query)> = vec![
+    let cases: Vec<(&str, Page, Query)> = vec![
         ("/zones", pages::zones, q(&[])),
         ("/nodes", pages::nodes, q(&[])),
         ("/nodes?health=unhealthy", pages::nodes, q(&[("health", "unhealthy")])),

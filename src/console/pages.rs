@@ -111,7 +111,7 @@ fn enc(s: &str) -> String {
 
 /// GPUs from milli.
 fn gpus(milli: u64) -> String {
-    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{:.1}", milli as f64 / 1000.0) }
+    if milli.is_multiple_of(1000) { (milli / 1000).to_string() } else { format!("{:.1}", milli as f64 / 1000.0) }
 }
 
 /// Whether a job holds GPUs now.
