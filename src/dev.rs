@@ -53,6 +53,10 @@ pub struct DevArgs {
     /// The promotion service's address. Default: 127.0.0.1:7443 (a free port with --tour).
     #[arg(long)]
     promotion_listen: Option<String>,
+    /// The web console's address (`sovra console`; log in with the token). Default: 127.0.0.1:7080 (a free port
+    /// with --tour).
+    #[arg(long)]
+    console_listen: Option<String>,
     /// Token clients must present. Default: a random one (printed).
     #[arg(long, env = "SOVRA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -298,6 +302,15 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
             "  models:   the promotion service on https://localhost:{pport} (registry, keys and promotion.yaml in {})",
             promo.dir.display()
         );
+        let clisten = args
+            .console_listen
+            .clone()
+            .unwrap_or_else(|| if args.tour { "127.0.0.1:0".to_string() } else { "127.0.0.1:7080".to_string() });
+        let promo_url = format!("https://localhost:{pport}");
+        match crate::console::spawn_dev(&clisten, &r.token, r.clone(), promo_url, data_ca(r)).await {
+            Ok(addr) => println!("  console:  http://{addr}/   (read-only; log in with the token, any user name)"),
+            Err(f) => println!("  console:  not started: {}", f.message),
+        }
         if args.tour {
             let ca = local.remote.ca.clone().unwrap_or_default();
             let n = promo.list(pport, &ca).await?;
@@ -320,6 +333,11 @@ pub fn run(args: DevArgs) -> Result<u8, Failure> {
     rt.shutdown_timeout(Duration::from_secs(5));
     drop(promotion);
     code
+}
+
+/// The CA file of the dev services.
+fn data_ca(r: &Remote) -> PathBuf {
+    r.ca.clone().unwrap_or_default()
 }
 
 const EU_JOB: &str = "name: eu-restricted-pretrain\nkind: training\nresidency: eu-restricted\nreplicas: 2\n\

@@ -11,6 +11,7 @@ use sovra_placement::{ClusterState, Placer, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod console;
 mod dev;
 mod dev_promotion;
 mod dev_run;
@@ -86,6 +87,16 @@ fn value_name(v: impl ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
+/// `sovra console` subcommands.
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Render every page from an in-memory snapshot of a synthetic estate and print the times (no network).
+    Bench {
+        #[command(flatten)]
+        args: console::bench::BenchArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Place jobs on a cluster (dry run): print where each replica goes, or why it cannot go anywhere.
@@ -135,6 +146,16 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: model_cmd::ModelCommand,
+    },
+    /// The read-only web console (docs/console.md): zones, pools and nodes, queues and jobs, models, audit and
+    /// simulator plots, read from the scheduler and the promotion service and served on a loopback address.
+    /// `sovra console bench`: page render times at 10,000 nodes and 100,000 jobs.
+    #[command(args_conflicts_with_subcommands = true)]
+    Console {
+        #[command(subcommand)]
+        command: Option<ConsoleCommand>,
+        #[command(flatten)]
+        args: console::ConsoleArgs,
     },
     /// Break-glass exceptions to promotion gates (admin key only; they expire by themselves).
     Exception {
@@ -384,6 +405,8 @@ fn main() -> ExitCode {
             remote::run(remote, remote::Action::Watch { id, since }, output)
         }
         Command::Dev { args } => dev::run(args),
+        Command::Console { command: Some(ConsoleCommand::Bench { args }), .. } => console::bench::run(args),
+        Command::Console { command: None, args } => console::run(args),
         Command::Shim { dir } => return ExitCode::from(sovra_node_daemon::run::shim::main(&dir).clamp(0, 255) as u8),
         Command::Kueue { args } => kueue_cmd::run(args),
         Command::Model { command } => model_cmd::run(command),

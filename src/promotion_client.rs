@@ -100,6 +100,12 @@ pub(crate) enum Backend {
 }
 
 impl ServerArgs {
+    /// The promotion service of `sovra console` (its own flags: `--promotion-server`, `--promotion-ca`,
+    /// `--promotion-token`).
+    pub(crate) fn for_console(server: String, ca: Option<PathBuf>, token: Option<String>) -> ServerArgs {
+        ServerArgs { server: Some(server), ca, token, ..ServerArgs::default() }
+    }
+
     /// Connects when --server is given; `None` for local mode.
     pub(crate) fn connect(&self) -> Result<Option<Remote>, Failure> {
         let Some(server) = self.server.clone().filter(|s| !s.is_empty()) else { return Ok(None) };
