@@ -1,9 +1,10 @@
 //! Load benchmark of the scheduler service over gRPC on loopback.
 //!
-//! `cargo run --release -p sovra-scheduler --example load -- [NODES] [CLIENTS] [SUBMITS_PER_CLIENT] [--durable]`
+//! `cargo run --release -p sovra-scheduler --example load -- [NODES] [CLIENTS] [SUBMITS_PER_CLIENT] [--durable|--etcd]`
 //! (defaults 1000 nodes, 8 clients, 500 submits each). The cluster is `sovra_placement::synth::cluster(NODES)`
 //! (8 GPUs per node, 24 zones); jobs are `synth::jobs`. Every submit is answered after the scheduling cycle of its group
-//! commit. With `--durable` the state is in sled (each group commit flushed before its answers); without, in memory.
+//! commit. With `--durable` the state is in sled (each group commit flushed before its answers); with `--etcd` in a
+//! 3-member etcd cluster started on loopback (each group commit one etcd transaction); without, in memory.
 //! With `--daemons` every node is a simulated node: the scheduler serves over mutual TLS with `--require-daemons`,
 //! and one node daemon reporter per node (`sovra_node_daemon::report::Reporter`, the daemon's own code, with a
 //! fake backend built from the node's description) registers and heartbeats every 0.8 s during the run.
@@ -41,7 +42,8 @@ fn yaml(j: &sovra_domain::Job) -> String {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let durable = args.iter().any(|a| a == "--durable");
+    let etcd = args.iter().any(|a| a == "--etcd");
+    let durable = etcd || args.iter().any(|a| a == "--durable");
     let daemons = args.iter().any(|a| a == "--daemons");
     let readers = args.iter().any(|a| a == "--readers");
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
@@ -49,7 +51,14 @@ async fn main() {
         (nums.first().copied().unwrap_or(1000), nums.get(1).copied().unwrap_or(8), nums.get(2).copied().unwrap_or(500));
     let cluster = synth::cluster(nodes, 1);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = durable.then(|| Box::new(SledStore::open(dir.path()).expect("sled opens")) as Box<dyn Store>);
+    // `--etcd`: a real 3-member etcd cluster on loopback (Debian's etcd-server; testsupport/etcd), kept until the end.
+    let etcd_cluster = etcd.then(|| sovra_etcd_testenv::EtcdCluster::start().expect("etcd starts"));
+    let store = match &etcd_cluster {
+        Some(c) => Some(Box::new(
+            sovra_scheduler::store::EtcdStore::open(&c.endpoints(), "/sovra-load/").expect("etcd store opens"),
+        ) as Box<dyn Store>),
+        None => durable.then(|| Box::new(SledStore::open(dir.path()).expect("sled opens")) as Box<dyn Store>),
+    };
     let tls_dir = tempfile::tempdir().expect("a temporary directory");
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let opts = Options { heartbeat: Duration::from_secs(1), require_daemons: daemons, ..Options::default() };
@@ -182,7 +191,13 @@ async fn main() {
         "{nodes} nodes ({} GPUs), {clients} clients × {per_client} submits, {}: {:.0} submissions/s, {:.0} placed jobs/s \
          ({placed} placed), submit latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         nodes * 8,
-        if durable { "state in sled, flushed before each answer" } else { "state in memory" },
+        if etcd {
+            "state in etcd (3 members, loopback), committed before each answer"
+        } else if durable {
+            "state in sled, flushed before each answer"
+        } else {
+            "state in memory"
+        },
         lat.len() as f64 / secs,
         placed as f64 / secs,
         pct(0.5),
