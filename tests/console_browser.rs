@@ -191,7 +191,13 @@ fn a_viewer_sees_where_everything_runs_and_why_in_a_real_browser() {
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the console prints its URL");
     let url = url.trim_end_matches('/').to_string();
 
-    let shots = repo.join("docs/console");
+    // Screenshots go to a scratch directory, so that a test run leaves the tree clean; set
+    // SOVRA_CONSOLE_SCREENSHOTS=docs/console to refresh the ones docs/console.md shows.
+    let scratch = tempfile::tempdir().unwrap();
+    let shots = match std::env::var_os("SOVRA_CONSOLE_SCREENSHOTS") {
+        Some(d) => repo.join(d),
+        None => scratch.path().to_path_buf(),
+    };
     std::fs::create_dir_all(&shots).unwrap();
     let o = Command::new(node)
         .arg(repo.join("tests/console/console.mjs"))
