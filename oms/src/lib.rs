@@ -28,9 +28,11 @@ pub mod dsse;
 pub mod error;
 pub mod hashing;
 pub mod keys;
+pub mod keyuri;
 pub mod manifest;
 pub mod paths;
 pub mod signing;
+mod token;
 pub mod verifying;
 
 pub use error::{Error, Result};
