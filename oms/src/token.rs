@@ -87,7 +87,11 @@ impl TokenKey {
             [k] => *k,
             [] => return Err(format!("no private key object labelled `{}` in token `{}`", uri.object, uri.token)),
             many => {
-                return Err(format!("{} private keys are labelled `{}`; labels must be unique", many.len(), uri.object));
+                return Err(format!(
+                    "{} private keys are labelled `{}`; labels must be unique",
+                    many.len(),
+                    uri.object
+                ));
             }
         };
         let point_of = |handle: ObjectHandle| -> Result<Option<Vec<u8>>, String> {
