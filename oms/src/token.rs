@@ -74,7 +74,7 @@ impl TokenKey {
         })?;
         let pin = uri.pin_source().read("PIN").map_err(|e| e.to_string())?;
         let session = ctx.open_ro_session(slot).map_err(|e| format!("cannot open a session: {e}"))?;
-        match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+        match session.login(UserType::User, Some(&AuthPin::new(pin))) {
             Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(format!("cannot log in to token `{}` with the PIN: {e}", uri.token)),
         }
