@@ -20,8 +20,9 @@ pub(crate) enum ModelCommand {
     Sign {
         /// The model directory, or a single model file.
         model_path: PathBuf,
-        /// PEM private key (SEC1 `EC PRIVATE KEY` or PKCS#8 `PRIVATE KEY`), P-256 or P-384.
-        #[arg(long, alias = "private_key")]
+        /// The signing key, P-256 or P-384: a PEM file (SEC1 `EC PRIVATE KEY` or PKCS#8 `PRIVATE KEY`),
+        /// `file:PATH?passphrase-env=VAR` (encrypted PKCS#8) or `pkcs11:token=…;object=…` (docs/keys.md).
+        #[arg(long, visible_alias = "key", alias = "private_key", value_name = "KEY")]
         private_key: PathBuf,
         /// Where to write the bundle. Default: model.sig in the current directory (as model_signing does).
         #[arg(long, default_value = "model.sig")]

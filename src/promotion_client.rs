@@ -229,7 +229,7 @@ fn field<T: serde::de::DeserializeOwned>(doc: &Value, k: &str) -> Result<T, Fail
 /// The admin's private key at `admin_key` and the admin name the service gives it (`info` from Resolve); `why`
 /// ends the error (exit 2, nothing sent) when it is not an admin's key.
 fn admin_signer(info: &ResolveModelResponse, admin_key: &Path, why: &str) -> Res<(SigningKey, String)> {
-    let key = SigningKey::from_pem_file(admin_key).map_err(PromoteError::from)?;
+    let key = SigningKey::open(admin_key).map_err(PromoteError::from)?;
     let hint = key.public_key().hint();
     match info.admins.iter().find(|a| a.hint == hint) {
         Some(a) => Ok((key, a.name.clone())),
@@ -471,7 +471,7 @@ impl Backend {
             )
             .into());
         }
-        let key = SigningKey::from_pem_file(key).map_err(PromoteError::from)?;
+        let key = SigningKey::open(key).map_err(PromoteError::from)?;
         let hint = key.public_key().hint();
         let name = info.approvers.iter().find(|a| a.hint == hint).map_or("unknown", |a| a.name.as_str());
         let (env, fields) = sovra_promotion::sign_approval(&info.model, &info.digest, to, name, &key, info.now, ttl)?;

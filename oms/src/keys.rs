@@ -8,13 +8,16 @@
 //! uncompressed SPKI PEM. So the key is parsed here, re-encoded as PKCS#8 / uncompressed SPKI, and handed to sigstore.
 
 use crate::error::{Error, Result};
+use crate::keyuri::KeyUri;
 use crate::manifest::to_hex;
+use crate::token::TokenKey;
 use base64::Engine;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Why a key could not be read, used or made. The messages say what to do; [`Error::Key`] adds the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,9 +48,29 @@ pub enum KeyError {
     /// No `PUBLIC KEY` block.
     #[error("no `-----BEGIN PUBLIC KEY-----` block; give the signer's public key in PEM form")]
     NoPublicKey,
-    /// An `ENCRYPTED PRIVATE KEY` block (encrypted PKCS#8).
-    #[error("encrypted private keys are not supported; decrypt it with `openssl pkey` first")]
+    /// An `ENCRYPTED PRIVATE KEY` block (encrypted PKCS#8) named without a passphrase source.
+    #[error(
+        "an encrypted private key: name it `file:PATH?passphrase-env=VAR` or `file:PATH?passphrase-file=FILE` \
+         (see docs/keys.md)"
+    )]
     EncryptedPrivateKey,
+    /// The passphrase does not decrypt the encrypted PKCS#8 key (or the key is corrupt).
+    #[error("the passphrase does not decrypt this encrypted PKCS#8 key (wrong passphrase, or a damaged file)")]
+    WrongPassphrase,
+    /// A passphrase given for a key that is not encrypted.
+    #[error(
+        "a passphrase is given but the key is not encrypted (no `ENCRYPTED PRIVATE KEY` block); drop the passphrase"
+    )]
+    NotEncrypted,
+    /// A key name (`file:…`, `pkcs11:…`) that does not parse.
+    #[error("bad key name: {0}")]
+    Uri(String),
+    /// A passphrase or PIN could not be read.
+    #[error("{0}")]
+    Secret(String),
+    /// A PKCS#11 token, object or login problem.
+    #[error("PKCS#11: {0}")]
+    Pkcs11(String),
     /// No `EC PRIVATE KEY` or `PRIVATE KEY` block.
     #[error("no `EC PRIVATE KEY` or `PRIVATE KEY` PEM block; give an EC P-256 or P-384 private key")]
     NoPrivateKey,
@@ -165,6 +188,18 @@ impl PublicKey {
         Ok(PublicKey { curve, spki_der: doc.as_bytes().to_vec(), spki_pem: pem })
     }
 
+    /// A public key from its SEC1 point (uncompressed or compressed), P-256 or P-384.
+    pub fn from_sec1_point(point: &[u8]) -> std::result::Result<PublicKey, KeyError> {
+        let spki = if let Ok(k) = p256::PublicKey::from_sec1_bytes(point) {
+            k.to_public_key_der().map_err(encoding)?
+        } else if let Ok(k) = p384::PublicKey::from_sec1_bytes(point) {
+            k.to_public_key_der().map_err(encoding)?
+        } else {
+            return Err(KeyError::UnsupportedPublicKey);
+        };
+        Self::from_spki_der(spki.as_bytes())
+    }
+
     /// Loads a PEM `PUBLIC KEY` (SPKI) file.
     pub fn from_pem_file(path: &Path) -> Result<PublicKey> {
         let text = read_text(path)?;
@@ -196,9 +231,18 @@ impl PublicKey {
     }
 }
 
-/// A private key ready to sign, with its public key.
+/// Who holds the private key.
+enum Backend {
+    /// In this process's memory (a PEM file, plain or encrypted).
+    Memory(SigStoreSigner),
+    /// In a PKCS#11 token.
+    Token(TokenKey),
+}
+
+/// A private key ready to sign, with its public key. The private key is either in memory or in a PKCS#11 token;
+/// neither `Debug` nor any error shows key material.
 pub struct SigningKey {
-    signer: SigStoreSigner,
+    backend: Backend,
     public: PublicKey,
 }
 
@@ -209,6 +253,52 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// Opens the key a name gives ([`crate::keyuri`]): `PATH`, `file:PATH[?passphrase-env=VAR|passphrase-file=F]`
+    /// or `pkcs11:token=…;object=…[?module-path=…&pin-env=…]`. Errors name the key (never a secret).
+    pub fn open(name: &Path) -> Result<SigningKey> {
+        let text = name.to_string_lossy();
+        // A name that does not parse is shown without its query (where a refused `pin-value` would be).
+        let shown = match text.split_once('?') {
+            Some((head, _)) if text.starts_with("pkcs11:") || text.starts_with("file:") => PathBuf::from(head),
+            _ => name.to_path_buf(),
+        };
+        let uri = KeyUri::parse(&text).map_err(key_err(&shown))?;
+        Self::open_uri(&uri).map_err(|e| match e {
+            Error::Key { reason, .. } => Error::Key { path: name.to_path_buf(), reason },
+            other => other,
+        })
+    }
+
+    /// Opens the key a parsed name gives.
+    pub fn open_uri(uri: &KeyUri) -> Result<SigningKey> {
+        match uri {
+            KeyUri::File { path, passphrase: None } => Self::from_pem_file(path),
+            KeyUri::File { path, passphrase: Some(source) } => {
+                let pass = Zeroizing::new(source.read("passphrase").map_err(key_err(path))?);
+                let text = read_text(path)?;
+                Self::from_encrypted_pem(&text, pass.as_bytes()).map_err(key_err(path))
+            }
+            KeyUri::Pkcs11(p) => {
+                let name = PathBuf::from(uri.to_string());
+                let (token, point) = TokenKey::open(p).map_err(|e| key_err(&name)(KeyError::Pkcs11(e)))?;
+                let public = PublicKey::from_sec1_point(&point).map_err(key_err(&name))?;
+                Ok(SigningKey { backend: Backend::Token(token), public })
+            }
+        }
+    }
+
+    /// Parses an encrypted PKCS#8 PEM (`ENCRYPTED PRIVATE KEY`, PBES2) with its passphrase.
+    pub fn from_encrypted_pem(text: &str, passphrase: &[u8]) -> std::result::Result<SigningKey, KeyError> {
+        let blocks = pem_blocks(text)?;
+        let Some(block) = blocks.iter().find(|b| b.label == "ENCRYPTED PRIVATE KEY") else {
+            return Err(KeyError::NotEncrypted);
+        };
+        let info =
+            pkcs8::EncryptedPrivateKeyInfoRef::try_from(block.der.as_slice()).map_err(|_| KeyError::WrongPassphrase)?;
+        let doc = info.decrypt(passphrase).map_err(|_| KeyError::WrongPassphrase)?;
+        Self::from_der(doc.as_bytes(), false)
+    }
+
     /// Loads a PEM private key file: SEC1 `EC PRIVATE KEY` or unencrypted PKCS#8 `PRIVATE KEY`, P-256 or P-384;
     /// `EC PARAMETERS` blocks and text around the blocks are skipped.
     pub fn from_pem_file(path: &Path) -> Result<SigningKey> {
@@ -226,31 +316,35 @@ impl SigningKey {
             .iter()
             .find(|b| b.label == "EC PRIVATE KEY" || b.label == "PRIVATE KEY")
             .ok_or(KeyError::NoPrivateKey)?;
-        let sec1 = block.label == "EC PRIVATE KEY";
+        Self::from_der(&block.der, block.label == "EC PRIVATE KEY")
+    }
+
+    /// A SEC1 (`sec1`) or PKCS#8 DER private key, P-256 or P-384.
+    fn from_der(der: &[u8], sec1: bool) -> std::result::Result<SigningKey, KeyError> {
         // P-256 first: a 48-byte scalar is never accepted as P-256, and named-curve parameters are checked.
         let p256_key = if sec1 {
-            p256::SecretKey::from_sec1_der(&block.der)
+            p256::SecretKey::from_sec1_der(der)
         } else {
-            p256::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
+            p256::SecretKey::from_pkcs8_der(der).map_err(Into::into)
         };
         let (curve, pkcs8, spki) = if let Ok(k) = p256_key {
-            let pkcs8 = k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec();
+            let pkcs8 = Zeroizing::new(k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec());
             (Curve::P256, pkcs8, k.public_key().to_public_key_der().map_err(encoding)?)
         } else {
             let k = if sec1 {
-                p384::SecretKey::from_sec1_der(&block.der)
+                p384::SecretKey::from_sec1_der(der)
             } else {
-                p384::SecretKey::from_pkcs8_der(&block.der).map_err(Into::into)
+                p384::SecretKey::from_pkcs8_der(der).map_err(Into::into)
             }
             .map_err(|_| KeyError::UnsupportedPrivateKey)?;
-            let pkcs8 = k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec();
+            let pkcs8 = Zeroizing::new(k.to_pkcs8_der().map_err(encoding)?.as_bytes().to_vec());
             (Curve::P384, pkcs8, k.public_key().to_public_key_der().map_err(encoding)?)
         };
         let public = PublicKey::from_spki_der(spki.as_bytes())?;
         let signer = SigStoreKeyPair::from_der(&pkcs8)
             .and_then(|kp| kp.to_sigstore_signer(&curve.scheme()))
             .map_err(|e| KeyError::Unusable(e.to_string()))?;
-        Ok(SigningKey { signer, public })
+        Ok(SigningKey { backend: Backend::Memory(signer), public })
     }
 
     /// The public key.
@@ -258,9 +352,29 @@ impl SigningKey {
         &self.public
     }
 
+    /// Whether the private key is held in a PKCS#11 token.
+    pub fn in_token(&self) -> bool {
+        matches!(self.backend, Backend::Token(_))
+    }
+
     /// ECDSA over `message` with the curve's hash; ASN.1 DER signature.
     pub fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, KeyError> {
-        self.signer.sign(message).map_err(|e| KeyError::Signing(e.to_string()))
+        match &self.backend {
+            Backend::Memory(signer) => signer.sign(message).map_err(|e| KeyError::Signing(e.to_string())),
+            Backend::Token(token) => {
+                let bad = |_| KeyError::Pkcs11("the token returned a malformed ECDSA signature".into());
+                match self.public.curve {
+                    Curve::P256 => {
+                        let raw = token.sign_digest(&Sha256::digest(message)).map_err(KeyError::Pkcs11)?;
+                        p256::ecdsa::Signature::from_slice(&raw).map(|s| s.to_der().as_bytes().to_vec()).map_err(bad)
+                    }
+                    Curve::P384 => {
+                        let raw = token.sign_digest(&sha2::Sha384::digest(message)).map_err(KeyError::Pkcs11)?;
+                        p384::ecdsa::Signature::from_slice(&raw).map(|s| s.to_der().as_bytes().to_vec()).map_err(bad)
+                    }
+                }
+            }
+        }
     }
 }
 

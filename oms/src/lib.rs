@@ -28,10 +28,12 @@ pub mod dsse;
 pub mod error;
 pub mod hashing;
 pub mod keys;
+pub mod keyuri;
 pub mod manifest;
 pub mod multisig;
 pub mod paths;
 pub mod signing;
+mod token;
 pub mod verifying;
 
 pub use error::{Error, Result};

@@ -88,7 +88,7 @@ pub fn sign_model(model: &Path, private_key: &Path, signature: &Path, options: &
             signature.display()
         )));
     }
-    let key = SigningKey::from_pem_file(private_key)?;
+    let key = SigningKey::open(private_key)?;
     let method = match options.shard_size {
         None => Method::Files,
         Some(0) => return Err(Error::InvalidOption("--shard-size 0: use a shard size of at least 1 byte".into())),

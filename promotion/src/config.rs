@@ -270,13 +270,13 @@ impl PromotionConfig {
             }
             Ok(out)
         };
-        let service_key_path = raw.service_key.as_deref().map(at);
+        let service_key_path = raw.service_key.as_deref().map(|k| sovra_oms::keyuri::resolve_name(&base, k));
         let service_public_key = match (&raw.service_public_key, &service_key_path) {
             (Some(p), _) => PublicKey::from_pem_file(&at(p))
                 .map_err(|e| format!("{}: field `service_public_key`: {e}", path.display()))?,
             // Older configs name only the private key: the public key is derived from it (so every command
             // reads it, as before). Give `service_public_key` so that only `promote` needs the private key.
-            (None, Some(k)) => SigningKey::from_pem_file(k)
+            (None, Some(k)) => SigningKey::open(k)
                 .map_err(|e| format!("{}: field `service_key`: {e}", path.display()))?
                 .public_key()
                 .clone(),
@@ -352,8 +352,7 @@ impl PromotionConfig {
                 self.path.display()
             ));
         };
-        let key =
-            SigningKey::from_pem_file(p).map_err(|e| format!("{}: field `service_key`: {e}", self.path.display()))?;
+        let key = SigningKey::open(p).map_err(|e| format!("{}: field `service_key`: {e}", self.path.display()))?;
         if key.public_key().hint() != self.service_public_key.hint() {
             return Err(format!(
                 "{}: field `service_key`: {} is not the private key of `service_public_key` (hints {} and {})",

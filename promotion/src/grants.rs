@@ -104,7 +104,7 @@ impl Promoter {
     ) -> Res<SignedRecord> {
         let v = self.registry.resolve(model, reference)?;
         approval_from(to)?;
-        let key = SigningKey::from_pem_file(key)?;
+        let key = SigningKey::open(key)?;
         let ttl = ttl.unwrap_or(self.config.approval_max_age);
         if ttl > self.config.approval_max_age {
             return Err(bad(format!(
@@ -243,7 +243,7 @@ impl Promoter {
     /// Local mode: the admin's private key at `path` and the admin the config names it; `why` ends the error when
     /// the key is not an admin's.
     pub(crate) fn admin_key(&self, path: &Path, why: &str) -> Res<(SigningKey, &crate::config::Identity)> {
-        let key = SigningKey::from_pem_file(path)?;
+        let key = SigningKey::open(path)?;
         let hint = key.public_key().hint();
         let admin = self.config.admins.iter().find(|a| a.hint == hint).ok_or_else(|| {
             bad(format!(

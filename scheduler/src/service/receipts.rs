@@ -327,7 +327,7 @@ pub fn load_key(
     data: Option<&std::path::Path>,
 ) -> Result<Option<Arc<SigningKey>>, String> {
     let load = |p: &std::path::Path, flag: &str| {
-        SigningKey::from_pem_file(p).map(Arc::new).map_err(|e| format!("{flag} {}: {e}", p.display()))
+        SigningKey::open(p).map(Arc::new).map_err(|e| format!("{flag} {}: {e}", p.display()))
     };
     if let Some(p) = path {
         return load(p, "--receipt-key").map(Some);
