@@ -59,13 +59,13 @@ fn a_withdrawn_version_cannot_be_pulled_shows_in_status_and_needs_fresh_approval
     assert!(e.unwrap_err().to_string().contains("withdrawn"));
     p.pull("resnet", None, &from("fr-par-secnum", Stage::Registry), &fx.p("out"), &fx.p("out.sig"), "ci").unwrap();
 
-    // Status shows it; the audit log has the withdrawal and the pull.
+    // Status shows it; the audit log has the withdrawal, the two refused pulls (audited as refusals) and the pull.
     let s = p.status("resnet", None).unwrap();
     assert_eq!(s["withdrawn"][0]["reason"], "CVE-2026-1: poisoned weights");
     assert_eq!(s["withdrawn"][0]["by"], "secops");
     assert!(s["approvals"].as_array().unwrap().iter().all(|a| a["withdrawn_since"] == true), "{s}");
     let kinds: Vec<String> = p.registry.audit_entries().unwrap().into_iter().map(|e| e.event.kind).collect();
-    assert_eq!(kinds[kinds.len() - 2..], ["withdrawal", "pull"]);
+    assert_eq!(kinds[kinds.len() - 4..], ["withdrawal", "refusal", "refusal", "pull"]);
 
     // Re-promotion into the zone: the old approvals no longer count; fresh ones do.
     p.set_now(Some(now + 20));
