@@ -127,7 +127,25 @@ impl Bundle {
 
     /// Parses bundle JSON (any whitespace or key order; unknown keys refused).
     pub fn from_json(bytes: &[u8]) -> Result<Bundle, BundleError> {
-        serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))
+        serde_json::from_slice(bytes).map_err(|e| {
+            // Another signing mode is named as such, not reported as a parse error of key mode.
+            let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+            let m = &v["verificationMaterial"];
+            let mode = if m.get("x509CertificateChain").is_some() {
+                Some("certificate (an X.509 chain, `model_signing sign certificate`)")
+            } else if m.get("certificate").is_some() {
+                Some("Sigstore keyless (a Fulcio certificate, `model_signing sign sigstore`)")
+            } else {
+                None
+            };
+            match mode {
+                Some(mode) if m.get("publicKey").is_none() => BundleError::Json(format!(
+                    "unsupported signing mode: the bundle is signed in {mode} mode; Sovra verifies key-mode bundles \
+                     (`model_signing sign key`, `sovra model sign`)"
+                )),
+                _ => BundleError::Json(e.to_string()),
+            }
+        })
     }
 
     /// The decoded statement bytes.
@@ -149,6 +167,19 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_signing_modes_are_named_not_misparsed() {
+        let cert = br#"{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "verificationMaterial":
+            {"x509CertificateChain": {"certificates": [{"rawBytes": "AA=="}]}, "tlogEntries": []},
+            "dsseEnvelope": {"payload": "", "payloadType": "application/vnd.in-toto+json", "signatures": []}}"#;
+        let e = Bundle::from_json(cert).unwrap_err().to_string();
+        assert!(e.starts_with("unsupported signing mode: the bundle is signed in certificate"), "{e}");
+        let keyless = br#"{"verificationMaterial": {"certificate": {"rawBytes": "AA=="}}}"#;
+        let e = Bundle::from_json(keyless).unwrap_err().to_string();
+        assert!(e.contains("unsupported signing mode") && e.contains("Sigstore keyless"), "{e}");
+        assert!(!Bundle::from_json(b"{}").unwrap_err().to_string().contains("unsupported"));
+    }
 
     #[test]
     fn pae_is_the_dsse_v1_encoding() {
