@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 /// Writes a one-zone cluster of `gpus` single-GPU nodes and a scenario into a fresh folder.
 fn scenario(name: &str, gpus: usize, streams: &str, plan: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sovra-replay-{name}-{}", std::process::id()));
+    // Under target/tmp (CARGO_TARGET_TMPDIR), not /tmp: nothing is left outside the build folder.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sovra-replay-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let nodes = if gpus == 0 {
         String::new()

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Writes `cluster` and a 10-hour scenario of `streams` into a fresh folder.
 fn scenario(name: &str, nodes: &str, streams: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sovra-replay-shape-{name}-{}", std::process::id()));
+    // Under target/tmp (CARGO_TARGET_TMPDIR), not /tmp: nothing is left outside the build folder.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sovra-replay-shape-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("cluster.yaml"),
