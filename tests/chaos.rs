@@ -34,40 +34,26 @@ fn metrics(addr: &str) -> String {
 /// The registry's audit entries of `kind` whose details mention `needle` (read over the service's AuditExport,
 /// as an auditor).
 fn audited(t: &Tour, s: &Service, kind: &str, needle: &str) -> usize {
-    let entries = call(t, s, "audit-ci", |mut c, req| async move {
-        let mut stream = c.audit_export(req(sovra_api::v1::AuditExportRequest {})).await?.into_inner();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let entries: Vec<Value> = rt.block_on(async {
+        let req = authed("audit-ci", sovra_api::v1::AuditExportRequest {});
+        let mut stream = client(t, s).await.audit_export(req).await.unwrap().into_inner();
         let mut out = Vec::new();
-        while let Some(e) = stream.message().await? {
-            out.push(serde_json::from_str::<Value>(&e.json).unwrap_or_default());
+        while let Some(e) = stream.message().await.unwrap() {
+            out.push(serde_json::from_str(&e.json).unwrap());
         }
-        Ok(out)
-    })
-    .unwrap();
+        out
+    });
     entries.iter().filter(|e| e["kind"] == kind && e["details"].to_string().contains(needle)).count()
 }
 
 type Client = sovra_api::v1::promotion_client::PromotionClient<tonic::transport::Channel>;
 
-/// Runs `f` with a client of the service authenticated as token client `who` (and a request builder).
-fn call<T, F, Fut>(t: &Tour, s: &Service, who: &str, f: F) -> Result<T, tonic::Status>
-where
-    F: FnOnce(
-        Client,
-        Box<dyn Fn(sovra_api::v1::AuditExportRequest) -> tonic::Request<sovra_api::v1::AuditExportRequest>>,
-    ) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let auth = format!("Bearer {}", token(who));
-    rt.block_on(async {
-        let c = client(t, s).await;
-        let req = Box::new(move |m| {
-            let mut r = tonic::Request::new(m);
-            r.metadata_mut().insert("authorization", auth.parse().unwrap());
-            r
-        });
-        f(c, req).await
-    })
+/// `msg` with the bearer token of the service's token client `who`.
+fn authed<T>(who: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {}", token(who)).parse().unwrap());
+    r
 }
 
 async fn client(t: &Tour, s: &Service) -> Client {
@@ -198,11 +184,8 @@ fn every_attempt_to_move_a_model_across_a_border_is_refused_audited_and_alerted(
 fn grant_raw(t: &Tour, s: &Service, envelope_json: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = client(t, s).await;
-        let mut req = tonic::Request::new(sovra_api::v1::SignedGrant { envelope_json: envelope_json.into() });
-        let auth = format!("Bearer {}", token("secops-ci"));
-        req.metadata_mut().insert("authorization", auth.parse().unwrap());
-        match c.grant_exception(req).await {
+        let req = authed("secops-ci", sovra_api::v1::SignedGrant { envelope_json: envelope_json.into() });
+        match client(t, s).await.grant_exception(req).await {
             Ok(r) => format!("granted: {:?}", r.into_inner()),
             Err(e) => e.message().to_string(),
         }

@@ -339,7 +339,9 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, refusals: Arc<sovr
         "/metrics",
         axum::routing::get(move || {
             let r = refusals.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], r.render()) }
+            async move {
+                ([(axum::http::header::CONTENT_TYPE, sovra_promotion::refusals::Refusals::CONTENT_TYPE)], r.render())
+            }
         }),
     );
     if let Err(e) = axum::serve(listener, app).await {

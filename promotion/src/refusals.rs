@@ -5,35 +5,48 @@
 use crate::service::Promoter;
 use serde_json::json;
 use sovra_registry::AuditEvent;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
-/// Refusals counted by attempt, since the process started.
-#[derive(Debug, Default)]
-pub struct Refusals(Mutex<BTreeMap<String, u64>>);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AttemptLabel {
+    attempt: String,
+}
+
+type Counters = prometheus_client::metrics::family::Family<AttemptLabel, prometheus_client::metrics::counter::Counter>;
+
+/// Refused attempts, counted by attempt since the process started (`sovra_promotion_refusals_total{attempt}`).
+#[derive(Debug)]
+pub struct Refusals {
+    registry: prometheus_client::registry::Registry,
+    counters: Counters,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        let counters = Counters::default();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register(
+            "sovra_promotion_refusals",
+            "Refused attempts to move models across a border, by attempt",
+            counters.clone(),
+        );
+        Refusals { registry, counters }
+    }
+}
 
 impl Refusals {
+    /// The `Content-Type` of [`Refusals::render`] (OpenMetrics text, as prometheus-client writes it).
+    pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
     /// Counts one refusal of `attempt`.
     pub fn count(&self, attempt: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(attempt.to_string()).or_default() += 1;
+        self.counters.get_or_create(&AttemptLabel { attempt: attempt.to_string() }).inc();
     }
 
-    /// Every attempt with its count, by name.
-    pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The counts in the Prometheus text format.
+    /// The counts in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP sovra_promotion_refusals_total Refused attempts to move models across a border, by attempt\n\
-             # TYPE sovra_promotion_refusals_total counter\n",
-        );
-        for (attempt, n) in self.counts() {
-            let label = attempt.replace('\\', "\\\\").replace('"', "\\\"");
-            out.push_str(&format!("sovra_promotion_refusals_total{{attempt=\"{label}\"}} {n}\n"));
-        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }

@@ -125,9 +125,9 @@ pub struct ExceptionPayload {
 pub fn check(env: &Envelope, bg: &BreakGlass, now_s: u64) -> Result<(ExceptionPayload, Vec<String>, String), String> {
     let signers =
         sovra_oms::multisig::verify_all(env, EXCEPTION_TYPE, &bg.approvers).map_err(|e| format!("envelope: {e}"))?;
-    let text = std::str::from_utf8(&signers.payload).map_err(|_| "payload: not UTF-8 JSON".to_string())?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let p: ExceptionPayload = serde_path_to_error::deserialize(&mut de).map_err(|e| format!("payload: {e}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&signers.payload).map_err(|e| format!("payload: not JSON: {e}"))?;
+    let p: ExceptionPayload = serde_path_to_error::deserialize(doc.clone()).map_err(|e| format!("payload: {e}"))?;
     if p.type_ != EXCEPTION_V1 {
         return Err(format!("payload._type is {:?}, expected {EXCEPTION_V1:?}", p.type_));
     }
@@ -160,7 +160,7 @@ pub fn check(env: &Envelope, bg: &BreakGlass, now_s: u64) -> Result<(ExceptionPa
             bg.max_secs / 3600
         ));
     }
-    let id = sovra_audit::digest_of(&serde_json::from_str::<serde_json::Value>(text).unwrap_or_default())?;
+    let id = sovra_audit::digest_of(&doc)?;
     Ok((p, signers.valid, id[..16].to_string()))
 }
 
