@@ -293,10 +293,12 @@ impl EtcdStore {
             when.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.create_revision));
         }
         let txn = Txn::new().when(when).and_then(ops);
-        // A request to a member that just died fails in transport; the client then routes to another. The retry is
-        // safe: it is conditioned like the first attempt, and if that one was applied after all, `meta` holds
-        // exactly this commit's value.
+        // A request to a member that just died fails in transport; the client then routes to another (it may take
+        // a few tries to leave the dead member: up to 4 attempts, but none started 6 s after the first, so that a
+        // lost quorum is still refused within two request timeouts). A retry is safe: it is conditioned like the
+        // first attempt, and if that one was applied after all, `meta` holds exactly this commit's value.
         let mut retried = false;
+        let (first, mut attempts) = (std::time::Instant::now(), 1u32);
         let rev = loop {
             let (mut c, t) = (self.client.clone(), txn.clone());
             match self.run(async move { c.txn(t).await })? {
@@ -312,9 +314,11 @@ impl EtcdStore {
                     drop(st);
                     return Err(self.why_refused(fence));
                 }
-                Err(e) if !retried => {
-                    tracing::warn!(error = %e, "etcd: a commit failed in transport; retrying once");
+                Err(e) if attempts < 4 && first.elapsed() < std::time::Duration::from_secs(6) => {
+                    tracing::warn!(error = %e, attempt = attempts, "etcd: a commit failed in transport; retrying");
                     retried = true;
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 Err(e) => return Err(backend("committing a batch", e)),
             }
